@@ -1,0 +1,65 @@
+//! The crate's error type: each variant says what the user (or operator) can do about it.
+
+use std::fmt;
+
+/// Result with drover's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in drover. A refused request carries the field or id at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is invalid; nothing was changed. The message names the field or id at fault.
+    #[error("{0}")]
+    Invalid(String),
+    /// A named pool, job or task does not exist.
+    #[error("{kind} {id:?} does not exist")]
+    NotFound { kind: &'static str, id: String },
+    /// The object exists already (a duplicate id).
+    #[error("{kind} {id:?} already exists")]
+    Conflict { kind: &'static str, id: String },
+    /// The object is in a state that does not allow the request.
+    #[error("{0}")]
+    State(String),
+    /// Redis failed or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// RabbitMQ failed or could not be reached.
+    #[error("rabbitmq: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// Storage (S3 or HTTP) refused the request or failed for good.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// Storage could not be reached or answered with a server error; trying again may work.
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
+    /// Local file or process I/O failed.
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl Error {
+    /// An [`Error::Invalid`] built from anything printable.
+    pub fn invalid(msg: impl fmt::Display) -> Self {
+        Error::Invalid(msg.to_string())
+    }
+
+    /// An [`Error::Io`] with the file or action it concerns.
+    pub fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
+        Error::Io { context: context.to_string(), source }
+    }
+
+    /// Whether trying again later may succeed (a service hiccup), as opposed to a refusal.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading))
+            }
+            Error::Amqp(_) | Error::StorageUnavailable(_) => true,
+            _ => false,
+        }
+    }
+}

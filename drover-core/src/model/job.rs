@@ -1,0 +1,196 @@
+//! Jobs: Azure's JobAddParameter (what users submit) and CloudJob (what drover reports).
+
+use super::{validate_env, validate_id, EnvironmentSetting, IsoDuration, MetadataItem};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// A job to add to a pool (Azure's JobAddParameter, the parts drover runs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobAddParameter {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub pool_info: PoolInformation,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_tasks: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<JobConstraints>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub common_environment_settings: Vec<EnvironmentSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_all_tasks_complete: Option<OnAllTasksComplete>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_task_failure: Option<OnTaskFailure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses_task_dependencies: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<MetadataItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolInformation {
+    pub pool_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobConstraints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wall_clock_time: Option<IsoDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_task_retry_count: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnAllTasksComplete {
+    #[serde(alias = "noAction")]
+    NoAction,
+    #[serde(alias = "terminateJob")]
+    TerminateJob,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTaskFailure {
+    #[serde(alias = "noAction")]
+    NoAction,
+    #[serde(alias = "performExitOptionsJobAction")]
+    PerformExitOptionsJobAction,
+}
+
+impl JobAddParameter {
+    /// A job with just an id on a pool.
+    pub fn new(id: &str, pool_id: &str) -> Self {
+        JobAddParameter {
+            id: id.into(),
+            display_name: None,
+            pool_info: PoolInformation { pool_id: pool_id.into() },
+            priority: None,
+            max_parallel_tasks: None,
+            constraints: None,
+            common_environment_settings: vec![],
+            on_all_tasks_complete: None,
+            on_task_failure: None,
+            uses_task_dependencies: None,
+            metadata: vec![],
+        }
+    }
+
+    /// Checks every field drover can check without touching a service.
+    pub fn validate(&self) -> Result<()> {
+        validate_id("job id", &self.id)?;
+        let at = |e: String| Error::invalid(format!("job {:?}: {e}", self.id));
+        validate_id("poolInfo.poolId", &self.pool_info.pool_id).map_err(|e| at(e.to_string()))?;
+        if let Some(p) = self.priority {
+            if !(-1000..=1000).contains(&p) {
+                return Err(at(format!("priority {p}: must be between -1000 and 1000")));
+            }
+        }
+        if matches!(self.max_parallel_tasks, Some(n) if n < -1 || n == 0) {
+            return Err(at("maxParallelTasks: must be -1 (unlimited) or at least 1".into()));
+        }
+        if matches!(self.constraints.as_ref().and_then(|c| c.max_task_retry_count), Some(n) if n < -1) {
+            return Err(at("constraints.maxTaskRetryCount: must be -1 (unlimited) or more".into()));
+        }
+        validate_env("commonEnvironmentSettings", &self.common_environment_settings).map_err(|e| at(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Whether a failed task applies its `exitConditions` job action to the job.
+    pub fn performs_exit_actions(&self) -> bool {
+        self.on_task_failure == Some(OnTaskFailure::PerformExitOptionsJobAction)
+    }
+
+    /// The retry limit its tasks inherit unless they set their own (-1: unlimited).
+    pub fn max_task_retry_count(&self) -> i32 {
+        self.constraints.as_ref().and_then(|c| c.max_task_retry_count).unwrap_or(0)
+    }
+}
+
+/// A job's state, as Azure names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum JobState {
+    Active,
+    Disabled,
+    Terminating,
+    Completed,
+    Deleting,
+}
+
+impl JobState {
+    /// The state's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Active => "active",
+            JobState::Disabled => "disabled",
+            JobState::Terminating => "terminating",
+            JobState::Completed => "completed",
+            JobState::Deleting => "deleting",
+        }
+    }
+
+    /// Parses a stored state name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => JobState::Active,
+            "disabled" => JobState::Disabled,
+            "terminating" => JobState::Terminating,
+            "completed" => JobState::Completed,
+            "deleting" => JobState::Deleting,
+            _ => return None,
+        })
+    }
+}
+
+/// A job as drover reports it (Azure's CloudJob).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudJob {
+    #[serde(flatten)]
+    pub spec: JobAddParameter,
+    pub state: JobState,
+    pub creation_time: String,
+    pub state_transition_time: String,
+    pub execution_info: JobExecutionInfo,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobExecutionInfo {
+    pub start_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub terminate_reason: Option<String>,
+}
+
+/// Azure's TaskCountsResult: how many tasks (and slots) are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCountsResult {
+    pub task_counts: TaskCounts,
+    pub task_slot_counts: TaskCounts,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCounts {
+    pub active: u64,
+    pub running: u64,
+    pub completed: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+impl TaskCounts {
+    /// Every task there is (active, running and completed).
+    pub fn total(&self) -> u64 {
+        self.active + self.running + self.completed
+    }
+}

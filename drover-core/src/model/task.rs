@@ -1,0 +1,595 @@
+//! Tasks: Azure's TaskAddParameter (what users submit) and CloudTask (what drover reports).
+
+use super::{validate_env, validate_id, EnvironmentSetting, IsoDuration};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path};
+
+/// A task to add to a job (Azure's TaskAddParameter, the parts drover runs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskAddParameter {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub command_line: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_files: Vec<ResourceFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_files: Vec<OutputFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment_settings: Vec<EnvironmentSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<TaskConstraints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_conditions: Option<ExitConditions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<TaskDependencies>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_slots: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub application_package_references: Vec<ApplicationPackageReference>,
+}
+
+/// A file to download into the task's working directory before it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_container_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_storage_container_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mode: Option<String>,
+}
+
+/// Files to upload after the task ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutputFile {
+    pub file_pattern: String,
+    pub destination: OutputFileDestination,
+    #[serde(default)]
+    pub upload_options: OutputFileUploadOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutputFileDestination {
+    pub container: OutputFileContainer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutputFileContainer {
+    pub container_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutputFileUploadOptions {
+    #[serde(default)]
+    pub upload_condition: UploadCondition,
+}
+
+/// When an output file is uploaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UploadCondition {
+    TaskSuccess,
+    TaskFailure,
+    #[default]
+    TaskCompletion,
+}
+
+impl UploadCondition {
+    /// Whether a task that ended with `success` uploads under this condition.
+    pub fn applies(self, success: bool) -> bool {
+        match self {
+            UploadCondition::TaskSuccess => success,
+            UploadCondition::TaskFailure => !success,
+            UploadCondition::TaskCompletion => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskConstraints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wall_clock_time: Option<IsoDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_time: Option<IsoDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_task_retry_count: Option<i32>,
+}
+
+/// How exit codes and staging failures map to job and dependency actions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExitConditions {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_codes: Vec<ExitCodeMapping>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_code_ranges: Vec<ExitCodeRangeMapping>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_processing_error: Option<ExitOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_upload_error: Option<ExitOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<ExitOptions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExitCodeMapping {
+    pub code: i32,
+    pub exit_options: ExitOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExitCodeRangeMapping {
+    pub start: i32,
+    pub end: i32,
+    pub exit_options: ExitOptions,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExitOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_action: Option<JobAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency_action: Option<DependencyAction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum JobAction {
+    None,
+    Disable,
+    Terminate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DependencyAction {
+    Satisfy,
+    Block,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskDependencies {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_id_ranges: Vec<TaskIdRange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskIdRange {
+    pub start: i64,
+    pub end: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplicationPackageReference {
+    pub application_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl TaskAddParameter {
+    /// Checks every field drover can check without touching a service. The error names the task
+    /// and the field at fault.
+    pub fn validate(&self) -> Result<()> {
+        validate_id("task id", &self.id)?;
+        self.validate_fields().map_err(|e| Error::invalid(format!("task {:?}: {e}", self.id)))
+    }
+
+    fn validate_fields(&self) -> Result<(), String> {
+        if self.command_line.trim().is_empty() {
+            return Err("commandLine: must not be empty".into());
+        }
+        let words = shell_words::split(&self.command_line)
+            .map_err(|e| format!("commandLine: cannot be split into words ({e})"))?;
+        if words.is_empty() {
+            return Err("commandLine: must not be empty".into());
+        }
+        for (i, rf) in self.resource_files.iter().enumerate() {
+            rf.validate().map_err(|e| format!("resourceFiles[{i}].{e}"))?;
+        }
+        for (i, of) in self.output_files.iter().enumerate() {
+            of.validate().map_err(|e| format!("outputFiles[{i}].{e}"))?;
+        }
+        validate_env("environmentSettings", &self.environment_settings).map_err(|e| e.to_string())?;
+        if let Some(c) = &self.constraints {
+            if matches!(c.max_task_retry_count, Some(n) if n < -1) {
+                return Err("constraints.maxTaskRetryCount: must be -1 (unlimited) or more".into());
+            }
+        }
+        if let Some(ec) = &self.exit_conditions {
+            for (i, r) in ec.exit_code_ranges.iter().enumerate() {
+                if r.start > r.end {
+                    return Err(format!("exitConditions.exitCodeRanges[{i}]: start is after end"));
+                }
+            }
+            if ec.options().any(|o| o.job_action == Some(JobAction::Disable)) {
+                return Err("exitConditions: jobAction disable is not supported (use none or terminate)".into());
+            }
+        }
+        if let Some(d) = &self.depends_on {
+            for (i, id) in d.task_ids.iter().enumerate() {
+                validate_id(&format!("dependsOn.taskIds[{i}]"), id).map_err(|e| e.to_string())?;
+                if *id == self.id {
+                    return Err(format!("dependsOn.taskIds[{i}]: a task cannot depend on itself"));
+                }
+            }
+            for (i, r) in d.task_id_ranges.iter().enumerate() {
+                if r.start > r.end || r.start < 0 {
+                    return Err(format!("dependsOn.taskIdRanges[{i}]: start must be >= 0 and <= end"));
+                }
+            }
+        }
+        if self.required_slots == Some(0) {
+            return Err("requiredSlots: must be at least 1".into());
+        }
+        for (i, p) in self.application_package_references.iter().enumerate() {
+            validate_id(&format!("applicationPackageReferences[{i}].applicationId"), &p.application_id)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The argv the task runs: `commandLine` split into words, without a shell (as Azure does).
+    pub fn argv(&self) -> Result<Vec<String>> {
+        shell_words::split(&self.command_line)
+            .map_err(|e| Error::invalid(format!("task {:?}: commandLine: {e}", self.id)))
+    }
+
+    /// Slots the task occupies on a node.
+    pub fn slots(&self) -> u32 {
+        self.required_slots.unwrap_or(1).max(1)
+    }
+
+    /// Whether the task needs files staged in before it runs.
+    pub fn needs_staging(&self) -> bool {
+        !self.resource_files.is_empty() || !self.application_package_references.is_empty()
+    }
+}
+
+impl ExitConditions {
+    fn options(&self) -> impl Iterator<Item = &ExitOptions> {
+        self.exit_codes
+            .iter()
+            .map(|m| &m.exit_options)
+            .chain(self.exit_code_ranges.iter().map(|m| &m.exit_options))
+            .chain([&self.pre_processing_error, &self.file_upload_error, &self.default].into_iter().flatten())
+    }
+
+    /// The options that apply to how a task ended, in Azure's order: a staging failure's own
+    /// options, else the first matching exit code, then range, then `default`.
+    pub fn matching(&self, exit_code: Option<i32>, failure_code: Option<&str>) -> Option<&ExitOptions> {
+        let staging = match failure_code {
+            Some("ResourceFileDownloadError") => self.pre_processing_error.as_ref(),
+            Some("FileUploadError") => self.file_upload_error.as_ref(),
+            _ => None,
+        };
+        let by_code = exit_code.and_then(|c| {
+            self.exit_codes.iter().find(|m| m.code == c).map(|m| &m.exit_options).or_else(|| {
+                self.exit_code_ranges.iter().find(|m| (m.start..=m.end).contains(&c)).map(|m| &m.exit_options)
+            })
+        });
+        staging.or(by_code).or(self.default.as_ref())
+    }
+}
+
+impl TaskAddParameter {
+    /// The job action a failed task asks for (Azure: terminate unless its exit options say
+    /// otherwise).
+    pub fn job_action_on_failure(&self, exit_code: Option<i32>, failure_code: Option<&str>) -> JobAction {
+        self.exit_conditions
+            .as_ref()
+            .and_then(|ec| ec.matching(exit_code, failure_code))
+            .and_then(|o| o.job_action)
+            .unwrap_or(JobAction::Terminate)
+    }
+}
+
+impl ResourceFile {
+    fn validate(&self) -> Result<(), String> {
+        let sources =
+            [self.http_url.is_some(), self.storage_container_url.is_some(), self.auto_storage_container_name.is_some()];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err(
+                "httpUrl: exactly one of httpUrl, storageContainerUrl and autoStorageContainerName must be set".into(),
+            );
+        }
+        if let Some(url) = &self.http_url {
+            if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("s3://")) {
+                return Err(format!("httpUrl {url:?}: must be an http, https or s3:// URL"));
+            }
+            if url.starts_with("s3://") {
+                crate::staging::S3Url::parse(url).map_err(|e| format!("httpUrl: {e}"))?;
+            }
+            if self.file_path.as_deref().is_none_or(str::is_empty) {
+                return Err("filePath: required with httpUrl".into());
+            }
+        }
+        if let Some(url) = &self.storage_container_url {
+            crate::staging::S3Url::parse(url).map_err(|e| format!("storageContainerUrl: {e}"))?;
+        }
+        if let Some(name) = &self.auto_storage_container_name {
+            if name.is_empty() || name.starts_with('/') || name.split('/').any(|p| p == "..") {
+                return Err(format!("autoStorageContainerName {name:?}: not a valid container name"));
+            }
+        }
+        if let Some(p) = &self.file_path {
+            check_relative(p).map_err(|e| format!("filePath {p:?}: {e}"))?;
+        }
+        if let Some(mode) = &self.file_mode {
+            if u32::from_str_radix(mode, 8).map_or(true, |m| m > 0o7777) {
+                return Err(format!("fileMode {mode:?}: must be an octal mode such as 0755"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file mode to set after download, if any.
+    pub fn mode(&self) -> Option<u32> {
+        self.file_mode.as_deref().and_then(|m| u32::from_str_radix(m, 8).ok())
+    }
+}
+
+impl OutputFile {
+    fn validate(&self) -> Result<(), String> {
+        let pattern = &self.file_pattern;
+        if pattern.is_empty() {
+            return Err("filePattern: must not be empty".into());
+        }
+        // Azure allows "../std*.txt" to reach the task directory; nothing may go further up.
+        let inner = pattern.strip_prefix("../").unwrap_or(pattern);
+        check_relative(inner).map_err(|e| format!("filePattern {pattern:?}: {e}"))?;
+        globset::Glob::new(inner).map_err(|e| format!("filePattern {pattern:?}: {e}"))?;
+        crate::staging::S3Url::parse(&self.destination.container.container_url)
+            .map_err(|e| format!("destination.container.containerUrl: {e}"))?;
+        Ok(())
+    }
+}
+
+/// Refuses a path that is absolute or climbs out of the directory it is relative to.
+pub(crate) fn check_relative(p: &str) -> Result<(), String> {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        return Err("must be relative to the task working directory".into());
+    }
+    let mut depth = 0i32;
+    for c in path.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err("escapes the task working directory".into());
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("must be relative to the task working directory".into())
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A task's state, as Azure names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TaskState {
+    Active,
+    Preparing,
+    Running,
+    Completed,
+}
+
+impl TaskState {
+    /// The state's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Active => "active",
+            TaskState::Preparing => "preparing",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+        }
+    }
+
+    /// Parses a state name, naming the field on failure.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "active" => Ok(TaskState::Active),
+            "preparing" => Ok(TaskState::Preparing),
+            "running" => Ok(TaskState::Running),
+            "completed" => Ok(TaskState::Completed),
+            _ => Err(Error::invalid(format!("state {s:?}: must be one of active, preparing, running, completed"))),
+        }
+    }
+}
+
+/// A task as drover reports it (Azure's CloudTask).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudTask {
+    #[serde(flatten)]
+    pub spec: TaskAddParameter,
+    pub state: TaskState,
+    pub creation_time: String,
+    pub state_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_state: Option<TaskState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_info: Option<TaskExecutionInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_info: Option<NodeInfo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskExecutionInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub retry_count: u32,
+    pub requeue_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_info: Option<FailureInfo>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TaskResult {
+    Success,
+    Failure,
+}
+
+/// Why a task failed (Azure's TaskFailureInformation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureInfo {
+    pub category: FailureCategory,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureCategory {
+    UserError,
+    ServerError,
+}
+
+impl FailureInfo {
+    /// A failure the task's author can fix (bad command, missing input, ...).
+    pub fn user(code: &str, message: impl Into<String>) -> Self {
+        FailureInfo { category: FailureCategory::UserError, code: code.into(), message: message.into() }
+    }
+
+    /// A failure of drover or the services it relies on.
+    pub fn server(code: &str, message: impl Into<String>) -> Self {
+        FailureInfo { category: FailureCategory::ServerError, code: code.into(), message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    pub pool_id: String,
+    pub node_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_root_directory: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<TaskAddParameter> {
+        let t: TaskAddParameter = serde_json::from_str(json).map_err(Error::invalid)?;
+        t.validate()?;
+        Ok(t)
+    }
+
+    #[test]
+    fn accepts_an_azure_task() {
+        let t = parse(
+            r#"{"id":"t1","commandLine":"/bin/sh -c 'echo hi'","resourceFiles":[{"httpUrl":"s3://bkt/k","filePath":"in/k"}],
+               "outputFiles":[{"filePattern":"../std*.txt","destination":{"container":{"containerUrl":"s3://bkt/out"}},
+               "uploadOptions":{"uploadCondition":"taskFailure"}}],
+               "constraints":{"maxWallClockTime":"PT1M","maxTaskRetryCount":2},
+               "environmentSettings":[{"name":"A","value":"1"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.argv().unwrap(), vec!["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(t.output_files[0].upload_options.upload_condition, UploadCondition::TaskFailure);
+        assert!(t.needs_staging());
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            (r#"{"id":"t1"}"#, "commandLine"),
+            (r#"{"id":"t1","commandLine":"x","userIdentity":{}}"#, "userIdentity"),
+            (r#"{"id":"t/1","commandLine":"x"}"#, "task id"),
+            (
+                r#"{"id":"t1","commandLine":"x","resourceFiles":[{"httpUrl":"s3://bkt/k","filePath":"../x"}]}"#,
+                "resourceFiles[0].filePath",
+            ),
+            (
+                r#"{"id":"t1","commandLine":"x","resourceFiles":[{"httpUrl":"s3://bkt/k","filePath":"/etc/x"}]}"#,
+                "filePath",
+            ),
+            (r#"{"id":"t1","commandLine":"x","resourceFiles":[{"filePath":"a"}]}"#, "exactly one"),
+            (
+                r#"{"id":"t1","commandLine":"x","outputFiles":[{"filePattern":"../../x","destination":{"container":{"containerUrl":"s3://bkt"}}}]}"#,
+                "filePattern",
+            ),
+            (r#"{"id":"t1","commandLine":"x","constraints":{"maxWallClockTime":"1h"}}"#, "ISO 8601"),
+            (r#"{"id":"t1","commandLine":"echo 'unclosed"}"#, "commandLine"),
+        ];
+        for (json, want) in cases {
+            let err = parse(json).unwrap_err().to_string();
+            assert!(err.contains(want), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn golden_cloud_task_json() {
+        let task = CloudTask {
+            spec: TaskAddParameter {
+                id: "t1".into(),
+                display_name: None,
+                command_line: "/bin/true".into(),
+                resource_files: vec![],
+                output_files: vec![],
+                environment_settings: vec![],
+                constraints: None,
+                exit_conditions: None,
+                depends_on: None,
+                required_slots: None,
+                application_package_references: vec![],
+            },
+            state: TaskState::Completed,
+            creation_time: super::super::rfc3339(0),
+            state_transition_time: super::super::rfc3339(1500),
+            previous_state: Some(TaskState::Running),
+            execution_info: Some(TaskExecutionInfo {
+                start_time: Some(super::super::rfc3339(1000)),
+                end_time: Some(super::super::rfc3339(1500)),
+                exit_code: Some(0),
+                result: Some(TaskResult::Success),
+                ..Default::default()
+            }),
+            node_info: Some(NodeInfo { pool_id: "p".into(), node_id: "n".into(), task_root_directory: None }),
+        };
+        assert_eq!(
+            serde_json::to_string(&task).unwrap(),
+            r#"{"id":"t1","commandLine":"/bin/true","state":"completed","creationTime":"1970-01-01T00:00:00.000Z","stateTransitionTime":"1970-01-01T00:00:01.500Z","previousState":"running","executionInfo":{"startTime":"1970-01-01T00:00:01.000Z","endTime":"1970-01-01T00:00:01.500Z","exitCode":0,"retryCount":0,"requeueCount":0,"result":"success"},"nodeInfo":{"poolId":"p","nodeId":"n"}}"#
+        );
+    }
+}

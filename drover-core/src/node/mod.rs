@@ -1,0 +1,251 @@
+//! The node agent: joins a pool, consumes its queue with one prefetch per free slot, and runs
+//! each task through its attempt (see [`attempt`]). It reconnects to the broker by itself, keeps a
+//! heartbeat in Redis so others can tell it is alive, and drains on shutdown.
+
+mod attempt;
+mod process;
+mod retention;
+
+pub use process::Exit;
+
+use crate::model::TaskMessage;
+use crate::queue::{self, Topology, REASON_HEADER};
+use crate::staging::Staging;
+use crate::status::{StatusStore, NODE_LEASE};
+use crate::{Config, Error, Result};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How a node is started.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub pool_id: String,
+    /// Unique among live nodes; see [`default_node_id`].
+    pub node_id: String,
+    /// Slots; `None` takes the pool's `taskSlotsPerNode`.
+    pub task_slots: Option<u32>,
+    pub work_dir: PathBuf,
+    /// How long running tasks may take to finish once the node is told to stop.
+    pub drain_timeout: Duration,
+    /// How long a transfer keeps retrying while storage is unavailable.
+    pub storage_retry: Duration,
+}
+
+/// The host name plus a suffix unique on the host.
+pub fn default_node_id() -> String {
+    let host = gethostname::gethostname()
+        .to_string_lossy()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect::<String>();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{host}-{}-{:04x}", std::process::id(), nanos & 0xffff)
+}
+
+/// What every attempt on this node shares.
+pub(crate) struct NodeContext {
+    pub(crate) config: Config,
+    pub(crate) options: NodeOptions,
+    pub(crate) store: StatusStore,
+    pub(crate) staging: Staging,
+    pub(crate) topology: Topology,
+    /// Tasks this node runs now, as (job, task).
+    pub(crate) running: Mutex<HashSet<(String, String)>>,
+    /// Cancelled when running tasks must be handed back (drain timeout passed).
+    pub(crate) hand_back: CancellationToken,
+}
+
+/// Runs a node until `shutdown` is cancelled, then drains: no new task is taken, running ones get
+/// the drain timeout to finish, and the rest are handed back to the queue.
+pub async fn run(config: Config, options: NodeOptions, shutdown: CancellationToken) -> Result<()> {
+    config.validate()?;
+    crate::model::validate_id("pool id", &options.pool_id)?;
+    let store = StatusStore::connect(&config).await?;
+    let pool = store.get_pool(&options.pool_id).await?;
+    let slots = options.task_slots.unwrap_or(pool.spec.task_slots_per_node).max(1);
+    let staging = Staging::new(&config).await?.with_retry_budget(options.storage_retry);
+    let ctx = Arc::new(NodeContext {
+        topology: Topology::new(&config.account),
+        config,
+        options,
+        store,
+        staging,
+        running: Mutex::new(HashSet::new()),
+        hand_back: CancellationToken::new(),
+    });
+    ctx.store.register_node(&ctx.options.node_id, &ctx.options.work_dir.to_string_lossy()).await?;
+    tracing::info!(pool = %ctx.options.pool_id, node = %ctx.options.node_id, slots, "node joined the pool");
+    let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
+    let jobs_dir = ctx.options.work_dir.join(&ctx.config.account).join("jobs");
+    let sweeper = tokio::spawn(async move {
+        loop {
+            let dir = jobs_dir.clone();
+            if let Ok(n) = tokio::task::spawn_blocking(move || retention::sweep(&dir)).await {
+                if n > 0 {
+                    tracing::info!(removed = n, "removed task directories past their retention time");
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    });
+    let tracker = TaskTracker::new();
+    consume(&ctx, slots, &tracker, &shutdown).await;
+
+    drain(&ctx, &tracker).await;
+    heartbeat.abort();
+    sweeper.abort();
+    if let Err(e) = ctx.store.node_gone(&ctx.options.node_id).await {
+        tracing::warn!(error = %e, "could not clear the node's heartbeat");
+    }
+    tracing::info!("node left the pool");
+    Ok(())
+}
+
+/// Lets running tasks finish within the drain timeout, then hands the rest back.
+async fn drain(ctx: &NodeContext, tracker: &TaskTracker) {
+    tracker.close();
+    if tracker.is_empty() {
+        return;
+    }
+    let active = ctx.running.lock().map(|r| r.len()).unwrap_or(0);
+    tracing::info!(running = active, drain_timeout = ?ctx.options.drain_timeout, "draining");
+    if tokio::time::timeout(ctx.options.drain_timeout, tracker.wait()).await.is_err() {
+        tracing::warn!("drain timeout passed; handing running tasks back");
+        ctx.hand_back.cancel();
+        tracker.wait().await;
+    }
+}
+
+async fn heartbeat(ctx: Arc<NodeContext>) {
+    loop {
+        if let Err(e) = ctx.store.heartbeat(&ctx.options.node_id).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        tokio::time::sleep(NODE_LEASE / 5).await;
+    }
+}
+
+/// Consumes until `shutdown`, reconnecting to the broker whenever the connection is lost.
+async fn consume(ctx: &Arc<NodeContext>, slots: u32, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    let mut delay = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match consume_once(ctx, slots, tracker, shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "lost the broker; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn consume_once(
+    ctx: &Arc<NodeContext>,
+    slots: u32,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let connection = queue::connect(&ctx.config.amqp_url, &format!("drover-worker {}", ctx.options.node_id)).await?;
+    let channel = connection.create_channel().await?;
+    ctx.topology.declare_pool(&channel, &ctx.options.pool_id).await?;
+    let publish = connection.create_channel().await?;
+    publish.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel.basic_qos(slots.min(u16::MAX as u32) as u16, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            ctx.topology.pool_queue(&ctx.options.pool_id).into(),
+            ctx.options.node_id.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue = %ctx.topology.pool_queue(&ctx.options.pool_id), "consuming");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                // Stop taking work; deliveries not started yet go back to the queue with the channel.
+                let _ = channel.basic_cancel(ctx.options.node_id.as_str().into(), Default::default()).await;
+                drain(ctx, tracker).await;
+                let _ = connection.close(200, "node leaving".into()).await;
+                return Ok(());
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let ctx = ctx.clone();
+                    let publish = publish.clone();
+                    tracker.spawn(async move { attempt::handle(ctx, publish, delivery).await });
+                }
+                Some(Err(e)) => return Err(Error::Amqp(e)),
+                None => return Err(Error::State("the broker cancelled the consumer".into())),
+            }
+        }
+    }
+}
+
+/// Publishes `message` again (a retry) and waits for the broker's confirm.
+pub(crate) async fn republish(ctx: &NodeContext, channel: &Channel, message: &TaskMessage) -> Result<()> {
+    let confirm = channel
+        .basic_publish(
+            ctx.topology.tasks_exchange().into(),
+            ctx.options.pool_id.as_str().into(),
+            BasicPublishOptions { mandatory: true, ..Default::default() },
+            &message.to_bytes(),
+            queue::task_properties(&message.task_id),
+        )
+        .await?
+        .await?;
+    if confirm.is_ack() {
+        Ok(())
+    } else {
+        Err(Error::State("the broker refused the retry message".into()))
+    }
+}
+
+/// Moves a message that is not a valid task to the dead-letter queue, saying why.
+pub(crate) async fn dead_letter(ctx: &NodeContext, channel: &Channel, body: &[u8], reason: &str) -> Result<()> {
+    let mut headers = FieldTable::default();
+    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
+    headers.insert("x-drover-pool".into(), AMQPValue::LongString(ctx.options.pool_id.as_str().into()));
+    let confirm = channel
+        .basic_publish(
+            ctx.topology.dead_letters().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2).with_headers(headers),
+        )
+        .await?
+        .await?;
+    if confirm.is_ack() {
+        Ok(())
+    } else {
+        Err(Error::State("the broker refused the dead letter".into()))
+    }
+}
+
+pub(crate) async fn ack(delivery: &lapin::message::Delivery) {
+    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+        tracing::debug!(error = %e, "ack failed (the message will come back and be recognised)");
+    }
+}
+
+pub(crate) async fn requeue(delivery: &lapin::message::Delivery) {
+    if let Err(e) = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await {
+        tracing::debug!(error = %e, "nack failed (the message comes back with the channel)");
+    }
+}

@@ -1,0 +1,83 @@
+//! Running a task's process: its own process group, stdout/stderr to files, a wall-clock limit.
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited by itself (a signal death is reported as 128 + the signal number).
+    Code(i32),
+    /// It ran past its wall-clock limit and its process group was killed.
+    TimedOut,
+    /// It was killed because the node is leaving or the task was terminated.
+    Killed,
+}
+
+/// What to run and where.
+pub(super) struct ProcessSpec<'a> {
+    pub argv: &'a [String],
+    pub cwd: &'a Path,
+    pub env: &'a [(String, String)],
+    pub stdout: std::fs::File,
+    pub stderr: std::fs::File,
+    pub wall_clock: Option<Duration>,
+}
+
+/// Environment variables passed through from the node to tasks; everything else (credentials in
+/// particular) stays out of the task's environment.
+const PASS_THROUGH: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR"];
+
+/// Runs the process to its end, its limit, or `stop`. An error means it could not be started.
+pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std::io::Result<Exit> {
+    let program = &spec.argv[0];
+    // A relative program path is relative to the working directory, as in Azure Batch.
+    let program: PathBuf = if program.contains('/') && !program.starts_with('/') {
+        spec.cwd.join(program)
+    } else {
+        PathBuf::from(program)
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&spec.argv[1..])
+        .current_dir(spec.cwd)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(spec.stdout))
+        .stderr(Stdio::from(spec.stderr))
+        .process_group(0)
+        .kill_on_drop(true);
+    for name in PASS_THROUGH {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
+    for (k, v) in spec.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn()?;
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let limit = async {
+        match spec.wall_clock {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ended = tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            use std::os::unix::process::ExitStatusExt;
+            return Ok(Exit::Code(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))));
+        }
+        _ = limit => Exit::TimedOut,
+        _ = stop.cancelled() => Exit::Killed,
+    };
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    let _ = child.wait().await;
+    Ok(ended)
+}

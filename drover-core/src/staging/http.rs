@@ -1,0 +1,46 @@
+//! Plain HTTP(S) downloads of resource files.
+
+use crate::{Error, Result};
+use futures_util::StreamExt;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+pub(super) fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| Error::Storage(format!("http client: {e}")))
+}
+
+/// Streams `url` into `dest` (the caller retries while the server is unavailable).
+pub(super) async fn download(client: &reqwest::Client, url: &str, dest: &Path) -> Result<u64> {
+    let response = client.get(url).send().await.map_err(|e| {
+        if e.is_connect() || e.is_timeout() {
+            Error::StorageUnavailable(format!("GET {url}: {e}"))
+        } else {
+            Error::Storage(format!("GET {url}: {e}"))
+        }
+    })?;
+    let status = response.status();
+    if !status.is_success() {
+        let message = format!("GET {url}: HTTP {status}");
+        return Err(if status.is_server_error() {
+            Error::StorageUnavailable(message)
+        } else {
+            Error::Storage(message)
+        });
+    }
+    let (mut file, part) = super::part_file(dest).await?;
+    let mut stream = response.bytes_stream();
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::StorageUnavailable(format!("GET {url}: {e}")))?;
+        bytes += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(|e| Error::io(format!("write {}", part.display()), e))?;
+    }
+    file.flush().await.map_err(|e| Error::io(format!("write {}", part.display()), e))?;
+    super::finish(&part, dest).await?;
+    Ok(bytes)
+}

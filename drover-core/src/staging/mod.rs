@@ -1,0 +1,206 @@
+//! Staging: moving files between storage and a task's directory.
+//!
+//! Resource files come from S3 (`s3://bucket/key`, a container prefix, or a prefix in the
+//! account's bucket) or plain HTTP(S); output files go to S3. Transfers stream to and from disk,
+//! retry transient errors and time out when a peer stalls. A download lands under a temporary
+//! name and is renamed into place, so a task never sees a half-written input.
+
+mod http;
+mod outputs;
+mod s3;
+
+pub use outputs::{matching_files, OutputMatch};
+pub use s3::S3Store;
+
+use crate::model::task::{check_relative, ResourceFile};
+use crate::{Config, Error, Result};
+use std::path::{Path, PathBuf};
+
+/// A parsed `s3://bucket/key` (or `s3://bucket/prefix`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl S3Url {
+    /// Parses an `s3://` URL; the key may be empty (a whole bucket).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| format!("{url:?} is not an s3:// URL"))?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !valid_bucket {
+            return Err(format!("{url:?}: {bucket:?} is not a valid bucket name"));
+        }
+        Ok(S3Url { bucket: bucket.into(), key: key.into() })
+    }
+
+    /// This URL as a prefix: its key with one trailing `/` (or empty for a whole bucket).
+    pub fn prefix(&self) -> String {
+        let k = self.key.trim_end_matches('/');
+        if k.is_empty() {
+            String::new()
+        } else {
+            format!("{k}/")
+        }
+    }
+}
+
+impl std::fmt::Display for S3Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Everything staging needs: the S3 store, an HTTP client, and where the account's storage is.
+#[derive(Clone)]
+pub struct Staging {
+    pub s3: S3Store,
+    http: reqwest::Client,
+    bucket: String,
+    account: String,
+    retry_budget: std::time::Duration,
+}
+
+/// How long a transfer keeps retrying while storage is unavailable, unless set otherwise.
+pub const DEFAULT_RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Staging {
+    /// Staging for the configured account.
+    pub async fn new(config: &Config) -> Result<Self> {
+        Ok(Staging {
+            s3: S3Store::connect(config).await?,
+            http: http::client()?,
+            bucket: config.bucket.clone(),
+            account: config.account.clone(),
+            retry_budget: DEFAULT_RETRY_BUDGET,
+        })
+    }
+
+    /// Keeps retrying transfers for `budget` while storage is unavailable.
+    pub fn with_retry_budget(mut self, budget: std::time::Duration) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    /// Runs `transfer` until it succeeds, fails for good, or storage stayed unavailable past the
+    /// retry budget (backing off up to 5 s between tries).
+    pub async fn retrying<T, F, Fut>(&self, mut transfer: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.retry_budget;
+        let mut delay = std::time::Duration::from_millis(250);
+        loop {
+            match transfer().await {
+                Err(Error::StorageUnavailable(e)) if tokio::time::Instant::now() + delay < deadline => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "storage unavailable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(Error::StorageUnavailable(e)) => {
+                    return Err(Error::StorageUnavailable(format!("{e} (gave up after {:?})", self.retry_budget)))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Uploads `src` to `bucket/key`, retrying while storage is unavailable.
+    pub async fn upload(&self, src: &Path, bucket: &str, key: &str) -> Result<u64> {
+        self.retrying(|| self.s3.upload(src, bucket, key)).await
+    }
+
+    /// Where a task's own files (stdout.txt, stderr.txt) are kept in the account's bucket.
+    pub fn task_files(&self, job: &str, task: &str) -> S3Url {
+        S3Url { bucket: self.bucket.clone(), key: format!("{}/jobs/{job}/{task}", self.account) }
+    }
+
+    /// The container an `autoStorageContainerName` names: a prefix in the account's bucket.
+    pub fn auto_storage(&self, name: &str) -> S3Url {
+        S3Url { bucket: self.bucket.clone(), key: format!("{}/{}", self.account, name.trim_matches('/')) }
+    }
+
+    /// Downloads one resource file (or every object of a container) into `wd`, retrying while
+    /// storage is unavailable. Returns bytes written.
+    pub async fn stage_in(&self, rf: &ResourceFile, wd: &Path) -> Result<u64> {
+        self.retrying(|| self.try_stage_in(rf, wd)).await
+    }
+
+    async fn try_stage_in(&self, rf: &ResourceFile, wd: &Path) -> Result<u64> {
+        let file_path = rf.file_path.as_deref().unwrap_or("");
+        let mut bytes = 0;
+        if let Some(url) = &rf.http_url {
+            let dest = wd.join(file_path);
+            bytes += if url.starts_with("s3://") {
+                let u = S3Url::parse(url).map_err(Error::invalid)?;
+                self.s3.download(&u.bucket, &u.key, &dest).await?
+            } else {
+                http::download(&self.http, url, &dest).await?
+            };
+            set_mode(&dest, rf.mode()).await?;
+            return Ok(bytes);
+        }
+        let container = match (&rf.storage_container_url, &rf.auto_storage_container_name) {
+            (Some(url), _) => S3Url::parse(url).map_err(Error::invalid)?,
+            (None, Some(name)) => self.auto_storage(name),
+            (None, None) => return Err(Error::invalid("resource file has no source")),
+        };
+        let base = container.prefix();
+        let list_prefix = format!("{base}{}", rf.blob_prefix.as_deref().unwrap_or(""));
+        let objects = self.s3.list(&container.bucket, &list_prefix).await?;
+        for (key, _) in objects {
+            let relative = &key[base.len()..];
+            if relative.is_empty() || relative.ends_with('/') {
+                continue;
+            }
+            check_relative(relative).map_err(|e| Error::Storage(format!("object {key:?}: {e}")))?;
+            let dest: PathBuf = wd.join(file_path).join(relative);
+            bytes += self.s3.download(&container.bucket, &key, &dest).await?;
+            set_mode(&dest, rf.mode()).await?;
+        }
+        Ok(bytes)
+    }
+}
+
+async fn set_mode(path: &Path, mode: Option<u32>) -> Result<()> {
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .await
+            .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Creates `dest`'s directory and a temporary sibling to write into; rename it with [`finish`].
+pub(crate) async fn part_file(dest: &Path) -> Result<(tokio::fs::File, PathBuf)> {
+    if let Some(dir) = dest.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    let mut part = dest.as_os_str().to_owned();
+    part.push(".drover-part");
+    let part = PathBuf::from(part);
+    let file = tokio::fs::File::create(&part).await.map_err(|e| Error::io(format!("create {}", part.display()), e))?;
+    Ok((file, part))
+}
+
+pub(crate) async fn finish(part: &Path, dest: &Path) -> Result<()> {
+    tokio::fs::rename(part, dest).await.map_err(|e| Error::io(format!("rename to {}", dest.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::S3Url;
+
+    #[test]
+    fn parses_s3_urls() {
+        assert_eq!(S3Url::parse("s3://bucket/a/b").unwrap(), S3Url { bucket: "bucket".into(), key: "a/b".into() });
+        assert_eq!(S3Url::parse("s3://bucket").unwrap().prefix(), "");
+        assert_eq!(S3Url::parse("s3://bucket/p/").unwrap().prefix(), "p/");
+        assert!(S3Url::parse("http://x/y").is_err());
+        assert!(S3Url::parse("s3://Bad_Bucket/x").is_err());
+    }
+}

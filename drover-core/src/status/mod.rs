@@ -1,0 +1,133 @@
+//! The Redis status store: the key layout, and the records of pools, jobs, tasks and nodes.
+//!
+//! Key layout (every key carries the account `A`):
+//! - `drover:A:pools` set of pool ids; `drover:A:pool:P` the pool's JSON.
+//! - `drover:A:jobs` set of job ids; `drover:A:job:J` hash: `spec`, `state`, `pool`, times, `env`,
+//!   and the task counters (`active`, `running`, `completed`, `succeeded`, `failed`, and `s.*` for slots).
+//! - `drover:A:job:J:tasks` list of the job's task ids, in the order they were added.
+//! - `drover:A:task:J:T` the task record (JSON, see [`TaskRecord`]); its `attempt` fences writers.
+//! - `drover:A:node:N` node N's work directory; `drover:A:node:N:alive` present while node N
+//!   heartbeats (a short TTL).
+
+mod job;
+mod pool;
+mod scripts;
+mod task;
+
+pub use task::{Completion, Outcome, Start, TaskRecord};
+
+use crate::{Config, Result};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
+/// How long a node's heartbeat lasts without renewal; a node silent for longer is presumed dead
+/// and its tasks may be taken over.
+pub const NODE_LEASE: Duration = Duration::from_secs(15);
+
+/// How many attempts of a task may be lost with their node before the task is recorded as
+/// failed instead of run again (a task that kills its node must not loop).
+pub const MAX_LOST_ATTEMPTS: u32 = 5;
+
+/// The names of an account's keys.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    account: String,
+    prefix: String,
+}
+
+impl Keys {
+    /// The key names for `account`.
+    pub fn new(account: &str) -> Self {
+        Keys { account: account.into(), prefix: format!("drover:{account}:") }
+    }
+    /// The account these keys belong to.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+    fn pools(&self) -> String {
+        format!("{}pools", self.prefix)
+    }
+    fn pool(&self, pool: &str) -> String {
+        format!("{}pool:{pool}", self.prefix)
+    }
+    fn jobs(&self) -> String {
+        format!("{}jobs", self.prefix)
+    }
+    fn job(&self, job: &str) -> String {
+        format!("{}job:{job}", self.prefix)
+    }
+    fn job_tasks(&self, job: &str) -> String {
+        format!("{}job:{job}:tasks", self.prefix)
+    }
+    fn task(&self, job: &str, task: &str) -> String {
+        format!("{}task:{job}:{task}", self.prefix)
+    }
+    fn node_prefix(&self) -> String {
+        format!("{}node:", self.prefix)
+    }
+    fn node_info(&self, node: &str) -> String {
+        format!("{}node:{node}", self.prefix)
+    }
+    fn node_alive(&self, node: &str) -> String {
+        format!("{}node:{node}:alive", self.prefix)
+    }
+}
+
+/// A connection to the status store for one account. Cheap to clone; reconnects by itself.
+#[derive(Clone)]
+pub struct StatusStore {
+    con: ConnectionManager,
+    keys: Keys,
+}
+
+impl StatusStore {
+    /// Connects to Redis and loads the transition scripts.
+    pub async fn connect(config: &Config) -> Result<Self> {
+        let client = redis::Client::open(config.redis_url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(30)))
+            .set_number_of_retries(2);
+        let con = ConnectionManager::new_with_config(client, manager_config).await?;
+        let store = StatusStore { con, keys: Keys::new(&config.account) };
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    /// Loads the Lua scripts so pipelined EVALSHA calls find them (again after a Redis restart).
+    pub async fn load_scripts(&self) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for s in scripts::all() {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(&s.source);
+        }
+        let _: Vec<String> = pipe.query_async(&mut self.con()).await?;
+        Ok(())
+    }
+
+    /// The account's key names.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    fn con(&self) -> ConnectionManager {
+        self.con.clone()
+    }
+
+    /// Marks `node` alive for [`NODE_LEASE`]; a node calls this well within the lease.
+    pub async fn heartbeat(&self, node: &str) -> Result<()> {
+        let _: () = redis::cmd("SET")
+            .arg(self.keys.node_alive(node))
+            .arg(crate::model::now_ms())
+            .arg("PX")
+            .arg(NODE_LEASE.as_millis() as u64)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets `node`'s heartbeat at once (a node that left cleanly).
+    pub async fn node_gone(&self, node: &str) -> Result<()> {
+        let _: () = redis::cmd("DEL").arg(self.keys.node_alive(node)).query_async(&mut self.con()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,358 @@
+//! Adding tasks to a job: reading task files and the all-or-nothing, confirmed submission.
+//!
+//! A task file is one TaskAddParameter, a JSON array of them, Azure's `{"value":[...]}`
+//! collection, or JSON Lines; it is streamed, never held whole. Submission reads it twice: first
+//! to validate every task (fields, duplicate ids in the file and in the job), then to write the
+//! records to Redis in batches and publish one message per task with pipelined confirms. A file
+//! with one bad task adds none, unless the caller chose to skip bad tasks.
+
+use crate::model::{TaskAddParameter, TaskMessage};
+use crate::queue::Publisher;
+use crate::status::StatusStore;
+use crate::{Error, Result};
+use serde::de::{SeqAccess, Visitor};
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::io::Read;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::rc::Rc;
+
+/// Tasks per Redis write (one atomic script per batch).
+const BATCH: usize = 500;
+/// Unconfirmed messages in flight.
+pub const CONFIRM_WINDOW: usize = 4096;
+
+/// One entry of a task file: the task, or why it is not a valid task (naming where it is).
+pub type Entry = Result<TaskAddParameter>;
+
+/// Calls `each(index, entry)` for every task in the file, in order, streaming it. A JSON syntax
+/// error stops the reading (with its line and column); a task with a bad field is handed to
+/// `each` as an error, so the caller decides whether to go on.
+pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>) -> Result<usize> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(format!("--json-file {}", path.display()), e))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let head = reader.fill_buf().map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let start = head.iter().position(|b| !b.is_ascii_whitespace());
+    let first = start.map(|i| head[i]);
+    let collection = first == Some(b'{') && is_collection(&head[start.unwrap_or(0)..]);
+    let lines = Rc::new(Cell::new(1usize));
+    let reader = LineCounter { inner: reader, lines: lines.clone() };
+    let name = path.display();
+    let at = |e: serde_json::Error| Error::invalid(format!("{name}: {e}"));
+    let mut count = 0usize;
+    let mut call = |value: serde_json::Value, place: String| -> Result<()> {
+        let entry = serde_json::from_value::<TaskAddParameter>(value)
+            .map_err(|e| Error::invalid(format!("{name}: task {place}: {e}")));
+        each(count, entry)?;
+        count += 1;
+        Ok(())
+    };
+    match first {
+        None => return Err(Error::invalid(format!("{name}: the file holds no task"))),
+        Some(b'[') => {
+            let mut de = serde_json::Deserializer::from_reader(reader);
+            let mut failure = None;
+            let mut n = 0usize;
+            let mut each_value = |v| {
+                n += 1;
+                call(v, format!("#{n} (ending at line {})", lines.get()))
+            };
+            serde::Deserializer::deserialize_seq(&mut de, Values { each: &mut each_value, failure: &mut failure })
+                .map_err(|e| failure.take().unwrap_or_else(|| at(e)))?;
+            de.end().map_err(at)?;
+        }
+        Some(_) if collection => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Collection {
+                value: Vec<serde_json::Value>,
+            }
+            let c: Collection = serde_json::from_reader(reader).map_err(at)?;
+            for (i, v) in c.value.into_iter().enumerate() {
+                call(v, format!("value[{i}]"))?;
+            }
+        }
+        Some(_) => {
+            for v in serde_json::Deserializer::from_reader(reader).into_iter::<serde_json::Value>() {
+                let v = v.map_err(at)?;
+                call(v, format!("at line {}", lines.get()))?;
+            }
+        }
+    }
+    if count == 0 {
+        return Err(Error::invalid(format!("{name}: the file holds no task")));
+    }
+    Ok(count)
+}
+
+/// Counts the lines the JSON parser has consumed, to say where a task is.
+struct LineCounter<R> {
+    inner: R,
+    lines: Rc<Cell<usize>>,
+}
+
+impl<R: Read> Read for LineCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let newlines = buf[..n].iter().filter(|b| **b == b'\n').count();
+        // A value's line is the one it ends on; its trailing newline is not read yet.
+        self.lines.set(self.lines.get() + newlines);
+        Ok(n)
+    }
+}
+
+/// Whether the buffered start of a file is `{ "value":` (Azure's task collection).
+fn is_collection(head: &[u8]) -> bool {
+    let rest = head.strip_prefix(b"{").unwrap_or(head);
+    let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(rest.len())..];
+    rest.starts_with(b"\"value\"")
+}
+
+struct Values<'a, F> {
+    each: &'a mut F,
+    failure: &'a mut Option<Error>,
+}
+
+impl<'de, F: FnMut(serde_json::Value) -> Result<()>> Visitor<'de> for Values<'_, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of tasks")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(value) = seq.next_element::<serde_json::Value>()? {
+            if let Err(e) = (self.each)(value) {
+                *self.failure = Some(e);
+                return Err(serde::de::Error::custom("stopped"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a submission did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddReport {
+    /// Tasks added (and published).
+    pub added: usize,
+    /// Tasks skipped with `--continue-on-error`: (task id or #index, reason).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Where tasks go and how.
+pub struct Submission<'a> {
+    pub store: &'a StatusStore,
+    pub publisher: &'a mut Publisher,
+    pub job_id: &'a str,
+    /// Skip bad tasks instead of refusing the whole file.
+    pub continue_on_error: bool,
+    /// Called with the number of tasks added so far.
+    pub progress: &'a (dyn Fn(usize) + Sync),
+}
+
+/// A fixed hasher, so the duplicate check is the same in both passes.
+#[derive(Clone, Copy, Default)]
+struct IdHasher;
+impl BuildHasher for IdHasher {
+    type Hasher = std::collections::hash_map::DefaultHasher;
+    fn build_hasher(&self) -> Self::Hasher {
+        std::collections::hash_map::DefaultHasher::new()
+    }
+}
+
+fn id_hash(id: &str) -> u64 {
+    IdHasher.hash_one(id)
+}
+
+impl Submission<'_> {
+    /// Adds every task of the file at `path` (see the module docs for the guarantees).
+    pub async fn add_file(&mut self, path: &Path) -> Result<AddReport> {
+        let job = self.store.get_job(self.job_id).await?;
+        if job.state != crate::model::JobState::Active {
+            return Err(Error::State(format!(
+                "job {:?} is {}: tasks can only be added to an active job",
+                self.job_id,
+                job.state.as_str()
+            )));
+        }
+        let pool = job.spec.pool_info.pool_id.clone();
+        let mut report = AddReport::default();
+
+        // Pass 1: validate everything, find duplicates (a 64-bit hash per id keeps memory small
+        // for millions of tasks; hash collisions are settled exactly afterwards).
+        // The file is read on a blocking thread; batches of ids come back to be checked against
+        // the job in Redis as they are read, so memory stays bounded.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(usize, String)>>(2);
+        let continue_on_error = self.continue_on_error;
+        let file = path.to_path_buf();
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut seen: HashSet<u64> = HashSet::new();
+            let mut collided: HashSet<u64> = HashSet::new();
+            let mut bad: HashMap<usize, String> = HashMap::new();
+            let mut batch: Vec<(usize, String)> = Vec::with_capacity(BATCH);
+            let stopped = || Error::State("submission stopped".into());
+            read_tasks(&file, |i, entry| {
+                let checked = entry.and_then(|t| t.validate().map(|()| t)).and_then(|t| match &t.depends_on {
+                    Some(d) if !d.task_ids.is_empty() || !d.task_id_ranges.is_empty() => Err(Error::invalid(format!(
+                        "task {:?}: dependsOn: task dependencies are not supported by this drover version",
+                        t.id
+                    ))),
+                    _ => Ok(t),
+                });
+                let t = match checked {
+                    Ok(t) => t,
+                    Err(e) => {
+                        bad.insert(i, e.to_string());
+                        return if continue_on_error { Ok(()) } else { Err(e) };
+                    }
+                };
+                if !seen.insert(id_hash(&t.id)) {
+                    collided.insert(id_hash(&t.id));
+                }
+                batch.push((i, t.id));
+                if batch.len() == BATCH {
+                    tx.blocking_send(std::mem::take(&mut batch)).map_err(|_| stopped())?;
+                }
+                Ok(())
+            })?;
+            tx.blocking_send(batch).map_err(|_| stopped())?;
+            Ok::<_, Error>((bad, collided))
+        });
+        let mut existing: Vec<(usize, String)> = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            let ids: Vec<&str> = chunk.iter().map(|(_, id)| id.as_str()).collect();
+            let found: HashSet<&str> = self.store.existing_tasks(self.job_id, &ids).await?.into_iter().collect();
+            existing.extend(chunk.iter().filter(|(_, id)| found.contains(id.as_str())).cloned());
+        }
+        let (mut bad, collided) = reader.await.map_err(|e| Error::State(format!("task file reader: {e}")))??;
+        let job_id = self.job_id;
+        for (i, id) in existing {
+            let e = format!("task {id:?} already exists in job {job_id:?}");
+            if !self.continue_on_error {
+                return Err(Error::invalid(e));
+            }
+            bad.insert(i, e);
+        }
+        if !collided.is_empty() {
+            let mut by_hash: HashMap<u64, HashSet<String>> = HashMap::new();
+            let mut dups: Vec<(usize, String)> = Vec::new();
+            read_tasks(path, |i, entry| {
+                let Ok(t) = entry else { return Ok(()) };
+                let h = id_hash(&t.id);
+                if collided.contains(&h) && !bad.contains_key(&i) && !by_hash.entry(h).or_default().insert(t.id.clone())
+                {
+                    dups.push((i, t.id));
+                }
+                Ok(())
+            })?;
+            for (i, id) in dups {
+                let e = format!("task {id:?} appears more than once in {}", path.display());
+                if !self.continue_on_error {
+                    return Err(Error::invalid(e));
+                }
+                bad.insert(i, e);
+            }
+        }
+
+        // Pass 2: write the records batch by batch, then publish their messages.
+        let mut tasks: Vec<TaskAddParameter> = Vec::with_capacity(BATCH);
+        let max_retry = job.spec.max_task_retry_count();
+        let mut skipped: Vec<(usize, String)> = bad.into_iter().collect();
+        skipped.sort();
+        let bad_set: HashSet<usize> = skipped.iter().map(|(i, _)| *i).collect();
+        // Reading is synchronous; batches are handed over one at a time to keep memory bounded.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<TaskAddParameter>>(2);
+        let path_owned = path.to_path_buf();
+        let reader = tokio::task::spawn_blocking(move || {
+            read_tasks(&path_owned, |i, entry| {
+                match entry {
+                    Ok(t) if !bad_set.contains(&i) => tasks.push(t),
+                    _ => return Ok(()),
+                }
+                if tasks.len() == BATCH {
+                    tx.blocking_send(std::mem::take(&mut tasks))
+                        .map_err(|_| Error::State("submission stopped".into()))?;
+                }
+                Ok(())
+            })?;
+            if !tasks.is_empty() {
+                tx.blocking_send(tasks).map_err(|_| Error::State("submission stopped".into()))?;
+            }
+            Ok::<_, Error>(())
+        });
+        while let Some(batch) = rx.recv().await {
+            self.store.add_tasks(self.job_id, max_retry, &batch).await?;
+            for t in &batch {
+                self.publisher.publish(&pool, TaskMessage::new(self.job_id, &t.id, t.needs_staging())).await?;
+            }
+            report.added += batch.len();
+            (self.progress)(report.added);
+        }
+        reader.await.map_err(|e| Error::State(format!("task file reader: {e}")))??;
+        self.publisher.flush().await?;
+        // The reasons name each task (its id or its place in the file).
+        report.skipped = skipped.into_iter().map(|(i, reason)| (format!("#{}", i + 1), reason)).collect();
+        Ok(report)
+    }
+
+    /// Adds tasks already in memory (e.g. one task from the command line): all or none.
+    pub async fn add(&mut self, tasks: &[TaskAddParameter]) -> Result<AddReport> {
+        let job = self.store.get_job(self.job_id).await?;
+        let mut ids = HashSet::new();
+        for t in tasks {
+            t.validate()?;
+            if !ids.insert(t.id.as_str()) {
+                return Err(Error::invalid(format!("task {:?} appears more than once", t.id)));
+            }
+        }
+        let max_retry = job.spec.max_task_retry_count();
+        let pool = job.spec.pool_info.pool_id;
+        for chunk in tasks.chunks(BATCH) {
+            self.store.add_tasks(self.job_id, max_retry, chunk).await?;
+            for t in chunk {
+                self.publisher.publish(&pool, TaskMessage::new(self.job_id, &t.id, t.needs_staging())).await?;
+            }
+        }
+        self.publisher.flush().await?;
+        Ok(AddReport { added: tasks.len(), skipped: vec![] })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(content: &str) -> Result<Vec<String>> {
+        let path = std::env::temp_dir().join(format!("drover-read-{}-{}", std::process::id(), content.len()));
+        std::fs::write(&path, content).unwrap();
+        let mut ids = vec![];
+        let r = read_tasks(&path, |_, t| {
+            ids.push(t?.id);
+            Ok(())
+        });
+        std::fs::remove_file(&path).unwrap();
+        r.map(|_| ids)
+    }
+
+    #[test]
+    fn reads_every_format() {
+        let one = r#"{"id":"a","commandLine":"x"}"#;
+        assert_eq!(read(one).unwrap(), ["a"]);
+        assert_eq!(read(&format!("[{one}, {}]", one.replace("\"a\"", "\"b\""))).unwrap(), ["a", "b"]);
+        assert_eq!(read(&format!(" {{ \"value\": [{one}] }}")).unwrap(), ["a"]);
+        assert_eq!(read(&format!("{one}\n{}\n", one.replace("\"a\"", "\"b\""))).unwrap(), ["a", "b"]);
+    }
+
+    #[test]
+    fn malformed_json_says_where() {
+        let err = read("{\"id\":\"a\",\"commandLine\":\"x\"}\n{\"id\": \"b\", \"commandLine\" \"y\"}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2 column"), "{err}");
+        let err = read("[{\"id\":\"a\"}]").unwrap_err().to_string();
+        assert!(err.contains("commandLine") && err.contains("line 1"), "{err}");
+        assert!(read("  \n").is_err());
+    }
+}

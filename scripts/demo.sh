@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The main job end to end, on local services:
+#   upload inputs and an application script to S3, create a pool, start two
+#   workers, create a job, add one word-count task per input file, wait for the
+#   job, download the outputs and show the top words of each.
+# Exits non-zero if any step fails. Workers are stopped (SIGTERM) on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { echo "demo: $*" >&2; exit 1; }
+
+step "services"
+bash scripts/services.sh
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
+export DROVER_ACCOUNT="${DROVER_ACCOUNT:-demo}"
+
+step "build (release)"
+cargo build --release --workspace --bins
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+drover() { "$BIN/drover" "$@"; }
+
+DATA=scripts/sample-data
+WORK=target/demo
+POOL=demo-pool
+JOB="wordcount-$(date +%s)"
+OUTPUT_URL="s3://drover/demo/output/$JOB"
+mkdir -p "$WORK/nodes"
+rm -rf "$WORK/output"
+
+inputs=()
+for f in "$DATA"/input/*; do
+  [[ -f "$f" ]] || continue
+  name="$(basename "$f")"
+  # The names go into JSON and task ids unquoted: keep them plain.
+  [[ "$name" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] || die "unsupported input file name: $name"
+  inputs+=("$name")
+done
+((${#inputs[@]} > 0)) || die "no input files in $DATA/input"
+
+step "upload ${#inputs[@]} input files and the application"
+drover storage upload "$DATA/input" s3://drover/demo/input/
+drover storage upload "$DATA/app" s3://drover/demo/app/
+
+step "pool $POOL"
+drover pool create --pool-id "$POOL" --task-slots-per-node 2
+
+step "start two workers"
+worker_pids=()
+stop_workers() {
+  local status=$? pid i
+  ((${#worker_pids[@]} > 0)) || return "$status"
+  echo "==> stopping workers ${worker_pids[*]}" >&2
+  for pid in "${worker_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  # SIGTERM drains; give them a bounded time, then kill what is left.
+  for ((i = 0; i < 30; i++)); do
+    local alive=0
+    for pid in "${worker_pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 1
+  done
+  for pid in "${worker_pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  return "$status"
+}
+trap stop_workers EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+for n in 1 2; do
+  "$BIN/drover-worker" --pool-id "$POOL" --work-dir "$WORK/nodes" >"$WORK/worker-$n.log" 2>&1 &
+  worker_pids+=("$!")
+done
+sleep 1
+for n in 1 2; do
+  if ! kill -0 "${worker_pids[$((n - 1))]}" 2>/dev/null; then
+    tail -n 20 "$WORK/worker-$n.log" >&2 || true
+    die "worker $n exited at start; see $WORK/worker-$n.log"
+  fi
+done
+echo "workers: ${worker_pids[*]} (logs in $WORK/worker-1.log, $WORK/worker-2.log)"
+
+step "job $JOB"
+drover job create --job-id "$JOB" --pool-id "$POOL"
+
+step "add ${#inputs[@]} tasks"
+TASKS="$WORK/tasks-$JOB.jsonl"
+: >"$TASKS"
+for name in "${inputs[@]}"; do
+  printf '{"id":"count-%s","commandLine":"/bin/sh app/wordcount.sh %s","resourceFiles":[{"httpUrl":"s3://drover/demo/input/%s","filePath":"%s"},{"httpUrl":"s3://drover/demo/app/wordcount.sh","filePath":"app/wordcount.sh"}],"outputFiles":[{"filePattern":"*.counts.txt","destination":{"container":{"containerUrl":"%s"}},"uploadOptions":{"uploadCondition":"taskSuccess"}}]}\n' \
+    "${name%.*}" "$name" "$name" "$name" "$OUTPUT_URL" >>"$TASKS"
+done
+drover task create --job-id "$JOB" --json-file "$TASKS"
+
+step "wait for job $JOB"
+if ! drover job wait --job-id "$JOB" --timeout 300; then
+  echo "demo: job $JOB did not succeed" >&2
+  drover job task-counts --job-id "$JOB" >&2 || true
+  drover task list --job-id "$JOB" >&2 || true
+  exit 1
+fi
+drover job task-counts --job-id "$JOB"
+
+step "download $OUTPUT_URL"
+drover storage download "$OUTPUT_URL" "$WORK/output"
+
+step "top 5 words per input"
+mapfile -t counts < <(find "$WORK/output" -type f -name '*.counts.txt' | sort)
+((${#counts[@]} == ${#inputs[@]})) \
+  || die "expected ${#inputs[@]} counts files in $WORK/output, found ${#counts[@]}"
+for f in "${counts[@]}"; do
+  echo "--- ${f#"$WORK"/output/}"
+  head -n 5 "$f"
+done
+echo
+echo "demo: job $JOB succeeded; outputs in $WORK/output"

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Make sure the local services drover needs are installed and running:
+#   RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379, s3s-fs (S3) on 127.0.0.1:9014.
+# Idempotent: installs only what is absent, starts only what is not running, and
+# leaves everything running when it exits. Meant to be executed (not sourced) as
+# root on Debian with the Rust toolchain; `source scripts/env.sh` afterwards for
+# the matching environment variables.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="$PATH:$HOME/.cargo/bin:/usr/sbin:/sbin"
+
+S3_PORT=9014
+S3_DATA="$ROOT/target/s3"
+S3_LOG="$ROOT/target/s3s-fs.log"
+RABBITMQ_LOG="$ROOT/target/rabbitmq-start.log"
+RABBITMQ_WAIT_SECS=90
+S3_WAIT_SECS=30
+REDIS_WAIT_SECS=15
+
+die() { echo "services: $*" >&2; exit 1; }
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { timeout 1 bash -c "</dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# wait_for SECONDS COMMAND...: poll COMMAND once a second until it succeeds.
+wait_for() {
+  local secs=$1; shift
+  local i
+  for ((i = 0; i < secs; i++)); do
+    if "$@"; then return 0; fi
+    sleep 1
+  done
+  "$@"
+}
+
+mkdir -p "$ROOT/target"
+# close_fds: close every file descriptor above 2 in the current (sub)shell.
+# run_clean COMMAND...: run COMMAND that way, so a daemon it starts holds neither
+# our lock nor a pipe of whoever called us (which could make the caller hang).
+close_fds() {
+  local fd
+  for fd in /proc/"$BASHPID"/fd/*; do
+    fd=${fd##*/}
+    if [[ "$fd" =~ ^[0-9]+$ ]] && ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+}
+run_clean() { (close_fds; exec "$@"); }
+
+# Serialise concurrent runs (e.g. two test scripts started at once).
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$ROOT/target/.services.lock"
+  flock -w 300 9 || die "timed out waiting for another services.sh run to finish"
+fi
+
+# ---- install what is absent ------------------------------------------------
+if ! command -v rabbitmq-server >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
+  command -v apt-get >/dev/null 2>&1 || die "rabbitmq-server/redis-server missing and apt-get is not available; install them by hand"
+  echo "services: installing rabbitmq-server and redis-server with apt-get" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update >&2 || die "apt-get update failed"
+  run_clean apt-get install -y rabbitmq-server redis-server >&2 || die "apt-get install rabbitmq-server redis-server failed"
+  command -v rabbitmq-server >/dev/null 2>&1 || die "rabbitmq-server still not found after apt-get install"
+  command -v redis-server >/dev/null 2>&1 || die "redis-server still not found after apt-get install"
+fi
+
+S3S_FS="$(command -v s3s-fs 2>/dev/null || true)"
+if [[ -z "$S3S_FS" && -x "$HOME/.cargo/bin/s3s-fs" ]]; then
+  S3S_FS="$HOME/.cargo/bin/s3s-fs"
+fi
+if [[ -z "$S3S_FS" ]] && ! port_open "$S3_PORT"; then
+  command -v cargo >/dev/null 2>&1 || die "s3s-fs missing and cargo is not on PATH"
+  echo "services: installing s3s-fs with cargo install" >&2
+  cargo install s3s-fs@0.14.1 --features binary --locked >&2 || die "cargo install s3s-fs failed"
+  S3S_FS="$(command -v s3s-fs 2>/dev/null || true)"
+  [[ -n "$S3S_FS" ]] || die "s3s-fs still not found after cargo install"
+fi
+
+# ---- Redis -----------------------------------------------------------------
+redis_up() {
+  if command -v redis-cli >/dev/null 2>&1; then
+    [[ "$(timeout 5 redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null || true)" == PONG ]]
+  else
+    port_open 6379
+  fi
+}
+if redis_up; then
+  echo "redis: running"
+else
+  run_clean redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null \
+    || die "redis-server failed to start"
+  wait_for "$REDIS_WAIT_SECS" redis_up || die "redis did not answer PING on 127.0.0.1:6379 within ${REDIS_WAIT_SECS}s"
+  echo "redis: running (started)"
+fi
+
+# ---- RabbitMQ --------------------------------------------------------------
+if port_open 5672; then
+  echo "rabbitmq: running"
+else
+  # The node may be up but still booting (listeners open last); only start a
+  # new one when no node answers at all.
+  if ! timeout 20 rabbitmqctl status >/dev/null 2>&1; then
+    run_clean rabbitmq-server -detached >"$RABBITMQ_LOG" 2>&1 \
+      || { cat "$RABBITMQ_LOG" >&2; die "rabbitmq-server -detached failed"; }
+  fi
+  wait_for "$RABBITMQ_WAIT_SECS" port_open 5672 || {
+    tail -n 20 "$RABBITMQ_LOG" >&2 2>/dev/null || true
+    die "rabbitmq did not accept connections on 127.0.0.1:5672 within ${RABBITMQ_WAIT_SECS}s (see /var/log/rabbitmq/)"
+  }
+  echo "rabbitmq: running (started)"
+fi
+
+# ---- S3 (s3s-fs) -----------------------------------------------------------
+if port_open "$S3_PORT"; then
+  echo "s3: running"
+else
+  mkdir -p "$S3_DATA"
+  # setsid + nohup: the server outlives this script and its process group.
+  launcher=(nohup)
+  if command -v setsid >/dev/null 2>&1; then launcher=(setsid nohup); fi
+  (
+    close_fds
+    exec "${launcher[@]}" "$S3S_FS" --host 127.0.0.1 --port "$S3_PORT" \
+      --access-key drover --secret-key drover-secret "$S3_DATA"
+  ) </dev/null >>"$S3_LOG" 2>&1 &
+  s3_pid=$!
+  disown "$s3_pid" 2>/dev/null || true
+  s3_ready() {
+    port_open "$S3_PORT" && return 0
+    kill -0 "$s3_pid" 2>/dev/null || { tail -n 20 "$S3_LOG" >&2; die "s3s-fs exited; see $S3_LOG"; }
+    return 1
+  }
+  wait_for "$S3_WAIT_SECS" s3_ready || die "s3s-fs did not accept connections on 127.0.0.1:$S3_PORT within ${S3_WAIT_SECS}s; see $S3_LOG"
+  echo "s3: running (started, pid $s3_pid, data $S3_DATA)"
+fi

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command: start the local services, build every binary, run every test.
+# Extra arguments go to `cargo test` after --workspace, e.g.
+#   bash scripts/test.sh -p drover-worker
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+bash scripts/services.sh
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
+
+cargo build --workspace --bins
+exec cargo test --workspace "$@" -- --test-threads 4

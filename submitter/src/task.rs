@@ -1,0 +1,155 @@
+//! `drover task ...`
+
+use crate::output::{self, Format};
+use drover_core::model::{TaskAddParameter, TaskState};
+use drover_core::queue::{Publisher, Topology};
+use drover_core::staging::Staging;
+use drover_core::status::StatusStore;
+use drover_core::submit::{Submission, CONFIRM_WINDOW};
+use drover_core::Config;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub(crate) enum TaskCommand {
+    /// Add a task, or every task of a JSON file (all or none).
+    Create {
+        #[arg(long)]
+        job_id: String,
+        #[arg(long, required_unless_present = "json_file", conflicts_with = "json_file", requires = "command_line")]
+        task_id: Option<String>,
+        #[arg(long, conflicts_with = "json_file")]
+        command_line: Option<String>,
+        /// One TaskAddParameter, a JSON array, Azure's {"value":[...]} collection, or JSON Lines.
+        #[arg(long)]
+        json_file: Option<PathBuf>,
+        /// Add the valid tasks of the file and report the bad ones, instead of adding none.
+        #[arg(long, requires = "json_file")]
+        continue_on_error: bool,
+    },
+    /// Show one task.
+    Show {
+        #[arg(long)]
+        job_id: String,
+        #[arg(long)]
+        task_id: String,
+    },
+    /// List a job's tasks.
+    List {
+        #[arg(long)]
+        job_id: String,
+        /// Only tasks in this state (active, preparing, running, completed).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// A task's files.
+    #[command(subcommand)]
+    File(FileCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum FileCommand {
+    /// Download one of a task's files (stdout.txt, stderr.txt).
+    Download {
+        #[arg(long)]
+        job_id: String,
+        #[arg(long)]
+        task_id: String,
+        #[arg(long)]
+        file_path: String,
+        #[arg(long)]
+        destination: PathBuf,
+    },
+}
+
+pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> anyhow::Result<()> {
+    let store = StatusStore::connect(config).await?;
+    match cmd {
+        TaskCommand::Create { job_id, task_id, command_line, json_file, continue_on_error } => {
+            let mut publisher =
+                Publisher::connect(&config.amqp_url, Topology::new(&config.account), CONFIRM_WINDOW).await?;
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {pos} tasks added ({per_sec})")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar
+            });
+            let progress = |n: usize| {
+                if let Some(bar) = &bar {
+                    bar.set_position(n as u64);
+                }
+            };
+            let mut submission = Submission {
+                store: &store,
+                publisher: &mut publisher,
+                job_id: &job_id,
+                continue_on_error,
+                progress: &progress,
+            };
+            let report = match json_file {
+                Some(path) => submission.add_file(&path).await?,
+                None => {
+                    let task: TaskAddParameter = serde_json::from_value(serde_json::json!({
+                        "id": task_id.unwrap_or_default(),
+                        "commandLine": command_line.unwrap_or_default(),
+                    }))?;
+                    submission.add(&[task]).await?
+                }
+            };
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            publisher.close().await?;
+            for (id, reason) in &report.skipped {
+                eprintln!("drover: skipped task {id}: {reason}");
+            }
+            output::one(format, &report)
+        }
+        TaskCommand::Show { job_id, task_id } => output::one(format, &store.get_task(&job_id, &task_id).await?),
+        TaskCommand::List { job_id, state } => {
+            let state = state.map(|s| TaskState::parse(&s)).transpose()?;
+            let mut tasks = Vec::new();
+            store
+                .for_each_task(&job_id, state, |t| {
+                    tasks.push(t);
+                    Ok(())
+                })
+                .await?;
+            output::list(
+                format,
+                &tasks,
+                &[
+                    "id",
+                    "state",
+                    "executionInfo.exitCode",
+                    "executionInfo.result",
+                    "executionInfo.retryCount",
+                    "nodeInfo.nodeId",
+                ],
+            )
+        }
+        TaskCommand::File(FileCommand::Download { job_id, task_id, file_path, destination }) => {
+            let record = store.task_record(&job_id, &task_id).await?;
+            if !matches!(file_path.as_str(), "stdout.txt" | "stderr.txt") {
+                anyhow::bail!("--file-path {file_path:?}: only stdout.txt and stderr.txt are kept for a task");
+            }
+            if record.attempt == 0 {
+                anyhow::bail!("task {task_id:?} has not run yet: it has no {file_path}");
+            }
+            let staging = Staging::new(config).await?;
+            let files = staging.task_files(&job_id, &task_id);
+            let key = format!("{}/{file_path}", files.key);
+            match staging.s3.download(&files.bucket, &key, &destination).await {
+                Ok(_) => Ok(()),
+                // Empty files are not stored.
+                Err(drover_core::Error::NotFound { .. }) if record.state == TaskState::Completed => {
+                    std::fs::write(&destination, b"")
+                        .map_err(|e| anyhow::anyhow!("--destination {}: {e}", destination.display()))
+                }
+                Err(e) => Err(anyhow::anyhow!("task {task_id:?}: {file_path}: {e}")),
+            }
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! No task lost, none recorded twice: each test breaks a real service or kills a real worker.
+//!
+//! The tests in this file run one at a time (they change broker-wide settings or restart
+//! services), and every guard restores what it broke when dropped, even when the test fails.
+
+#![allow(clippy::unwrap_used)]
+
+use drover_core::model::TaskState;
+use drover_tests::{eventually, BrokerStopped, ConsumerTimeout, TestAccount};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn jsonl(tasks: impl IntoIterator<Item = serde_json::Value>) -> String {
+    tasks.into_iter().map(|t| format!("{t}\n")).collect()
+}
+
+/// Executions recorded in a ledger file (one line per execution: "<task> <node>").
+fn executions(ledger: &std::path::Path) -> std::collections::HashMap<String, Vec<String>> {
+    let mut runs: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for line in std::fs::read_to_string(ledger).unwrap_or_default().lines() {
+        let (task, node) = line.split_once(' ').unwrap_or((line, ""));
+        runs.entry(task.to_string()).or_default().push(node.to_string());
+    }
+    runs
+}
+
+async fn state_of(acct: &TestAccount, job: &str, task: &str) -> Option<(TaskState, Option<String>)> {
+    acct.store().await.task_record(job, task).await.ok().map(|r| (r.state, r.node))
+}
+
+/// Creates pool `p`, job `j` and task `t` running `script` (after it logs its execution to the
+/// returned ledger), starts worker `node-a` and waits until it runs the task. Returns its pid.
+async fn task_running_on_node_a(acct: &mut TestAccount, script: &str) -> (u32, std::path::PathBuf) {
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let ledger = acct.work_dir.join("ledger.txt");
+    let cmd = format!("/bin/sh -c 'echo $DROVER_TASK_ID $DROVER_NODE_ID >> {}; {script}'", ledger.display());
+    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "t", "--command-line", &cmd]);
+    let pid = acct.start_worker_as("p", "node-a", &[]);
+    let acct: &TestAccount = acct;
+    eventually(Duration::from_secs(20), "task running on node-a", || async {
+        state_of(acct, "j", "t").await == Some((TaskState::Running, Some("node-a".into())))
+    })
+    .await;
+    (pid, ledger)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_task_is_replaced_within_the_lease() {
+    let _serial = SERIAL.lock().await;
+    let mut acct = TestAccount::new("sigkill").await;
+    let (a, ledger) = task_running_on_node_a(&mut acct, "sleep 2").await;
+    acct.signal(a, "KILL");
+    let killed = Instant::now();
+    acct.start_worker_as("p", "node-b", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "40"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let recovered = killed.elapsed();
+    eprintln!("SIGKILL: task completed on another node {recovered:.1?} after its worker was killed");
+    assert!(recovered < Duration::from_secs(30), "the bound is the node lease (15 s) plus a recheck (5 s)");
+    let record = acct.store().await.task_record("j", "t").await.unwrap();
+    assert_eq!((record.state, record.node.as_deref(), record.requeue), (TaskState::Completed, Some("node-b"), 1));
+    let runs = executions(&ledger);
+    assert_eq!(runs["t"], vec!["node-a", "node-b"]);
+    let counts = acct.store().await.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.completed, counts.succeeded), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_worker_is_fenced_out_when_it_resumes() {
+    let _serial = SERIAL.lock().await;
+    let mut acct = TestAccount::new("sigstop").await;
+    let (a, _) = task_running_on_node_a(&mut acct, "sleep 1").await;
+    acct.signal(a, "STOP");
+    let frozen = Instant::now();
+    acct.start_worker_as("p", "node-b", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "90"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    eprintln!("SIGSTOP: node-b completed the task {:.1?} after node-a froze", frozen.elapsed());
+    let before = acct.store().await.task_record("j", "t").await.unwrap();
+    assert_eq!((before.node.as_deref(), before.attempt), (Some("node-b"), 2));
+
+    acct.signal(a, "CONT");
+    // The resumed node's late outcome is refused, and it carries on with new work.
+    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "after", "--command-line", "/bin/true"]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}");
+    eventually(Duration::from_secs(30), "node-a reports its stale outcome", || async {
+        acct.worker_logs().contains("a newer attempt owns the task")
+    })
+    .await;
+    let after = acct.store().await.task_record("j", "t").await.unwrap();
+    assert_eq!(after, before, "the stale attempt changed nothing");
+    let counts = acct.store().await.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.completed, counts.succeeded), (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_longer_than_the_consumer_timeout_completes_once() {
+    let _serial = SERIAL.lock().await;
+    let mut acct = TestAccount::new("ctimeout").await;
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let ledger = acct.work_dir.join("ledger.txt");
+    let cmd = format!("/bin/sh -c 'echo $DROVER_TASK_ID $DROVER_NODE_ID >> {}; sleep 15'", ledger.display());
+    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "long", "--command-line", &cmd]);
+    let _timeout = ConsumerTimeout::set(5000);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "90"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let record = acct.store().await.task_record("j", "long").await.unwrap();
+    assert_eq!((record.attempt, record.requeue), (1, 0), "ran once, never requeued");
+    assert_eq!(executions(&ledger)["long"].len(), 1);
+}
+
+/// Adds 300 short tasks (each logging its execution to the returned ledger) to job `j` on a
+/// pool `p` served by two workers.
+async fn busy_job(acct: &mut TestAccount) -> std::path::PathBuf {
+    acct.pool("p", 4);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let ledger = acct.work_dir.join("ledger.txt");
+    let tasks = (0..300).map(|i| {
+        json!({"id": format!("t{i:03}"), "commandLine": format!("/bin/sh -c 'echo $DROVER_TASK_ID $DROVER_NODE_ID >> {}; sleep 0.05'", ledger.display())})
+    });
+    let file = acct.file("tasks.jsonl", &jsonl(tasks));
+    acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    acct.start_worker("p", &[]);
+    acct.start_worker("p", &[]);
+    ledger
+}
+
+/// The job of [`busy_job`] ends with every task completed and succeeded once in Redis, every
+/// task executed; prints how many executions were repeated.
+async fn all_completed_once(acct: &TestAccount, ledger: &std::path::Path, label: &str) {
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "120"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let runs = executions(ledger);
+    assert_eq!(runs.len(), 300);
+    let repeated: usize = runs.values().map(|r| r.len() - 1).sum();
+    eprintln!("{label}: 300 tasks completed once each in Redis, {repeated} executions repeated");
+    let counts = acct.store().await.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.completed, counts.succeeded, counts.active, counts.running), (300, 300, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_restarted_mid_job_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut acct = TestAccount::new("brokerrestart").await;
+    let ledger = busy_job(&mut acct).await;
+    eventually(Duration::from_secs(30), "some tasks completed", || async {
+        acct.store().await.task_counts("j").await.unwrap().task_counts.completed >= 30
+    })
+    .await;
+    {
+        let _stopped = BrokerStopped::stop();
+        tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself
+    }
+    all_completed_once(&acct, &ledger, "broker restart").await;
+}
+
+/// A Redis of the test's own, with the production persistence setting (AOF, fsync every second),
+/// which the test can restart; shut down when dropped.
+struct PrivateRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateRedis {
+    /// Starts it and points `acct` at it.
+    async fn start(acct: &mut TestAccount) -> Self {
+        let redis =
+            PrivateRedis { port: 20000 + (std::process::id() % 10000) as u16, dir: acct.work_dir.join("redis") };
+        std::fs::create_dir_all(&redis.dir).unwrap();
+        redis.launch().await;
+        acct.config.redis_url = format!("redis://127.0.0.1:{}/0", redis.port);
+        redis
+    }
+
+    async fn launch(&self) {
+        let out = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--daemonize",
+                "yes",
+                "--appendonly",
+                "yes",
+            ])
+            .args(["--appendfsync", "everysec", "--save", "", "--dir"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let url = format!("redis://127.0.0.1:{}/0", self.port);
+        eventually(Duration::from_secs(10), "private redis up", || async {
+            redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.is_ok()
+        })
+        .await;
+    }
+
+    /// Shuts it down (flushing the AOF), waits `outage`, starts it again on the same files.
+    async fn restart(&self, outage: Duration) {
+        let out =
+            std::process::Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown"]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        tokio::time::sleep(outage).await; // the outage itself
+        self.launch().await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ =
+            std::process::Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_restarted_mid_job_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut acct = TestAccount::new("redisrestart").await;
+    let redis = PrivateRedis::start(&mut acct).await;
+    let ledger = busy_job(&mut acct).await;
+    eventually(Duration::from_secs(30), "some tasks completed", || async {
+        std::fs::read_to_string(&ledger).unwrap_or_default().lines().count() >= 30
+    })
+    .await;
+    redis.restart(Duration::from_secs(3)).await;
+    all_completed_once(&acct, &ledger, "redis restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_and_hands_back_what_is_left() {
+    let _serial = SERIAL.lock().await;
+    let mut acct = TestAccount::new("drain").await;
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "short", "--command-line", "/bin/sleep 2"]);
+    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "long", "--command-line", "/bin/sleep 60"]);
+    let a = acct.start_worker_as("p", "node-a", &["--drain-timeout", "4"]);
+    eventually(Duration::from_secs(20), "both tasks running", || async {
+        acct.store().await.task_counts("j").await.unwrap().task_counts.running == 2
+    })
+    .await;
+    acct.signal(a, "TERM");
+    assert_eq!(acct.wait_worker(a), Some(0), "{}", acct.worker_logs());
+    let short = acct.store().await.task_record("j", "short").await.unwrap();
+    assert_eq!((short.state, short.exit), (TaskState::Completed, Some(0)), "finished within the drain timeout");
+    let long = acct.store().await.task_record("j", "long").await.unwrap();
+    assert_eq!((long.state, long.requeue, long.fail), (TaskState::Active, 1, None), "handed back, not failed");
+    // Another node picks the handed-back task up at once.
+    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "probe", "--command-line", "/bin/true"]);
+    acct.start_worker_as("p", "node-b", &[]);
+    eventually(Duration::from_secs(20), "the handed-back task runs on node-b", || async {
+        state_of(&acct, "j", "long").await == Some((TaskState::Running, Some("node-b".into())))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_that_kills_its_worker_every_time_is_failed_not_looped() {
+    let _serial = SERIAL.lock().await;
+    let mut acct = TestAccount::new("poison").await;
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    // The worker is the task's parent: the task kills it, every time it runs.
+    acct.ok(&[
+        "task",
+        "create",
+        "--job-id",
+        "j",
+        "--task-id",
+        "poison",
+        "--command-line",
+        "/bin/sh -c 'kill -9 $PPID'",
+    ]);
+    // Act as the node's supervisor: restart the worker under the same id whenever it dies.
+    let mut pid = acct.start_worker_as("p", "node-a", &[]);
+    let mut restarts = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while state_of(&acct, "j", "poison").await.map(|s| s.0) != Some(TaskState::Completed) {
+        assert!(Instant::now() < deadline, "the poison task was not recorded as failed:\n{}", acct.worker_logs());
+        if acct.worker_exited(pid) {
+            restarts += 1;
+            assert!(restarts <= 8, "the task kept killing workers:\n{}", acct.worker_logs());
+            pid = acct.start_worker_as("p", "node-a", &[]);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "poison"]).json();
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(t["executionInfo"]["failureInfo"]["code"], "NodeLostRepeatedly", "{t}");
+    assert_eq!(t["executionInfo"]["failureInfo"]["category"], "serverError", "{t}");
+    eprintln!("poison: recorded as failed after {restarts} worker deaths");
+    let counts = acct.store().await.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.completed, counts.failed), (1, 1));
+}
+
+/// A private S3 server (s3s-fs) that the test can stop and start again; killed when dropped.
+struct PrivateS3 {
+    port: u16,
+    root: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateS3 {
+    async fn start(root: std::path::PathBuf) -> Self {
+        let port = 30000 + (std::process::id() % 10000) as u16;
+        let mut s3 = PrivateS3 { port, root, child: None };
+        s3.resume().await;
+        s3
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn resume(&mut self) {
+        let home = std::env::var("HOME").unwrap_or_default();
+        let program = ["s3s-fs".to_string(), format!("{home}/.cargo/bin/s3s-fs")]
+            .into_iter()
+            .find(|p| std::process::Command::new(p).arg("--version").output().is_ok())
+            .expect("s3s-fs is installed (scripts/services.sh installs it)");
+        std::fs::create_dir_all(&self.root).unwrap();
+        let child = std::process::Command::new(program)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--access-key",
+                "drover",
+                "--secret-key",
+                "drover-secret",
+            ])
+            .arg(&self.root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        eventually(Duration::from_secs(10), "private S3 listening", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateS3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_stopped_during_staging_is_waited_out_within_the_retry_budget() {
+    let _serial = SERIAL.lock().await;
+    let mut acct = TestAccount::new("s3outage").await;
+    let mut s3 = PrivateS3::start(acct.work_dir.join("s3")).await;
+    acct.config.s3_endpoint = Some(s3.endpoint());
+    acct.s3().await.create_bucket().bucket(drover_tests::BUCKET).send().await.unwrap();
+    acct.put("in/data.txt", "payload\n").await;
+    acct.pool("p", 4);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let (input, out) = (acct.s3_url("in/data.txt"), acct.s3_url("out"));
+    let task = |id: &str| {
+        json!({"id": id, "commandLine": "/bin/sh -c 'cp data.txt result.txt'",
+               "resourceFiles": [{"httpUrl": input, "filePath": "data.txt"}],
+               "outputFiles": [{"filePattern": "result.txt", "destination": {"container": {"containerUrl": format!("{out}/{id}")}}}]})
+    };
+    let file = acct.file("tasks.jsonl", &jsonl((0..3).map(|i| task(&format!("t{i}")))));
+    acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+
+    s3.stop();
+    acct.start_worker("p", &[]);
+    eventually(Duration::from_secs(20), "tasks staging while storage is down", || async {
+        state_of(&acct, "j", "t0").await.map(|s| s.0) == Some(TaskState::Preparing)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await; // the outage itself
+    s3.resume().await;
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "90"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    for i in 0..3 {
+        assert_eq!(acct.get(&format!("out/t{i}/result.txt")).await.as_deref(), Some("payload\n"));
+    }
+
+    // Past the retry budget the task fails with a clear reason, and nothing half-written appears.
+    acct.stop_workers();
+    acct.ok(&["job", "create", "--job-id", "j2", "--pool-id", "p"]);
+    let file = acct.file("late.jsonl", &jsonl([task("late")]));
+    acct.ok(&["task", "create", "--job-id", "j2", "--json-file", file.to_str().unwrap()]);
+    s3.stop();
+    acct.start_worker("p", &["--storage-retry-seconds", "2"]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j2", "--timeout", "60"]);
+    assert_eq!(wait.code, 1, "{wait:?}");
+    let late = acct.store().await.task_record("j2", "late").await.unwrap();
+    let failure = late.fail.unwrap();
+    assert_eq!(failure.code, "ResourceFileDownloadError");
+    assert!(failure.message.contains("gave up after"), "{}", failure.message);
+    s3.resume().await;
+    assert_eq!(acct.get("out/late/result.txt").await, None);
+}
+
+/// Tasks of job `j` completed so far (0 while Redis is unreachable).
+async fn completed(acct: &TestAccount) -> u64 {
+    let Ok(client) = redis::Client::open(acct.config.redis_url.as_str()) else { return 0 };
+    let Ok(mut con) = client.get_multiplexed_async_connection().await else { return 0 };
+    let key = format!("drover:{}:job:j", acct.name());
+    redis::cmd("HGET").arg(key).arg("completed").query_async::<Option<u64>>(&mut con).await.ok().flatten().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn soak_random_worker_kills_and_service_restarts() {
+    let _serial = SERIAL.lock().await;
+    let mut acct = TestAccount::new("soak").await;
+    let redis = PrivateRedis::start(&mut acct).await;
+    acct.pool("p", 4);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let ledger = acct.work_dir.join("ledger.txt");
+    const N: u64 = 2000;
+    let out = acct.s3_url("out");
+    let tasks = (0..N).map(|i| {
+        json!({"id": format!("t{i:04}"),
+               "commandLine": format!("/bin/sh -c 'echo $DROVER_TASK_ID $DROVER_NODE_ID >> {}; echo $DROVER_TASK_ID > out.txt'", ledger.display()),
+               "outputFiles": [{"filePattern": "out.txt", "destination": {"container": {"containerUrl": out, "path": format!("t{i:04}.txt")}}}]})
+    });
+    let file = acct.file("tasks.jsonl", &jsonl(tasks));
+    acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    let nodes = ["node-0", "node-1", "node-2"];
+    let mut pids: Vec<u32> = nodes.iter().map(|n| acct.start_worker_as("p", n, &[])).collect();
+    let started = Instant::now();
+    let (mut kills, mut broker_restarted, mut redis_restarted) = (0, false, false);
+    loop {
+        let done = completed(&acct).await;
+        if done == N {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "soak did not finish: {done} of {N}\n{}",
+            acct.worker_logs()
+        );
+        if !broker_restarted && done >= N / 3 {
+            broker_restarted = true;
+            let _stopped = BrokerStopped::stop();
+            tokio::time::sleep(Duration::from_secs(2)).await; // the outage itself
+        } else if !redis_restarted && done >= 2 * N / 3 {
+            redis_restarted = true;
+            redis.restart(Duration::from_secs(2)).await;
+        }
+        // SIGKILL a worker at random every ~3 s and restart it under the same node id.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let victim =
+            (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 3) as usize;
+        acct.signal(pids[victim], "KILL");
+        acct.wait_worker(pids[victim]);
+        pids[victim] = acct.start_worker_as("p", nodes[victim], &[]);
+        kills += 1;
+    }
+    assert!(broker_restarted && redis_restarted, "both restarts happened");
+    let store = acct.store().await;
+    let counts = store.task_counts("j").await.unwrap().task_counts;
+    let mut failures = Vec::new();
+    store
+        .for_each_task("j", None, |t| {
+            if let Some(f) = t.execution_info.as_ref().and_then(|e| e.failure_info.clone()) {
+                failures.push((t.spec.id, f));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (counts.completed, counts.succeeded, counts.failed, counts.active, counts.running),
+        (N, N, 0, 0, 0),
+        "failures: {failures:?}"
+    );
+    let mut completed_once = 0;
+    store
+        .for_each_task("j", None, |t| {
+            assert_eq!(t.state, TaskState::Completed);
+            completed_once += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(completed_once, N);
+    let runs = executions(&ledger);
+    assert_eq!(runs.len() as u64, N, "every task executed");
+    let repeated: usize = runs.values().map(|r| r.len() - 1).sum();
+    let s3 = acct.s3().await;
+    let mut objects = 0;
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(drover_tests::BUCKET)
+        .prefix(format!("{}/out/", acct.name()))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        objects += page.unwrap().contents().len();
+    }
+    assert_eq!(objects as u64, N, "every output object exists");
+    eprintln!(
+        "soak: {N} tasks in {:.0?}, {kills} worker kills, one broker and one Redis restart: every task completed once in Redis, {repeated} executions repeated",
+        started.elapsed()
+    );
+}

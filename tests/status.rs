@@ -1,0 +1,79 @@
+//! The status store's transitions on real Redis: attempts are fenced and counters add up.
+
+#![allow(clippy::unwrap_used)]
+
+use drover_core::model::task::{FailureInfo, TaskResult};
+use drover_core::model::{JobAddParameter, PoolAddParameter, TaskAddParameter};
+use drover_core::status::{Completion, Outcome, Start, StatusStore};
+use drover_tests::TestAccount;
+
+fn task(id: &str, retries: i32) -> TaskAddParameter {
+    serde_json::from_value(
+        serde_json::json!({"id": id, "commandLine": "/bin/true", "constraints": {"maxTaskRetryCount": retries}}),
+    )
+    .unwrap()
+}
+
+fn success() -> Outcome {
+    Outcome { exit_code: Some(0), result: TaskResult::Success, failure: None, retryable: false }
+}
+
+/// Pool `p`, job `j` and its task `t` (with `retries`) in the account's store.
+async fn job_with_one_task(acct: &TestAccount, retries: i32) -> StatusStore {
+    let store = acct.store().await;
+    store.create_pool(&PoolAddParameter::new("p", 1)).await.unwrap();
+    store.create_job(&JobAddParameter::new("j", "p")).await.unwrap();
+    store.add_tasks("j", 0, &[task("t", retries)]).await.unwrap();
+    store
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_attempt_cannot_record_its_outcome() {
+    let acct = TestAccount::new("fencing").await;
+    let store = job_with_one_task(&acct, 0).await;
+
+    let Start::Started { attempt: first, .. } = store.start_task("j", "t", "n1", false).await.unwrap() else {
+        panic!("first start")
+    };
+    // n1 holds no heartbeat (it died): another node takes the task over.
+    let Start::Started { attempt: second, .. } = store.start_task("j", "t", "n2", false).await.unwrap() else {
+        panic!("takeover")
+    };
+    assert!(second > first);
+    // While n2 is alive, a duplicate message finds the task busy.
+    store.heartbeat("n2").await.unwrap();
+    assert!(matches!(store.start_task("j", "t", "n3", false).await.unwrap(), Start::Busy(n) if n == "n2"));
+
+    assert_eq!(store.complete_task("j", "t", first, &success()).await.unwrap(), Completion::Stale);
+    assert_eq!(store.complete_task("j", "t", second, &success()).await.unwrap(), Completion::Completed);
+    assert_eq!(store.complete_task("j", "t", second, &success()).await.unwrap(), Completion::Stale, "recorded once");
+    assert!(matches!(store.start_task("j", "t", "n3", false).await.unwrap(), Start::Done));
+
+    let record = store.task_record("j", "t").await.unwrap();
+    assert_eq!(record.requeue, 1, "the takeover counts as a requeue");
+    let counts = store.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.active, counts.running, counts.completed, counts.succeeded), (0, 0, 1, 1));
+    store.node_gone("n2").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_with_retries_left_goes_back_to_active() {
+    let acct = TestAccount::new("retry").await;
+    let store = job_with_one_task(&acct, 1).await;
+    let failure = Outcome {
+        exit_code: Some(1),
+        result: TaskResult::Failure,
+        failure: Some(FailureInfo::user("FailureExitCode", "exit 1")),
+        retryable: true,
+    };
+    let Start::Started { attempt, .. } = store.start_task("j", "t", "n1", false).await.unwrap() else { panic!() };
+    assert_eq!(store.complete_task("j", "t", attempt, &failure).await.unwrap(), Completion::Retry(1));
+    assert_eq!(store.task_counts("j").await.unwrap().task_counts.active, 1);
+    let Start::Started { attempt, .. } = store.start_task("j", "t", "n1", false).await.unwrap() else { panic!() };
+    assert_eq!(store.complete_task("j", "t", attempt, &failure).await.unwrap(), Completion::Completed);
+    let task = store.get_task("j", "t").await.unwrap();
+    let info = task.execution_info.unwrap();
+    assert_eq!((info.retry_count, info.exit_code, info.result), (1, Some(1), Some(TaskResult::Failure)));
+    let counts = store.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.completed, counts.failed), (1, 1));
+}

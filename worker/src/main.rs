@@ -1,0 +1,77 @@
+//! `drover-worker`: a node of a pool. Parses arguments and signals; the node agent is
+//! `drover_core::node`.
+
+use clap::Parser;
+use drover_core::node::{self, NodeOptions};
+use drover_core::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "drover-worker", version, about = "A drover node: consumes its pool's queue and runs tasks")]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    /// The pool to join.
+    #[arg(long)]
+    pool_id: String,
+    /// This node's id (default: host name plus a suffix unique on the host).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Task slots (default: the pool's taskSlotsPerNode).
+    #[arg(long)]
+    task_slots: Option<u32>,
+    /// Where task directories live.
+    #[arg(long, default_value = "/var/lib/drover")]
+    work_dir: PathBuf,
+    /// Seconds running tasks get to finish after SIGTERM before they are handed back.
+    #[arg(long, default_value_t = 300)]
+    drain_timeout: u64,
+    /// Seconds a file transfer keeps retrying while storage is unavailable before the task fails.
+    #[arg(long, default_value_t = 60)]
+    storage_retry_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    drover_core::telemetry::init("info");
+    let cli = Cli::parse();
+    let work_dir = match std::path::absolute(&cli.work_dir) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("drover-worker: --work-dir {}: {e}", cli.work_dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    let options = NodeOptions {
+        pool_id: cli.pool_id,
+        node_id: cli.node_id.unwrap_or_else(node::default_node_id),
+        task_slots: cli.task_slots,
+        work_dir,
+        drain_timeout: Duration::from_secs(cli.drain_timeout),
+        storage_retry: Duration::from_secs(cli.storage_retry_seconds),
+    };
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutdown requested");
+        signals.cancel();
+    });
+    match node::run(cli.config, options, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("drover-worker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
