@@ -325,7 +325,10 @@ mod tests {
     use super::*;
 
     fn read(content: &str) -> Result<Vec<String>> {
-        let path = std::env::temp_dir().join(format!("drover-read-{}-{}", std::process::id(), content.len()));
+        // Tests run in parallel threads of one process: each call needs its own file.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("drover-read-{}-{n}", std::process::id()));
         std::fs::write(&path, content).unwrap();
         let mut ids = vec![];
         let r = read_tasks(&path, |_, t| {
