@@ -44,10 +44,17 @@ async fn a_stale_attempt_cannot_record_its_outcome() {
     store.heartbeat("n2").await.unwrap();
     assert!(matches!(store.start_task("j", "t", "n3", false).await.unwrap(), Start::Busy(n) if n == "n2"));
 
-    assert_eq!(store.complete_task("j", "t", first, &success()).await.unwrap(), Completion::Stale);
-    assert_eq!(store.complete_task("j", "t", second, &success()).await.unwrap(), Completion::Completed);
-    assert_eq!(store.complete_task("j", "t", second, &success()).await.unwrap(), Completion::Stale, "recorded once");
-    assert!(matches!(store.start_task("j", "t", "n3", false).await.unwrap(), Start::Done));
+    assert_eq!(store.complete_task("j", "t", first, &success(), false, 0).await.unwrap(), Completion::Stale);
+    assert_eq!(
+        store.complete_task("j", "t", second, &success(), false, 0).await.unwrap(),
+        Completion::Completed(vec![])
+    );
+    assert_eq!(
+        store.complete_task("j", "t", second, &success(), false, 0).await.unwrap(),
+        Completion::Stale,
+        "recorded once"
+    );
+    assert!(matches!(store.start_task("j", "t", "n3", false).await.unwrap(), Start::Done(_)));
 
     let record = store.task_record("j", "t").await.unwrap();
     assert_eq!(record.requeue, 1, "the takeover counts as a requeue");
@@ -67,10 +74,13 @@ async fn a_failure_with_retries_left_goes_back_to_active() {
         retryable: true,
     };
     let Start::Started { attempt, .. } = store.start_task("j", "t", "n1", false).await.unwrap() else { panic!() };
-    assert_eq!(store.complete_task("j", "t", attempt, &failure).await.unwrap(), Completion::Retry(1));
+    assert_eq!(store.complete_task("j", "t", attempt, &failure, false, 0).await.unwrap(), Completion::Retry(1, vec![]));
     assert_eq!(store.task_counts("j").await.unwrap().task_counts.active, 1);
     let Start::Started { attempt, .. } = store.start_task("j", "t", "n1", false).await.unwrap() else { panic!() };
-    assert_eq!(store.complete_task("j", "t", attempt, &failure).await.unwrap(), Completion::Completed);
+    assert_eq!(
+        store.complete_task("j", "t", attempt, &failure, false, 0).await.unwrap(),
+        Completion::Completed(vec![])
+    );
     let task = store.get_task("j", "t").await.unwrap();
     let info = task.execution_info.unwrap();
     assert_eq!((info.retry_count, info.exit_code, info.result), (1, Some(1), Some(TaskResult::Failure)));

@@ -1,7 +1,10 @@
 //! The RabbitMQ side: the account's topology (one quorum queue per pool) and the confirmed publisher.
 //!
 //! Topology for account `A`: tasks are published to the direct exchange `drover.A.tasks` with the
-//! pool id as routing key, into the durable quorum queue `drover.A.pool.P`. A message delivered
+//! pool id as routing key, into the durable quorum queue `drover.A.pool.P`. Quorum queues have no
+//! message priorities (RabbitMQ 3.10), so a pool has one queue per priority [`Band`]: jobs with
+//! `priority` > 0 go to `drover.A.pool.P.high` (routing key `P.high`), < 0 to `drover.A.pool.P.low`;
+//! a node consumes all three and starts the highest-priority message it holds first. A message delivered
 //! more than [`DELIVERY_LIMIT`] times (its node died every time) or rejected as malformed goes to
 //! the fanout exchange `drover.A.dead` and its queue `drover.A.dead`.
 
@@ -25,6 +28,36 @@ pub const DELIVERY_LIMIT: i64 = 50;
 /// The header that says why a message was dead-lettered by drover.
 pub const REASON_HEADER: &str = "x-drover-reason";
 
+/// A pool's priority band: its own queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Band {
+    High,
+    Normal,
+    Low,
+}
+
+impl Band {
+    /// Every band, highest first.
+    pub const ALL: [Band; 3] = [Band::High, Band::Normal, Band::Low];
+
+    /// The band of a job priority (-1000..1000).
+    pub fn of(priority: i32) -> Band {
+        match priority {
+            p if p > 0 => Band::High,
+            p if p < 0 => Band::Low,
+            _ => Band::Normal,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Band::High => ".high",
+            Band::Normal => "",
+            Band::Low => ".low",
+        }
+    }
+}
+
 /// Names of an account's exchanges and queues.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -47,9 +80,19 @@ impl Topology {
         format!("drover.{}.dead", self.account)
     }
 
-    /// The queue of a pool.
+    /// The queue of a pool (its normal band).
     pub fn pool_queue(&self, pool: &str) -> String {
-        format!("drover.{}.pool.{pool}", self.account)
+        self.band_queue(pool, Band::Normal)
+    }
+
+    /// The queue of one of a pool's priority bands.
+    pub fn band_queue(&self, pool: &str, band: Band) -> String {
+        format!("drover.{}.pool.{pool}{}", self.account, band.suffix())
+    }
+
+    /// The routing key of a message of a job with `priority` to `pool`.
+    pub fn routing_key(pool: &str, priority: i32) -> String {
+        format!("{pool}{}", Band::of(priority).suffix())
     }
 
     /// Declares the account's exchanges and dead-letter queue (idempotent).
@@ -72,7 +115,7 @@ impl Topology {
         Ok(())
     }
 
-    /// Declares a pool's quorum queue and binds it (idempotent).
+    /// Declares a pool's quorum queues (one per band) and binds them (idempotent).
     pub async fn declare_pool(&self, ch: &Channel, pool: &str) -> Result<()> {
         self.declare_account(ch).await?;
         let mut args = FieldTable::default();
@@ -81,23 +124,24 @@ impl Topology {
         args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
         args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
         args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
-        let queue = self.pool_queue(pool);
-        ch.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
-            .await?;
-        ch.queue_bind(
-            queue.into(),
-            self.tasks_exchange().into(),
-            pool.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+        for band in Band::ALL {
+            let queue = self.band_queue(pool, band);
+            let options = QueueDeclareOptions { durable: true, ..Default::default() };
+            ch.queue_declare(queue.as_str().into(), options, args.clone()).await?;
+            let key = format!("{pool}{}", band.suffix());
+            let bind = QueueBindOptions::default();
+            ch.queue_bind(queue.into(), self.tasks_exchange().into(), key.into(), bind, FieldTable::default()).await?;
+        }
         Ok(())
     }
 
-    /// Deletes a pool's queue and whatever is queued in it.
+    /// Deletes a pool's queues and whatever is queued in them; returns how many messages went.
     pub async fn delete_pool(&self, ch: &Channel, pool: &str) -> Result<u32> {
-        Ok(ch.queue_delete(self.pool_queue(pool).into(), QueueDeleteOptions::default()).await?)
+        let mut purged = 0;
+        for band in Band::ALL {
+            purged += ch.queue_delete(self.band_queue(pool, band).into(), QueueDeleteOptions::default()).await?;
+        }
+        Ok(purged)
     }
 }
 
@@ -204,7 +248,7 @@ impl Publisher {
             .channel
             .basic_publish(
                 self.topology.tasks_exchange().into(),
-                pool.into(),
+                Topology::routing_key(pool, message.priority).into(),
                 BasicPublishOptions { mandatory: true, ..Default::default() },
                 &message.to_bytes(),
                 task_properties(&message.task_id),

@@ -21,6 +21,8 @@ use std::rc::Rc;
 
 /// Tasks per Redis write (one atomic script per batch).
 const BATCH: usize = 500;
+/// Parent ids per Redis write: a batch ends early when its tasks depend on this many.
+const BATCH_PARENTS: usize = 20_000;
 /// Unconfirmed messages in flight.
 pub const CONFIRM_WINDOW: usize = 4096;
 
@@ -186,23 +188,34 @@ impl Submission<'_> {
         // the job in Redis as they are read, so memory stays bounded.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(usize, String)>>(2);
         let continue_on_error = self.continue_on_error;
+        let uses_dependencies = job.spec.uses_task_dependencies == Some(true);
+        let job_id = self.job_id.to_string();
         let file = path.to_path_buf();
         let reader = tokio::task::spawn_blocking(move || {
             let mut seen: HashSet<u64> = HashSet::new();
             let mut collided: HashSet<u64> = HashSet::new();
             let mut bad: HashMap<usize, String> = HashMap::new();
+            let mut graph: HashMap<String, Vec<String>> = HashMap::new();
             let mut batch: Vec<(usize, String)> = Vec::with_capacity(BATCH);
             let stopped = || Error::State("submission stopped".into());
             read_tasks(&file, |i, entry| {
-                let checked = entry.and_then(|t| t.validate().map(|()| t)).and_then(|t| match &t.depends_on {
-                    Some(d) if !d.task_ids.is_empty() || !d.task_id_ranges.is_empty() => Err(Error::invalid(format!(
-                        "task {:?}: dependsOn: task dependencies are not supported by this drover version",
-                        t.id
-                    ))),
-                    _ => Ok(t),
+                let checked = entry.and_then(|t| t.validate().map(|()| t)).and_then(|t| {
+                    let parents = t.parent_ids()?;
+                    if !parents.is_empty() && !uses_dependencies {
+                        return Err(Error::invalid(format!(
+                            "task {:?}: dependsOn: job {job_id:?} does not set usesTaskDependencies",
+                            t.id
+                        )));
+                    }
+                    Ok((t, parents))
                 });
                 let t = match checked {
-                    Ok(t) => t,
+                    Ok((t, parents)) => {
+                        if !parents.is_empty() {
+                            graph.insert(t.id.clone(), parents);
+                        }
+                        t
+                    }
                     Err(e) => {
                         bad.insert(i, e.to_string());
                         return if continue_on_error { Ok(()) } else { Err(e) };
@@ -218,6 +231,10 @@ impl Submission<'_> {
                 Ok(())
             })?;
             tx.blocking_send(batch).map_err(|_| stopped())?;
+            // Tasks of the file that wait on each other would never run: refuse them.
+            if let Some(cycle) = crate::model::task::dependency_cycles(&graph).first() {
+                return Err(Error::invalid(format!("dependsOn: the tasks wait on each other: {}", cycle.join(" -> "))));
+            }
             Ok::<_, Error>((bad, collided))
         });
         let mut existing: Vec<(usize, String)> = Vec::new();
@@ -266,12 +283,17 @@ impl Submission<'_> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<TaskAddParameter>>(2);
         let path_owned = path.to_path_buf();
         let reader = tokio::task::spawn_blocking(move || {
+            let mut parents = 0usize;
             read_tasks(&path_owned, |i, entry| {
                 match entry {
-                    Ok(t) if !bad_set.contains(&i) => tasks.push(t),
+                    Ok(t) if !bad_set.contains(&i) => {
+                        parents += t.depends_on.as_ref().map_or(0, |_| t.parent_ids().map_or(0, |p| p.len()));
+                        tasks.push(t)
+                    }
                     _ => return Ok(()),
                 }
-                if tasks.len() == BATCH {
+                if tasks.len() == BATCH || parents >= BATCH_PARENTS {
+                    parents = 0;
                     tx.blocking_send(std::mem::take(&mut tasks))
                         .map_err(|_| Error::State("submission stopped".into()))?;
                 }
@@ -282,11 +304,9 @@ impl Submission<'_> {
             }
             Ok::<_, Error>(())
         });
+        let priority = job.spec.priority.unwrap_or(0);
         while let Some(batch) = rx.recv().await {
-            self.store.add_tasks(self.job_id, max_retry, &batch).await?;
-            for t in &batch {
-                self.publisher.publish(&pool, TaskMessage::new(self.job_id, &t.id, t.needs_staging())).await?;
-            }
+            self.add_batch(&pool, priority, max_retry, &batch).await?;
             report.added += batch.len();
             (self.progress)(report.added);
         }
@@ -307,16 +327,41 @@ impl Submission<'_> {
                 return Err(Error::invalid(format!("task {:?} appears more than once", t.id)));
             }
         }
+        let uses_dependencies = job.spec.uses_task_dependencies == Some(true);
+        let mut graph = HashMap::new();
+        for t in tasks {
+            let parents = t.parent_ids()?;
+            if !parents.is_empty() {
+                if !uses_dependencies {
+                    return Err(Error::invalid(format!(
+                        "task {:?}: dependsOn: job {:?} does not set usesTaskDependencies",
+                        t.id, self.job_id
+                    )));
+                }
+                graph.insert(t.id.clone(), parents);
+            }
+        }
+        if let Some(cycle) = crate::model::task::dependency_cycles(&graph).first() {
+            return Err(Error::invalid(format!("dependsOn: the tasks wait on each other: {}", cycle.join(" -> "))));
+        }
         let max_retry = job.spec.max_task_retry_count();
+        let priority = job.spec.priority.unwrap_or(0);
         let pool = job.spec.pool_info.pool_id;
         for chunk in tasks.chunks(BATCH) {
-            self.store.add_tasks(self.job_id, max_retry, chunk).await?;
-            for t in chunk {
-                self.publisher.publish(&pool, TaskMessage::new(self.job_id, &t.id, t.needs_staging())).await?;
-            }
+            self.add_batch(&pool, priority, max_retry, chunk).await?;
         }
         self.publisher.flush().await?;
         Ok(AddReport { added: tasks.len(), skipped: vec![] })
+    }
+
+    /// Writes one batch of records, then publishes those not held by their dependencies.
+    async fn add_batch(&mut self, pool: &str, priority: i32, max_retry: i32, batch: &[TaskAddParameter]) -> Result<()> {
+        let held = self.store.add_tasks(self.job_id, max_retry, batch).await?;
+        for t in batch.iter().filter(|t| !held.contains(&t.id)) {
+            let message = TaskMessage::new(self.job_id, &t.id, t.needs_staging()).with_priority(priority);
+            self.publisher.publish(pool, message).await?;
+        }
+        Ok(())
     }
 }
 

@@ -42,8 +42,16 @@ pub(crate) enum JobCommand {
         #[arg(long)]
         timeout: Option<u64>,
     },
-    /// End the job: none of its tasks starts again.
+    /// End the job: none of its tasks starts again, and running ones are killed.
     Terminate {
+        #[arg(long)]
+        job_id: String,
+        /// The reason recorded in executionInfo.terminateReason.
+        #[arg(long, default_value = "UserTerminate")]
+        terminate_reason: String,
+    },
+    /// Where the job preparation and release tasks ran, and how they ended (one entry per node).
+    PrepReleaseStatus {
         #[arg(long)]
         job_id: String,
     },
@@ -67,7 +75,11 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
             store.create_job(&spec).await?;
             output::one(format, &store.get_job(&spec.id).await?)
         }
-        JobCommand::Show { job_id } => output::one(format, &store.get_job(&job_id).await?),
+        JobCommand::Show { job_id } => {
+            let mut job = store.get_job(&job_id).await?;
+            job.dependencies = store.dependency_report(&job_id, 100).await?;
+            output::one(format, &job)
+        }
         JobCommand::List => {
             let mut jobs = Vec::new();
             for id in store.job_ids().await? {
@@ -79,7 +91,13 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
         }
         JobCommand::TaskCounts { job_id } => output::one(format, &store.task_counts(&job_id).await?),
         JobCommand::Wait { job_id, timeout } => wait(&store, format, &job_id, timeout.map(Duration::from_secs)).await,
-        JobCommand::Terminate { job_id } => Ok(store.terminate_job(&job_id, "UserTerminate").await?),
+        JobCommand::Terminate { job_id, terminate_reason } => {
+            store.terminate_job(&job_id, &terminate_reason).await?;
+            output::one(format, &store.get_job(&job_id).await?)
+        }
+        JobCommand::PrepReleaseStatus { job_id } => {
+            output::list(format, &store.prep_release_status(&job_id).await?, &["nodeId", "poolId"])
+        }
         JobCommand::Delete { job_id } => Ok(store.delete_job(&job_id).await?),
     }
 }
@@ -110,7 +128,8 @@ async fn wait(store: &StatusStore, format: Format, job_id: &str, timeout: Option
         bar
     });
     let counts = loop {
-        let (state, counts) = store.job_progress(job_id).await?;
+        let progress = store.job_progress(job_id).await?;
+        let (state, counts) = (progress.state, progress.counts);
         let t = &counts.task_counts;
         if let Some(bar) = &bar {
             bar.set_length(t.total());
@@ -120,6 +139,17 @@ async fn wait(store: &StatusStore, format: Format, job_id: &str, timeout: Option
         let job_ended = state != drover_core::model::JobState::Active;
         if (t.active == 0 && t.running == 0) || job_ended {
             break counts;
+        }
+        if progress.stuck() {
+            if let Some(bar) = &bar {
+                bar.abandon();
+            }
+            anyhow::bail!(
+                "job {job_id:?} cannot finish: {} tasks are blocked by failed parents and {} wait on tasks that are not coming (see drover job show --job-id {job_id}); {}",
+                progress.blocked,
+                progress.waiting,
+                summary(&counts)
+            );
         }
         if timeout.is_some_and(|limit| started.elapsed() >= limit) {
             if let Some(bar) = &bar {

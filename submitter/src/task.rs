@@ -4,7 +4,7 @@ use crate::output::{self, Format};
 use drover_core::model::{TaskAddParameter, TaskState};
 use drover_core::queue::{Publisher, Topology};
 use drover_core::staging::Staging;
-use drover_core::status::StatusStore;
+use drover_core::status::{StatusStore, Termination};
 use drover_core::submit::{Submission, CONFIRM_WINDOW};
 use drover_core::Config;
 use std::io::IsTerminal;
@@ -41,6 +41,14 @@ pub(crate) enum TaskCommand {
         /// Only tasks in this state (active, preparing, running, completed).
         #[arg(long)]
         state: Option<String>,
+    },
+    /// Terminate a task: a running one is killed, one not started never runs. It ends
+    /// `completed` with failureInfo code TaskTerminated.
+    Terminate {
+        #[arg(long)]
+        job_id: String,
+        #[arg(long)]
+        task_id: String,
     },
     /// A task's files.
     #[command(subcommand)]
@@ -130,6 +138,10 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
                 ],
             )
         }
+        TaskCommand::Terminate { job_id, task_id } => {
+            terminate(config, &store, &job_id, &task_id).await?;
+            output::one(format, &store.get_task(&job_id, &task_id).await?)
+        }
         TaskCommand::File(FileCommand::Download { job_id, task_id, file_path, destination }) => {
             let record = store.task_record(&job_id, &task_id).await?;
             if !matches!(file_path.as_str(), "stdout.txt" | "stderr.txt") {
@@ -150,6 +162,40 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
                 }
                 Err(e) => Err(anyhow::anyhow!("task {task_id:?}: {file_path}: {e}")),
             }
+        }
+    }
+}
+
+/// Terminates a task; waits (up to 30 s) for the node running it to kill it and record it.
+async fn terminate(config: &Config, store: &StatusStore, job_id: &str, task_id: &str) -> anyhow::Result<()> {
+    let task = store.get_task(job_id, task_id).await?;
+    let blocks = task.spec.blocks_dependents(false, None, Some("TaskTerminated"));
+    match store.terminate_task(job_id, task_id, blocks).await? {
+        Termination::AlreadyCompleted => anyhow::bail!("task {task_id:?} of job {job_id:?} has already completed"),
+        Termination::Terminated(released) => {
+            if !released.is_empty() {
+                let pool = store.get_job(job_id).await?.spec.pool_info.pool_id;
+                let mut publisher =
+                    Publisher::connect(&config.amqp_url, Topology::new(&config.account), CONFIRM_WINDOW).await?;
+                for message in released {
+                    publisher.publish(&pool, message).await?;
+                }
+                publisher.close().await?;
+                store.clear_outbox(job_id, task_id).await?;
+            }
+            Ok(())
+        }
+        Termination::Killing(node) => {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while store.task_record(job_id, task_id).await?.state != TaskState::Completed {
+                if std::time::Instant::now() > deadline {
+                    anyhow::bail!(
+                        "task {task_id:?}: node {node:?} has not killed it within 30 s; it will when it next checks"
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Ok(())
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Jobs: Azure's JobAddParameter (what users submit) and CloudJob (what drover reports).
 
+use super::task::{ResourceFile, TaskConstraints};
 use super::{validate_env, validate_id, EnvironmentSetting, IsoDuration, MetadataItem};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,10 @@ pub struct JobAddParameter {
     pub max_parallel_tasks: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraints: Option<JobConstraints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_preparation_task: Option<JobPreparationTask>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_release_task: Option<JobReleaseTask>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub common_environment_settings: Vec<EnvironmentSetting>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,6 +48,45 @@ pub struct JobConstraints {
     pub max_wall_clock_time: Option<IsoDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_task_retry_count: Option<i32>,
+}
+
+/// Runs on a node before the first task of the job there (Azure's JobPreparationTask).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobPreparationTask {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub command_line: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_files: Vec<ResourceFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment_settings: Vec<EnvironmentSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<TaskConstraints>,
+    /// Whether the job's tasks wait for it to succeed on the node (default true). When it fails,
+    /// the job's tasks on that node fail with `JobPreparationTaskFailed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_success: Option<bool>,
+    /// Accepted for compatibility; a node runs the preparation once per job per worker process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_on_node_reboot_after_success: Option<bool>,
+}
+
+/// Runs on every node that ran the job's preparation when the job ends (Azure's JobReleaseTask).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobReleaseTask {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub command_line: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_files: Vec<ResourceFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment_settings: Vec<EnvironmentSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wall_clock_time: Option<IsoDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_time: Option<IsoDuration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +117,8 @@ impl JobAddParameter {
             priority: None,
             max_parallel_tasks: None,
             constraints: None,
+            job_preparation_task: None,
+            job_release_task: None,
             common_environment_settings: vec![],
             on_all_tasks_complete: None,
             on_task_failure: None,
@@ -98,7 +144,28 @@ impl JobAddParameter {
             return Err(at("constraints.maxTaskRetryCount: must be -1 (unlimited) or more".into()));
         }
         validate_env("commonEnvironmentSettings", &self.common_environment_settings).map_err(|e| at(e.to_string()))?;
+        if let Some(p) = &self.job_preparation_task {
+            check_command("jobPreparationTask", &p.command_line, &p.resource_files).map_err(at)?;
+            validate_env("jobPreparationTask.environmentSettings", &p.environment_settings)
+                .map_err(|e| at(e.to_string()))?;
+        }
+        if let Some(r) = &self.job_release_task {
+            check_command("jobReleaseTask", &r.command_line, &r.resource_files).map_err(at)?;
+            validate_env("jobReleaseTask.environmentSettings", &r.environment_settings)
+                .map_err(|e| at(e.to_string()))?;
+            if self.job_preparation_task.is_none() {
+                return Err(
+                    at("jobReleaseTask: needs a jobPreparationTask (it runs where the preparation ran)".into()),
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// When the job's `constraints.maxWallClockTime` runs out, for a job created at `created` (ms).
+    pub fn deadline_ms(&self, created: i64) -> Option<i64> {
+        let limit = self.constraints.as_ref()?.max_wall_clock_time?;
+        Some(created.saturating_add(i64::try_from(limit.0.as_millis()).unwrap_or(i64::MAX)))
     }
 
     /// Whether a failed task applies its `exitConditions` job action to the job.
@@ -110,6 +177,19 @@ impl JobAddParameter {
     pub fn max_task_retry_count(&self) -> i32 {
         self.constraints.as_ref().and_then(|c| c.max_task_retry_count).unwrap_or(0)
     }
+}
+
+/// Checks the command line and resource files of a job preparation or release task.
+fn check_command(field: &str, command_line: &str, resource_files: &[ResourceFile]) -> std::result::Result<(), String> {
+    match shell_words::split(command_line) {
+        Ok(words) if !words.is_empty() => {}
+        Ok(_) => return Err(format!("{field}.commandLine: must not be empty")),
+        Err(e) => return Err(format!("{field}.commandLine: cannot be split into words ({e})")),
+    }
+    for (i, rf) in resource_files.iter().enumerate() {
+        rf.validate().map_err(|e| format!("{field}.resourceFiles[{i}].{e}"))?;
+    }
+    Ok(())
 }
 
 /// A job's state, as Azure names them.
@@ -158,6 +238,9 @@ pub struct CloudJob {
     pub creation_time: String,
     pub state_transition_time: String,
     pub execution_info: JobExecutionInfo,
+    /// drover's addition: what holds the job's waiting and blocked tasks (`job show` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<DependencyReport>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -193,4 +276,61 @@ impl TaskCounts {
     pub fn total(&self) -> u64 {
         self.active + self.running + self.completed
     }
+}
+
+/// A job's state and counts, as `job wait` polls them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobProgress {
+    pub state: JobState,
+    pub counts: TaskCountsResult,
+    /// Active tasks whose parents have not all completed.
+    pub waiting: u64,
+    /// Active tasks a failed parent blocks (they never run unless terminated).
+    pub blocked: u64,
+}
+
+impl JobProgress {
+    /// Whether nothing can move any more without the user: no task runs, and every active task
+    /// waits on a parent that is not coming or is blocked.
+    pub fn stuck(&self) -> bool {
+        let t = &self.counts.task_counts;
+        t.running == 0 && t.active > 0 && t.active == self.waiting + self.blocked
+    }
+}
+
+/// drover's addition to CloudJob (`dependencies`): the tasks held by their dependencies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyReport {
+    /// Tasks waiting for parents that have not completed.
+    pub waiting: usize,
+    /// Tasks blocked by a parent that failed (its dependencyAction is block).
+    pub blocked: usize,
+    /// Some of them (the first by id), with what holds each.
+    pub tasks: Vec<HeldTask>,
+    /// Tasks that wait on each other, each cycle as a path `a -> b -> ... -> a`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cycles: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldTask {
+    pub task_id: String,
+    /// The failed parent that blocks it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<String>,
+    /// How many parents it still waits for.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub waiting_on_count: usize,
+    /// Some of those parents (that exist in the job).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waiting_on: Vec<String>,
+    /// Parents that are not in the job (yet): ids that may never arrive.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

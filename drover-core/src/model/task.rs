@@ -3,6 +3,7 @@
 use super::{validate_env, validate_id, EnvironmentSetting, IsoDuration};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Component, Path};
 
 /// A task to add to a job (Azure's TaskAddParameter, the parts drover runs).
@@ -287,16 +288,94 @@ impl ExitConditions {
             Some("FileUploadError") => self.file_upload_error.as_ref(),
             _ => None,
         };
-        let by_code = exit_code.and_then(|c| {
-            self.exit_codes.iter().find(|m| m.code == c).map(|m| &m.exit_options).or_else(|| {
-                self.exit_code_ranges.iter().find(|m| (m.start..=m.end).contains(&c)).map(|m| &m.exit_options)
-            })
-        });
-        staging.or(by_code).or(self.default.as_ref())
+        staging.or(exit_code.and_then(|c| self.by_exit_code(c))).or(self.default.as_ref())
+    }
+
+    /// The options of the first `exitCodes` entry, then `exitCodeRanges` entry, naming `code`.
+    fn by_exit_code(&self, code: i32) -> Option<&ExitOptions> {
+        self.exit_codes.iter().find(|m| m.code == code).map(|m| &m.exit_options).or_else(|| {
+            self.exit_code_ranges.iter().find(|m| (m.start..=m.end).contains(&code)).map(|m| &m.exit_options)
+        })
     }
 }
 
+/// The cycles in a dependency graph (task -> parents it waits for), each once, as id paths.
+pub fn dependency_cycles(edges: &HashMap<String, Vec<String>>) -> Vec<Vec<String>> {
+    // Iterative depth-first search with colours: 1 on the current path, 2 finished.
+    let mut colour: HashMap<&str, u8> = HashMap::new();
+    let mut found = Vec::new();
+    let mut roots: Vec<&String> = edges.keys().collect();
+    roots.sort();
+    for root in roots {
+        if colour.contains_key(root.as_str()) {
+            continue;
+        }
+        let mut path: Vec<(&str, usize)> = vec![(root.as_str(), 0)];
+        colour.insert(root, 1);
+        while let Some((node, next)) = path.last().copied() {
+            let children = edges.get(node).map(Vec::as_slice).unwrap_or_default();
+            if let Some(child) = children.get(next) {
+                if let Some(last) = path.last_mut() {
+                    last.1 += 1;
+                }
+                match colour.get(child.as_str()) {
+                    None => {
+                        colour.insert(child, 1);
+                        path.push((child, 0));
+                    }
+                    Some(1) => {
+                        let start = path.iter().position(|(n, _)| *n == child).unwrap_or(0);
+                        let mut cycle: Vec<String> = path[start..].iter().map(|(n, _)| n.to_string()).collect();
+                        cycle.push(child.clone());
+                        found.push(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                colour.insert(node, 2);
+                path.pop();
+            }
+        }
+    }
+    found
+}
+
+/// The most tasks one task may depend on (ids and expanded ranges together).
+pub const MAX_PARENTS: usize = 100_000;
+
 impl TaskAddParameter {
+    /// The ids this task depends on: `dependsOn.taskIds` and every id in `taskIdRanges`, each once.
+    pub fn parent_ids(&self) -> Result<Vec<String>> {
+        let Some(d) = &self.depends_on else { return Ok(vec![]) };
+        let span: i64 = d.task_id_ranges.iter().map(|r| (r.end - r.start).saturating_add(1)).sum();
+        if span.saturating_add(d.task_ids.len() as i64) > MAX_PARENTS as i64 {
+            return Err(Error::invalid(format!(
+                "task {:?}: dependsOn: more than {MAX_PARENTS} parent tasks (split the dependency, e.g. through intermediate tasks)",
+                self.id
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let ranges = d.task_id_ranges.iter().flat_map(|r| (r.start..=r.end).map(|n| n.to_string()));
+        Ok(d.task_ids.iter().cloned().chain(ranges).filter(|id| *id != self.id && seen.insert(id.clone())).collect())
+    }
+
+    /// Whether the way the task ended blocks its dependents (Azure: `satisfy` after exit code 0,
+    /// `block` after a failure, unless the matching exit options set `dependencyAction`).
+    pub fn blocks_dependents(&self, success: bool, exit_code: Option<i32>, failure_code: Option<&str>) -> bool {
+        let ec = self.exit_conditions.as_ref();
+        let action = if success {
+            ec.zip(exit_code)
+                .and_then(|(ec, c)| ec.by_exit_code(c))
+                .and_then(|o| o.dependency_action)
+                .unwrap_or(DependencyAction::Satisfy)
+        } else {
+            ec.and_then(|ec| ec.matching(exit_code, failure_code))
+                .and_then(|o| o.dependency_action)
+                .unwrap_or(DependencyAction::Block)
+        };
+        action == DependencyAction::Block
+    }
+
     /// The job action a failed task asks for (Azure: terminate unless its exit options say
     /// otherwise).
     pub fn job_action_on_failure(&self, exit_code: Option<i32>, failure_code: Option<&str>) -> JobAction {
@@ -309,7 +388,7 @@ impl TaskAddParameter {
 }
 
 impl ResourceFile {
-    fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let sources =
             [self.http_url.is_some(), self.storage_container_url.is_some(), self.auto_storage_container_name.is_some()];
         if sources.iter().filter(|s| **s).count() != 1 {
@@ -507,6 +586,41 @@ pub struct NodeInfo {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn finds_dependency_cycles() {
+        let graph = |pairs: &[(&str, &[&str])]| -> std::collections::HashMap<String, Vec<String>> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|p| p.to_string()).collect())).collect()
+        };
+        let ring = graph(&[("a", &["b"]), ("b", &["c"]), ("c", &["a"]), ("d", &["a"])]);
+        assert_eq!(dependency_cycles(&ring), vec![vec!["a", "b", "c", "a"]]);
+        assert!(dependency_cycles(&graph(&[("a", &["b"]), ("b", &["c"])])).is_empty());
+    }
+
+    #[test]
+    fn parents_expand_ranges_once() {
+        let t: TaskAddParameter = serde_json::from_str(
+            r#"{"id":"m","commandLine":"x","dependsOn":{"taskIds":["2","a"],"taskIdRanges":[{"start":1,"end":3}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(t.parent_ids().unwrap(), ["2", "a", "1", "3"]);
+        let big: TaskAddParameter = serde_json::from_str(
+            r#"{"id":"m","commandLine":"x","dependsOn":{"taskIdRanges":[{"start":0,"end":9999999}]}}"#,
+        )
+        .unwrap();
+        assert!(big.parent_ids().unwrap_err().to_string().contains("dependsOn"));
+    }
+
+    #[test]
+    fn dependency_action_defaults_follow_azure() {
+        let t: TaskAddParameter = serde_json::from_str(
+            r#"{"id":"t","commandLine":"x","exitConditions":{"exitCodes":[{"code":3,"exitOptions":{"dependencyAction":"satisfy"}}]}}"#,
+        )
+        .unwrap();
+        assert!(!t.blocks_dependents(true, Some(0), None));
+        assert!(t.blocks_dependents(false, Some(1), Some("FailureExitCode")));
+        assert!(!t.blocks_dependents(false, Some(3), Some("FailureExitCode")));
+    }
     use super::*;
 
     fn parse(json: &str) -> Result<TaskAddParameter> {

@@ -6,7 +6,7 @@
 
 use super::process::{self, Exit, ProcessSpec};
 use super::retention;
-use super::{ack, dead_letter, republish, requeue, NodeContext};
+use super::{ack, dead_letter, publish_all, requeue, NodeContext};
 use crate::model::task::{FailureInfo, JobAction, TaskResult};
 use crate::model::{EnvironmentSetting, TaskAddParameter, TaskMessage};
 use crate::status::{Completion, Outcome, Start, NODE_LEASE};
@@ -17,6 +17,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// How an attempt ended on this node.
 enum Run {
@@ -34,8 +35,8 @@ pub(super) async fn handle(ctx: Arc<NodeContext>, publish: Channel, delivery: De
     };
     let key = (msg.job_id.clone(), msg.task_id.clone());
     let root = task_dir(&ctx, &msg);
-    let (attempt, spec, job_env, exit_actions) = loop {
-        let local = ctx.running.lock().map(|r| r.contains(&key)).unwrap_or(false);
+    let (attempt, spec, job_env, exit_actions, priority) = loop {
+        let local = ctx.running.lock().map(|r| r.contains_key(&key)).unwrap_or(false);
         let start = if local {
             Ok(Start::Busy(ctx.options.node_id.clone()))
         } else {
@@ -45,14 +46,19 @@ pub(super) async fn handle(ctx: Arc<NodeContext>, publish: Channel, delivery: De
             .await
         };
         match start {
-            Ok(Start::Started { attempt, spec, job_env, exit_actions }) => {
-                break (attempt, spec, job_env, exit_actions)
+            Ok(Start::Started { attempt, spec, job_env, exit_actions, priority }) => {
+                break (attempt, spec, job_env, exit_actions, priority)
             }
-            Ok(Start::Poison(lost)) => {
+            Ok(Start::Poison(lost, released)) => {
                 tracing::warn!(job = %msg.job_id, task = %msg.task_id, lost, "poison task: its node was lost every time; recorded as failed");
-                return ack(&delivery).await;
+                return publish_outbox(&ctx, &publish, &delivery, &msg, &released).await;
             }
-            Ok(Start::Done) | Ok(Start::Gone) | Ok(Start::Inactive(_)) => return ack(&delivery).await,
+            // A redelivered message of a completed task: its completion may not have published
+            // what it released (the node died between the two).
+            Ok(Start::Done(released)) => return publish_outbox(&ctx, &publish, &delivery, &msg, &released).await,
+            Ok(Start::Gone) | Ok(Start::Inactive(_)) | Ok(Start::Waiting) | Ok(Start::Parked) => {
+                return ack(&delivery).await
+            }
             Ok(Start::Busy(owner)) => {
                 // A live node runs it (this is a duplicate or redelivered message): keep the
                 // message until that attempt ends or its node is presumed dead.
@@ -67,10 +73,14 @@ pub(super) async fn handle(ctx: Arc<NodeContext>, publish: Channel, delivery: De
         }
     };
     tracing::debug!(job = %msg.job_id, task = %msg.task_id, attempt, "task started");
+    let kill = ctx.hand_back.child_token();
     if let Ok(mut r) = ctx.running.lock() {
-        r.insert(key.clone());
+        r.insert(key.clone(), kill.clone());
     }
-    let run = execute(&ctx, &msg, attempt, &spec, &job_env, &root).await;
+    let run = match super::job::prepared(&ctx, &msg.job_id).await {
+        Ok(prep) => execute(&ctx, &msg, attempt, &spec, &job_env, prep.as_deref(), &root, &kill).await,
+        Err(failure) => Run::Ended(failed(failure, None)),
+    };
     let retention =
         spec.constraints.as_ref().and_then(|c| c.retention_time).map_or(retention::DEFAULT_RETENTION, |d| d.0);
     retention::mark(&root, retention).await;
@@ -84,37 +94,41 @@ pub(super) async fn handle(ctx: Arc<NodeContext>, publish: Channel, delivery: De
         }
         Run::HandedBack => {
             let released =
-                persist(&ctx, "release_task", || ctx.store.release_task(&msg.job_id, &msg.task_id, attempt)).await;
+                persist(&ctx, "release_task", || ctx.store.release_task(&msg.job_id, &msg.task_id, attempt, priority))
+                    .await;
             tracing::info!(job = %msg.job_id, task = %msg.task_id, released = released.is_ok(), "task handed back");
+            if let Ok(Some(parked)) = released {
+                if let Err(e) = publish_all(&ctx, &publish, &parked).await {
+                    tracing::warn!(error = %e, "could not publish a parked task; it starts when another task ends");
+                }
+            }
             requeue(&delivery).await
         }
         Run::Ended(outcome) => {
+            let code = outcome.failure.as_ref().map(|f| f.code.as_str());
+            let blocks = spec.blocks_dependents(outcome.result == TaskResult::Success, outcome.exit_code, code);
             let done = persist(&ctx, "complete_task", || {
-                ctx.store.complete_task(&msg.job_id, &msg.task_id, attempt, &outcome)
+                ctx.store.complete_task(&msg.job_id, &msg.task_id, attempt, &outcome, blocks, priority)
             })
             .await;
             match done {
-                Ok(Completion::Completed) => {
+                Ok(Completion::Completed(released)) => {
                     tracing::debug!(job = %msg.job_id, task = %msg.task_id, attempt, exit_code = ?outcome.exit_code, result = ?outcome.result, "task completed");
                     if exit_actions && outcome.result == TaskResult::Failure {
                         apply_job_action(&ctx, &msg, &spec, &outcome).await;
                     }
-                    ack(&delivery).await
+                    publish_outbox(&ctx, &publish, &delivery, &msg, &released).await
                 }
                 Ok(Completion::Stale) => {
                     tracing::warn!(job = %msg.job_id, task = %msg.task_id, attempt, "a newer attempt owns the task; this outcome was dropped");
                     ack(&delivery).await
                 }
-                Ok(Completion::Retry(n)) => {
+                Ok(Completion::Retry(n, mut released)) => {
                     tracing::info!(job = %msg.job_id, task = %msg.task_id, retry = n, "task failed; retrying");
-                    match republish(&ctx, &publish, &msg).await {
-                        Ok(()) => ack(&delivery).await,
-                        // The original message comes back; the task is active, so it simply runs again.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not publish the retry; handing the message back");
-                            requeue(&delivery).await
-                        }
-                    }
+                    released.push(msg.clone().with_priority(priority));
+                    // If this fails, the original message comes back; the task is active, so it
+                    // simply runs again, and the outbox is published with it.
+                    publish_outbox(&ctx, &publish, &delivery, &msg, &released).await
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not record the outcome; handing the message back");
@@ -125,12 +139,40 @@ pub(super) async fn handle(ctx: Arc<NodeContext>, publish: Channel, delivery: De
     }
 }
 
+/// Publishes what a transition made runnable, clears the task's outbox, then acks. On failure
+/// the message goes back, and its redelivery publishes the outbox again.
+async fn publish_outbox(
+    ctx: &NodeContext,
+    publish: &Channel,
+    delivery: &Delivery,
+    msg: &TaskMessage,
+    released: &[TaskMessage],
+) {
+    if released.is_empty() {
+        return ack(delivery).await;
+    }
+    let published = match publish_all(ctx, publish, released).await {
+        Ok(()) => persist(ctx, "clear_outbox", || ctx.store.clear_outbox(&msg.job_id, &msg.task_id)).await,
+        Err(e) => Err(e),
+    };
+    match published {
+        Ok(()) => {
+            tracing::debug!(job = %msg.job_id, task = %msg.task_id, released = released.len(), "published released tasks");
+            ack(delivery).await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not publish released tasks; handing the message back");
+            requeue(delivery).await
+        }
+    }
+}
+
 /// Applies a failed task's job action (its job's onTaskFailure is performExitOptionsJobAction).
 async fn apply_job_action(ctx: &NodeContext, msg: &TaskMessage, spec: &TaskAddParameter, outcome: &Outcome) {
     let code = outcome.failure.as_ref().map(|f| f.code.as_str());
     if spec.job_action_on_failure(outcome.exit_code, code) == JobAction::Terminate {
         match persist(ctx, "terminate_job", || ctx.store.terminate_job(&msg.job_id, "TaskFailed")).await {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::info!(job = %msg.job_id, task = %msg.task_id, "task failed; job terminated by its exit options")
             }
             Err(e) => tracing::debug!(job = %msg.job_id, error = %e, "job not terminated (already ended?)"),
@@ -152,7 +194,7 @@ async fn reject(ctx: &NodeContext, publish: &Channel, delivery: &Delivery, reaso
 
 /// Runs a status write until it succeeds or fails for good; Redis outages are waited out (the
 /// message stays unacked meanwhile) unless the node is handing its work back.
-async fn persist<T, F, Fut>(ctx: &NodeContext, what: &str, mut f: F) -> Result<T>
+pub(super) async fn persist<T, F, Fut>(ctx: &NodeContext, what: &str, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -178,23 +220,19 @@ fn failed(failure: FailureInfo, exit_code: Option<i32>) -> Outcome {
     Outcome { exit_code, result: TaskResult::Failure, failure: Some(failure), retryable: true }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn execute(
     ctx: &NodeContext,
     msg: &TaskMessage,
     attempt: u32,
     spec: &TaskAddParameter,
     job_env: &[EnvironmentSetting],
+    prep_dir: Option<&Path>,
     task_dir: &Path,
+    kill: &CancellationToken,
 ) -> Run {
     let wd = task_dir.join("wd");
-    // One trip to the blocking pool for all of the directory work (each tokio::fs call is one).
-    let prepared = {
-        let (task_dir, wd) = (task_dir.to_path_buf(), wd.clone());
-        tokio::task::spawn_blocking(move || prepare(&task_dir, &wd))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-    };
-    let (stdout, stderr) = match prepared {
+    let (stdout, stderr) = match fresh_dir(task_dir, &wd).await {
         Ok(files) => files,
         Err(e) => {
             return Run::Ended(failed(
@@ -225,7 +263,8 @@ async fn execute(
             ))
         }
     };
-    let env = environment(ctx, msg, spec, job_env, task_dir, &wd);
+    let env =
+        environment(ctx, &msg.job_id, Some(&msg.task_id), job_env, &spec.environment_settings, task_dir, &wd, prep_dir);
     let process = ProcessSpec {
         argv: &argv,
         cwd: &wd,
@@ -234,7 +273,7 @@ async fn execute(
         stderr,
         wall_clock: spec.constraints.as_ref().and_then(|c| c.max_wall_clock_time).map(|d| d.0),
     };
-    let mut outcome = match process::run(process, &ctx.hand_back).await {
+    let mut outcome = match process::run(process, kill).await {
         Ok(Exit::Code(0)) => {
             Outcome { exit_code: Some(0), result: TaskResult::Success, failure: None, retryable: false }
         }
@@ -248,7 +287,11 @@ async fn execute(
             ),
             None,
         ),
-        Ok(Exit::Killed) => return Run::HandedBack,
+        Ok(Exit::Killed) if ctx.hand_back.is_cancelled() => return Run::HandedBack,
+        Ok(Exit::Killed) => {
+            let why = "its job ended, or `drover task terminate` was run";
+            Outcome { retryable: false, ..failed(crate::status::terminated_failure(why), None) }
+        }
         Err(e) => failed(FailureInfo::user("CommandStartError", format!("cannot start {:?}: {e}", argv[0])), None),
     };
     let std_files = std_files_to_keep(task_dir).await;
@@ -266,30 +309,40 @@ async fn execute(
     Run::Ended(outcome)
 }
 
-fn environment(
+/// A task's environment: the job's settings, then its own (which win), then the node's
+/// variables under drover's and Azure's names. `task` is None for job preparation and release
+/// tasks; `prep_wd` is the job preparation task's working directory, when the job has one.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn environment(
     ctx: &NodeContext,
-    msg: &TaskMessage,
-    spec: &TaskAddParameter,
+    job: &str,
+    task: Option<&str>,
     job_env: &[EnvironmentSetting],
+    own: &[EnvironmentSetting],
     task_dir: &Path,
     wd: &Path,
+    prep_wd: Option<&Path>,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
-    for e in job_env.iter().chain(&spec.environment_settings) {
+    for e in job_env.iter().chain(own) {
         env.retain(|(k, _)| *k != e.name);
         env.push((e.name.clone(), e.value.clone()));
     }
+    let path = |p: &Path| p.to_string_lossy().into_owned();
     let ours = [
-        ("TASK_ID", msg.task_id.clone()),
-        ("JOB_ID", msg.job_id.clone()),
-        ("POOL_ID", ctx.options.pool_id.clone()),
-        ("NODE_ID", ctx.options.node_id.clone()),
-        ("TASK_WORKING_DIR", wd.to_string_lossy().into_owned()),
-        ("TASK_DIR", task_dir.to_string_lossy().into_owned()),
+        ("TASK_ID", task.map(str::to_string)),
+        ("JOB_ID", Some(job.to_string())),
+        ("POOL_ID", Some(ctx.options.pool_id.clone())),
+        ("NODE_ID", Some(ctx.options.node_id.clone())),
+        ("TASK_WORKING_DIR", Some(path(wd))),
+        ("TASK_DIR", Some(path(task_dir))),
+        ("JOB_PREP_WORKING_DIR", prep_wd.map(path)),
     ];
     for (name, value) in ours {
-        env.push((format!("DROVER_{name}"), value.clone()));
-        env.push((format!("AZ_BATCH_{name}"), value));
+        if let Some(value) = value {
+            env.push((format!("DROVER_{name}"), value.clone()));
+            env.push((format!("AZ_BATCH_{name}"), value));
+        }
     }
     env
 }
@@ -308,8 +361,16 @@ async fn std_files_to_keep(task_dir: &Path) -> Vec<&'static str> {
     .unwrap_or_default()
 }
 
-/// A fresh task directory for an attempt, with its stdout.txt and stderr.txt open for writing.
-fn prepare(task_dir: &Path, wd: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
+/// A fresh task directory for an attempt, with its stdout.txt and stderr.txt open for writing;
+/// one trip to the blocking pool for all of the directory work (each tokio::fs call is one).
+pub(super) async fn fresh_dir(task_dir: &Path, wd: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
+    let (task_dir, wd) = (task_dir.to_path_buf(), wd.to_path_buf());
+    tokio::task::spawn_blocking(move || prepare_dir(&task_dir, &wd))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+}
+
+fn prepare_dir(task_dir: &Path, wd: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
     match std::fs::remove_dir_all(task_dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

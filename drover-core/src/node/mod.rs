@@ -3,13 +3,14 @@
 //! heartbeat in Redis so others can tell it is alive, and drains on shutdown.
 
 mod attempt;
+mod job;
 mod process;
 mod retention;
 
 pub use process::Exit;
 
 use crate::model::TaskMessage;
-use crate::queue::{self, Topology, REASON_HEADER};
+use crate::queue::{self, Band, Topology, REASON_HEADER};
 use crate::staging::Staging;
 use crate::status::{StatusStore, NODE_LEASE};
 use crate::{Config, Error, Result};
@@ -19,7 +20,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
-use std::collections::HashSet;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,8 +61,10 @@ pub(crate) struct NodeContext {
     pub(crate) store: StatusStore,
     pub(crate) staging: Staging,
     pub(crate) topology: Topology,
-    /// Tasks this node runs now, as (job, task).
-    pub(crate) running: Mutex<HashSet<(String, String)>>,
+    /// Tasks this node runs now, as (job, task), each with the token that kills it.
+    pub(crate) running: Mutex<HashMap<(String, String), CancellationToken>>,
+    /// The jobs this node has run tasks of: their preparation, and what their release needs.
+    pub(crate) jobs: job::NodeJobs,
     /// Cancelled when running tasks must be handed back (drain timeout passed).
     pub(crate) hand_back: CancellationToken,
 }
@@ -81,12 +84,14 @@ pub async fn run(config: Config, options: NodeOptions, shutdown: CancellationTok
         options,
         store,
         staging,
-        running: Mutex::new(HashSet::new()),
+        running: Mutex::new(HashMap::new()),
+        jobs: job::NodeJobs::default(),
         hand_back: CancellationToken::new(),
     });
     ctx.store.register_node(&ctx.options.node_id, &ctx.options.work_dir.to_string_lossy()).await?;
     tracing::info!(pool = %ctx.options.pool_id, node = %ctx.options.node_id, slots, "node joined the pool");
     let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
+    let watch = tokio::spawn(job::watch(ctx.clone()));
     let jobs_dir = ctx.options.work_dir.join(&ctx.config.account).join("jobs");
     let sweeper = tokio::spawn(async move {
         loop {
@@ -100,9 +105,11 @@ pub async fn run(config: Config, options: NodeOptions, shutdown: CancellationTok
         }
     });
     let tracker = TaskTracker::new();
-    consume(&ctx, slots, &tracker, &shutdown).await;
+    let free = Arc::new(tokio::sync::Semaphore::new(slots as usize));
+    consume(&ctx, slots, &free, &tracker, &shutdown).await;
 
     drain(&ctx, &tracker).await;
+    watch.abort();
     heartbeat.abort();
     sweeper.abort();
     if let Err(e) = ctx.store.node_gone(&ctx.options.node_id).await {
@@ -137,10 +144,16 @@ async fn heartbeat(ctx: Arc<NodeContext>) {
 }
 
 /// Consumes until `shutdown`, reconnecting to the broker whenever the connection is lost.
-async fn consume(ctx: &Arc<NodeContext>, slots: u32, tracker: &TaskTracker, shutdown: &CancellationToken) {
+async fn consume(
+    ctx: &Arc<NodeContext>,
+    slots: u32,
+    free: &Arc<tokio::sync::Semaphore>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
     let mut delay = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        match consume_once(ctx, slots, tracker, shutdown).await {
+        match consume_once(ctx, slots, free, tracker, shutdown).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "lost the broker; reconnecting");
@@ -154,9 +167,38 @@ async fn consume(ctx: &Arc<NodeContext>, slots: u32, tracker: &TaskTracker, shut
     }
 }
 
+/// A delivery held until a slot is free; the highest job priority starts first, then the oldest.
+struct Held {
+    priority: i32,
+    seq: std::cmp::Reverse<u64>,
+    delivery: lapin::message::Delivery,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        (self.priority, self.seq) == (other.priority, other.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.priority, self.seq).cmp(&(other.priority, other.seq))
+    }
+}
+
+/// Consumes the pool's three band queues on one channel, each with a prefetch of `slots`, and
+/// starts a held delivery whenever one of the node's `slots` is free, highest priority first.
+/// So with a backlog of low-priority tasks, a higher-priority job's tasks start next on every
+/// node (at most `slots` low-priority messages wait in each node's hand meanwhile).
 async fn consume_once(
     ctx: &Arc<NodeContext>,
     slots: u32,
+    free: &Arc<tokio::sync::Semaphore>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<()> {
@@ -166,29 +208,61 @@ async fn consume_once(
     let publish = connection.create_channel().await?;
     publish.confirm_select(ConfirmSelectOptions::default()).await?;
     channel.basic_qos(slots.min(u16::MAX as u32) as u16, BasicQosOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            ctx.topology.pool_queue(&ctx.options.pool_id).into(),
-            ctx.options.node_id.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumers = Vec::new();
+    let mut tags = Vec::new();
+    for band in Band::ALL {
+        let tag = format!(
+            "{}{}",
+            ctx.options.node_id,
+            match band {
+                Band::High => ".high",
+                Band::Normal => "",
+                Band::Low => ".low",
+            }
+        );
+        let queue = ctx.topology.band_queue(&ctx.options.pool_id, band);
+        consumers.push(
+            channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?,
+        );
+        tags.push(tag);
+    }
+    let mut deliveries = futures_util::stream::select_all(consumers);
     tracing::info!(queue = %ctx.topology.pool_queue(&ctx.options.pool_id), "consuming");
+    let mut held: BinaryHeap<Held> = BinaryHeap::new();
+    let mut seq = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
-                // Stop taking work; deliveries not started yet go back to the queue with the channel.
-                let _ = channel.basic_cancel(ctx.options.node_id.as_str().into(), Default::default()).await;
+                // Stop taking work; deliveries not started go back to the queue with the channel.
+                for tag in &tags {
+                    let _ = channel.basic_cancel(tag.as_str().into(), Default::default()).await;
+                }
                 drain(ctx, tracker).await;
                 let _ = connection.close(200, "node leaving".into()).await;
                 return Ok(());
             }
-            next = consumer.next() => match next {
+            permit = free.clone().acquire_owned(), if !held.is_empty() => {
+                let (Ok(permit), Some(next)) = (permit, held.pop()) else { continue };
+                let ctx = ctx.clone();
+                let publish = publish.clone();
+                tracker.spawn(async move {
+                    attempt::handle(ctx, publish, next.delivery).await;
+                    drop(permit);
+                });
+            }
+            next = deliveries.next() => match next {
                 Some(Ok(delivery)) => {
-                    let ctx = ctx.clone();
-                    let publish = publish.clone();
-                    tracker.spawn(async move { attempt::handle(ctx, publish, delivery).await });
+                    // A malformed message sorts first, to be dead-lettered at once.
+                    let priority = TaskMessage::parse(&delivery.data).map_or(i32::MAX, |m| m.priority);
+                    seq += 1;
+                    held.push(Held { priority, seq: std::cmp::Reverse(seq), delivery });
                 }
                 Some(Err(e)) => return Err(Error::Amqp(e)),
                 None => return Err(Error::State("the broker cancelled the consumer".into())),
@@ -197,23 +271,28 @@ async fn consume_once(
     }
 }
 
-/// Publishes `message` again (a retry) and waits for the broker's confirm.
-pub(crate) async fn republish(ctx: &NodeContext, channel: &Channel, message: &TaskMessage) -> Result<()> {
-    let confirm = channel
-        .basic_publish(
-            ctx.topology.tasks_exchange().into(),
-            ctx.options.pool_id.as_str().into(),
-            BasicPublishOptions { mandatory: true, ..Default::default() },
-            &message.to_bytes(),
-            queue::task_properties(&message.task_id),
-        )
-        .await?
-        .await?;
-    if confirm.is_ack() {
-        Ok(())
-    } else {
-        Err(Error::State("the broker refused the retry message".into()))
+/// Publishes `messages` (retries, released dependents, parked tasks) with pipelined confirms and
+/// waits until the broker has confirmed them all.
+pub(crate) async fn publish_all(ctx: &NodeContext, channel: &Channel, messages: &[TaskMessage]) -> Result<()> {
+    let mut confirms = Vec::with_capacity(messages.len());
+    for message in messages {
+        let confirm = channel
+            .basic_publish(
+                ctx.topology.tasks_exchange().into(),
+                Topology::routing_key(&ctx.options.pool_id, message.priority).into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                &message.to_bytes(),
+                queue::task_properties(&message.task_id),
+            )
+            .await?;
+        confirms.push(confirm);
     }
+    for confirm in confirms {
+        if !confirm.await?.is_ack() {
+            return Err(Error::State("the broker refused a task message".into()));
+        }
+    }
+    Ok(())
 }
 
 /// Moves a message that is not a valid task to the dead-letter queue, saying why.

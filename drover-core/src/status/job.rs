@@ -2,9 +2,20 @@
 
 use super::scripts::{CREATE_JOB, TERMINATE_JOB};
 use super::StatusStore;
-use crate::model::job::{JobExecutionInfo, TaskCounts, TaskCountsResult};
+use crate::model::job::{
+    DependencyReport, HeldTask, JobExecutionInfo, JobProgress, OnAllTasksComplete, TaskCounts, TaskCountsResult,
+};
 use crate::model::{now_ms, rfc3339, CloudJob, JobAddParameter, JobState};
 use crate::{Error, Result};
+
+/// What a node's watch found: see [`StatusStore::watch`].
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// Running (job, task) pairs to kill.
+    pub kill: Vec<(String, String)>,
+    /// Jobs that ended.
+    pub ended: Vec<String>,
+}
 use std::collections::HashMap;
 
 impl StatusStore {
@@ -12,6 +23,7 @@ impl StatusStore {
     pub async fn create_job(&self, job: &JobAddParameter) -> Result<()> {
         job.validate()?;
         let env = serde_json::to_string(&job.common_environment_settings).unwrap_or_default();
+        let now = now_ms();
         let values: Vec<String> = CREATE_JOB
             .script
             .key(self.keys.job(&job.id))
@@ -19,11 +31,16 @@ impl StatusStore {
             .key(self.keys.pool(&job.pool_info.pool_id))
             .arg(&job.id)
             .arg(serde_json::to_string(job).unwrap_or_default())
-            .arg(now_ms())
+            .arg(now)
             .arg(env)
             .arg(job.max_task_retry_count())
             .arg(&job.pool_info.pool_id)
             .arg(if job.performs_exit_actions() { "1" } else { "0" })
+            .arg(if job.uses_task_dependencies == Some(true) { "1" } else { "0" })
+            .arg(if job.on_all_tasks_complete == Some(OnAllTasksComplete::TerminateJob) { "1" } else { "0" })
+            .arg(job.max_parallel_tasks.filter(|n| *n > 0).unwrap_or(0))
+            .arg(job.priority.unwrap_or(0))
+            .arg(job.deadline_ms(now).unwrap_or(0))
             .invoke_async(&mut self.con())
             .await?;
         match values.first().map(String::as_str) {
@@ -65,6 +82,7 @@ impl StatusStore {
                 end_time: ms("end").map(rfc3339),
                 terminate_reason: f.get("reason").cloned(),
             },
+            dependencies: None,
         })
     }
 
@@ -77,25 +95,42 @@ impl StatusStore {
 
     /// Tasks and slots by state, read from counters the transitions keep (O(1)).
     pub async fn task_counts(&self, job: &str) -> Result<TaskCountsResult> {
-        Ok(self.job_progress(job).await?.1)
+        Ok(self.job_progress(job).await?.counts)
     }
 
-    /// The job's state and its task counts, in one O(1) read (what `job wait` polls).
-    pub async fn job_progress(&self, job: &str) -> Result<(JobState, TaskCountsResult)> {
+    /// The job's state, its task counts and its held tasks, in one O(1) round trip (what
+    /// `job wait` polls). A job past its `maxWallClockTime` is terminated here too, so an idle
+    /// pool cannot keep it alive.
+    pub async fn job_progress(&self, job: &str) -> Result<JobProgress> {
         let names = ["active", "running", "completed", "succeeded", "failed"];
         let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.keys.job(job)).arg("state");
+        cmd.arg(self.keys.job(job)).arg("state").arg("deadline");
         for n in names {
             cmd.arg(n);
         }
         for n in names {
             cmd.arg(format!("s.{n}"));
         }
-        let raw: Vec<Option<String>> = cmd.query_async(&mut self.con()).await?;
+        let (raw, waiting, blocked): (Vec<Option<String>>, u64, u64) = redis::pipe()
+            .atomic()
+            .add_command(cmd)
+            .cmd("HLEN")
+            .arg(self.keys.job_part(job, "wait"))
+            .cmd("HLEN")
+            .arg(self.keys.job_part(job, "blocked"))
+            .query_async(&mut self.con())
+            .await?;
         let state =
             raw.first().and_then(|s| s.as_deref()).ok_or_else(|| Error::NotFound { kind: "job", id: job.into() })?;
-        let state = JobState::parse(state).unwrap_or(JobState::Active);
-        let v: Vec<i64> = raw.iter().skip(1).map(|x| x.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0)).collect();
+        let mut state = JobState::parse(state).unwrap_or(JobState::Active);
+        let deadline = raw.get(1).and_then(|d| d.as_deref()).and_then(|d| d.parse::<i64>().ok()).unwrap_or(0);
+        if state == JobState::Active && deadline > 0 && now_ms() > deadline {
+            state = match self.terminate_job(job, "MaxWallClockTimeExpiry").await {
+                Ok(s) => s,
+                Err(_) => JobState::Completed,
+            };
+        }
+        let v: Vec<i64> = raw.iter().skip(2).map(|x| x.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0)).collect();
         let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
         let counts = |o: usize| TaskCounts {
             active: at(o),
@@ -104,11 +139,18 @@ impl StatusStore {
             succeeded: at(o + 3),
             failed: at(o + 4),
         };
-        Ok((state, TaskCountsResult { task_counts: counts(0), task_slot_counts: counts(5) }))
+        Ok(JobProgress {
+            state,
+            counts: TaskCountsResult { task_counts: counts(0), task_slot_counts: counts(5) },
+            waiting,
+            blocked,
+        })
     }
 
-    /// Ends an active job: no task of it starts again. Refuses a job that already ended.
-    pub async fn terminate_job(&self, job: &str, reason: &str) -> Result<()> {
+    /// Ends an active job: no task of it starts again, and the nodes running its tasks kill them.
+    /// Returns the job's new state (`terminating` until its running tasks have ended, then
+    /// `completed`). Refuses a job that already ended.
+    pub async fn terminate_job(&self, job: &str, reason: &str) -> Result<JobState> {
         let values: Vec<String> = TERMINATE_JOB
             .script
             .key(self.keys.job(job))
@@ -116,14 +158,164 @@ impl StatusStore {
             .arg(reason)
             .invoke_async(&mut self.con())
             .await?;
+        let arg = values.get(1).map_or("", String::as_str);
         match values.first().map(String::as_str) {
-            Some("ok") => Ok(()),
+            Some("ok") => Ok(JobState::parse(arg).unwrap_or(JobState::Completed)),
             Some("nojob") => Err(Error::NotFound { kind: "job", id: job.into() }),
-            _ => Err(Error::State(format!(
-                "job {job:?} is {}: only an active job can be terminated",
-                values.get(1).map_or("", String::as_str)
-            ))),
+            _ => Err(Error::State(format!("job {job:?} is {arg}: only an active job can be terminated"))),
         }
+    }
+
+    /// Which tasks of a job wait on others and why: up to `limit` of them with the parents they
+    /// wait for (and which of those are not in the job at all), the failed parent that blocks
+    /// them, and any cycle among them. Reads only held tasks, never the whole job.
+    pub async fn dependency_report(&self, job: &str, limit: usize) -> Result<Option<DependencyReport>> {
+        let (waiting, blocked): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(self.keys.job_part(job, "wait"))
+            .cmd("HGETALL")
+            .arg(self.keys.job_part(job, "blocked"))
+            .query_async(&mut self.con())
+            .await?;
+        if waiting.is_empty() && blocked.is_empty() {
+            return Ok(None);
+        }
+        let mut report = DependencyReport { waiting: waiting.len(), blocked: blocked.len(), ..Default::default() };
+        let mut ids: Vec<&String> = blocked.keys().chain(waiting.keys()).collect();
+        ids.sort();
+        ids.truncate(limit);
+        // Each held task's parents that have not completed (their dependent list still exists).
+        let mut edges: HashMap<String, Vec<String>> = HashMap::new();
+        for id in ids {
+            if let Some(parent) = blocked.get(id) {
+                report.tasks.push(HeldTask {
+                    task_id: id.clone(),
+                    blocked_by: Some(parent.clone()),
+                    ..Default::default()
+                });
+                continue;
+            }
+            let record = match self.task_record(job, id).await {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            let parents = stored_parents(id, &record.spec);
+            let mut pipe = redis::pipe();
+            for p in &parents {
+                pipe.cmd("EXISTS").arg(self.keys.dep_list(job, p)).cmd("EXISTS").arg(self.keys.task(job, p));
+            }
+            let found: Vec<bool> = pipe.query_async(&mut self.con()).await?;
+            let mut held = HeldTask { task_id: id.clone(), ..Default::default() };
+            for (p, f) in parents.iter().zip(found.chunks(2)) {
+                if f.first() == Some(&true) {
+                    held.waiting_on_count += 1;
+                    if f.get(1) != Some(&true) {
+                        held.missing.push(p.clone());
+                    } else if held.waiting_on.len() < 20 {
+                        held.waiting_on.push(p.clone());
+                    }
+                    if waiting.contains_key(p) {
+                        edges.entry(id.clone()).or_default().push(p.clone());
+                    }
+                }
+            }
+            held.missing.truncate(20);
+            report.tasks.push(held);
+        }
+        report.cycles = crate::model::task::dependency_cycles(&edges);
+        Ok(Some(report))
+    }
+
+    /// What a node must act on, for the tasks it runs and the jobs it has seen (two round trips):
+    /// the running tasks to kill (their job is no longer active, or they were terminated) and the
+    /// jobs that ended (completed or deleted: their release task runs). A job past its
+    /// `maxWallClockTime` is terminated on the way.
+    pub async fn watch(&self, running: &[(String, String)], jobs: &[String]) -> Result<Watch> {
+        let mut names: Vec<&str> =
+            running.iter().map(|(j, _)| j.as_str()).chain(jobs.iter().map(String::as_str)).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut pipe = redis::pipe();
+        for j in &names {
+            pipe.cmd("HMGET").arg(self.keys.job(j)).arg("state").arg("deadline");
+        }
+        let states: Vec<(Option<String>, Option<i64>)> = pipe.query_async(&mut self.con()).await?;
+        let mut pipe = redis::pipe();
+        for (j, t) in running {
+            pipe.cmd("SISMEMBER").arg(self.keys.job_part(j, "killed")).arg(t);
+        }
+        let killed: Vec<bool> = if running.is_empty() { vec![] } else { pipe.query_async(&mut self.con()).await? };
+        let now = now_ms();
+        let mut state_of: HashMap<&str, Option<JobState>> = HashMap::new();
+        for (j, (state, deadline)) in names.iter().zip(states) {
+            let mut state = state.as_deref().and_then(JobState::parse);
+            if state == Some(JobState::Active) && deadline.is_some_and(|d| d > 0 && now > d) {
+                state = Some(self.terminate_job(j, "MaxWallClockTimeExpiry").await.unwrap_or(JobState::Completed));
+            }
+            state_of.insert(j, state);
+        }
+        let kill = running
+            .iter()
+            .zip(killed)
+            .filter(|((j, _), k)| *k || state_of.get(j.as_str()).copied().flatten() != Some(JobState::Active))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let ended = jobs
+            .iter()
+            .filter(|j| {
+                matches!(
+                    state_of.get(j.as_str()).copied().flatten(),
+                    None | Some(JobState::Completed | JobState::Deleting)
+                )
+            })
+            .cloned()
+            .collect();
+        Ok(Watch { kill, ended })
+    }
+
+    /// Records a node's job preparation or release run (`field` names which) in the job's
+    /// per-node status, unless the job is gone.
+    pub async fn record_node_job_task(
+        &self,
+        job: &str,
+        node: &str,
+        pool: &str,
+        field: &str,
+        info: serde_json::Value,
+    ) -> Result<()> {
+        static SET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+local v = cur and cjson.decode(cur) or {poolId = ARGV[2], nodeId = ARGV[1]}
+v[ARGV[3]] = cjson.decode(ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(v))
+return 1
+"#,
+            )
+        });
+        let _: i64 = SET
+            .key(self.keys.job(job))
+            .key(self.keys.job_part(job, "nodes"))
+            .arg(node)
+            .arg(pool)
+            .arg(field)
+            .arg(info.to_string())
+            .invoke_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// The job's preparation and release runs, one entry per node (Azure's
+    /// JobPreparationAndReleaseTaskExecutionInformation), sorted by node.
+    pub async fn prep_release_status(&self, job: &str) -> Result<Vec<serde_json::Value>> {
+        self.job_pool(job).await?;
+        let raw: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(self.keys.job_part(job, "nodes")).query_async(&mut self.con()).await?;
+        let mut nodes: Vec<(String, String)> = raw.into_iter().collect();
+        nodes.sort();
+        Ok(nodes.into_iter().filter_map(|(_, v)| serde_json::from_str(&v).ok()).collect())
     }
 
     /// Deletes a job and every task record of it. Messages still queued for it are dropped by
@@ -147,7 +339,10 @@ impl StatusStore {
             if ids.is_empty() {
                 break;
             }
-            let keys: Vec<String> = ids.iter().map(|id| self.keys.task(job, id)).collect();
+            let keys: Vec<String> = ids
+                .iter()
+                .flat_map(|id| [self.keys.task(job, id), self.keys.outbox(job, id), self.keys.dep_list(job, id)])
+                .collect();
             let _: () = redis::pipe()
                 .atomic()
                 .cmd("UNLINK")
@@ -161,9 +356,24 @@ impl StatusStore {
                 .query_async(&mut self.con())
                 .await?;
         }
+        // Lists of dependents waiting on ids that never arrived.
+        loop {
+            let parents: Vec<String> = redis::cmd("SPOP")
+                .arg(self.keys.job_part(job, "parents"))
+                .arg(1000)
+                .query_async(&mut self.con())
+                .await?;
+            if parents.is_empty() {
+                break;
+            }
+            let keys: Vec<String> = parents.iter().map(|p| self.keys.dep_list(job, p)).collect();
+            let _: () = redis::cmd("UNLINK").arg(keys).query_async(&mut self.con()).await?;
+        }
+        let parts = ["wait", "blocked", "parked", "killed", "nodes"].map(|p| self.keys.job_part(job, p));
         let _: () = redis::pipe()
             .atomic()
             .cmd("UNLINK")
+            .arg(&parts)
             .arg(self.keys.job(job))
             .arg(self.keys.job_tasks(job))
             .ignore()
@@ -175,4 +385,14 @@ impl StatusStore {
             .await?;
         Ok(())
     }
+}
+
+/// The parents a stored task spec names (the spec is stored without its id).
+fn stored_parents(id: &str, spec: &str) -> Vec<String> {
+    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(spec).unwrap_or_default();
+    map.insert("id".into(), id.into());
+    serde_json::from_value::<crate::model::TaskAddParameter>(map.into())
+        .ok()
+        .and_then(|t| t.parent_ids().ok())
+        .unwrap_or_default()
 }

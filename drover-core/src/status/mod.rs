@@ -6,6 +6,14 @@
 //!   and the task counters (`active`, `running`, `completed`, `succeeded`, `failed`, and `s.*` for slots).
 //! - `drover:A:job:J:tasks` list of the job's task ids, in the order they were added.
 //! - `drover:A:task:J:T` the task record (JSON, see [`TaskRecord`]); its `attempt` fences writers.
+//! - Dependencies (jobs with `usesTaskDependencies`): `drover:A:dep:J:P` list of the tasks waiting
+//!   on parent P (each `<stage 0|1><id>`); `drover:A:job:J:wait` hash task -> parents still
+//!   awaited; `drover:A:job:J:blocked` hash task -> the parent whose failure blocks it;
+//!   `drover:A:job:J:parents` set of the P with a list.
+//! - `drover:A:job:J:parked` list of tasks held back by `maxParallelTasks`; `drover:A:job:J:killed`
+//!   set of running tasks their nodes must kill (`task terminate`).
+//! - `drover:A:out:J:T` the outbox of T's last transition: tasks it made runnable, which the
+//!   caller publishes before it acks and then clears (a crash in between republishes them).
 //! - `drover:A:node:N` node N's work directory; `drover:A:node:N:alive` present while node N
 //!   heartbeats (a short TTL).
 
@@ -14,7 +22,7 @@ mod pool;
 mod scripts;
 mod task;
 
-pub use task::{Completion, Outcome, Start, TaskRecord};
+pub use task::{terminated_failure, Completion, Outcome, Start, TaskRecord, Termination};
 
 use crate::{Config, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -61,6 +69,19 @@ impl Keys {
     }
     fn task(&self, job: &str, task: &str) -> String {
         format!("{}task:{job}:{task}", self.prefix)
+    }
+    /// The prefix of every key of the account (the scripts build dynamic keys from it).
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    fn outbox(&self, job: &str, task: &str) -> String {
+        format!("{}out:{job}:{task}", self.prefix)
+    }
+    fn job_part(&self, job: &str, part: &str) -> String {
+        format!("{}job:{job}:{part}", self.prefix)
+    }
+    fn dep_list(&self, job: &str, parent: &str) -> String {
+        format!("{}dep:{job}:{parent}", self.prefix)
     }
     fn node_prefix(&self) -> String {
         format!("{}node:", self.prefix)

@@ -1,9 +1,9 @@
 //! Task records and their transitions: add, start, run, complete, release; read and list.
 
-use super::scripts::{COMPLETE_TASK, CREATE_TASKS, RELEASE_TASK, RUN_TASK, START_TASK};
+use super::scripts::{COMPLETE_TASK, CREATE_TASKS, RELEASE_TASK, RUN_TASK, START_TASK, TERMINATE_TASK};
 use super::StatusStore;
 use crate::model::task::{FailureInfo, NodeInfo, TaskExecutionInfo, TaskResult};
-use crate::model::{now_ms, rfc3339, CloudTask, EnvironmentSetting, TaskAddParameter, TaskState};
+use crate::model::{now_ms, rfc3339, CloudTask, EnvironmentSetting, TaskAddParameter, TaskMessage, TaskState};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -47,6 +47,9 @@ pub struct TaskRecord {
     pub slots: u32,
     #[serde(rename = "maxRetry", default, skip_serializing_if = "is_zero_i32")]
     pub max_retry: i32,
+    /// Set once the task completed in a way that blocks its dependents (its dependencyAction).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dblk: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -83,6 +86,7 @@ impl TaskRecord {
             attempt: 0,
             slots: spec.slots(),
             max_retry: spec.constraints.as_ref().and_then(|c| c.max_task_retry_count).unwrap_or(job_max_retry),
+            dblk: 0,
         }
     }
 
@@ -143,18 +147,27 @@ pub enum Start {
         job_env: Vec<EnvironmentSetting>,
         /// Whether a failure applies the task's exit options to the job (onTaskFailure).
         exit_actions: bool,
+        /// The job's priority (for the messages this attempt publishes).
+        priority: i32,
     },
-    /// The task completed already (a duplicate message).
-    Done,
+    /// The task completed already (a duplicate message). Its completion's outbox, if a crash
+    /// left it unpublished, must be published before the ack.
+    Done(Vec<TaskMessage>),
     /// The task or its job no longer exists.
     Gone,
     /// The job is not active (terminating, completed or disabled).
     Inactive(String),
     /// A live node runs the task now.
     Busy(String),
+    /// Its dependencies are not satisfied yet: the message is dropped, and the task is published
+    /// again when its last parent completes.
+    Waiting,
+    /// Its job runs `maxParallelTasks` tasks already: the message is dropped, and the task is
+    /// published again when one of them ends.
+    Parked,
     /// The nodes running the task were lost this many times in a row: it was recorded as
-    /// failed (`NodeLostRepeatedly`) instead of being run again.
-    Poison(u32),
+    /// failed (`NodeLostRepeatedly`) instead of being run again. Publish the outbox.
+    Poison(u32, Vec<TaskMessage>),
 }
 
 /// How an attempt ended, as the node reports it.
@@ -167,15 +180,36 @@ pub struct Outcome {
     pub retryable: bool,
 }
 
-/// What `complete_task` decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What `complete_task` decided. The messages are tasks the transition made runnable (released
+/// dependents, a parked task): the caller publishes them, then calls `clear_outbox`, then acks.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {
     /// The task is completed (once, whatever happens later).
-    Completed,
+    Completed(Vec<TaskMessage>),
     /// The task is active again for its retry number `n`; the caller publishes it again.
-    Retry(u32),
+    Retry(u32, Vec<TaskMessage>),
     /// A newer attempt owns the task; this attempt's outcome was not recorded.
     Stale,
+}
+
+/// What `terminate_task` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Termination {
+    /// The task was not running: it is completed now. Publish the outbox (released dependents).
+    Terminated(Vec<TaskMessage>),
+    /// It runs on this live node, which will kill it and record it.
+    Killing(String),
+    /// It had completed already.
+    AlreadyCompleted,
+}
+
+/// The failure recorded for a terminated task.
+pub fn terminated_failure(why: &str) -> FailureInfo {
+    FailureInfo::user("TaskTerminated", format!("the task was terminated: {why}"))
+}
+
+fn outbox(job: &str, priority: i32, entries: impl IntoIterator<Item = String>) -> Vec<TaskMessage> {
+    entries.into_iter().map(|e| TaskMessage::from_outbox(job, &e, priority)).collect()
 }
 
 fn reply(values: Vec<String>) -> Result<(String, Vec<String>)> {
@@ -186,27 +220,36 @@ fn reply(values: Vec<String>) -> Result<(String, Vec<String>)> {
 
 impl StatusStore {
     /// Adds `tasks` to `job` atomically: all of them, or none with the reason (unknown job, a job
-    /// that is not active, a duplicate id).
-    pub async fn add_tasks(&self, job: &str, job_max_retry: i32, tasks: &[TaskAddParameter]) -> Result<usize> {
+    /// that is not active, a duplicate id). Returns the ids held back by their dependencies (not
+    /// to be published now: their last parent's completion publishes them).
+    pub async fn add_tasks(
+        &self,
+        job: &str,
+        job_max_retry: i32,
+        tasks: &[TaskAddParameter],
+    ) -> Result<std::collections::HashSet<String>> {
         let now = now_ms();
         let mut inv = CREATE_TASKS.script.prepare_invoke();
         inv.key(self.keys.job(job)).key(self.keys.job_tasks(job));
         for t in tasks {
             inv.key(self.keys.task(job, &t.id));
         }
+        inv.arg(self.keys.prefix()).arg(job);
         for t in tasks {
             let record = serde_json::to_string(&TaskRecord::new(t, job_max_retry, now)).unwrap_or_default();
-            inv.arg(&t.id).arg(record).arg(t.slots());
+            let parents = t.parent_ids()?;
+            inv.arg(&t.id).arg(record).arg(t.slots()).arg(if t.needs_staging() { "1" } else { "0" });
+            inv.arg(parents.len()).arg(parents);
         }
         let (head, rest) = reply(inv.invoke_async(&mut self.con()).await?)?;
         match head.as_str() {
-            "ok" => Ok(tasks.len()),
+            "ok" => Ok(rest.into_iter().skip(1).collect()),
             "nojob" => Err(Error::NotFound { kind: "job", id: job.into() }),
             "jobstate" => Err(Error::State(format!(
                 "job {job:?} is {}: tasks can only be added to an active job",
                 rest.first().map_or("", String::as_str)
             ))),
-            "dup" => Err(Error::Invalid(format!(
+            "dup" => Err(Error::invalid(format!(
                 "task {:?} already exists in job {job:?}",
                 rest.first().map_or("", String::as_str)
             ))),
@@ -238,23 +281,29 @@ impl StatusStore {
             .arg(if stage { "1" } else { "0" })
             .arg(self.keys.node_prefix())
             .arg(super::MAX_LOST_ATTEMPTS)
+            .arg(self.keys.prefix())
+            .arg(job)
+            .arg(task)
             .invoke_async(&mut self.con())
             .await?;
         let (head, rest) = reply(values)?;
         let arg = |i: usize| rest.get(i).cloned().unwrap_or_default();
+        let int = |i: usize| arg(i).parse::<i32>().unwrap_or(0);
         Ok(match head.as_str() {
             "ok" => {
                 let attempt = arg(0).parse().map_err(|_| Error::State("bad attempt in start_task reply".into()))?;
                 let spec = stored_spec(task, &arg(1))?;
                 let env = arg(2);
                 let job_env = if env.is_empty() { vec![] } else { serde_json::from_str(&env).unwrap_or_default() };
-                Start::Started { attempt, spec: Box::new(spec), job_env, exit_actions: arg(3) == "1" }
+                Start::Started { attempt, spec: Box::new(spec), job_env, exit_actions: arg(3) == "1", priority: int(4) }
             }
-            "done" => Start::Done,
-            "poison" => Start::Poison(arg(0).parse().unwrap_or(0)),
+            "done" => Start::Done(outbox(job, int(0), rest.into_iter().skip(1))),
+            "poison" => Start::Poison(int(0) as u32, outbox(job, int(1), rest.into_iter().skip(2))),
             "gone" => Start::Gone,
             "inactive" => Start::Inactive(arg(0)),
             "busy" => Start::Busy(arg(0)),
+            "waiting" => Start::Waiting,
+            "parked" => Start::Parked,
             other => return Err(Error::State(format!("unexpected reply {other:?} from start_task"))),
         })
     }
@@ -271,8 +320,17 @@ impl StatusStore {
         Ok(reply(values)?.0 == "ok")
     }
 
-    /// Records how `attempt` ended: completed, or active again for a retry.
-    pub async fn complete_task(&self, job: &str, task: &str, attempt: u32, outcome: &Outcome) -> Result<Completion> {
+    /// Records how `attempt` ended: completed, or active again for a retry. `blocks` says whether
+    /// the outcome blocks the task's dependents (its dependencyAction); `priority` is the job's.
+    pub async fn complete_task(
+        &self,
+        job: &str,
+        task: &str,
+        attempt: u32,
+        outcome: &Outcome,
+        blocks: bool,
+        priority: i32,
+    ) -> Result<Completion> {
         let failure =
             outcome.failure.as_ref().map(|f| serde_json::to_string(f).unwrap_or_default()).unwrap_or_default();
         let values: Vec<String> = COMPLETE_TASK
@@ -288,27 +346,79 @@ impl StatusStore {
             })
             .arg(failure)
             .arg(if outcome.retryable { "1" } else { "0" })
+            .arg(if blocks { "1" } else { "0" })
+            .arg(self.keys.prefix())
+            .arg(job)
+            .arg(task)
             .invoke_async(&mut self.con())
             .await?;
         let (head, rest) = reply(values)?;
         Ok(match head.as_str() {
-            "completed" => Completion::Completed,
-            "retry" => Completion::Retry(rest.first().and_then(|n| n.parse().ok()).unwrap_or(0)),
+            "completed" => Completion::Completed(outbox(job, priority, rest)),
+            "retry" => {
+                let n = rest.first().and_then(|n| n.parse().ok()).unwrap_or(0);
+                Completion::Retry(n, outbox(job, priority, rest.into_iter().skip(1)))
+            }
             _ => Completion::Stale,
         })
     }
 
+    /// Forgets the outbox of `task`'s last transition, once its messages are confirmed.
+    pub async fn clear_outbox(&self, job: &str, task: &str) -> Result<()> {
+        let _: () = redis::cmd("DEL").arg(self.keys.outbox(job, task)).query_async(&mut self.con()).await?;
+        Ok(())
+    }
+
+    /// Terminates a task (`drover task terminate`): see [`Termination`].
+    pub async fn terminate_task(&self, job: &str, task: &str, spec_blocks: bool) -> Result<Termination> {
+        let failure = serde_json::to_string(&terminated_failure("drover task terminate")).unwrap_or_default();
+        let values: Vec<String> = TERMINATE_TASK
+            .script
+            .key(self.keys.task(job, task))
+            .key(self.keys.job(job))
+            .arg(now_ms())
+            .arg(self.keys.prefix())
+            .arg(job)
+            .arg(task)
+            .arg(self.keys.node_prefix())
+            .arg(failure)
+            .arg(if spec_blocks { "1" } else { "0" })
+            .invoke_async(&mut self.con())
+            .await?;
+        let (head, rest) = reply(values)?;
+        Ok(match head.as_str() {
+            "ok" => {
+                let priority = rest.first().and_then(|p| p.parse().ok()).unwrap_or(0);
+                Termination::Terminated(outbox(job, priority, rest.into_iter().skip(1)))
+            }
+            "killing" => Termination::Killing(rest.into_iter().next().unwrap_or_default()),
+            "completed" => Termination::AlreadyCompleted,
+            _ => return Err(Error::NotFound { kind: "task", id: task.into() }),
+        })
+    }
+
     /// Hands `attempt` back (the node is leaving): the task is active again, requeueCount + 1.
-    pub async fn release_task(&self, job: &str, task: &str, attempt: u32) -> Result<bool> {
+    /// Returns the outbox (a parked task the freed slot lets start), or None if stale.
+    pub async fn release_task(
+        &self,
+        job: &str,
+        task: &str,
+        attempt: u32,
+        priority: i32,
+    ) -> Result<Option<Vec<TaskMessage>>> {
         let values: Vec<String> = RELEASE_TASK
             .script
             .key(self.keys.task(job, task))
             .key(self.keys.job(job))
             .arg(attempt)
             .arg(now_ms())
+            .arg(self.keys.prefix())
+            .arg(job)
+            .arg(task)
             .invoke_async(&mut self.con())
             .await?;
-        Ok(reply(values)?.0 == "ok")
+        let (head, rest) = reply(values)?;
+        Ok((head == "ok").then(|| outbox(job, priority, rest)))
     }
 
     /// Whether `attempt` still owns the task (checked before uploading outputs, so a stale

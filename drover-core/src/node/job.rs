@@ -1,0 +1,236 @@
+//! The jobs a node runs tasks of: the job preparation task before the first of them, the job
+//! release task when the job ends, and the watch that kills running tasks whose job ended or that
+//! `drover task terminate` named.
+
+use super::attempt::{environment, fresh_dir, persist};
+use super::process::{self, Exit, ProcessSpec};
+use super::NodeContext;
+use crate::model::job::{JobPreparationTask, JobReleaseTask};
+use crate::model::task::{FailureInfo, ResourceFile};
+use crate::model::{now_ms, rfc3339, EnvironmentSetting};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+/// How often a node checks the jobs of its running tasks (job ended, task terminated).
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// Azure's default limit for a job release task.
+const RELEASE_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// The most runs of a preparation task with `maxTaskRetryCount` -1.
+const MAX_PREP_RUNS: i32 = 100;
+
+/// The jobs this node has seen, each prepared once.
+#[derive(Default)]
+pub(crate) struct NodeJobs {
+    jobs: tokio::sync::Mutex<HashMap<String, Arc<OnceCell<Prepared>>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Prepared {
+    /// Where the job's tasks may find the preparation's working directory, or why they may not run.
+    result: Result<Option<PathBuf>, FailureInfo>,
+    /// The release task and the job's environment, kept here because the job may be deleted
+    /// before the release runs. Only set when the preparation ran on this node.
+    release: Option<(JobReleaseTask, Vec<EnvironmentSetting>)>,
+}
+
+/// Runs the job's preparation task on this node before its first task here (once; concurrent
+/// first tasks wait for it). Ok holds the preparation's working directory, if there is one; Err
+/// the failure to record for the task when the preparation failed and `waitForSuccess` holds.
+pub(super) async fn prepared(ctx: &NodeContext, job: &str) -> Result<Option<PathBuf>, FailureInfo> {
+    let cell = ctx.jobs.jobs.lock().await.entry(job.to_string()).or_default().clone();
+    cell.get_or_init(|| prepare(ctx, job)).await.result.clone()
+}
+
+async fn prepare(ctx: &NodeContext, job: &str) -> Prepared {
+    let spec = match persist(ctx, "get_job", || ctx.store.get_job(job)).await {
+        Ok(j) => j.spec,
+        Err(e) => {
+            let failure = FailureInfo::server("JobPreparationTaskFailed", format!("cannot read job {job:?}: {e}"));
+            return Prepared { result: Err(failure), release: None };
+        }
+    };
+    let Some(prep) = spec.job_preparation_task else { return Prepared { result: Ok(None), release: None } };
+    let release = spec.job_release_task.map(|r| (r, spec.common_environment_settings.clone()));
+    let env = &spec.common_environment_settings;
+    let wait = prep.wait_for_success.unwrap_or(true);
+    let (dir, info) = run_prep(ctx, job, &prep, env).await;
+    let result = match (&info.failure_info, wait) {
+        (Some(f), true) => Err(FailureInfo::user(
+            "JobPreparationTaskFailed",
+            format!("the job preparation task failed on node {}: {}", ctx.options.node_id, f.message),
+        )),
+        _ => Ok(Some(dir)),
+    };
+    Prepared { result, release }
+}
+
+/// Azure's JobPreparationTaskExecutionInformation / JobReleaseTaskExecutionInformation.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExecutionInfo {
+    start_time: String,
+    end_time: String,
+    state: &'static str,
+    task_root_directory: String,
+    exit_code: Option<i32>,
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_info: Option<FailureInfo>,
+    retry_count: i32,
+}
+
+async fn run_prep(
+    ctx: &NodeContext,
+    job: &str,
+    prep: &JobPreparationTask,
+    job_env: &[EnvironmentSetting],
+) -> (PathBuf, ExecutionInfo) {
+    let dir = job_dir(ctx, job).join("jobpreparation");
+    let wd = dir.join("wd");
+    let limit = prep.constraints.as_ref().and_then(|c| c.max_wall_clock_time).map(|d| d.0);
+    let retries = prep.constraints.as_ref().and_then(|c| c.max_task_retry_count).unwrap_or(0);
+    let runs = if retries < 0 { MAX_PREP_RUNS } else { retries.saturating_add(1).min(MAX_PREP_RUNS) };
+    let start = now_ms();
+    let mut info = ExecutionInfo::default();
+    for n in 0..runs {
+        let env = env_for(ctx, job, job_env, &prep.environment_settings, &dir, &wd);
+        info = run_one(ctx, &prep.command_line, &prep.resource_files, &env, &dir, &wd, limit).await;
+        info.retry_count = n;
+        info.start_time = rfc3339(start);
+        if info.failure_info.is_none() {
+            break;
+        }
+        tracing::warn!(job, run = n + 1, of = runs, failure = ?info.failure_info, "job preparation task failed");
+    }
+    record(ctx, job, "jobPreparationTaskExecutionInfo", &info).await;
+    (wd, info)
+}
+
+/// Runs a job preparation or release task once in `dir`.
+async fn run_one(
+    ctx: &NodeContext,
+    command_line: &str,
+    resource_files: &[ResourceFile],
+    env: &[(String, String)],
+    dir: &Path,
+    wd: &Path,
+    limit: Option<Duration>,
+) -> ExecutionInfo {
+    let mut info = ExecutionInfo {
+        start_time: rfc3339(now_ms()),
+        state: "completed",
+        task_root_directory: dir.to_string_lossy().into_owned(),
+        result: "failure",
+        ..Default::default()
+    };
+    let fail = |mut info: ExecutionInfo, code: &str, message: String| {
+        info.failure_info = Some(FailureInfo::user(code, message));
+        info.end_time = rfc3339(now_ms());
+        info
+    };
+    let (stdout, stderr) = match fresh_dir(dir, wd).await {
+        Ok(files) => files,
+        Err(e) => return fail(info, "TaskDirectoryError", format!("{}: {e}", wd.display())),
+    };
+    for (i, rf) in resource_files.iter().enumerate() {
+        if let Err(e) = ctx.staging.stage_in(rf, wd).await {
+            return fail(info, "ResourceFileDownloadError", format!("resourceFiles[{i}]: {e}"));
+        }
+    }
+    let argv = match shell_words::split(command_line) {
+        Ok(a) if !a.is_empty() => a,
+        _ => return fail(info, "CommandLineInvalid", "commandLine cannot be split into words".into()),
+    };
+    let spec = ProcessSpec { argv: &argv, cwd: wd, env, stdout, stderr, wall_clock: limit };
+    match process::run(spec, &CancellationToken::new()).await {
+        Ok(Exit::Code(0)) => {
+            info.exit_code = Some(0);
+            info.result = "success";
+            info.end_time = rfc3339(now_ms());
+            info
+        }
+        Ok(Exit::Code(code)) => {
+            info.exit_code = Some(code);
+            fail(info, "FailureExitCode", format!("exited with code {code}"))
+        }
+        Ok(_) => fail(info, "MaxWallClockTimeExceeded", "ran past its maxWallClockTime and was killed".into()),
+        Err(e) => fail(info, "CommandStartError", format!("cannot start {:?}: {e}", argv[0])),
+    }
+}
+
+/// The environment of a preparation or release task (it has no task id).
+fn env_for(
+    ctx: &NodeContext,
+    job: &str,
+    job_env: &[EnvironmentSetting],
+    own: &[EnvironmentSetting],
+    dir: &Path,
+    wd: &Path,
+) -> Vec<(String, String)> {
+    let prep_wd = job_dir(ctx, job).join("jobpreparation").join("wd");
+    environment(ctx, job, None, job_env, own, dir, wd, Some(&prep_wd))
+}
+
+fn job_dir(ctx: &NodeContext, job: &str) -> PathBuf {
+    ctx.options.work_dir.join(&ctx.config.account).join("jobs").join(job)
+}
+
+/// Records a preparation or release run in the job's per-node status (`drover job prep-release-status`).
+async fn record(ctx: &NodeContext, job: &str, field: &str, info: &ExecutionInfo) {
+    let value = serde_json::to_value(info).unwrap_or_default();
+    if let Err(e) = ctx.store.record_node_job_task(job, &ctx.options.node_id, &ctx.options.pool_id, field, value).await
+    {
+        tracing::warn!(job, error = %e, "could not record the job {field}");
+    }
+}
+
+/// Every second: kills the running tasks whose job ended or that were terminated, and runs the
+/// release task of every job prepared here that ended.
+pub(super) async fn watch(ctx: Arc<NodeContext>) {
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let running: Vec<(String, String)> =
+            ctx.running.lock().map(|r| r.keys().cloned().collect()).unwrap_or_default();
+        let jobs: Vec<String> = ctx.jobs.jobs.lock().await.keys().cloned().collect();
+        if running.is_empty() && jobs.is_empty() {
+            continue;
+        }
+        let seen = match ctx.store.watch(&running, &jobs).await {
+            Ok(seen) => seen,
+            Err(e) => {
+                tracing::debug!(error = %e, "watch failed");
+                continue;
+            }
+        };
+        if let Ok(r) = ctx.running.lock() {
+            for key in &seen.kill {
+                if let Some(token) = r.get(key) {
+                    tracing::info!(job = %key.0, task = %key.1, "killing a task: its job ended or it was terminated");
+                    token.cancel();
+                }
+            }
+        }
+        for job in seen.ended {
+            let cell = ctx.jobs.jobs.lock().await.remove(&job);
+            let release = cell.and_then(|c| c.get().and_then(|p| p.release.clone()));
+            if let Some((task, env)) = release {
+                let ctx = ctx.clone();
+                tokio::spawn(async move { release_job(&ctx, &job, &task, &env).await });
+            }
+        }
+    }
+}
+
+async fn release_job(ctx: &NodeContext, job: &str, task: &JobReleaseTask, job_env: &[EnvironmentSetting]) {
+    let dir = job_dir(ctx, job).join("jobrelease");
+    let wd = dir.join("wd");
+    let env = env_for(ctx, job, job_env, &task.environment_settings, &dir, &wd);
+    let limit = Some(task.max_wall_clock_time.map_or(RELEASE_LIMIT, |d| d.0));
+    let info = run_one(ctx, &task.command_line, &task.resource_files, &env, &dir, &wd, limit).await;
+    tracing::info!(job, result = info.result, "job release task ran");
+    record(ctx, job, "jobReleaseTaskExecutionInfo", &info).await;
+}

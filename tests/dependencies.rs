@@ -1,0 +1,230 @@
+//! Task dependencies on real Redis, RabbitMQ and workers: exact release under redelivery,
+//! fan-in and chains, dependency actions, and what `job show` says about held tasks.
+
+#![allow(clippy::unwrap_used)]
+
+use drover_core::model::task::{FailureInfo, TaskResult};
+use drover_core::model::{JobAddParameter, PoolAddParameter, TaskAddParameter, TaskMessage};
+use drover_core::status::{Completion, Outcome, Start, StatusStore};
+use drover_tests::TestAccount;
+use serde_json::json;
+use std::time::Instant;
+
+fn task(v: serde_json::Value) -> TaskAddParameter {
+    serde_json::from_value(v).unwrap()
+}
+
+fn outcome(success: bool) -> Outcome {
+    if success {
+        Outcome { exit_code: Some(0), result: TaskResult::Success, failure: None, retryable: false }
+    } else {
+        let failure = Some(FailureInfo::user("FailureExitCode", "exit 1"));
+        Outcome { exit_code: Some(1), result: TaskResult::Failure, failure, retryable: false }
+    }
+}
+
+fn ids(messages: &[TaskMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.task_id.as_str()).collect()
+}
+
+/// Pool `p` and a job `j` on it that uses task dependencies.
+async fn dependency_job(acct: &TestAccount) -> StatusStore {
+    let store = acct.store().await;
+    store.create_pool(&PoolAddParameter::new("p", 1)).await.unwrap();
+    let mut job = JobAddParameter::new("j", "p");
+    job.uses_task_dependencies = Some(true);
+    job.priority = Some(7);
+    store.create_job(&job).await.unwrap();
+    store
+}
+
+/// Starts and completes `id` on node n1; returns what the completion released.
+async fn run(store: &StatusStore, id: &str, success: bool) -> Vec<TaskMessage> {
+    let Start::Started { attempt, .. } = store.start_task("j", id, "n1", false).await.unwrap() else {
+        panic!("{id} did not start")
+    };
+    match store.complete_task("j", id, attempt, &outcome(success), !success, 7).await.unwrap() {
+        Completion::Completed(released) => released,
+        other => panic!("{id}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivered_parent_releases_each_dependent_once() {
+    let acct = TestAccount::new("depexact").await;
+    let store = dependency_job(&acct).await;
+    let tasks = [
+        task(json!({"id": "a", "commandLine": "x"})),
+        task(json!({"id": "b", "commandLine": "x"})),
+        task(json!({"id": "c", "commandLine": "x", "dependsOn": {"taskIds": ["a", "b"]}})),
+    ];
+    let held = store.add_tasks("j", 0, &tasks).await.unwrap();
+    assert_eq!(held.into_iter().collect::<Vec<_>>(), ["c"], "c waits and is not published");
+    assert!(matches!(store.start_task("j", "c", "n1", false).await.unwrap(), Start::Waiting));
+
+    assert!(run(&store, "a", true).await.is_empty(), "c still waits on b");
+    let released = run(&store, "b", true).await;
+    assert_eq!(ids(&released), ["c"]);
+    assert_eq!(released[0].priority, 7, "released messages carry the job priority");
+
+    // b's message comes back before its outbox was cleared (its node died before the ack): the
+    // redelivery publishes c again (harmless), but nothing is released a second time.
+    assert!(matches!(store.start_task("j", "b", "n2", false).await.unwrap(), Start::Done(r) if ids(&r) == ["c"]));
+    store.clear_outbox("j", "b").await.unwrap();
+    assert!(matches!(store.start_task("j", "b", "n2", false).await.unwrap(), Start::Done(r) if r.is_empty()));
+    assert!(run(&store, "c", true).await.is_empty());
+    assert!(matches!(store.start_task("j", "c", "n2", false).await.unwrap(), Start::Done(_)), "c ran once");
+    let counts = store.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.active, counts.completed, counts.succeeded), (0, 3, 3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fan_in_and_chain_release_in_time_proportional_to_dependents() {
+    let acct = TestAccount::new("depscale").await;
+    let store = dependency_job(&acct).await;
+    // 10,000 parents "0".."9999" and one merge task on all of them (a range).
+    let parents: Vec<TaskAddParameter> =
+        (0..10_000).map(|n| task(json!({"id": n.to_string(), "commandLine": "x"}))).collect();
+    for chunk in parents.chunks(500) {
+        assert!(store.add_tasks("j", 0, chunk).await.unwrap().is_empty());
+    }
+    let merge =
+        task(json!({"id": "merge", "commandLine": "x", "dependsOn": {"taskIdRanges": [{"start": 0, "end": 9999}]}}));
+    assert_eq!(store.add_tasks("j", 0, &[merge]).await.unwrap().len(), 1);
+    let started = Instant::now();
+    for n in 0..9_999 {
+        assert!(run(&store, &n.to_string(), true).await.is_empty(), "merge released early, at parent {n}");
+    }
+    let last = Instant::now();
+    assert_eq!(ids(&run(&store, "9999", true).await), ["merge"]);
+    let released = last.elapsed();
+    assert!(run(&store, "merge", true).await.is_empty());
+    println!(
+        "fan-in 10,000 -> 1 (store only): the last parent's completion released the merge in {:.2} ms; \
+         10,000 start+complete round trips took {:.2} s",
+        released.as_secs_f64() * 1000.0,
+        started.elapsed().as_secs_f64()
+    );
+
+    // A chain of 1,000: each completion releases exactly the next link.
+    let chain: Vec<TaskAddParameter> = (0..1000)
+        .map(|n| match n {
+            0 => task(json!({"id": "c0", "commandLine": "x"})),
+            n => task(
+                json!({"id": format!("c{n}"), "commandLine": "x", "dependsOn": {"taskIds": [format!("c{}", n - 1)]}}),
+            ),
+        })
+        .collect();
+    assert_eq!(store.add_tasks("j", 0, &chain).await.unwrap().len(), 999);
+    for n in 0..999 {
+        assert_eq!(ids(&run(&store, &format!("c{n}"), true).await), [format!("c{}", n + 1)]);
+    }
+    assert!(run(&store, "c999", true).await.is_empty());
+    let counts = store.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.active, counts.running, counts.completed), (0, 0, 11_001));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dependencies_run_end_to_end_with_dependency_actions() {
+    let mut acct = TestAccount::new("depe2e").await;
+    acct.pool("p", 4);
+    let job = acct
+        .file("job.json", &json!({"id": "j", "poolInfo": {"poolId": "p"}, "usesTaskDependencies": true}).to_string());
+    acct.ok(&["job", "create", "--json-file", job.to_str().unwrap()]);
+    // A sweep of 20 tasks and a merge on them; a failing task whose exit code 3 satisfies its
+    // dependent; a failing task that blocks its dependent (the default).
+    let mut tasks: Vec<serde_json::Value> = (1..=20)
+        .map(|n| json!({"id": n.to_string(), "commandLine": format!("/bin/sh -c 'echo {n} > $DROVER_TASK_DIR/../n{n}'")}))
+        .collect();
+    tasks.push(json!({"id": "merge", "commandLine": "/bin/sh -c 'cat ../../n* | wc -l'",
+        "dependsOn": {"taskIdRanges": [{"start": 1, "end": 20}]}}));
+    tasks.push(json!({"id": "soft", "commandLine": "/bin/sh -c 'exit 3'",
+        "exitConditions": {"exitCodes": [{"code": 3, "exitOptions": {"dependencyAction": "satisfy", "jobAction": "none"}}]}}));
+    tasks.push(json!({"id": "after-soft", "commandLine": "/bin/true", "dependsOn": {"taskIds": ["soft"]}}));
+    tasks.push(json!({"id": "hard", "commandLine": "/bin/false"}));
+    tasks.push(json!({"id": "after-hard", "commandLine": "/bin/true", "dependsOn": {"taskIds": ["hard"]}}));
+    tasks.push(json!({"id": "orphan", "commandLine": "/bin/true", "dependsOn": {"taskIds": ["ghost"]}}));
+    let body: String = tasks.iter().map(|t| format!("{t}\n")).collect();
+    let file = acct.file("tasks.jsonl", &body);
+    acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    acct.start_worker("p", &[]);
+
+    // The job cannot finish: `wait` says so instead of hanging.
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 1, "{wait:?}\n{}", acct.worker_logs());
+    assert!(wait.stderr.contains("cannot finish") && wait.stderr.contains("1 tasks are blocked"), "{}", wait.stderr);
+
+    let merge = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "merge"]).json();
+    assert_eq!(merge["executionInfo"]["result"], "success", "{merge}");
+    let stdout = acct.work_dir.join("merge.txt");
+    acct.ok(&[
+        "task",
+        "file",
+        "download",
+        "--job-id",
+        "j",
+        "--task-id",
+        "merge",
+        "--file-path",
+        "stdout.txt",
+        "--destination",
+        stdout.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&stdout).unwrap().trim(), "20", "the merge ran after all 20 parents");
+    let after_soft = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "after-soft"]).json();
+    assert_eq!(after_soft["state"], "completed", "exit 3 satisfies: {after_soft}");
+
+    let shown = acct.ok(&["job", "show", "--job-id", "j"]).json();
+    let deps = &shown["dependencies"];
+    assert_eq!((deps["waiting"].as_u64(), deps["blocked"].as_u64()), (Some(1), Some(1)), "{shown}");
+    let held: Vec<&serde_json::Value> = deps["tasks"].as_array().unwrap().iter().collect();
+    assert!(held.iter().any(|t| t["taskId"] == "after-hard" && t["blockedBy"] == "hard"), "{deps}");
+    assert!(held.iter().any(|t| t["taskId"] == "orphan" && t["missing"] == json!(["ghost"])), "{deps}");
+
+    // The missing parent arrives: the orphan runs. Terminating the blocked task lets the job finish.
+    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "ghost", "--command-line", "/bin/true"]);
+    acct.ok(&["task", "terminate", "--job-id", "j", "--task-id", "after-hard"]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 1, "two tasks failed (hard, and the terminated one): {wait:?}");
+    let counts = acct.ok(&["job", "task-counts", "--job-id", "j"]).json();
+    assert_eq!(counts["taskCounts"], json!({"active": 0, "running": 0, "completed": 27, "succeeded": 24, "failed": 3}));
+    let orphan = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "orphan"]).json();
+    assert_eq!(orphan["executionInfo"]["result"], "success");
+    let terminated = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "after-hard"]).json();
+    assert_eq!(terminated["executionInfo"]["failureInfo"]["code"], "TaskTerminated");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cycles_and_misuse_are_reported() {
+    let mut acct = TestAccount::new("depcycle").await;
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "plain", "--pool-id", "p"]);
+    let one = acct
+        .file("one.json", &json!({"id": "x", "commandLine": "/bin/true", "dependsOn": {"taskIds": ["y"]}}).to_string());
+    let refused = acct.drover(&["task", "create", "--job-id", "plain", "--json-file", one.to_str().unwrap()]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("usesTaskDependencies") && refused.stderr.contains("\"x\""), "{}", refused.stderr);
+
+    let job = acct
+        .file("job.json", &json!({"id": "j", "poolInfo": {"poolId": "p"}, "usesTaskDependencies": true}).to_string());
+    acct.ok(&["job", "create", "--json-file", job.to_str().unwrap()]);
+    let ring = [
+        json!({"id": "a", "commandLine": "/bin/true", "dependsOn": {"taskIds": ["b"]}}),
+        json!({"id": "b", "commandLine": "/bin/true", "dependsOn": {"taskIds": ["a"]}}),
+    ];
+    let file = acct.file("ring.json", &json!(ring).to_string());
+    let refused = acct.drover(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("wait on each other: a -> b -> a"), "{}", refused.stderr);
+    assert_eq!(acct.ok(&["job", "task-counts", "--job-id", "j"]).json()["taskCounts"]["active"], 0, "nothing added");
+
+    // The same ring built over two submissions is not refusable up front: `job show` reports it.
+    for t in &ring {
+        let file = acct.file("t.json", &t.to_string());
+        acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    }
+    let shown = acct.ok(&["job", "show", "--job-id", "j"]).json();
+    assert_eq!(shown["dependencies"]["cycles"], json!([["a", "b", "a"]]), "{shown}");
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "30"]);
+    assert!(wait.code == 1 && wait.stderr.contains("cannot finish"), "{wait:?}");
+}
