@@ -115,3 +115,30 @@ for f in "${counts[@]}"; do
 done
 echo
 echo "demo: job $JOB succeeded; outputs in $WORK/output"
+
+# A parametric sweep with a merge task (README, "Sweeps and pipelines"): ten tasks square their
+# parameter, the merge task depends on all ten (a task id range) and gathers their outputs.
+SWEEP="sweep-$(date +%s)"
+SWEEP_URL="s3://drover/demo/sweep/$SWEEP"
+step "parametric sweep $SWEEP: 10 tasks and a merge task that depends on them"
+cat >"$WORK/$SWEEP.json" <<JSON
+{"id": "$SWEEP", "poolInfo": {"poolId": "$POOL"}, "usesTaskDependencies": true,
+ "onAllTasksComplete": "terminatejob", "priority": 100}
+JSON
+drover job create --json-file "$WORK/$SWEEP.json" >/dev/null
+: >"$WORK/$SWEEP.jsonl"
+for a in $(seq 1 10); do
+  cat >>"$WORK/$SWEEP.jsonl" <<JSON
+{"id": "$a", "commandLine": "/bin/sh -c 'echo \$DROVER_TASK_ID \$((DROVER_TASK_ID * DROVER_TASK_ID)) > square.txt'", "outputFiles": [{"filePattern": "square.txt", "destination": {"container": {"containerUrl": "$SWEEP_URL/parts", "path": "$a.txt"}}, "uploadOptions": {"uploadCondition": "taskSuccess"}}]}
+JSON
+done
+cat >>"$WORK/$SWEEP.jsonl" <<JSON
+{"id": "merge", "commandLine": "/bin/sh -c 'cat parts/*.txt | sort -n > squares.txt'", "dependsOn": {"taskIdRanges": [{"start": 1, "end": 10}]}, "resourceFiles": [{"storageContainerUrl": "$SWEEP_URL/parts", "filePath": "parts"}], "outputFiles": [{"filePattern": "squares.txt", "destination": {"container": {"containerUrl": "$SWEEP_URL", "path": "squares.txt"}}}]}
+JSON
+drover task create --job-id "$SWEEP" --json-file "$WORK/$SWEEP.jsonl" >/dev/null
+drover job wait --job-id "$SWEEP" --timeout 120 >/dev/null || die "sweep $SWEEP did not succeed"
+drover storage download "$SWEEP_URL/squares.txt" "$WORK/$SWEEP"
+sum=$(awk '{s += $2} END {print s}' "$WORK/$SWEEP/squares.txt")
+[[ "$sum" == 385 ]] || die "sweep: the squares of 1..10 add up to $sum, not 385"
+echo "merge gathered $(wc -l <"$WORK/$SWEEP/squares.txt") results; sum of squares = $sum"
+echo "demo: sweep $SWEEP succeeded; $(drover job show --job-id "$SWEEP" -o json | grep -o '"terminateReason":"[A-Za-z]*"')"

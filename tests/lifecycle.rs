@@ -1,1 +1,318 @@
-//! placeholder
+//! The job lifecycle on real services: onAllTasksComplete, terminate and delete with running
+//! tasks, task terminate, the job's wall-clock limit, maxParallelTasks, priority, job
+//! preparation and release tasks, and commonEnvironmentSettings.
+
+#![allow(clippy::unwrap_used)]
+
+use drover_tests::{eventually, TestAccount};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Creates job `j` from `spec` (its id and pool are filled in) and adds `tasks`.
+fn job_with_tasks(acct: &TestAccount, spec: Value, tasks: &[Value]) {
+    let mut spec = spec;
+    spec["id"] = json!("j");
+    spec["poolInfo"] = json!({"poolId": "p"});
+    let job = acct.file("job.json", &spec.to_string());
+    acct.ok(&["job", "create", "--json-file", job.to_str().unwrap()]);
+    add_tasks(acct, "j", tasks);
+}
+
+fn add_tasks(acct: &TestAccount, job: &str, tasks: &[Value]) {
+    let body: String = tasks.iter().map(|t| format!("{t}\n")).collect();
+    let file = acct.file(&format!("tasks-{job}.jsonl"), &body);
+    acct.ok(&["task", "create", "--job-id", job, "--json-file", file.to_str().unwrap()]);
+}
+
+fn show_task(acct: &TestAccount, task: &str) -> Value {
+    acct.ok(&["task", "show", "--job-id", "j", "--task-id", task]).json()
+}
+
+fn show_job(acct: &TestAccount) -> Value {
+    acct.ok(&["job", "show", "--job-id", "j"]).json()
+}
+
+fn ms(time: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(time.as_str().unwrap()).unwrap().timestamp_millis()
+}
+
+async fn running(acct: &TestAccount, n: u64) {
+    let store = acct.store().await;
+    eventually(Duration::from_secs(30), &format!("{n} tasks running"), || async {
+        store.task_counts("j").await.unwrap().task_counts.running == n
+    })
+    .await;
+}
+
+/// Messages ready in the pool's normal-band queue.
+async fn ready(acct: &TestAccount) -> u32 {
+    let ch = acct.channel().await;
+    let queue = drover_core::queue::Topology::new(acct.name()).pool_queue("p");
+    let options = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    ch.queue_declare(queue.into(), options, Default::default()).await.unwrap().message_count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_tasks_complete_ends_the_job_and_job_settings_reach_tasks() {
+    let mut acct = TestAccount::new("onall").await;
+    acct.pool("p", 2);
+    let spec = json!({"onAllTasksComplete": "terminatejob",
+        "commonEnvironmentSettings": [{"name": "A", "value": "job-a"}, {"name": "B", "value": "job-b"}]});
+    let tasks: Vec<Value> = (0..3)
+        .map(|n| {
+            json!({"id": format!("t{n}"), "commandLine": "/bin/sh -c 'echo \"$A $B\"'",
+            "environmentSettings": [{"name": "B", "value": "task-b"}]})
+        })
+        .collect();
+    job_with_tasks(&acct, spec, &tasks);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}");
+    let store = acct.store().await;
+    eventually(Duration::from_secs(10), "the job completes", || async {
+        store.get_job("j").await.unwrap().state == drover_core::model::JobState::Completed
+    })
+    .await;
+    let job = show_job(&acct);
+    assert_eq!(job["executionInfo"]["terminateReason"], "AllTasksComplete", "{job}");
+    assert!(job["executionInfo"]["endTime"].is_string());
+    let out = acct.work_dir.join("out.txt");
+    acct.ok(&[
+        "task",
+        "file",
+        "download",
+        "--job-id",
+        "j",
+        "--task-id",
+        "t1",
+        "--file-path",
+        "stdout.txt",
+        "--destination",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "job-a task-b\n", "task settings override the job's");
+    let refused = acct.drover(&["task", "create", "--job-id", "j", "--task-id", "late", "--command-line", "/bin/true"]);
+    assert!(refused.code == 1 && refused.stderr.contains("completed"), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminate_kills_running_tasks_and_queued_ones_never_start() {
+    let mut acct = TestAccount::new("terminate").await;
+    acct.pool("p", 2);
+    let mut tasks: Vec<Value> =
+        (0..2).map(|n| json!({"id": format!("long{n}"), "commandLine": "/bin/sleep 600"})).collect();
+    tasks.extend((0..3).map(|n| json!({"id": format!("queued{n}"), "commandLine": "/bin/true"})));
+    job_with_tasks(&acct, json!({}), &tasks);
+    acct.start_worker("p", &[]);
+    running(&acct, 2).await;
+
+    let job = acct.ok(&["job", "terminate", "--job-id", "j", "--terminate-reason", "enough"]).json();
+    assert_eq!(job["state"], "terminating", "tasks still run: {job}");
+    let store = acct.store().await;
+    eventually(Duration::from_secs(15), "the job completes once its tasks are killed", || async {
+        store.get_job("j").await.unwrap().state == drover_core::model::JobState::Completed
+    })
+    .await;
+    assert_eq!(show_job(&acct)["executionInfo"]["terminateReason"], "enough");
+    for n in 0..2 {
+        let t = show_task(&acct, &format!("long{n}"));
+        assert_eq!(t["state"], "completed");
+        assert_eq!(t["executionInfo"]["failureInfo"]["code"], "TaskTerminated", "{t}");
+    }
+    // The queued messages reach the worker, which drops them: the queue empties, nothing ran.
+    eventually(Duration::from_secs(15), "the queued messages are dropped", || async { ready(&acct).await == 0 }).await;
+    for n in 0..3 {
+        let t = show_task(&acct, &format!("queued{n}"));
+        assert_eq!(t["state"], "active", "{t}");
+        assert!(t["executionInfo"].is_null(), "a queued task never started: {t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_terminate_kills_one_task_and_the_node_carries_on() {
+    let mut acct = TestAccount::new("taskterm").await;
+    acct.pool("p", 2);
+    job_with_tasks(&acct, json!({}), &[json!({"id": "long", "commandLine": "/bin/sleep 600"})]);
+    acct.start_worker("p", &[]);
+    running(&acct, 1).await;
+    let t = acct.ok(&["task", "terminate", "--job-id", "j", "--task-id", "long"]).json();
+    assert_eq!(t["state"], "completed", "terminate waits for the kill: {t}");
+    assert_eq!(t["executionInfo"]["failureInfo"]["code"], "TaskTerminated");
+    let again = acct.drover(&["task", "terminate", "--job-id", "j", "--task-id", "long"]);
+    assert!(again.code == 1 && again.stderr.contains("already completed"), "{again:?}");
+    let unknown = acct.drover(&["task", "terminate", "--job-id", "j", "--task-id", "nope"]);
+    assert!(unknown.code == 1 && unknown.stderr.contains("nope"), "{unknown:?}");
+    add_tasks(&acct, "j", &[json!({"id": "next", "commandLine": "/bin/true"})]);
+    eventually(Duration::from_secs(15), "the node runs the next task", || async {
+        show_task(&acct, "next")["state"] == "completed"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_kills_running_tasks_and_drops_queued_messages() {
+    let mut acct = TestAccount::new("delete").await;
+    acct.pool("p", 1);
+    let pid_file = acct.work_dir.join("pid");
+    let mut tasks = vec![
+        json!({"id": "long", "commandLine": format!("/bin/sh -c 'echo $$ > {}; exec sleep 600'", pid_file.display())}),
+    ];
+    tasks.extend((0..3).map(|n| json!({"id": format!("queued{n}"), "commandLine": "/bin/true"})));
+    job_with_tasks(&acct, json!({}), &tasks);
+    acct.start_worker("p", &[]);
+    running(&acct, 1).await;
+    eventually(Duration::from_secs(10), "the task wrote its pid", || async { pid_file.exists() }).await;
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    acct.ok(&["job", "delete", "--job-id", "j"]);
+    let gone = acct.drover(&["job", "show", "--job-id", "j"]);
+    assert!(gone.code == 1 && gone.stderr.contains("\"j\""), "{gone:?}");
+    eventually(Duration::from_secs(15), "the running process is killed", || async {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    })
+    .await;
+    eventually(Duration::from_secs(15), "queued messages are dropped", || async { ready(&acct).await == 0 }).await;
+    let keys = acct.store().await;
+    assert!(keys.job_ids().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_wall_clock_limit_terminates_it() {
+    let mut acct = TestAccount::new("jobclock").await;
+    acct.pool("p", 1);
+    job_with_tasks(
+        &acct,
+        json!({"constraints": {"maxWallClockTime": "PT3S"}}),
+        &[json!({"id": "long", "commandLine": "/bin/sleep 600"})],
+    );
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 1, "{wait:?}");
+    let store = acct.store().await;
+    eventually(Duration::from_secs(10), "the job completes", || async {
+        store.get_job("j").await.unwrap().state == drover_core::model::JobState::Completed
+    })
+    .await;
+    assert_eq!(show_job(&acct)["executionInfo"]["terminateReason"], "MaxWallClockTimeExpiry");
+    assert_eq!(show_task(&acct, "long")["executionInfo"]["failureInfo"]["code"], "TaskTerminated");
+}
+
+/// The most tasks that ran at the same time, from their start and end times.
+fn max_overlap(tasks: &[Value]) -> usize {
+    let mut events: Vec<(i64, i32)> = tasks
+        .iter()
+        .flat_map(|t| [(ms(&t["executionInfo"]["startTime"]), 1), (ms(&t["executionInfo"]["endTime"]), -1)])
+        .collect();
+    events.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in events {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_parallel_tasks_caps_the_job_across_the_pool() {
+    let mut acct = TestAccount::new("maxpar").await;
+    acct.pool("p", 4);
+    let tasks: Vec<Value> = (0..12).map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/sleep 0.3"})).collect();
+    job_with_tasks(&acct, json!({"maxParallelTasks": 2}), &tasks);
+    acct.start_worker("p", &[]);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let list = acct.ok(&["task", "list", "--job-id", "j"]).json();
+    let most = max_overlap(list.as_array().unwrap());
+    println!("maxParallelTasks 2 on 2 nodes x 4 slots: at most {most} tasks ran at once");
+    assert!(most <= 2, "{most} tasks ran at once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_higher_priority_job_starts_before_a_low_priority_backlog() {
+    let mut acct = TestAccount::new("priority").await;
+    acct.pool("p", 1);
+    for (job, priority) in [("low", -10), ("high", 10)] {
+        let spec = json!({"id": job, "poolInfo": {"poolId": "p"}, "priority": priority});
+        let file = acct.file(&format!("{job}.json"), &spec.to_string());
+        acct.ok(&["job", "create", "--json-file", file.to_str().unwrap()]);
+    }
+    let backlog: Vec<Value> =
+        (0..40).map(|n| json!({"id": format!("l{n}"), "commandLine": "/bin/sleep 0.05"})).collect();
+    add_tasks(&acct, "low", &backlog);
+    acct.start_worker("p", &[]);
+    let store = acct.store().await;
+    eventually(Duration::from_secs(30), "the backlog starts", || async {
+        store.task_counts("low").await.unwrap().task_counts.completed >= 3
+    })
+    .await;
+    let urgent: Vec<Value> = (0..5).map(|n| json!({"id": format!("h{n}"), "commandLine": "/bin/sleep 0.05"})).collect();
+    add_tasks(&acct, "high", &urgent);
+    let wait = acct.drover(&["job", "wait", "--job-id", "high", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}");
+    let high = acct.ok(&["task", "list", "--job-id", "high"]).json();
+    let low = acct.ok(&["task", "list", "--job-id", "low"]).json();
+    let added = high.as_array().unwrap().iter().map(|t| ms(&t["creationTime"])).min().unwrap();
+    let last_high = high.as_array().unwrap().iter().map(|t| ms(&t["executionInfo"]["startTime"])).max().unwrap();
+    let starts: Vec<i64> = low
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["executionInfo"]["startTime"].as_str().map(|_| ms(&t["executionInfo"]["startTime"])))
+        .collect();
+    let overtaken = starts.iter().filter(|s| **s > added && **s < last_high).count();
+    let still_queued = 40 - starts.iter().filter(|s| **s <= last_high).count();
+    println!(
+        "priority: 5 high-priority tasks all started within {} ms of being added; {overtaken} low-priority \
+         tasks started in between, {still_queued} of 40 were still waiting",
+        last_high - added
+    );
+    assert!(overtaken <= 1, "{overtaken} low-priority tasks started before the high-priority job's");
+    assert!(still_queued >= 20, "the backlog was mostly still waiting ({still_queued})");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preparation_runs_once_per_node_and_release_when_the_job_ends() {
+    let mut acct = TestAccount::new("prep").await;
+    acct.pool("p", 3);
+    let spec = json!({
+        "onAllTasksComplete": "terminatejob",
+        "jobPreparationTask": {"commandLine": "/bin/sh -c 'echo ready > prepared; echo run >> ../../prep-runs'"},
+        "jobReleaseTask": {"commandLine": "/bin/sh -c 'echo done > ../../released'"},
+    });
+    let tasks: Vec<Value> = (0..6)
+        .map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/sh -c 'cat \"$AZ_BATCH_JOB_PREP_WORKING_DIR/prepared\"'"}))
+        .collect();
+    job_with_tasks(&acct, spec, &tasks);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let job_dir = acct.work_dir.join("nodes").join(acct.name()).join("jobs/j");
+    assert_eq!(std::fs::read_to_string(job_dir.join("prep-runs")).unwrap(), "run\n", "once on the node");
+    eventually(Duration::from_secs(15), "the release task runs when the job ends", || async {
+        job_dir.join("released").exists()
+    })
+    .await;
+    let status = acct.ok(&["job", "prep-release-status", "--job-id", "j"]).json();
+    let node = &status[0];
+    assert_eq!(node["jobPreparationTaskExecutionInfo"]["result"], "success", "{status}");
+    eventually(Duration::from_secs(10), "the release is recorded", || async {
+        acct.ok(&["job", "prep-release-status", "--job-id", "j"]).json()[0]["jobReleaseTaskExecutionInfo"]["result"]
+            == "success"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_preparation_fails_the_jobs_tasks_on_that_node() {
+    let mut acct = TestAccount::new("prepfail").await;
+    acct.pool("p", 2);
+    let spec = json!({"jobPreparationTask": {"commandLine": "/bin/sh -c 'exit 7'", "waitForSuccess": true}});
+    job_with_tasks(&acct, spec, &[json!({"id": "t0", "commandLine": "/bin/true"})]);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 1, "{wait:?}");
+    let t = show_task(&acct, "t0");
+    let failure = &t["executionInfo"]["failureInfo"];
+    assert_eq!(failure["code"], "JobPreparationTaskFailed", "{t}");
+    assert!(failure["message"].as_str().unwrap().contains("exited with code 7"), "{t}");
+}

@@ -191,10 +191,13 @@ impl Ord for Held {
     }
 }
 
-/// Consumes the pool's three band queues on one channel, each with a prefetch of `slots`, and
-/// starts a held delivery whenever one of the node's `slots` is free, highest priority first.
-/// So with a backlog of low-priority tasks, a higher-priority job's tasks start next on every
-/// node (at most `slots` low-priority messages wait in each node's hand meanwhile).
+/// Consumes the pool's three band queues on one channel, each with a prefetch of twice `slots`,
+/// and starts a held delivery whenever one of the node's `slots` is free, highest priority first.
+/// The lookahead matters: with a prefetch of only `slots`, the next high-priority message would
+/// still be on its way from the broker when a slot frees, and a held low-priority one would take
+/// the slot. So with a backlog of low-priority tasks, a higher-priority job's tasks start next
+/// on every node (at most `2 × slots` low-priority messages wait in each node's hand meanwhile),
+/// and a node always has its next task at hand when a slot frees.
 async fn consume_once(
     ctx: &Arc<NodeContext>,
     slots: u32,
@@ -207,7 +210,8 @@ async fn consume_once(
     ctx.topology.declare_pool(&channel, &ctx.options.pool_id).await?;
     let publish = connection.create_channel().await?;
     publish.confirm_select(ConfirmSelectOptions::default()).await?;
-    channel.basic_qos(slots.min(u16::MAX as u32) as u16, BasicQosOptions::default()).await?;
+    let prefetch = slots.saturating_mul(2).min(u16::MAX as u32) as u16;
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let mut consumers = Vec::new();
     let mut tags = Vec::new();
     for band in Band::ALL {
