@@ -228,3 +228,59 @@ async fn cycles_and_misuse_are_reported() {
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "30"]);
     assert!(wait.code == 1 && wait.stderr.contains("cannot finish"), "{wait:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ten_thousand_task_fan_in_and_a_thousand_task_chain_run_on_workers() {
+    let mut acct = TestAccount::new("depbig").await;
+    acct.pool("p", 8);
+    for job in ["fan", "chain"] {
+        let spec = json!({"id": job, "poolInfo": {"poolId": "p"}, "usesTaskDependencies": true});
+        let file = acct.file(&format!("{job}.json"), &spec.to_string());
+        acct.ok(&["job", "create", "--json-file", file.to_str().unwrap()]);
+    }
+    let mut fan: String =
+        (0..10_000).map(|n| format!("{}\n", json!({"id": n.to_string(), "commandLine": "/bin/true"}))).collect();
+    fan.push_str(
+        &json!({"id": "merge", "commandLine": "/bin/true", "dependsOn": {"taskIdRanges": [{"start": 0, "end": 9999}]}})
+            .to_string(),
+    );
+    let chain: String = (0..1000)
+        .map(|n| match n {
+            0 => format!("{}\n", json!({"id": "c0", "commandLine": "/bin/true"})),
+            n => format!("{}\n", json!({"id": format!("c{n}"), "commandLine": "/bin/true", "dependsOn": {"taskIds": [format!("c{}", n - 1)]}})),
+        })
+        .collect();
+    for (job, body) in [("fan", fan), ("chain", chain)] {
+        let file = acct.file(&format!("{job}.jsonl"), &body);
+        acct.ok(&["task", "create", "--job-id", job, "--json-file", file.to_str().unwrap()]);
+    }
+    acct.start_worker("p", &[]);
+    acct.start_worker("p", &[]);
+    for job in ["fan", "chain"] {
+        let wait = acct.drover(&["job", "wait", "--job-id", job, "--timeout", "300"]);
+        assert_eq!(wait.code, 0, "{job}: {wait:?}");
+    }
+    // The merge started after its last parent ended (and how long after: the release time).
+    let store = acct.store().await;
+    let mut last_parent = 0i64;
+    store
+        .for_each_task("fan", None, |t| {
+            if t.spec.id != "merge" {
+                let end = t.execution_info.and_then(|i| i.end_time).unwrap();
+                last_parent = last_parent.max(chrono::DateTime::parse_from_rfc3339(&end).unwrap().timestamp_millis());
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let merge = store.get_task("fan", "merge").await.unwrap();
+    let start = merge.execution_info.and_then(|i| i.start_time).unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339(&start).unwrap().timestamp_millis();
+    assert!(start >= last_parent, "the merge started before its last parent ended");
+    let chain = store.task_counts("chain").await.unwrap().task_counts;
+    assert_eq!((chain.completed, chain.succeeded), (1000, 1000));
+    println!(
+        "fan-in 10,000 -> 1 on 2 workers: the merge started {} ms after its last parent ended",
+        start - last_parent
+    );
+}

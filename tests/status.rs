@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use drover_core::model::task::{FailureInfo, TaskResult};
-use drover_core::model::{JobAddParameter, PoolAddParameter, TaskAddParameter};
+use drover_core::model::{JobAddParameter, JobState, PoolAddParameter, TaskAddParameter};
 use drover_core::status::{Completion, Outcome, Start, StatusStore};
 use drover_tests::TestAccount;
 
@@ -86,4 +86,18 @@ async fn a_failure_with_retries_left_goes_back_to_active() {
     assert_eq!((info.retry_count, info.exit_code, info.result), (1, Some(1), Some(TaskResult::Failure)));
     let counts = store.task_counts("j").await.unwrap().task_counts;
     assert_eq!((counts.completed, counts.failed), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminated_job_whose_node_was_lost_still_completes() {
+    let acct = TestAccount::new("lostterm").await;
+    let store = job_with_one_task(&acct, 0).await;
+    let Start::Started { .. } = store.start_task("j", "t", "n1", false).await.unwrap() else { panic!() };
+    // n1 dies (it never heartbeats) while the job is terminated: nobody is left to kill the task.
+    assert_eq!(store.terminate_job("j", "UserTerminate").await.unwrap(), JobState::Terminating);
+    // Its message comes back to another node, which records the task and so ends the job.
+    assert!(matches!(store.start_task("j", "t", "n2", false).await.unwrap(), Start::Inactive(_)));
+    let task = store.get_task("j", "t").await.unwrap();
+    assert_eq!(task.execution_info.unwrap().failure_info.unwrap().code, "TaskTerminated");
+    assert_eq!(store.get_job("j").await.unwrap().state, JobState::Completed);
 }

@@ -189,8 +189,26 @@ local deadline = tonumber(jf[4] or '0')
 if jst == 'active' and deadline > 0 and now > deadline then
   jst = end_job(job, now, 'MaxWallClockTimeExpiry')
 end
-if jst ~= 'active' then return {'inactive', jst} end
 local from = r.state
+if jst ~= 'active' then
+  -- A task that was running when its node was lost, in a job that has ended since: no node will
+  -- kill and record it, so record it here (else a terminating job would never complete).
+  if (from == 'preparing' or from == 'running')
+      and not (r.node ~= node and redis.call('EXISTS', ARGV[4] .. r.node .. ':alive') == 1) then
+    r.prev = from
+    r.state = 'completed'
+    r.attempt = (r.attempt or 0) + 1
+    r.stime = now
+    r['end'] = now
+    r.result = 'failure'
+    r.dblk = 1
+    r.fail = {category = 'userError', code = 'TaskTerminated',
+      message = 'the task was terminated: its job ended while the node running it was lost'}
+    redis.call('SET', KEYS[1], cjson.encode(r))
+    finish(job, pfx, J, T, 'running', r.slots or 1, false, true, out, now)
+  end
+  return {'inactive', jst}
+end
 if from == 'active' and jf[2] == '1' then
   local w = pfx .. 'job:' .. J
   if redis.call('HEXISTS', w .. ':wait', T) == 1 or redis.call('HEXISTS', w .. ':blocked', T) == 1 then
