@@ -111,6 +111,23 @@ else
 fi
 
 # ---- S3 (s3s-fs) -----------------------------------------------------------
+# An s3s-fs left running by an earlier checkout may serve a data directory that has been
+# deleted since (a removed clone): every write then fails. Replace such a server.
+s3_stale_pid() {
+  local pid dir
+  for pid in $(pgrep -f "s3s-fs .*--port $S3_PORT" 2>/dev/null); do
+    dir="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | tail -n 1)"
+    [[ -n "$dir" && ! -d "$dir" ]] && echo "$pid"
+    [[ -n "$dir" && -d "$dir" && "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == *"(deleted)"* ]] && echo "$pid"
+  done
+  return 0
+}
+stale="$(s3_stale_pid)"
+if [[ -n "$stale" ]]; then
+  echo "s3: the running s3s-fs serves a deleted directory; restarting it" >&2
+  kill $stale 2>/dev/null || true
+  wait_for 10 bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$S3_PORT) 2>/dev/null" || kill -9 $stale 2>/dev/null || true
+fi
 if port_open "$S3_PORT"; then
   echo "s3: running"
 else
