@@ -40,7 +40,8 @@ async fn dependency_job(acct: &TestAccount) -> StatusStore {
 
 /// Starts and completes `id` on node n1; returns what the completion released.
 async fn run(store: &StatusStore, id: &str, success: bool) -> Vec<TaskMessage> {
-    let Start::Started { attempt, .. } = store.start_task(&TaskMessage::new("j", id, false), "n1").await.unwrap() else {
+    let Start::Started { attempt, .. } = store.start_task(&TaskMessage::new("j", id, false), "n1").await.unwrap()
+    else {
         panic!("{id} did not start")
     };
     match store.complete_task("j", id, attempt, &outcome(success), !success, 7).await.unwrap() {
@@ -69,11 +70,18 @@ async fn a_redelivered_parent_releases_each_dependent_once() {
 
     // b's message comes back before its outbox was cleared (its node died before the ack): the
     // redelivery publishes c again (harmless), but nothing is released a second time.
-    assert!(matches!(store.start_task(&TaskMessage::new("j", "b", false), "n2").await.unwrap(), Start::Done(r) if ids(&r) == ["c"]));
+    assert!(
+        matches!(store.start_task(&TaskMessage::new("j", "b", false), "n2").await.unwrap(), Start::Done(r) if ids(&r) == ["c"])
+    );
     store.clear_outbox("j", "b").await.unwrap();
-    assert!(matches!(store.start_task(&TaskMessage::new("j", "b", false), "n2").await.unwrap(), Start::Done(r) if r.is_empty()));
+    assert!(
+        matches!(store.start_task(&TaskMessage::new("j", "b", false), "n2").await.unwrap(), Start::Done(r) if r.is_empty())
+    );
     assert!(run(&store, "c", true).await.is_empty());
-    assert!(matches!(store.start_task(&TaskMessage::new("j", "c", false), "n2").await.unwrap(), Start::Done(_)), "c ran once");
+    assert!(
+        matches!(store.start_task(&TaskMessage::new("j", "c", false), "n2").await.unwrap(), Start::Done(_)),
+        "c ran once"
+    );
     let counts = store.task_counts("j").await.unwrap().task_counts;
     assert_eq!((counts.active, counts.completed, counts.succeeded), (0, 3, 3));
 }
@@ -152,7 +160,12 @@ async fn dependencies_run_end_to_end_with_dependency_actions() {
     // The job cannot finish: `wait` says so instead of hanging.
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
     assert_eq!(wait.code, 1, "{wait:?}\n{}", acct.worker_logs());
-    assert!(wait.stderr.contains("cannot finish") && wait.stderr.contains("1 tasks are blocked"), "{}\n{}", wait.stderr, acct.worker_logs());
+    assert!(
+        wait.stderr.contains("cannot finish") && wait.stderr.contains("1 tasks are blocked"),
+        "{}\n{}",
+        wait.stderr,
+        acct.worker_logs()
+    );
 
     let merge = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "merge"]).json();
     assert_eq!(merge["executionInfo"]["result"], "success", "{merge}");

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use drover_core::model::task::{FailureInfo, TaskResult};
-use drover_core::model::{JobAddParameter, JobState, PoolAddParameter, TaskAddParameter};
+use drover_core::model::{JobAddParameter, JobState, PoolAddParameter, TaskAddParameter, TaskMessage};
 use drover_core::status::{Completion, Outcome, Start, StatusStore};
 use drover_tests::TestAccount;
 
@@ -32,17 +32,23 @@ async fn a_stale_attempt_cannot_record_its_outcome() {
     let acct = TestAccount::new("fencing").await;
     let store = job_with_one_task(&acct, 0).await;
 
-    let Start::Started { attempt: first, .. } = store.start_task("j", "t", "n1", false).await.unwrap() else {
+    let Start::Started { attempt: first, .. } =
+        store.start_task(&TaskMessage::new("j", "t", false), "n1").await.unwrap()
+    else {
         panic!("first start")
     };
     // n1 holds no heartbeat (it died): another node takes the task over.
-    let Start::Started { attempt: second, .. } = store.start_task("j", "t", "n2", false).await.unwrap() else {
+    let Start::Started { attempt: second, .. } =
+        store.start_task(&TaskMessage::new("j", "t", false), "n2").await.unwrap()
+    else {
         panic!("takeover")
     };
     assert!(second > first);
     // While n2 is alive, a duplicate message finds the task busy.
     store.heartbeat("n2").await.unwrap();
-    assert!(matches!(store.start_task("j", "t", "n3", false).await.unwrap(), Start::Busy(n) if n == "n2"));
+    assert!(
+        matches!(store.start_task(&TaskMessage::new("j", "t", false), "n3").await.unwrap(), Start::Busy(n) if n == "n2")
+    );
 
     assert_eq!(store.complete_task("j", "t", first, &success(), false, 0).await.unwrap(), Completion::Stale);
     assert_eq!(
@@ -54,7 +60,7 @@ async fn a_stale_attempt_cannot_record_its_outcome() {
         Completion::Stale,
         "recorded once"
     );
-    assert!(matches!(store.start_task("j", "t", "n3", false).await.unwrap(), Start::Done(_)));
+    assert!(matches!(store.start_task(&TaskMessage::new("j", "t", false), "n3").await.unwrap(), Start::Done(_)));
 
     let record = store.task_record("j", "t").await.unwrap();
     assert_eq!(record.requeue, 1, "the takeover counts as a requeue");
@@ -73,10 +79,16 @@ async fn a_failure_with_retries_left_goes_back_to_active() {
         failure: Some(FailureInfo::user("FailureExitCode", "exit 1")),
         retryable: true,
     };
-    let Start::Started { attempt, .. } = store.start_task("j", "t", "n1", false).await.unwrap() else { panic!() };
+    let Start::Started { attempt, .. } = store.start_task(&TaskMessage::new("j", "t", false), "n1").await.unwrap()
+    else {
+        panic!()
+    };
     assert_eq!(store.complete_task("j", "t", attempt, &failure, false, 0).await.unwrap(), Completion::Retry(1, vec![]));
     assert_eq!(store.task_counts("j").await.unwrap().task_counts.active, 1);
-    let Start::Started { attempt, .. } = store.start_task("j", "t", "n1", false).await.unwrap() else { panic!() };
+    let Start::Started { attempt, .. } = store.start_task(&TaskMessage::new("j", "t", false), "n1").await.unwrap()
+    else {
+        panic!()
+    };
     assert_eq!(
         store.complete_task("j", "t", attempt, &failure, false, 0).await.unwrap(),
         Completion::Completed(vec![])
@@ -92,11 +104,13 @@ async fn a_failure_with_retries_left_goes_back_to_active() {
 async fn a_terminated_job_whose_node_was_lost_still_completes() {
     let acct = TestAccount::new("lostterm").await;
     let store = job_with_one_task(&acct, 0).await;
-    let Start::Started { .. } = store.start_task("j", "t", "n1", false).await.unwrap() else { panic!() };
+    let Start::Started { .. } = store.start_task(&TaskMessage::new("j", "t", false), "n1").await.unwrap() else {
+        panic!()
+    };
     // n1 dies (it never heartbeats) while the job is terminated: nobody is left to kill the task.
     assert_eq!(store.terminate_job("j", "UserTerminate").await.unwrap(), JobState::Terminating);
     // Its message comes back to another node, which records the task and so ends the job.
-    assert!(matches!(store.start_task("j", "t", "n2", false).await.unwrap(), Start::Inactive(_)));
+    assert!(matches!(store.start_task(&TaskMessage::new("j", "t", false), "n2").await.unwrap(), Start::Inactive(_)));
     let task = store.get_task("j", "t").await.unwrap();
     assert_eq!(task.execution_info.unwrap().failure_info.unwrap().code, "TaskTerminated");
     assert_eq!(store.get_job("j").await.unwrap().state, JobState::Completed);

@@ -12,6 +12,7 @@
 //!
 //! The flow of one task is described in ARCHITECTURE.md at the repository root.
 
+pub mod autoscale;
 pub mod config;
 pub mod error;
 pub mod model;

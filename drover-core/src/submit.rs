@@ -154,6 +154,18 @@ pub struct Submission<'a> {
     pub progress: &'a (dyn Fn(usize) + Sync),
 }
 
+/// Refuses a task that needs more slots than any node of its pool has.
+fn check_slots(task: &TaskAddParameter, pool: &str, pool_slots: u32) -> Result<()> {
+    if task.slots() > pool_slots {
+        return Err(Error::invalid(format!(
+            "task {:?}: requiredSlots {} is more than pool {pool:?}'s taskSlotsPerNode {pool_slots}",
+            task.id,
+            task.slots()
+        )));
+    }
+    Ok(())
+}
+
 /// A fixed hasher, so the duplicate check is the same in both passes.
 #[derive(Clone, Copy, Default)]
 struct IdHasher;
@@ -190,6 +202,8 @@ impl Submission<'_> {
         let continue_on_error = self.continue_on_error;
         let uses_dependencies = job.spec.uses_task_dependencies == Some(true);
         let job_id = self.job_id.to_string();
+        let pool_slots = self.store.get_pool(&pool).await?.spec.task_slots_per_node;
+        let pool_id = pool.clone();
         let file = path.to_path_buf();
         let reader = tokio::task::spawn_blocking(move || {
             let mut seen: HashSet<u64> = HashSet::new();
@@ -200,6 +214,7 @@ impl Submission<'_> {
             let stopped = || Error::State("submission stopped".into());
             read_tasks(&file, |i, entry| {
                 let checked = entry.and_then(|t| t.validate().map(|()| t)).and_then(|t| {
+                    check_slots(&t, &pool_id, pool_slots)?;
                     let parents = t.parent_ids()?;
                     if !parents.is_empty() && !uses_dependencies {
                         return Err(Error::invalid(format!(
@@ -328,8 +343,10 @@ impl Submission<'_> {
             }
         }
         let uses_dependencies = job.spec.uses_task_dependencies == Some(true);
+        let pool_slots = self.store.get_pool(&job.spec.pool_info.pool_id).await?.spec.task_slots_per_node;
         let mut graph = HashMap::new();
         for t in tasks {
+            check_slots(t, &job.spec.pool_info.pool_id, pool_slots)?;
             let parents = t.parent_ids()?;
             if !parents.is_empty() {
                 if !uses_dependencies {
@@ -358,7 +375,7 @@ impl Submission<'_> {
     async fn add_batch(&mut self, pool: &str, priority: i32, max_retry: i32, batch: &[TaskAddParameter]) -> Result<()> {
         let held = self.store.add_tasks(self.job_id, max_retry, batch).await?;
         for t in batch.iter().filter(|t| !held.contains(&t.id)) {
-            let message = TaskMessage::new(self.job_id, &t.id, t.needs_staging()).with_priority(priority);
+            let message = TaskMessage::for_task(self.job_id, t).with_priority(priority);
             self.publisher.publish(pool, message).await?;
         }
         Ok(())

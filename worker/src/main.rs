@@ -26,7 +26,8 @@ struct Cli {
     /// Where task directories live.
     #[arg(long, default_value = "/var/lib/drover")]
     work_dir: PathBuf,
-    /// Seconds running tasks get to finish after SIGTERM before they are handed back.
+    /// Seconds running tasks get to finish after SIGTERM before they are handed back (SIGINT
+    /// hands them back at once).
     #[arg(long, default_value_t = 300)]
     drain_timeout: u64,
     /// Seconds a file transfer keeps retrying while storage is unavailable before the task fails.
@@ -54,20 +55,28 @@ async fn main() -> ExitCode {
         storage_retry: Duration::from_secs(cli.storage_retry_seconds),
     };
     let shutdown = CancellationToken::new();
-    let signals = shutdown.clone();
+    let hand_back = CancellationToken::new();
+    let (leave, now) = (shutdown.clone(), hand_back.clone());
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             return;
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: leaving the pool once running tasks finish (drain)");
+                    leave.cancel();
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: leaving the pool now, handing running tasks back");
+                    now.cancel();
+                    leave.cancel();
+                }
+            }
         }
-        tracing::info!("shutdown requested");
-        signals.cancel();
     });
-    match node::run(cli.config, options, shutdown).await {
+    match node::run(cli.config, options, shutdown, hand_back).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("drover-worker: {e}");

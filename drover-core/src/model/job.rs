@@ -145,12 +145,12 @@ impl JobAddParameter {
         }
         validate_env("commonEnvironmentSettings", &self.common_environment_settings).map_err(|e| at(e.to_string()))?;
         if let Some(p) = &self.job_preparation_task {
-            check_command("jobPreparationTask", &p.command_line, &p.resource_files).map_err(at)?;
+            super::check_command("jobPreparationTask", &p.command_line, &p.resource_files).map_err(at)?;
             validate_env("jobPreparationTask.environmentSettings", &p.environment_settings)
                 .map_err(|e| at(e.to_string()))?;
         }
         if let Some(r) = &self.job_release_task {
-            check_command("jobReleaseTask", &r.command_line, &r.resource_files).map_err(at)?;
+            super::check_command("jobReleaseTask", &r.command_line, &r.resource_files).map_err(at)?;
             validate_env("jobReleaseTask.environmentSettings", &r.environment_settings)
                 .map_err(|e| at(e.to_string()))?;
             if self.job_preparation_task.is_none() {
@@ -177,19 +177,6 @@ impl JobAddParameter {
     pub fn max_task_retry_count(&self) -> i32 {
         self.constraints.as_ref().and_then(|c| c.max_task_retry_count).unwrap_or(0)
     }
-}
-
-/// Checks the command line and resource files of a job preparation or release task.
-fn check_command(field: &str, command_line: &str, resource_files: &[ResourceFile]) -> std::result::Result<(), String> {
-    match shell_words::split(command_line) {
-        Ok(words) if !words.is_empty() => {}
-        Ok(_) => return Err(format!("{field}.commandLine: must not be empty")),
-        Err(e) => return Err(format!("{field}.commandLine: cannot be split into words ({e})")),
-    }
-    for (i, rf) in resource_files.iter().enumerate() {
-        rf.validate().map_err(|e| format!("{field}.resourceFiles[{i}].{e}"))?;
-    }
-    Ok(())
 }
 
 /// A job's state, as Azure names them.

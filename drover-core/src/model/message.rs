@@ -21,16 +21,30 @@ pub struct TaskMessage {
     /// of the held messages starts first.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i32,
+    /// The task's `requiredSlots`: a node starts it only when that many of its slots are free.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub slots: u32,
 }
 
 fn is_zero(n: &i32) -> bool {
     *n == 0
 }
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+fn one() -> u32 {
+    1
+}
 
 impl TaskMessage {
     /// The message for `task_id` of `job_id`.
     pub fn new(job_id: &str, task_id: &str, stage: bool) -> Self {
-        TaskMessage { v: MESSAGE_VERSION, job_id: job_id.into(), task_id: task_id.into(), stage, priority: 0 }
+        TaskMessage { v: MESSAGE_VERSION, job_id: job_id.into(), task_id: task_id.into(), stage, priority: 0, slots: 1 }
+    }
+
+    /// The message for `task` of `job_id`.
+    pub fn for_task(job_id: &str, task: &super::TaskAddParameter) -> Self {
+        TaskMessage { slots: task.slots(), ..TaskMessage::new(job_id, &task.id, task.needs_staging()) }
     }
 
     /// The same message for a job of `priority`.
@@ -38,14 +52,10 @@ impl TaskMessage {
         TaskMessage { priority, ..self }
     }
 
-    /// The message an outbox entry (`<stage 0|1><task id>`, written by the status scripts) stands for.
-    pub fn from_outbox(job_id: &str, entry: &str, priority: i32) -> Self {
-        let (stage, task) = match entry.as_bytes().first() {
-            Some(b'1') => (true, &entry[1..]),
-            Some(b'0') => (false, &entry[1..]),
-            _ => (false, entry),
-        };
-        TaskMessage::new(job_id, task, stage).with_priority(priority)
+    /// The message an outbox entry stands for: the message the status scripts kept for a held
+    /// task, now sent with its job's priority.
+    pub fn from_outbox(entry: &str, priority: i32) -> Result<Self> {
+        Ok(TaskMessage::parse(entry.as_bytes())?.with_priority(priority))
     }
 
     /// Parses and checks a message body; the error says why it is not a valid task message.
@@ -78,10 +88,11 @@ mod tests {
         let m = TaskMessage::new("j1", "t1", true);
         assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), r#"{"v":1,"jobId":"j1","taskId":"t1","stage":true}"#);
         assert_eq!(TaskMessage::parse(&m.to_bytes()).unwrap(), m);
-        let m = TaskMessage::from_outbox("j1", "0t2", -5);
+        let kept = TaskMessage { slots: 2, ..TaskMessage::new("j1", "t2", false) };
+        let m = TaskMessage::from_outbox(&String::from_utf8(kept.to_bytes()).unwrap(), -5).unwrap();
         assert_eq!(
             String::from_utf8(m.to_bytes()).unwrap(),
-            r#"{"v":1,"jobId":"j1","taskId":"t2","stage":false,"priority":-5}"#
+            r#"{"v":1,"jobId":"j1","taskId":"t2","stage":false,"priority":-5,"slots":2}"#
         );
     }
 

@@ -5,6 +5,7 @@
 mod duration;
 pub mod job;
 pub mod message;
+pub mod node;
 pub mod pool;
 pub mod task;
 
@@ -82,6 +83,23 @@ pub fn now_ms() -> i64 {
 /// An RFC 3339 time (Azure's format) for milliseconds since the epoch.
 pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Checks the command line and resource files of a start, job preparation or job release task.
+pub(crate) fn check_command(
+    field: &str,
+    command_line: &str,
+    resource_files: &[task::ResourceFile],
+) -> std::result::Result<(), String> {
+    match shell_words::split(command_line) {
+        Ok(words) if !words.is_empty() => {}
+        Ok(_) => return Err(format!("{field}.commandLine: must not be empty")),
+        Err(e) => return Err(format!("{field}.commandLine: cannot be split into words ({e})")),
+    }
+    for (i, rf) in resource_files.iter().enumerate() {
+        rf.validate().map_err(|e| format!("{field}.resourceFiles[{i}].{e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Pools: a named set of nodes with their own queue (Azure's PoolAddParameter, drover's parts).
 
-use super::{validate_id, MetadataItem};
+use super::task::{ApplicationPackageReference, ResourceFile};
+use super::{validate_env, validate_id, EnvironmentSetting, IsoDuration, MetadataItem};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -16,9 +17,48 @@ pub struct PoolAddParameter {
     pub vm_size: Option<String>,
     #[serde(default = "one")]
     pub task_slots_per_node: u32,
+    /// Runs on each node as it joins the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_task: Option<StartTask>,
+    /// How many workers the autoscaler keeps running when autoscaling is off (absent: it leaves
+    /// the pool alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_dedicated_nodes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_auto_scale: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scale_formula: Option<String>,
+    /// How often the formula is evaluated (default PT15S, at least PT1S).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scale_evaluation_interval: Option<IsoDuration>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metadata: Vec<MetadataItem>,
 }
+
+/// Azure's StartTask: runs on a node when it joins the pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartTask {
+    pub command_line: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_files: Vec<ResourceFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment_settings: Vec<EnvironmentSetting>,
+    /// Reruns after a failure (-1: until it succeeds; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_task_retry_count: Option<i32>,
+    /// Whether the node takes no task until the start task has succeeded (default true). A node
+    /// whose start task failed then takes none at all (`startTaskFailed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_success: Option<bool>,
+    /// drover's addition: application packages for the start task, as on tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub application_package_references: Vec<ApplicationPackageReference>,
+}
+
+/// The default and smallest autoscale evaluation intervals.
+pub const DEFAULT_AUTOSCALE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+pub const MIN_AUTOSCALE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn one() -> u32 {
     1
@@ -27,7 +67,28 @@ fn one() -> u32 {
 impl PoolAddParameter {
     /// A pool with just an id and its slots per node.
     pub fn new(id: &str, task_slots_per_node: u32) -> Self {
-        PoolAddParameter { id: id.into(), display_name: None, vm_size: None, task_slots_per_node, metadata: vec![] }
+        PoolAddParameter {
+            id: id.into(),
+            display_name: None,
+            vm_size: None,
+            task_slots_per_node,
+            start_task: None,
+            target_dedicated_nodes: None,
+            enable_auto_scale: None,
+            auto_scale_formula: None,
+            auto_scale_evaluation_interval: None,
+            metadata: vec![],
+        }
+    }
+
+    /// Whether the pool's size follows its autoscale formula.
+    pub fn autoscales(&self) -> bool {
+        self.enable_auto_scale == Some(true)
+    }
+
+    /// How often the autoscale formula is evaluated.
+    pub fn evaluation_interval(&self) -> std::time::Duration {
+        self.auto_scale_evaluation_interval.map_or(DEFAULT_AUTOSCALE_INTERVAL, |d| d.0)
     }
 
     /// Checks every field drover can check without touching a service.
@@ -38,6 +99,29 @@ impl PoolAddParameter {
                 "pool {:?}: taskSlotsPerNode {}: must be between 1 and 256",
                 self.id, self.task_slots_per_node
             )));
+        }
+        let at = |e: String| Error::invalid(format!("pool {:?}: {e}", self.id));
+        if let Some(t) = &self.start_task {
+            super::check_command("startTask", &t.command_line, &t.resource_files).map_err(at)?;
+            validate_env("startTask.environmentSettings", &t.environment_settings).map_err(|e| at(e.to_string()))?;
+            if matches!(t.max_task_retry_count, Some(n) if n < -1) {
+                return Err(at("startTask.maxTaskRetryCount: must be -1 (unlimited) or more".into()));
+            }
+        }
+        if self.autoscales() {
+            let formula = self.auto_scale_formula.as_deref().unwrap_or_default();
+            if formula.trim().is_empty() {
+                return Err(at("autoScaleFormula: required when enableAutoScale is true".into()));
+            }
+            crate::autoscale::Formula::parse(formula).map_err(|e| at(format!("autoScaleFormula: {e}")))?;
+            if self.target_dedicated_nodes.is_some() {
+                return Err(at("targetDedicatedNodes: not allowed when enableAutoScale is true".into()));
+            }
+        } else if self.auto_scale_formula.is_some() {
+            return Err(at("autoScaleFormula: needs enableAutoScale true".into()));
+        }
+        if self.evaluation_interval() < MIN_AUTOSCALE_INTERVAL {
+            return Err(at("autoScaleEvaluationInterval: must be at least PT1S".into()));
         }
         Ok(())
     }

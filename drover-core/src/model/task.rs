@@ -284,7 +284,7 @@ impl ExitConditions {
     /// options, else the first matching exit code, then range, then `default`.
     pub fn matching(&self, exit_code: Option<i32>, failure_code: Option<&str>) -> Option<&ExitOptions> {
         let staging = match failure_code {
-            Some("ResourceFileDownloadError") => self.pre_processing_error.as_ref(),
+            Some("ResourceFileDownloadError" | "ApplicationPackageError") => self.pre_processing_error.as_ref(),
             Some("FileUploadError") => self.file_upload_error.as_ref(),
             _ => None,
         };

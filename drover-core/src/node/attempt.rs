@@ -40,10 +40,7 @@ pub(super) async fn handle(ctx: Arc<NodeContext>, publish: Channel, delivery: De
         let start = if local {
             Ok(Start::Busy(ctx.options.node_id.clone()))
         } else {
-            persist(&ctx, "start_task", || {
-                ctx.store.start_task(&msg.job_id, &msg.task_id, &ctx.options.node_id, msg.stage)
-            })
-            .await
+            persist(&ctx, "start_task", || ctx.store.start_task(&msg, &ctx.options.node_id)).await
         };
         match start {
             Ok(Start::Started { attempt, spec, job_env, exit_actions, priority }) => {
@@ -241,12 +238,17 @@ async fn execute(
             ))
         }
     };
+    let mut package_env = Vec::new();
     if msg.stage {
         for (i, rf) in spec.resource_files.iter().enumerate() {
             if let Err(e) = ctx.staging.stage_in(rf, &wd).await {
                 let failure = FailureInfo::user("ResourceFileDownloadError", format!("resourceFiles[{i}]: {e}"));
                 return Run::Ended(failed(failure, None));
             }
+        }
+        match super::packages::install(ctx, &spec.application_package_references).await {
+            Ok(vars) => package_env = vars,
+            Err(failure) => return Run::Ended(failed(failure, None)),
         }
         match persist(ctx, "run_task", || ctx.store.run_task(&msg.job_id, &msg.task_id, attempt)).await {
             Ok(true) => {}
@@ -263,8 +265,17 @@ async fn execute(
             ))
         }
     };
-    let env =
-        environment(ctx, &msg.job_id, Some(&msg.task_id), job_env, &spec.environment_settings, task_dir, &wd, prep_dir);
+    let mut env = environment(
+        ctx,
+        Some(&msg.job_id),
+        Some(&msg.task_id),
+        job_env,
+        &spec.environment_settings,
+        task_dir,
+        &wd,
+        prep_dir,
+    );
+    env.extend(package_env);
     let process = ProcessSpec {
         argv: &argv,
         cwd: &wd,
@@ -311,11 +322,12 @@ async fn execute(
 
 /// A task's environment: the job's settings, then its own (which win), then the node's
 /// variables under drover's and Azure's names. `task` is None for job preparation and release
-/// tasks; `prep_wd` is the job preparation task's working directory, when the job has one.
+/// tasks (and `job` too for the start task); `prep_wd` is the job preparation task's working
+/// directory, when the job has one.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn environment(
     ctx: &NodeContext,
-    job: &str,
+    job: Option<&str>,
     task: Option<&str>,
     job_env: &[EnvironmentSetting],
     own: &[EnvironmentSetting],
@@ -331,7 +343,7 @@ pub(super) fn environment(
     let path = |p: &Path| p.to_string_lossy().into_owned();
     let ours = [
         ("TASK_ID", task.map(str::to_string)),
-        ("JOB_ID", Some(job.to_string())),
+        ("JOB_ID", job.map(str::to_string)),
         ("POOL_ID", Some(ctx.options.pool_id.clone())),
         ("NODE_ID", Some(ctx.options.node_id.clone())),
         ("TASK_WORKING_DIR", Some(path(wd))),

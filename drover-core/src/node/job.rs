@@ -71,15 +71,15 @@ async fn prepare(ctx: &NodeContext, job: &str) -> Prepared {
 /// Azure's JobPreparationTaskExecutionInformation / JobReleaseTaskExecutionInformation.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ExecutionInfo {
+pub(super) struct ExecutionInfo {
     start_time: String,
-    end_time: String,
+    pub(super) end_time: String,
     state: &'static str,
     task_root_directory: String,
-    exit_code: Option<i32>,
-    result: &'static str,
+    pub(super) exit_code: Option<i32>,
+    pub(super) result: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    failure_info: Option<FailureInfo>,
+    pub(super) failure_info: Option<FailureInfo>,
     retry_count: i32,
 }
 
@@ -111,7 +111,7 @@ async fn run_prep(
 }
 
 /// Runs a job preparation or release task once in `dir`.
-async fn run_one(
+pub(super) async fn run_one(
     ctx: &NodeContext,
     command_line: &str,
     resource_files: &[ResourceFile],
@@ -172,7 +172,7 @@ fn env_for(
     wd: &Path,
 ) -> Vec<(String, String)> {
     let prep_wd = job_dir(ctx, job).join("jobpreparation").join("wd");
-    environment(ctx, job, None, job_env, own, dir, wd, Some(&prep_wd))
+    environment(ctx, Some(job), None, job_env, own, dir, wd, Some(&prep_wd))
 }
 
 fn job_dir(ctx: &NodeContext, job: &str) -> PathBuf {

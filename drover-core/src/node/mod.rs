@@ -4,15 +4,19 @@
 
 mod attempt;
 mod job;
+mod packages;
 mod process;
 mod retention;
+mod start;
+mod systemd;
 
 pub use process::Exit;
 
+use crate::model::node::NodeState;
 use crate::model::TaskMessage;
 use crate::queue::{self, Band, Topology, REASON_HEADER};
 use crate::staging::Staging;
-use crate::status::{StatusStore, NODE_LEASE};
+use crate::status::{NodeBeat, NodeJoin, StatusStore, NODE_LEASE};
 use crate::{Config, Error, Result};
 use futures_util::StreamExt;
 use lapin::options::{
@@ -22,6 +26,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use std::collections::{BinaryHeap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -65,13 +70,40 @@ pub(crate) struct NodeContext {
     pub(crate) running: Mutex<HashMap<(String, String), CancellationToken>>,
     /// The jobs this node has run tasks of: their preparation, and what their release needs.
     pub(crate) jobs: job::NodeJobs,
-    /// Cancelled when running tasks must be handed back (drain timeout passed).
+    /// The application package versions unpacked here.
+    pub(crate) packages: packages::NodePackages,
+    /// Cancelled when running tasks must be handed back (drain timeout passed, or the node was
+    /// told to leave at once).
     pub(crate) hand_back: CancellationToken,
+    /// The node's slots, and those free now.
+    pub(crate) slots: u32,
+    pub(crate) free: Arc<tokio::sync::Semaphore>,
+    /// The node's own state (`idle` stands for idle or running: the heartbeat tells them apart) and
+    /// since when (ms).
+    pub(crate) state: Mutex<(NodeState, i64)>,
+    pub(crate) total_run: AtomicU64,
+    pub(crate) total_succeeded: AtomicU64,
+}
+
+impl NodeContext {
+    /// Moves the node to `state` and reports it at once (a heartbeat).
+    pub(crate) async fn set_state(&self, state: NodeState) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = (state, crate::model::now_ms());
+        }
+        beat(self).await;
+    }
 }
 
 /// Runs a node until `shutdown` is cancelled, then drains: no new task is taken, running ones get
-/// the drain timeout to finish, and the rest are handed back to the queue.
-pub async fn run(config: Config, options: NodeOptions, shutdown: CancellationToken) -> Result<()> {
+/// the drain timeout to finish, and the rest are handed back to the queue. Cancelling
+/// `hand_back` as well hands running tasks back at once (autoscaling's `requeue`).
+pub async fn run(
+    config: Config,
+    options: NodeOptions,
+    shutdown: CancellationToken,
+    hand_back: CancellationToken,
+) -> Result<()> {
     config.validate()?;
     crate::model::validate_id("pool id", &options.pool_id)?;
     let store = StatusStore::connect(&config).await?;
@@ -86,11 +118,35 @@ pub async fn run(config: Config, options: NodeOptions, shutdown: CancellationTok
         staging,
         running: Mutex::new(HashMap::new()),
         jobs: job::NodeJobs::default(),
-        hand_back: CancellationToken::new(),
+        packages: packages::NodePackages::default(),
+        hand_back,
+        slots,
+        free: Arc::new(tokio::sync::Semaphore::new(slots as usize)),
+        state: Mutex::new((NodeState::Starting, crate::model::now_ms())),
+        total_run: AtomicU64::new(0),
+        total_succeeded: AtomicU64::new(0),
     });
-    ctx.store.register_node(&ctx.options.node_id, &ctx.options.work_dir.to_string_lossy()).await?;
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let work_dir = ctx.options.work_dir.to_string_lossy().into_owned();
+    let join = NodeJoin {
+        pool: &ctx.options.pool_id,
+        node: &ctx.options.node_id,
+        host: &host,
+        slots,
+        version: env!("CARGO_PKG_VERSION"),
+        work_dir: &work_dir,
+    };
+    ctx.store.join_pool(&join).await?;
     tracing::info!(pool = %ctx.options.pool_id, node = %ctx.options.node_id, slots, "node joined the pool");
     let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
+    let usable = match &pool.spec.start_task {
+        Some(task) => start::run(&ctx, task, &shutdown).await,
+        None => true,
+    };
+    if usable {
+        ctx.set_state(NodeState::Idle).await;
+    }
+    systemd::ready();
     let watch = tokio::spawn(job::watch(ctx.clone()));
     let jobs_dir = ctx.options.work_dir.join(&ctx.config.account).join("jobs");
     let sweeper = tokio::spawn(async move {
@@ -105,15 +161,20 @@ pub async fn run(config: Config, options: NodeOptions, shutdown: CancellationTok
         }
     });
     let tracker = TaskTracker::new();
-    let free = Arc::new(tokio::sync::Semaphore::new(slots as usize));
-    consume(&ctx, slots, &free, &tracker, &shutdown).await;
-
+    if usable {
+        consume(&ctx, &tracker, &shutdown).await;
+    } else {
+        // A node whose start task failed takes no task; it stays, visible, until stopped.
+        shutdown.cancelled().await;
+    }
+    systemd::stopping();
+    ctx.set_state(NodeState::LeavingPool).await;
     drain(&ctx, &tracker).await;
     watch.abort();
     heartbeat.abort();
     sweeper.abort();
-    if let Err(e) = ctx.store.node_gone(&ctx.options.node_id).await {
-        tracing::warn!(error = %e, "could not clear the node's heartbeat");
+    if let Err(e) = ctx.store.leave_pool(&ctx.options.pool_id, &ctx.options.node_id).await {
+        tracing::warn!(error = %e, "could not record that the node left the pool");
     }
     tracing::info!("node left the pool");
     Ok(())
@@ -134,26 +195,46 @@ async fn drain(ctx: &NodeContext, tracker: &TaskTracker) {
     }
 }
 
+/// Renews the node's lease every few seconds, with its state and running tasks, and pings the
+/// systemd watchdog while Redis hears it.
 async fn heartbeat(ctx: Arc<NodeContext>) {
     loop {
-        if let Err(e) = ctx.store.heartbeat(&ctx.options.node_id).await {
-            tracing::warn!(error = %e, "heartbeat failed");
+        if beat(&ctx).await {
+            systemd::watchdog();
         }
         tokio::time::sleep(NODE_LEASE / 5).await;
     }
 }
 
+/// One heartbeat; false if it could not be written.
+async fn beat(ctx: &NodeContext) -> bool {
+    let tasks: Vec<(String, String)> = ctx.running.lock().map(|r| r.keys().cloned().collect()).unwrap_or_default();
+    let (mut state, since) = ctx.state.lock().map(|s| *s).unwrap_or((NodeState::Idle, 0));
+    if state == NodeState::Idle && !tasks.is_empty() {
+        state = NodeState::Running;
+    }
+    let beat = NodeBeat {
+        state,
+        since,
+        tasks,
+        used_slots: ctx.slots.saturating_sub(ctx.free.available_permits() as u32),
+        total_run: ctx.total_run.load(Ordering::Relaxed),
+        total_succeeded: ctx.total_succeeded.load(Ordering::Relaxed),
+    };
+    match ctx.store.node_beat(&ctx.options.node_id, &beat).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "heartbeat failed");
+            false
+        }
+    }
+}
+
 /// Consumes until `shutdown`, reconnecting to the broker whenever the connection is lost.
-async fn consume(
-    ctx: &Arc<NodeContext>,
-    slots: u32,
-    free: &Arc<tokio::sync::Semaphore>,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-) {
+async fn consume(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &CancellationToken) {
     let mut delay = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        match consume_once(ctx, slots, free, tracker, shutdown).await {
+        match consume_once(ctx, tracker, shutdown).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "lost the broker; reconnecting");
@@ -171,6 +252,8 @@ async fn consume(
 struct Held {
     priority: i32,
     seq: std::cmp::Reverse<u64>,
+    /// The slots it takes (its `requiredSlots`, at most the node's).
+    slots: u32,
     delivery: lapin::message::Delivery,
 }
 
@@ -192,19 +275,15 @@ impl Ord for Held {
 }
 
 /// Consumes the pool's three band queues on one channel, each with a prefetch of twice `slots`,
-/// and starts a held delivery whenever one of the node's `slots` is free, highest priority first.
+/// and starts a held delivery whenever enough of the node's `slots` are free for it (its
+/// `requiredSlots`), highest priority first.
 /// The lookahead matters: with a prefetch of only `slots`, the next high-priority message would
 /// still be on its way from the broker when a slot frees, and a held low-priority one would take
 /// the slot. So with a backlog of low-priority tasks, a higher-priority job's tasks start next
 /// on every node (at most `2 × slots` low-priority messages wait in each node's hand meanwhile),
 /// and a node always has its next task at hand when a slot frees.
-async fn consume_once(
-    ctx: &Arc<NodeContext>,
-    slots: u32,
-    free: &Arc<tokio::sync::Semaphore>,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> Result<()> {
+async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &CancellationToken) -> Result<()> {
+    let (slots, free) = (ctx.slots, &ctx.free);
     let connection = queue::connect(&ctx.config.amqp_url, &format!("drover-worker {}", ctx.options.node_id)).await?;
     let channel = connection.create_channel().await?;
     ctx.topology.declare_pool(&channel, &ctx.options.pool_id).await?;
@@ -252,7 +331,7 @@ async fn consume_once(
                 let _ = connection.close(200, "node leaving".into()).await;
                 return Ok(());
             }
-            permit = free.clone().acquire_owned(), if !held.is_empty() => {
+            permit = free.clone().acquire_many_owned(held.peek().map_or(1, |h| h.slots)), if !held.is_empty() => {
                 let (Ok(permit), Some(next)) = (permit, held.pop()) else { continue };
                 let ctx = ctx.clone();
                 let publish = publish.clone();
@@ -263,10 +342,13 @@ async fn consume_once(
             }
             next = deliveries.next() => match next {
                 Some(Ok(delivery)) => {
-                    // A malformed message sorts first, to be dead-lettered at once.
-                    let priority = TaskMessage::parse(&delivery.data).map_or(i32::MAX, |m| m.priority);
+                    // A malformed message sorts first, to be dead-lettered at once. A task that needs
+                    // more slots than the node has takes all of them (submission refuses more
+                    // than the pool's taskSlotsPerNode; this node was started with fewer).
+                    let (priority, need) =
+                        TaskMessage::parse(&delivery.data).map_or((i32::MAX, 1), |m| (m.priority, m.slots.clamp(1, slots)));
                     seq += 1;
-                    held.push(Held { priority, seq: std::cmp::Reverse(seq), delivery });
+                    held.push(Held { priority, seq: std::cmp::Reverse(seq), slots: need, delivery });
                 }
                 Some(Err(e)) => return Err(Error::Amqp(e)),
                 None => return Err(Error::State("the broker cancelled the consumer".into())),

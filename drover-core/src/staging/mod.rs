@@ -118,6 +118,14 @@ impl Staging {
         S3Url { bucket: self.bucket.clone(), key: format!("{}/jobs/{job}/{task}", self.account) }
     }
 
+    /// Where a version of an application package is stored in the account's bucket.
+    pub fn application_package(&self, application: &str, version: &str, file: &str) -> S3Url {
+        S3Url {
+            bucket: self.bucket.clone(),
+            key: format!("{}/applications/{application}/{version}/{file}", self.account),
+        }
+    }
+
     /// The container an `autoStorageContainerName` names: a prefix in the account's bucket.
     pub fn auto_storage(&self, name: &str) -> S3Url {
         S3Url { bucket: self.bucket.clone(), key: format!("{}/{}", self.account, name.trim_matches('/')) }

@@ -369,7 +369,7 @@ return 1
             let keys: Vec<String> = parents.iter().map(|p| self.keys.dep_list(job, p)).collect();
             let _: () = redis::cmd("UNLINK").arg(keys).query_async(&mut self.con()).await?;
         }
-        let parts = ["wait", "blocked", "parked", "killed", "nodes"].map(|p| self.keys.job_part(job, p));
+        let parts = ["wait", "blocked", "parked", "parkedmsg", "killed", "nodes"].map(|p| self.keys.job_part(job, p));
         let _: () = redis::pipe()
             .atomic()
             .cmd("UNLINK")

@@ -7,21 +7,31 @@
 //! - `drover:A:job:J:tasks` list of the job's task ids, in the order they were added.
 //! - `drover:A:task:J:T` the task record (JSON, see [`TaskRecord`]); its `attempt` fences writers.
 //! - Dependencies (jobs with `usesTaskDependencies`): `drover:A:dep:J:P` list of the tasks waiting
-//!   on parent P (each `<stage 0|1><id>`); `drover:A:job:J:wait` hash task -> parents still
+//!   on parent P (each its task message, JSON); `drover:A:job:J:wait` hash task -> parents still
 //!   awaited; `drover:A:job:J:blocked` hash task -> the parent whose failure blocks it;
 //!   `drover:A:job:J:parents` set of the P with a list.
-//! - `drover:A:job:J:parked` list of tasks held back by `maxParallelTasks`; `drover:A:job:J:killed`
+//! - `drover:A:job:J:parked` list (and `:parkedmsg` hash of their messages) of tasks held back
+//!   by `maxParallelTasks`; `drover:A:job:J:killed`
 //!   set of running tasks their nodes must kill (`task terminate`).
 //! - `drover:A:out:J:T` the outbox of T's last transition: tasks it made runnable, which the
 //!   caller publishes before it acks and then clears (a crash in between republishes them).
+//! - `drover:A:pool:P:nodes` set of the pool's nodes; `drover:A:node:N:info` hash: the node's
+//!   pool, host, slots, version, state, running tasks and start task, written by the node.
+//! - `drover:A:apps` set of application ids; `drover:A:app:X` hash: `v:<version>` -> the
+//!   package's JSON, `default` -> the default version.
 //! - `drover:A:node:N` node N's work directory; `drover:A:node:N:alive` present while node N
 //!   heartbeats (a short TTL).
 
+mod application;
 mod job;
+mod node;
 mod pool;
 mod scripts;
 mod task;
 
+pub use application::{Application, PackageVersion};
+pub use job::Watch;
+pub use node::{NodeBeat, NodeJoin};
 pub use task::{terminated_failure, Completion, Outcome, Start, TaskRecord, Termination};
 
 use crate::{Config, Result};
@@ -88,6 +98,18 @@ impl Keys {
     }
     fn node_info(&self, node: &str) -> String {
         format!("{}node:{node}", self.prefix)
+    }
+    fn applications(&self) -> String {
+        format!("{}apps", self.prefix)
+    }
+    fn application(&self, application: &str) -> String {
+        format!("{}app:{application}", self.prefix)
+    }
+    fn node_part(&self, node: &str, part: &str) -> String {
+        format!("{}node:{node}:{part}", self.prefix)
+    }
+    fn pool_part(&self, pool: &str, part: &str) -> String {
+        format!("{}pool:{pool}:{part}", self.prefix)
     }
     fn node_alive(&self, node: &str) -> String {
         format!("{}node:{node}:alive", self.prefix)

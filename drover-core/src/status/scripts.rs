@@ -9,8 +9,8 @@ use redis::Script;
 use std::sync::LazyLock;
 
 /// Shared Lua helpers, prepended to every script. `pfx` is the account's key prefix
-/// (`drover:A:`), `J` a job id, `T` a task id; `out` is the list of messages (each `<stage><task id>`)
-/// the caller must publish before it acks, because the transition made those tasks runnable.
+/// (`drover:A:`), `J` a job id, `T` a task id; `out` is the list of task messages (JSON) the
+/// caller must publish before it acks, because the transition made those tasks runnable.
 const PRELUDE: &str = r#"
 local function move(job, from, to, slots)
   if from then
@@ -27,8 +27,13 @@ end
 -- a terminating job whose last running task ended is completed.
 local function freed(job, pfx, J, out, now)
   if tonumber(redis.call('HGET', job, 'maxPar') or '0') > 0 then
-    local e = redis.call('LPOP', pfx .. 'job:' .. J .. ':parked')
-    if e then redis.call('RPUSH', out, e) end
+    local p = pfx .. 'job:' .. J .. ':parked'
+    local id = redis.call('LPOP', p)
+    if id then
+      local e = redis.call('HGET', p .. 'msg', id)
+      redis.call('HDEL', p .. 'msg', id)
+      if e then redis.call('RPUSH', out, e) end
+    end
   end
   if redis.call('HGET', job, 'state') == 'terminating' and tonumber(redis.call('HGET', job, 'running')) <= 0 then
     redis.call('HSET', job, 'state', 'completed', 'stime', now, 'end', now)
@@ -42,7 +47,7 @@ local function release(pfx, J, T, blocks, out)
   local dl = pfx .. 'dep:' .. J .. ':' .. T
   local wk, bk = pfx .. 'job:' .. J .. ':wait', pfx .. 'job:' .. J .. ':blocked'
   for _, e in ipairs(redis.call('LRANGE', dl, 0, -1)) do
-    local C = string.sub(e, 2)
+    local C = cjson.decode(e).taskId
     if redis.call('HEXISTS', wk, C) == 1 then
       if blocks then
         redis.call('HDEL', wk, C)
@@ -104,7 +109,7 @@ fn script(body: &str) -> Lua {
 }
 
 /// KEYS: job, job task list, task keys...; ARGV: pfx, J, then per task: id, record, slots,
-/// stage (0|1), parent count, parent ids.... Adds every task or none: `{'ok', n, held ids...}`
+/// its message (JSON, kept for when it is released), parent count, parent ids.... Adds every task or none: `{'ok', n, held ids...}`
 /// (held: waiting on, or blocked by, their parents; not to be published), `{'nojob'}`,
 /// `{'jobstate', state}`, `{'dup', id}`.
 pub(super) static CREATE_TASKS: LazyLock<Lua> = LazyLock::new(|| {
@@ -119,7 +124,7 @@ local n = #KEYS - 2
 local tasks, c = {}, 3
 for i = 1, n do
   local np = tonumber(ARGV[c + 4])
-  tasks[i] = {id = ARGV[c], rec = ARGV[c + 1], slots = tonumber(ARGV[c + 2]), stage = ARGV[c + 3], np = np, p0 = c + 5}
+  tasks[i] = {id = ARGV[c], rec = ARGV[c + 1], slots = tonumber(ARGV[c + 2]), msg = ARGV[c + 3], np = np, p0 = c + 5}
   c = c + 5 + np
 end
 for i = 1, n do
@@ -142,7 +147,7 @@ for i = 1, n do
         if pr.dblk and not blocker then blocker = P end
       else
         wait = wait + 1
-        redis.call('RPUSH', pfx .. 'dep:' .. J .. ':' .. P, t.stage .. t.id)
+        redis.call('RPUSH', pfx .. 'dep:' .. J .. ':' .. P, t.msg)
         redis.call('SADD', pfx .. 'job:' .. J .. ':parents', P)
       end
     end
@@ -162,7 +167,8 @@ return reply
     )
 });
 
-/// KEYS: task, job; ARGV: node, now, stage (1|0), node key prefix, lost-attempt limit, pfx, J, T.
+/// KEYS: task, job; ARGV: node, now, stage (1|0), node key prefix, lost-attempt limit, pfx, J, T,
+/// the message (JSON, kept if the task is parked).
 /// The caller must not be running the task itself (a node checks its own running set first).
 /// Starts a new attempt: `{'ok', attempt, spec, job env, exit actions, priority}`; or `{'gone'}`
 /// (no such task or job), `{'done', priority, outbox...}` (already completed; publish the outbox),
@@ -238,7 +244,8 @@ if from == 'preparing' or from == 'running' then
     return with_outbox({'poison', tostring(r.lost), prio}, out)
   end
 elseif tonumber(jf[3] or '0') > 0 and tonumber(jf[5] or '0') >= tonumber(jf[3]) then
-  redis.call('RPUSH', pfx .. 'job:' .. J .. ':parked', ARGV[3] .. T)
+  local p = pfx .. 'job:' .. J .. ':parked'
+  if redis.call('HSETNX', p .. 'msg', T, ARGV[9]) == 1 then redis.call('RPUSH', p, T) end
   return {'parked'}
 end
 r.attempt = (r.attempt or 0) + 1
@@ -367,8 +374,7 @@ else
   local w = pfx .. 'job:' .. J
   redis.call('HDEL', w .. ':wait', T)
   redis.call('HDEL', w .. ':blocked', T)
-  redis.call('LREM', w .. ':parked', 0, '0' .. T)
-  redis.call('LREM', w .. ':parked', 0, '1' .. T)
+  if redis.call('HDEL', w .. ':parkedmsg', T) == 1 then redis.call('LREM', w .. ':parked', 0, T) end
 end
 r.prev = r.state
 r.state = 'completed'

@@ -208,8 +208,16 @@ pub fn terminated_failure(why: &str) -> FailureInfo {
     FailureInfo::user("TaskTerminated", format!("the task was terminated: {why}"))
 }
 
-fn outbox(job: &str, priority: i32, entries: impl IntoIterator<Item = String>) -> Vec<TaskMessage> {
-    entries.into_iter().map(|e| TaskMessage::from_outbox(job, &e, priority)).collect()
+/// The messages of an outbox (an entry that is not a message is logged and left out).
+fn outbox(priority: i32, entries: impl IntoIterator<Item = String>) -> Vec<TaskMessage> {
+    entries
+        .into_iter()
+        .filter_map(|e| {
+            TaskMessage::from_outbox(&e, priority)
+                .map_err(|err| tracing::warn!(entry = %e, error = %err, "bad outbox entry"))
+                .ok()
+        })
+        .collect()
 }
 
 fn reply(values: Vec<String>) -> Result<(String, Vec<String>)> {
@@ -238,7 +246,7 @@ impl StatusStore {
         for t in tasks {
             let record = serde_json::to_string(&TaskRecord::new(t, job_max_retry, now)).unwrap_or_default();
             let parents = t.parent_ids()?;
-            inv.arg(&t.id).arg(record).arg(t.slots()).arg(if t.needs_staging() { "1" } else { "0" });
+            inv.arg(&t.id).arg(record).arg(t.slots()).arg(TaskMessage::for_task(job, t).to_bytes());
             inv.arg(parents.len()).arg(parents);
         }
         let (head, rest) = reply(inv.invoke_async(&mut self.con()).await?)?;
@@ -270,20 +278,23 @@ impl StatusStore {
         Ok(ids.iter().zip(found).filter(|(_, f)| *f).map(|(id, _)| *id).collect())
     }
 
-    /// Starts a new attempt of a task on `node`, unless it is done, gone, or run by a live node.
-    pub async fn start_task(&self, job: &str, task: &str, node: &str, stage: bool) -> Result<Start> {
+    /// Starts a new attempt of the task `msg` names on `node`, unless it is done, gone, held, or
+    /// run by a live node.
+    pub async fn start_task(&self, msg: &TaskMessage, node: &str) -> Result<Start> {
+        let (job, task) = (msg.job_id.as_str(), msg.task_id.as_str());
         let values: Vec<String> = START_TASK
             .script
             .key(self.keys.task(job, task))
             .key(self.keys.job(job))
             .arg(node)
             .arg(now_ms())
-            .arg(if stage { "1" } else { "0" })
+            .arg(if msg.stage { "1" } else { "0" })
             .arg(self.keys.node_prefix())
             .arg(super::MAX_LOST_ATTEMPTS)
             .arg(self.keys.prefix())
             .arg(job)
             .arg(task)
+            .arg(TaskMessage { priority: 0, ..msg.clone() }.to_bytes())
             .invoke_async(&mut self.con())
             .await?;
         let (head, rest) = reply(values)?;
@@ -297,8 +308,8 @@ impl StatusStore {
                 let job_env = if env.is_empty() { vec![] } else { serde_json::from_str(&env).unwrap_or_default() };
                 Start::Started { attempt, spec: Box::new(spec), job_env, exit_actions: arg(3) == "1", priority: int(4) }
             }
-            "done" => Start::Done(outbox(job, int(0), rest.into_iter().skip(1))),
-            "poison" => Start::Poison(int(0) as u32, outbox(job, int(1), rest.into_iter().skip(2))),
+            "done" => Start::Done(outbox(int(0), rest.into_iter().skip(1))),
+            "poison" => Start::Poison(int(0) as u32, outbox(int(1), rest.into_iter().skip(2))),
             "gone" => Start::Gone,
             "inactive" => Start::Inactive(arg(0)),
             "busy" => Start::Busy(arg(0)),
@@ -354,10 +365,10 @@ impl StatusStore {
             .await?;
         let (head, rest) = reply(values)?;
         Ok(match head.as_str() {
-            "completed" => Completion::Completed(outbox(job, priority, rest)),
+            "completed" => Completion::Completed(outbox(priority, rest)),
             "retry" => {
                 let n = rest.first().and_then(|n| n.parse().ok()).unwrap_or(0);
-                Completion::Retry(n, outbox(job, priority, rest.into_iter().skip(1)))
+                Completion::Retry(n, outbox(priority, rest.into_iter().skip(1)))
             }
             _ => Completion::Stale,
         })
@@ -389,7 +400,7 @@ impl StatusStore {
         Ok(match head.as_str() {
             "ok" => {
                 let priority = rest.first().and_then(|p| p.parse().ok()).unwrap_or(0);
-                Termination::Terminated(outbox(job, priority, rest.into_iter().skip(1)))
+                Termination::Terminated(outbox(priority, rest.into_iter().skip(1)))
             }
             "killing" => Termination::Killing(rest.into_iter().next().unwrap_or_default()),
             "completed" => Termination::AlreadyCompleted,
@@ -418,7 +429,7 @@ impl StatusStore {
             .invoke_async(&mut self.con())
             .await?;
         let (head, rest) = reply(values)?;
-        Ok((head == "ok").then(|| outbox(job, priority, rest)))
+        Ok((head == "ok").then(|| outbox(priority, rest)))
     }
 
     /// Whether `attempt` still owns the task (checked before uploading outputs, so a stale

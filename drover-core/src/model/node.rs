@@ -1,0 +1,115 @@
+//! Compute nodes: the workers of a pool, as Azure's ComputeNode reports them.
+
+use super::task::{FailureInfo, TaskState};
+use serde::{Deserialize, Serialize};
+
+/// A node's state, as Azure names them (the ones that apply to a worker process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NodeState {
+    /// Registered, setting up.
+    Starting,
+    /// Running the pool's start task before it takes any task (waitForSuccess).
+    WaitingForStartTask,
+    /// The start task failed (waitForSuccess): the node takes no task.
+    StartTaskFailed,
+    /// Takes tasks, runs none.
+    Idle,
+    /// Runs at least one task.
+    Running,
+    /// Told to stop: takes no new task, finishes (or hands back) what it runs.
+    LeavingPool,
+    /// Its heartbeat lapsed: presumed dead.
+    Offline,
+    /// Cannot run tasks (e.g. its work directory is unusable).
+    Unusable,
+}
+
+impl NodeState {
+    /// The state's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Starting => "starting",
+            NodeState::WaitingForStartTask => "waitingForStartTask",
+            NodeState::StartTaskFailed => "startTaskFailed",
+            NodeState::Idle => "idle",
+            NodeState::Running => "running",
+            NodeState::LeavingPool => "leavingPool",
+            NodeState::Offline => "offline",
+            NodeState::Unusable => "unusable",
+        }
+    }
+
+    /// Parses a stored state name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            NodeState::Starting,
+            NodeState::WaitingForStartTask,
+            NodeState::StartTaskFailed,
+            NodeState::Idle,
+            NodeState::Running,
+            NodeState::LeavingPool,
+            NodeState::Offline,
+            NodeState::Unusable,
+        ]
+        .into_iter()
+        .find(|n| n.as_str() == s)
+    }
+}
+
+/// A node as drover reports it (Azure's ComputeNode; `hostName`, `taskSlots` and
+/// `lastHeartbeatTime` are drover's additions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeNode {
+    pub id: String,
+    pub pool_id: String,
+    pub state: NodeState,
+    pub state_transition_time: String,
+    pub last_boot_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_time: Option<String>,
+    pub host_name: String,
+    pub task_slots: u32,
+    pub running_tasks_count: u32,
+    pub running_task_slots_count: u32,
+    pub total_tasks_run: u64,
+    pub total_tasks_succeeded: u64,
+    /// The tasks it runs now.
+    pub recent_tasks: Vec<TaskInformation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_task_info: Option<StartTaskInformation>,
+    pub node_agent_info: NodeAgentInformation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskInformation {
+    pub job_id: String,
+    pub task_id: String,
+    pub task_state: TaskState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAgentInformation {
+    pub version: String,
+}
+
+/// How the pool's start task ran on a node (Azure's StartTaskInformation).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartTaskInformation {
+    /// `running` or `completed`.
+    pub state: String,
+    pub start_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_info: Option<FailureInfo>,
+    pub retry_count: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+}

@@ -1,0 +1,199 @@
+//! Node records: joining and leaving a pool, heartbeats that carry a node's state and the tasks
+//! it runs, and listing a pool's nodes. A node writes its own record; readers derive `offline`
+//! from a lapsed heartbeat.
+
+use super::{StatusStore, NODE_LEASE};
+use crate::model::node::{ComputeNode, NodeAgentInformation, NodeState, StartTaskInformation, TaskInformation};
+use crate::model::{now_ms, rfc3339, TaskState};
+use crate::{Error, Result};
+use std::collections::HashMap;
+
+/// Who joins a pool.
+#[derive(Debug, Clone)]
+pub struct NodeJoin<'a> {
+    pub pool: &'a str,
+    pub node: &'a str,
+    pub host: &'a str,
+    pub slots: u32,
+    pub version: &'a str,
+    pub work_dir: &'a str,
+}
+
+/// What a node reports with each heartbeat.
+#[derive(Debug, Clone)]
+pub struct NodeBeat {
+    pub state: NodeState,
+    /// When it entered that state (ms).
+    pub since: i64,
+    /// The (job, task) pairs it runs.
+    pub tasks: Vec<(String, String)>,
+    pub used_slots: u32,
+    pub total_run: u64,
+    pub total_succeeded: u64,
+}
+
+impl StatusStore {
+    /// Registers a node in its pool (state `starting`) and starts its heartbeat.
+    pub async fn join_pool(&self, join: &NodeJoin<'_>) -> Result<()> {
+        let now = now_ms();
+        let info = self.keys.node_part(join.node, "info");
+        let _: () = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.keys.node_info(join.node))
+            .arg(join.work_dir)
+            .ignore()
+            .cmd("DEL")
+            .arg(&info)
+            .ignore()
+            .cmd("HSET")
+            .arg(&info)
+            .arg(&[
+                ("pool", join.pool.to_string()),
+                ("host", join.host.to_string()),
+                ("slots", join.slots.to_string()),
+                ("version", join.version.to_string()),
+                ("state", NodeState::Starting.as_str().to_string()),
+                ("stime", now.to_string()),
+                ("joined", now.to_string()),
+            ])
+            .ignore()
+            .cmd("SADD")
+            .arg(self.keys.pool_part(join.pool, "nodes"))
+            .arg(join.node)
+            .ignore()
+            .cmd("SET")
+            .arg(self.keys.node_alive(join.node))
+            .arg(now)
+            .arg("PX")
+            .arg(NODE_LEASE.as_millis() as u64)
+            .ignore()
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// Renews a node's heartbeat and records its state and running tasks (one round trip).
+    pub async fn node_beat(&self, node: &str, beat: &NodeBeat) -> Result<()> {
+        let tasks: Vec<[&str; 2]> = beat.tasks.iter().map(|(j, t)| [j.as_str(), t.as_str()]).collect();
+        let _: () = redis::pipe()
+            .cmd("SET")
+            .arg(self.keys.node_alive(node))
+            .arg(now_ms())
+            .arg("PX")
+            .arg(NODE_LEASE.as_millis() as u64)
+            .ignore()
+            .cmd("HSET")
+            .arg(self.keys.node_part(node, "info"))
+            .arg(&[
+                ("state", beat.state.as_str().to_string()),
+                ("stime", beat.since.to_string()),
+                ("beat", now_ms().to_string()),
+                ("tasks", serde_json::to_string(&tasks).unwrap_or_default()),
+                ("used", beat.used_slots.to_string()),
+                ("run", beat.total_run.to_string()),
+                ("ok", beat.total_succeeded.to_string()),
+            ])
+            .ignore()
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// Records how the pool's start task ran on `node`.
+    pub async fn record_start_task(&self, node: &str, info: &StartTaskInformation) -> Result<()> {
+        let _: () = redis::cmd("HSET")
+            .arg(self.keys.node_part(node, "info"))
+            .arg("startTask")
+            .arg(serde_json::to_string(info).unwrap_or_default())
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a node that left its pool cleanly.
+    pub async fn leave_pool(&self, pool: &str, node: &str) -> Result<()> {
+        let _: () = redis::pipe()
+            .atomic()
+            .cmd("SREM")
+            .arg(self.keys.pool_part(pool, "nodes"))
+            .arg(node)
+            .ignore()
+            .cmd("DEL")
+            .arg(self.keys.node_part(node, "info"))
+            .arg(self.keys.node_alive(node))
+            .ignore()
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// The nodes of a pool, sorted by id (one round trip for all of them).
+    pub async fn list_nodes(&self, pool: &str) -> Result<Vec<ComputeNode>> {
+        let mut ids: Vec<String> =
+            redis::cmd("SMEMBERS").arg(self.keys.pool_part(pool, "nodes")).query_async(&mut self.con()).await?;
+        ids.sort();
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.keys.node_part(id, "info")).cmd("EXISTS").arg(self.keys.node_alive(id));
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(&mut self.con()).await?;
+        let mut nodes = Vec::with_capacity(ids.len());
+        for (id, pair) in ids.iter().zip(replies.chunks(2)) {
+            let (Some(info), Some(alive)) = (pair.first(), pair.get(1)) else { continue };
+            let info: HashMap<String, String> = redis::from_redis_value(info.clone())
+                .map_err(|e| Error::State(format!("node {id:?}: unreadable record: {e}")))?;
+            let alive: bool = redis::from_redis_value(alive.clone()).unwrap_or(false);
+            if let Some(node) = compute_node(id, pool, &info, alive) {
+                nodes.push(node);
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// One node of a pool.
+    pub async fn get_node(&self, pool: &str, node: &str) -> Result<ComputeNode> {
+        let (info, alive): (HashMap<String, String>, bool) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(self.keys.node_part(node, "info"))
+            .cmd("EXISTS")
+            .arg(self.keys.node_alive(node))
+            .query_async(&mut self.con())
+            .await?;
+        compute_node(node, pool, &info, alive).ok_or_else(|| Error::NotFound { kind: "node", id: node.into() })
+    }
+}
+
+/// A node as users see it, from its record; None if it is not (or no longer) in `pool`.
+fn compute_node(id: &str, pool: &str, f: &HashMap<String, String>, alive: bool) -> Option<ComputeNode> {
+    if f.get("pool").map(String::as_str) != Some(pool) {
+        return None;
+    }
+    let num = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let stored = f.get("state").and_then(|s| NodeState::parse(s)).unwrap_or(NodeState::Starting);
+    let state = if alive { stored } else { NodeState::Offline };
+    let tasks: Vec<[String; 2]> = f.get("tasks").and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+    Some(ComputeNode {
+        id: id.to_string(),
+        pool_id: pool.to_string(),
+        state,
+        state_transition_time: rfc3339(if alive { num("stime") } else { num("beat").max(num("stime")) }),
+        last_boot_time: rfc3339(num("joined")),
+        last_heartbeat_time: f.get("beat").map(|_| rfc3339(num("beat"))),
+        host_name: f.get("host").cloned().unwrap_or_default(),
+        task_slots: num("slots") as u32,
+        running_tasks_count: tasks.len() as u32,
+        running_task_slots_count: num("used") as u32,
+        total_tasks_run: num("run") as u64,
+        total_tasks_succeeded: num("ok") as u64,
+        recent_tasks: tasks
+            .into_iter()
+            .map(|[job_id, task_id]| TaskInformation { job_id, task_id, task_state: TaskState::Running })
+            .collect(),
+        start_task_info: f.get("startTask").and_then(|s| serde_json::from_str(s).ok()),
+        node_agent_info: NodeAgentInformation { version: f.get("version").cloned().unwrap_or_default() },
+    })
+}
