@@ -1,7 +1,9 @@
 //! `drover`: the Batch CLI. Parses arguments, calls drover-core, prints results.
 
+mod application;
 mod dead_letter;
 mod job;
+mod node;
 mod output;
 mod pool;
 mod storage;
@@ -38,6 +40,12 @@ enum Command {
     /// Add, show and list tasks; download their files.
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// A pool's compute nodes (its workers) and what they run.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
+    /// Versioned application packages for tasks and start tasks.
+    #[command(subcommand)]
+    Application(application::ApplicationCommand),
     /// Messages that could not be run (not a task, or delivered too often).
     #[command(subcommand)]
     DeadLetter(dead_letter::DeadLetterCommand),
@@ -66,6 +74,8 @@ async fn main() -> ExitCode {
             Command::Pool(c) => pool::run(&cli.config, format, c).await,
             Command::Job(c) => job::run(&cli.config, format, c).await,
             Command::Task(c) => task::run(&cli.config, format, c).await,
+            Command::Node(c) => node::run(&cli.config, format, c).await,
+            Command::Application(c) => application::run(&cli.config, format, c).await,
             Command::DeadLetter(c) => dead_letter::run(&cli.config, format, c).await,
         },
     };

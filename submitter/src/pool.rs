@@ -1,7 +1,8 @@
 //! `drover pool ...`
 
 use crate::output::{self, Format};
-use drover_core::model::PoolAddParameter;
+use drover_core::autoscale;
+use drover_core::model::{IsoDuration, PoolAddParameter};
 use drover_core::queue::{self, Topology};
 use drover_core::status::StatusStore;
 use drover_core::Config;
@@ -31,6 +32,36 @@ pub(crate) enum PoolCommand {
         #[arg(long)]
         pool_id: String,
     },
+    /// Autoscaling: evaluate a formula, turn it on or off.
+    #[command(subcommand)]
+    Autoscale(AutoscaleCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum AutoscaleCommand {
+    /// Evaluate a formula against the pool's recent samples without acting (Azure's Evaluate).
+    Evaluate {
+        #[arg(long)]
+        pool_id: String,
+        /// The formula (default: the pool's own).
+        #[arg(long)]
+        formula: Option<String>,
+    },
+    /// Let the formula set the pool's size (drover-monitor --autoscale acts on it).
+    Enable {
+        #[arg(long)]
+        pool_id: String,
+        #[arg(long)]
+        formula: String,
+        /// ISO 8601, at least PT1S (default PT15S).
+        #[arg(long)]
+        evaluation_interval: Option<String>,
+    },
+    /// Stop autoscaling the pool (its workers are left as they are).
+    Disable {
+        #[arg(long)]
+        pool_id: String,
+    },
 }
 
 pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> anyhow::Result<()> {
@@ -52,7 +83,38 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
         PoolCommand::List => {
             output::list(format, &store.list_pools().await?, &["id", "taskSlotsPerNode", "state", "creationTime"])
         }
-        PoolCommand::Show { pool_id } => output::one(format, &store.get_pool(&pool_id).await?),
+        PoolCommand::Show { pool_id } => output::one(format, &store.pool_status(&pool_id).await?),
+        PoolCommand::Autoscale(AutoscaleCommand::Evaluate { pool_id, formula }) => {
+            let pool = store.pool_status(&pool_id).await?;
+            let formula = match formula.or(pool.spec.auto_scale_formula.clone()) {
+                Some(f) => f,
+                None => anyhow::bail!("pool {pool_id:?} has no autoScaleFormula: give one with --formula"),
+            };
+            let mut samples = store.samples(&pool_id).await?;
+            if samples.is_empty() {
+                samples.push(store.pool_sample(&pool_id).await?);
+            }
+            let nodes = pool.current_dedicated_nodes.unwrap_or(0);
+            let target = pool.auto_scale_run.as_ref().and_then(|r| r.target_dedicated_nodes).unwrap_or(nodes);
+            let inputs = autoscale::inputs(&samples, 1.0, nodes, pool.spec.task_slots_per_node, target);
+            let run = autoscale::evaluate(&formula, &inputs);
+            if let Some(e) = &run.error {
+                anyhow::bail!("formula: {}", e.message);
+            }
+            output::one(format, &run)
+        }
+        PoolCommand::Autoscale(AutoscaleCommand::Enable { pool_id, formula, evaluation_interval }) => {
+            let interval = evaluation_interval
+                .map(|i| {
+                    serde_json::from_value::<IsoDuration>(serde_json::Value::String(i))
+                        .map_err(|e| anyhow::anyhow!("--evaluation-interval: {e}"))
+                })
+                .transpose()?;
+            output::one(format, &store.set_autoscale(&pool_id, Some(&formula), interval).await?)
+        }
+        PoolCommand::Autoscale(AutoscaleCommand::Disable { pool_id }) => {
+            output::one(format, &store.set_autoscale(&pool_id, None, None).await?)
+        }
         PoolCommand::Delete { pool_id } => {
             store.get_pool(&pool_id).await?;
             let connection = queue::connect(&config.amqp_url, "drover").await?;

@@ -148,6 +148,11 @@ impl TestAccount {
         self.pools.push(pool.into());
     }
 
+    /// Remembers a pool created otherwise (for cleanup).
+    pub fn remember_pool(&mut self, pool: &str) {
+        self.pools.push(pool.into());
+    }
+
     /// Starts a worker process on `pool`; it is killed when the account is cleaned up.
     pub fn start_worker(&mut self, pool: &str, extra: &[&str]) -> u32 {
         let id = format!("{}-node{}", self.name(), self.workers.len());
@@ -169,6 +174,27 @@ impl TestAccount {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let child = cmd.spawn().expect("start drover-worker");
+        let pid = child.id();
+        self.workers.push(child);
+        pid
+    }
+
+    /// Starts `drover-monitor --autoscale` with the process actuator (its workers live under
+    /// `<work dir>/autoscaled`); it is killed when the account is cleaned up, and its workers
+    /// leave when it dies.
+    pub fn start_monitor(&mut self) -> u32 {
+        let n = self.workers.len();
+        let log = std::fs::File::create(self.work_dir.join(format!("worker-{n}.log"))).unwrap();
+        let mut cmd = Command::new(bin_dir().join("drover-monitor"));
+        self.env(&mut cmd);
+        cmd.args(["--autoscale", "--actuator", "process"])
+            .arg("--work-dir")
+            .arg(self.work_dir.join("autoscaled"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd.spawn().expect("start drover-monitor");
         let pid = child.id();
         self.workers.push(child);
         pid

@@ -15,8 +15,16 @@ struct Cli {
     #[command(flatten)]
     config: Config,
     /// The pool to join.
+    #[arg(long, required_unless_present = "instance")]
+    pool_id: Option<String>,
+    /// A systemd instance name `<pool>-<n>` (drover-worker@<pool>-<n>.service): the pool is
+    /// the part before the last '-', the node id `<host>-<pool>-<n>`.
+    #[arg(long, conflicts_with_all = ["pool_id", "node_id"])]
+    instance: Option<String>,
+    /// Leave the pool (drain) when the process that started this one exits (the monitor's
+    /// process actuator sets this).
     #[arg(long)]
-    pool_id: String,
+    exit_with_parent: bool,
     /// This node's id (default: host name plus a suffix unique on the host).
     #[arg(long)]
     node_id: Option<String>,
@@ -46,9 +54,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let (pool_id, node_id) = match (&cli.instance, cli.pool_id) {
+        (Some(instance), _) => match instance.rsplit_once('-') {
+            Some((pool, n)) if !pool.is_empty() && n.parse::<u32>().is_ok() => {
+                let host = gethostname::gethostname().to_string_lossy().into_owned();
+                (pool.to_string(), format!("{host}-{instance}"))
+            }
+            _ => {
+                eprintln!("drover-worker: --instance {instance:?}: must be <pool>-<number>");
+                return ExitCode::from(2);
+            }
+        },
+        (None, pool) => (pool.unwrap_or_default(), cli.node_id.unwrap_or_else(node::default_node_id)),
+    };
     let options = NodeOptions {
-        pool_id: cli.pool_id,
-        node_id: cli.node_id.unwrap_or_else(node::default_node_id),
+        pool_id,
+        node_id,
         task_slots: cli.task_slots,
         work_dir,
         drain_timeout: Duration::from_secs(cli.drain_timeout),
@@ -76,6 +97,16 @@ async fn main() -> ExitCode {
             }
         }
     });
+    if cli.exit_with_parent {
+        let (leave, parent) = (shutdown.clone(), std::os::unix::process::parent_id());
+        tokio::spawn(async move {
+            while std::os::unix::process::parent_id() == parent {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            tracing::warn!("the process that started this worker exited; leaving the pool");
+            leave.cancel();
+        });
+    }
     match node::run(cli.config, options, shutdown, hand_back).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -135,4 +135,10 @@ pub struct CloudPool {
     pub spec: PoolAddParameter,
     pub state: &'static str,
     pub creation_time: String,
+    /// Live nodes (`pool show` and `pool list` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_dedicated_nodes: Option<u32>,
+    /// The last autoscale evaluation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_scale_run: Option<crate::autoscale::AutoScaleRun>,
 }

@@ -29,6 +29,7 @@ impl StatusStore {
             .key(self.keys.job(&job.id))
             .key(self.keys.jobs())
             .key(self.keys.pool(&job.pool_info.pool_id))
+            .key(self.keys.pool_part(&job.pool_info.pool_id, "jobs"))
             .arg(&job.id)
             .arg(serde_json::to_string(job).unwrap_or_default())
             .arg(now)
@@ -273,6 +274,36 @@ impl StatusStore {
         Ok(Watch { kill, ended })
     }
 
+    /// The active jobs of a pool.
+    pub async fn pool_jobs(&self, pool: &str) -> Result<Vec<String>> {
+        Ok(redis::cmd("SMEMBERS").arg(self.keys.pool_part(pool, "jobs")).query_async(&mut self.con()).await?)
+    }
+
+    /// For each job: active, running, active slots, running slots, and held tasks (waiting or
+    /// blocked by their dependencies), in one round trip.
+    pub async fn job_backlogs(&self, jobs: &[String]) -> Result<Vec<[u64; 5]>> {
+        let mut pipe = redis::pipe();
+        for j in jobs {
+            pipe.cmd("HMGET").arg(self.keys.job(j)).arg(&["active", "running", "s.active", "s.running"][..]);
+            pipe.cmd("HLEN").arg(self.keys.job_part(j, "wait"));
+            pipe.cmd("HLEN").arg(self.keys.job_part(j, "blocked"));
+        }
+        let values: Vec<redis::Value> = pipe.query_async(&mut self.con()).await?;
+        let num = |v: &redis::Value| -> u64 {
+            redis::from_redis_value::<Option<i64>>(v.clone()).ok().flatten().unwrap_or(0).max(0) as u64
+        };
+        Ok(values
+            .chunks(3)
+            .map(|c| {
+                let counters: Vec<Option<i64>> =
+                    c.first().and_then(|v| redis::from_redis_value(v.clone()).ok()).unwrap_or_default();
+                let at = |i: usize| counters.get(i).copied().flatten().unwrap_or(0).max(0) as u64;
+                let held = c.get(1).map_or(0, num) + c.get(2).map_or(0, num);
+                [at(0), at(1), at(2), at(3), held]
+            })
+            .collect())
+    }
+
     /// Records a node's job preparation or release run (`field` names which) in the job's
     /// per-node status, unless the job is gone.
     pub async fn record_node_job_task(
@@ -321,7 +352,9 @@ return 1
     /// Deletes a job and every task record of it. Messages still queued for it are dropped by
     /// the node that receives them (their task is gone).
     pub async fn delete_job(&self, job: &str) -> Result<()> {
-        self.job_pool(job).await?;
+        let pool = self.job_pool(job).await?;
+        let _: () =
+            redis::cmd("SREM").arg(self.keys.pool_part(&pool, "jobs")).arg(job).query_async(&mut self.con()).await?;
         let _: () = redis::cmd("HSET")
             .arg(self.keys.job(job))
             .arg("state")

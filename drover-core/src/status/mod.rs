@@ -108,7 +108,7 @@ impl Keys {
     fn node_part(&self, node: &str, part: &str) -> String {
         format!("{}node:{node}:{part}", self.prefix)
     }
-    fn pool_part(&self, pool: &str, part: &str) -> String {
+    pub(crate) fn pool_part(&self, pool: &str, part: &str) -> String {
         format!("{}pool:{pool}:{part}", self.prefix)
     }
     fn node_alive(&self, node: &str) -> String {
@@ -152,7 +152,7 @@ impl StatusStore {
         &self.keys
     }
 
-    fn con(&self) -> ConnectionManager {
+    pub(crate) fn con(&self) -> ConnectionManager {
         self.con.clone()
     }
 

@@ -1,6 +1,7 @@
 //! Pool records: create (idempotent), read, list, delete.
 
 use super::StatusStore;
+use crate::model::node::NodeState;
 use crate::model::{now_ms, rfc3339, CloudPool, PoolAddParameter};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -43,7 +44,43 @@ impl StatusStore {
         let raw = raw.ok_or_else(|| Error::NotFound { kind: "pool", id: pool.into() })?;
         let r: PoolRecord =
             serde_json::from_str(&raw).map_err(|e| Error::State(format!("stored pool {pool:?} is unreadable: {e}")))?;
-        Ok(CloudPool { spec: r.spec, state: "active", creation_time: rfc3339(r.ctime) })
+        Ok(CloudPool {
+            spec: r.spec,
+            state: "active",
+            creation_time: rfc3339(r.ctime),
+            current_dedicated_nodes: None,
+            auto_scale_run: None,
+        })
+    }
+
+    /// A pool with its live node count and last autoscale evaluation.
+    pub async fn pool_status(&self, pool: &str) -> Result<CloudPool> {
+        let mut p = self.get_pool(pool).await?;
+        let nodes = self.list_nodes(pool).await?;
+        p.current_dedicated_nodes = Some(nodes.iter().filter(|n| n.state != NodeState::Offline).count() as u32);
+        p.auto_scale_run = self.last_autoscale(pool).await?;
+        Ok(p)
+    }
+
+    /// Turns autoscaling on (with a formula and an evaluation interval) or off.
+    pub async fn set_autoscale(
+        &self,
+        pool: &str,
+        formula: Option<&str>,
+        interval: Option<crate::model::IsoDuration>,
+    ) -> Result<CloudPool> {
+        let raw: Option<String> = redis::cmd("GET").arg(self.keys.pool(pool)).query_async(&mut self.con()).await?;
+        let raw = raw.ok_or_else(|| Error::NotFound { kind: "pool", id: pool.into() })?;
+        let mut r: PoolRecord =
+            serde_json::from_str(&raw).map_err(|e| Error::State(format!("stored pool {pool:?} is unreadable: {e}")))?;
+        r.spec.enable_auto_scale = Some(formula.is_some());
+        r.spec.auto_scale_formula = formula.map(str::to_string);
+        r.spec.auto_scale_evaluation_interval = interval.or(r.spec.auto_scale_evaluation_interval);
+        r.spec.target_dedicated_nodes = None;
+        r.spec.validate()?;
+        let record = serde_json::to_string(&r).unwrap_or_default();
+        let _: () = redis::cmd("SET").arg(self.keys.pool(pool)).arg(record).query_async(&mut self.con()).await?;
+        self.pool_status(pool).await
     }
 
     /// Every pool of the account, sorted by id.
@@ -67,6 +104,9 @@ impl StatusStore {
             .atomic()
             .cmd("DEL")
             .arg(self.keys.pool(pool))
+            .cmd("UNLINK")
+            .arg(&["samples", "autoscale", "jobs"].map(|p| self.keys.pool_part(pool, p)))
+            .ignore()
             .cmd("SREM")
             .arg(self.keys.pools())
             .arg(pool)

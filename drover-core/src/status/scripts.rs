@@ -62,6 +62,18 @@ local function release(pfx, J, T, blocks, out)
   redis.call('SREM', pfx .. 'job:' .. J .. ':parents', T)
 end
 
+-- Ends an active job: `completed`, or `terminating` while tasks of it still run (their nodes
+-- kill them; the last one to end completes the job). Returns the new state.
+local function end_job(job, now, reason)
+  local st = 'completed'
+  if tonumber(redis.call('HGET', job, 'running') or '0') > 0 then st = 'terminating' end
+  redis.call('HSET', job, 'state', st, 'stime', now, 'reason', reason)
+  local f = redis.call('HMGET', job, 'pj', 'id')
+  if f[1] and f[2] then redis.call('SREM', f[1], f[2]) end
+  if st == 'completed' then redis.call('HSET', job, 'end', now) end
+  return st
+end
+
 -- Task T reached `completed` (exactly once) from `from` ('active' or 'running'): count it,
 -- release its dependents, free its slot, and end the job if onAllTasksComplete says so.
 local function finish(job, pfx, J, T, from, slots, success, blocks, out, now)
@@ -75,18 +87,8 @@ local function finish(job, pfx, J, T, from, slots, success, blocks, out, now)
   if from ~= 'active' then freed(job, pfx, J, out, now) end
   local f = redis.call('HMGET', job, 'onAll', 'state', 'active', 'running')
   if f[1] == '1' and f[2] == 'active' and tonumber(f[3]) <= 0 and tonumber(f[4]) <= 0 then
-    redis.call('HSET', job, 'state', 'completed', 'stime', now, 'end', now, 'reason', 'AllTasksComplete')
+    end_job(job, now, 'AllTasksComplete')
   end
-end
-
--- Ends an active job: `completed`, or `terminating` while tasks of it still run (their nodes
--- kill them; the last one to end completes the job). Returns the new state.
-local function end_job(job, now, reason)
-  local st = 'completed'
-  if tonumber(redis.call('HGET', job, 'running') or '0') > 0 then st = 'terminating' end
-  redis.call('HSET', job, 'state', st, 'stime', now, 'reason', reason)
-  if st == 'completed' then redis.call('HSET', job, 'end', now) end
-  return st
 end
 
 -- Appends the outbox of T's transition to a reply (the caller publishes it, then clears it).
@@ -396,7 +398,7 @@ pub(super) fn all() -> [&'static Lua; 8] {
     [&CREATE_TASKS, &START_TASK, &RUN_TASK, &COMPLETE_TASK, &RELEASE_TASK, &TERMINATE_TASK, &CREATE_JOB, &TERMINATE_JOB]
 }
 
-/// KEYS: job, jobs set, pool; ARGV: job id, spec, now, env JSON, job max retry, pool id,
+/// KEYS: job, jobs set, pool, the pool's set of active jobs; ARGV: job id, spec, now, env JSON, job max retry, pool id,
 /// exit actions (1 when onTaskFailure is performExitOptionsJobAction), uses dependencies (1|0),
 /// terminate when all tasks complete (1|0), maxParallelTasks (0: unlimited), priority,
 /// deadline in ms (0: none). `{'ok'}`, `{'nopool'}` or `{'dup'}`.
@@ -408,9 +410,11 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return {'dup'} end
 redis.call('HSET', KEYS[1], 'spec', ARGV[2], 'state', 'active', 'ctime', ARGV[3], 'stime', ARGV[3],
   'env', ARGV[4], 'maxRetry', ARGV[5], 'pool', ARGV[6], 'exitActions', ARGV[7],
   'deps', ARGV[8], 'onAll', ARGV[9], 'maxPar', ARGV[10], 'prio', ARGV[11], 'deadline', ARGV[12],
+  'id', ARGV[1], 'pj', KEYS[4],
   'active', 0, 'running', 0, 'completed', 0, 'succeeded', 0, 'failed', 0,
   's.active', 0, 's.running', 0, 's.completed', 0, 's.succeeded', 0, 's.failed', 0)
 redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[1])
 return {'ok'}
 "#,
     )

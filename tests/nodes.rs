@@ -1,0 +1,322 @@
+//! Pools and nodes on real services: node states and start tasks, requiredSlots, application
+//! packages, autoscale formulas, the systemd units, and autoscaling with the process actuator.
+
+#![allow(clippy::unwrap_used)]
+
+use drover_tests::{bin_dir, eventually, TestAccount};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+fn create_pool(acct: &mut TestAccount, spec: Value) {
+    let id = spec["id"].as_str().unwrap().to_string();
+    let file = acct.file(&format!("pool-{id}.json"), &spec.to_string());
+    acct.ok(&["pool", "create", "--json-file", file.to_str().unwrap()]);
+    acct.remember_pool(&id);
+}
+
+fn add_tasks(acct: &TestAccount, job: &str, tasks: &[Value]) {
+    let body: String = tasks.iter().map(|t| format!("{t}\n")).collect();
+    let file = acct.file(&format!("tasks-{job}.jsonl"), &body);
+    acct.ok(&["task", "create", "--job-id", job, "--json-file", file.to_str().unwrap()]);
+}
+
+async fn node_state(acct: &TestAccount, pool: &str, want: &str) -> Value {
+    let mut found = Value::Null;
+    eventually(Duration::from_secs(30), &format!("a node of {pool} is {want}"), || {
+        let nodes = acct.ok(&["node", "list", "--pool-id", pool]).json();
+        let hit = nodes.as_array().unwrap().iter().find(|n| n["state"] == want).cloned();
+        let ok = hit.is_some();
+        found = hit.unwrap_or(Value::Null);
+        async move { ok }
+    })
+    .await;
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_task_gates_the_node_and_nodes_show_their_tasks() {
+    let mut acct = TestAccount::new("starttask").await;
+    create_pool(
+        &mut acct,
+        json!({"id": "good", "taskSlotsPerNode": 2,
+        "startTask": {"commandLine": "/bin/sh -c 'sleep 1; echo ready > ../../started'", "waitForSuccess": true}}),
+    );
+    create_pool(
+        &mut acct,
+        json!({"id": "bad", "taskSlotsPerNode": 2,
+        "startTask": {"commandLine": "/bin/sh -c 'exit 4'", "maxTaskRetryCount": 1}}),
+    );
+    acct.start_worker("good", &[]);
+    acct.start_worker("bad", &[]);
+
+    let waiting = node_state(&acct, "good", "waitingForStartTask").await;
+    assert_eq!(waiting["startTaskInfo"]["state"], "running", "{waiting}");
+    let idle = node_state(&acct, "good", "idle").await;
+    assert_eq!(idle["startTaskInfo"]["result"], "success", "{idle}");
+    assert_eq!(idle["taskSlots"], 2);
+    assert_eq!(idle["nodeAgentInfo"]["version"], env!("CARGO_PKG_VERSION"));
+
+    let failed = node_state(&acct, "bad", "startTaskFailed").await;
+    let info = &failed["startTaskInfo"];
+    assert_eq!((info["exitCode"].as_i64(), info["retryCount"].as_i64()), (Some(4), Some(1)), "{failed}");
+    // A node whose start task failed takes no task: it does not even consume.
+    let ch = acct.channel().await;
+    let queue = drover_core::queue::Topology::new(acct.name()).pool_queue("bad");
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    let declared = ch.queue_declare(queue.into(), passive, Default::default()).await.unwrap();
+    assert_eq!(declared.consumer_count(), 0);
+
+    // A running task shows on its node.
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "good"]);
+    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "long", "--command-line", "/bin/sleep 600"]);
+    let running = node_state(&acct, "good", "running").await;
+    assert_eq!(running["recentTasks"], json!([{"jobId": "j", "taskId": "long", "taskState": "running"}]), "{running}");
+    let id = running["id"].as_str().unwrap();
+    let shown = acct.ok(&["node", "show", "--pool-id", "good", "--node-id", id]).json();
+    assert_eq!(shown["runningTaskSlotsCount"], 1);
+    let unknown = acct.drover(&["node", "show", "--pool-id", "good", "--node-id", "nope"]);
+    assert!(unknown.code == 1 && unknown.stderr.contains("nope"), "{unknown:?}");
+    acct.ok(&["task", "terminate", "--job-id", "j", "--task-id", "long"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_never_runs_more_slots_than_it_has() {
+    let mut acct = TestAccount::new("slots").await;
+    create_pool(&mut acct, json!({"id": "p", "taskSlotsPerNode": 4}));
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let too_big =
+        acct.file("big.json", &json!({"id": "big", "commandLine": "/bin/true", "requiredSlots": 5}).to_string());
+    let refused = acct.drover(&["task", "create", "--job-id", "j", "--json-file", too_big.to_str().unwrap()]);
+    assert!(refused.code == 1 && refused.stderr.contains("requiredSlots 5"), "{refused:?}");
+    let tasks: Vec<Value> = (0..12)
+        .map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/sleep 0.3", "requiredSlots": if n % 3 == 0 { 3 } else { 1 }}))
+        .collect();
+    add_tasks(&acct, "j", &tasks);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}");
+    let list = acct.ok(&["task", "list", "--job-id", "j"]).json();
+    let time = |t: &Value, k: &str| {
+        chrono::DateTime::parse_from_rfc3339(t["executionInfo"][k].as_str().unwrap()).unwrap().timestamp_millis()
+    };
+    let mut events: Vec<(i64, i64)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| {
+            let slots = t["requiredSlots"].as_i64().unwrap_or(1);
+            [(time(t, "startTime"), slots), (time(t, "endTime"), -slots)]
+        })
+        .collect();
+    events.sort_by_key(|(t, d)| (*t, *d));
+    let (mut used, mut most) = (0, 0);
+    for (_, d) in events {
+        used += d;
+        most = most.max(used);
+    }
+    assert!(most <= 4, "{most} slots in use at once on a 4-slot node");
+    let counts = acct.ok(&["job", "task-counts", "--job-id", "j"]).json();
+    assert_eq!(counts["taskSlotCounts"]["completed"], 20, "{counts}");
+}
+
+fn zip_package(path: &std::path::Path, script: &str) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let options = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    zip.start_file("bin/hello.sh", options).unwrap();
+    zip.write_all(script.as_bytes()).unwrap();
+    zip.finish().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn application_packages_are_unpacked_once_and_named_like_azure() {
+    let mut acct = TestAccount::new("apppkg").await;
+    create_pool(&mut acct, json!({"id": "p", "taskSlotsPerNode": 3}));
+    let v1 = acct.work_dir.join("tool-1.zip");
+    zip_package(&v1, "#!/bin/sh\necho tool one\n");
+    let src = acct.work_dir.join("v2src");
+    std::fs::create_dir_all(src.join("bin")).unwrap();
+    std::fs::write(src.join("bin/hello.sh"), "#!/bin/sh\necho tool two\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(src.join("bin/hello.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let v2 = acct.work_dir.join("tool-2.tar.gz");
+    let tar = std::process::Command::new("tar").arg("czf").arg(&v2).arg("-C").arg(&src).arg("bin").status().unwrap();
+    assert!(tar.success());
+    for (version, file) in [("1.0", &v1), ("2", &v2)] {
+        acct.ok(&[
+            "application",
+            "package",
+            "upload",
+            "--application-id",
+            "tool",
+            "--version",
+            version,
+            "--package-file",
+            file.to_str().unwrap(),
+        ]);
+    }
+    let bad = acct.drover(&[
+        "application",
+        "package",
+        "upload",
+        "--application-id",
+        "tool",
+        "--version",
+        "3",
+        "--package-file",
+        acct.file("x.rar", "x").to_str().unwrap(),
+    ]);
+    assert!(bad.code == 1 && bad.stderr.contains("--package-file"), "{bad:?}");
+    let apps = acct.ok(&["application", "list"]).json();
+    assert_eq!(apps[0]["defaultVersion"], "2", "{apps}");
+
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let mut tasks: Vec<Value> = (0..3)
+        .map(|n| {
+            json!({"id": format!("one{n}"), "commandLine": "/bin/sh -c '$AZ_BATCH_APP_PACKAGE_tool_1_0/bin/hello.sh'",
+            "applicationPackageReferences": [{"applicationId": "tool", "version": "1.0"}]})
+        })
+        .collect();
+    tasks.push(json!({"id": "default", "commandLine": "/bin/sh -c '$DROVER_APP_PACKAGE_tool/bin/hello.sh'",
+        "applicationPackageReferences": [{"applicationId": "tool"}]}));
+    tasks.push(json!({"id": "missing", "commandLine": "/bin/true",
+        "applicationPackageReferences": [{"applicationId": "tool", "version": "9"}]}));
+    add_tasks(&acct, "j", &tasks);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 1, "one task fails: {wait:?}");
+    for (task, expect) in [("one0", "tool one\n"), ("one2", "tool one\n"), ("default", "tool two\n")] {
+        let out = acct.work_dir.join(format!("{task}.out"));
+        acct.ok(&[
+            "task",
+            "file",
+            "download",
+            "--job-id",
+            "j",
+            "--task-id",
+            task,
+            "--file-path",
+            "stdout.txt",
+            "--destination",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), expect, "{task}");
+    }
+    let missing = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "missing"]).json();
+    let failure = &missing["executionInfo"]["failureInfo"];
+    assert_eq!(
+        (failure["category"].as_str(), failure["code"].as_str()),
+        (Some("userError"), Some("ApplicationPackageError"))
+    );
+    assert!(failure["message"].as_str().unwrap().contains("tool 9"), "{failure}");
+    let unpacked = acct.worker_logs().matches("application package unpacked").count();
+    assert_eq!(unpacked, 2, "each version once:\n{}", acct.worker_logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn formulas_evaluate_without_acting_and_errors_say_where() {
+    let mut acct = TestAccount::new("evaluate").await;
+    create_pool(&mut acct, json!({"id": "p", "taskSlotsPerNode": 4}));
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let tasks: Vec<Value> =
+        (0..10).map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/true", "requiredSlots": 2})).collect();
+    add_tasks(&acct, "j", &tasks);
+    let formula = "slots = $PendingTaskSlots.GetSample(1);\n$TargetDedicatedNodes = min(4, ceil(max(slots) / $TaskSlotsPerNode));\n$NodeDeallocationOption = taskcompletion;";
+    let run = acct.ok(&["pool", "autoscale", "evaluate", "--pool-id", "p", "--formula", formula]).json();
+    assert_eq!(run["targetDedicatedNodes"], 4, "20 pending slots / 4 per node, capped: {run}");
+    assert!(run["results"].as_str().unwrap().contains("$TargetDedicatedNodes=4"), "{run}");
+    assert_eq!(run["nodeDeallocationOption"], "taskcompletion");
+    let bad = acct.drover(&[
+        "pool",
+        "autoscale",
+        "evaluate",
+        "--pool-id",
+        "p",
+        "--formula",
+        "$TargetDedicatedNodes = max(1, ;",
+    ]);
+    assert!(bad.code == 1 && bad.stderr.contains("line 1, column 32"), "{bad:?}");
+    let refused =
+        acct.drover(&["pool", "autoscale", "enable", "--pool-id", "p", "--formula", "$TargetDedicatedNodes = mux(1)"]);
+    assert!(refused.code == 1 && refused.stderr.contains("mux"), "{refused:?}");
+    let pool = acct
+        .ok(&["pool", "autoscale", "enable", "--pool-id", "p", "--formula", formula, "--evaluation-interval", "PT5S"])
+        .json();
+    assert_eq!(pool["enableAutoScale"], true, "{pool}");
+    let pool = acct.ok(&["pool", "autoscale", "disable", "--pool-id", "p"]).json();
+    assert_eq!(pool["enableAutoScale"], false, "{pool}");
+}
+
+#[test]
+fn the_systemd_units_verify() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = std::env::temp_dir().join(format!("drover-units-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The units name the installed binaries; check them against the ones just built.
+    let bins = bin_dir();
+    for unit in ["drover-worker@.service", "drover-monitor.service"] {
+        let text = std::fs::read_to_string(root.join("deploy/systemd").join(unit)).unwrap();
+        std::fs::write(dir.join(unit), text.replace("/usr/local/bin/", &format!("{}/", bins.display()))).unwrap();
+    }
+    for unit in ["drover-worker@render-1.service", "drover-monitor.service"] {
+        let out = std::process::Command::new("systemd-analyze").arg("verify").arg(dir.join(unit)).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+        // Lines about other units (systemd-analyze loads their dependencies) are not ours.
+        let ours: Vec<&str> = said.lines().filter(|l| l.contains("drover")).collect();
+        assert!(out.status.success() && ours.is_empty(), "{unit}: {said}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_autoscaler_follows_the_backlog_from_zero_to_four_and_back() {
+    let mut acct = TestAccount::new("autoscale").await;
+    // Four slots a node, at most four nodes; back to zero after five seconds without work.
+    let formula = "pending = max($PendingTaskSlots.GetSample(5));\n\
+                   $TargetDedicatedNodes = min(4, ceil(pending / $TaskSlotsPerNode));\n\
+                   $NodeDeallocationOption = taskcompletion;";
+    create_pool(
+        &mut acct,
+        json!({"id": "p", "taskSlotsPerNode": 4, "enableAutoScale": true,
+        "autoScaleFormula": formula, "autoScaleEvaluationInterval": "PT1S"}),
+    );
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    acct.start_monitor();
+    let store = acct.store().await;
+    let tasks: Vec<Value> = (0..200).map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/sleep 1"})).collect();
+    add_tasks(&acct, "j", &tasks);
+    let backlog = Instant::now();
+    let (mut first, mut fourth) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fourth.is_none() && Instant::now() < deadline {
+        let n = store.list_nodes("p").await.unwrap().len();
+        if n >= 1 && first.is_none() {
+            first = Some(backlog.elapsed());
+        }
+        if n >= 4 {
+            fourth = Some(backlog.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (Some(first), Some(fourth)) = (first, fourth) else { panic!("never reached 4 nodes\n{}", acct.worker_logs()) };
+    println!("autoscale: backlog of 200 tasks -> first node after {first:?}, fourth after {fourth:?}");
+    assert!(fourth < Duration::from_secs(30), "{fourth:?}");
+
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "120"]);
+    assert_eq!(wait.code, 0, "{wait:?}");
+    let idle = Instant::now();
+    eventually(Duration::from_secs(40), "the pool is back to zero nodes", || async {
+        store.list_nodes("p").await.unwrap().is_empty()
+    })
+    .await;
+    println!("autoscale: back to 0 nodes {:?} after the last task", idle.elapsed());
+    // No task was killed or handed back by the scale-down.
+    let list = acct.ok(&["task", "list", "--job-id", "j"]).json();
+    for t in list.as_array().unwrap() {
+        assert_eq!(t["executionInfo"]["requeueCount"], 0, "{t}");
+        assert_eq!(t["executionInfo"]["result"], "success", "{t}");
+    }
+    let pool = acct.ok(&["pool", "show", "--pool-id", "p"]).json();
+    assert_eq!(pool["autoScaleRun"]["targetDedicatedNodes"], 0, "{pool}");
+    assert_eq!(pool["currentDedicatedNodes"], 0);
+}
