@@ -139,9 +139,17 @@ pub async fn run(
     ctx.store.join_pool(&join).await?;
     tracing::info!(pool = %ctx.options.pool_id, node = %ctx.options.node_id, slots, "node joined the pool");
     let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
-    let usable = match &pool.spec.start_task {
-        Some(task) => start::run(&ctx, task, &shutdown).await,
-        None => true,
+    let root = ctx.options.work_dir.join(&ctx.config.account);
+    let usable = match tokio::fs::create_dir_all(&root).await {
+        Err(e) => {
+            tracing::error!(dir = %root.display(), error = %e, "the work directory is unusable: this node takes no task");
+            ctx.set_state(NodeState::Unusable).await;
+            false
+        }
+        Ok(()) => match &pool.spec.start_task {
+            Some(task) => start::run(&ctx, task, &shutdown).await,
+            None => true,
+        },
     };
     if usable {
         ctx.set_state(NodeState::Idle).await;
@@ -164,7 +172,8 @@ pub async fn run(
     if usable {
         consume(&ctx, &tracker, &shutdown).await;
     } else {
-        // A node whose start task failed takes no task; it stays, visible, until stopped.
+        // A node whose start task failed (or that is unusable) takes no task; it stays, visible,
+        // until stopped.
         shutdown.cancelled().await;
     }
     systemd::stopping();
