@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the local services drover needs are installed and running:
-#   RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379, s3s-fs (S3) on 127.0.0.1:9014.
+#   RabbitMQ on 127.0.0.1:5672 (with its management API on 15672), Redis on 127.0.0.1:6379,
+#   s3s-fs (S3) on 127.0.0.1:9014; installs Prometheus (not started: the tests run their own).
 # Idempotent: installs only what is absent, starts only what is not running, and
 # leaves everything running when it exits. Meant to be executed (not sourced) as
 # root on Debian with the Rust toolchain; `source scripts/env.sh` afterwards for
@@ -54,14 +55,20 @@ if command -v flock >/dev/null 2>&1; then
 fi
 
 # ---- install what is absent ------------------------------------------------
-if ! command -v rabbitmq-server >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
-  command -v apt-get >/dev/null 2>&1 || die "rabbitmq-server/redis-server missing and apt-get is not available; install them by hand"
-  echo "services: installing rabbitmq-server and redis-server with apt-get" >&2
+# Debian packages: the broker, Redis, and Prometheus (with promtool) for the monitor's tests.
+missing=()
+command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
+if ((${#missing[@]} > 0)); then
+  command -v apt-get >/dev/null 2>&1 || die "${missing[*]} missing and apt-get is not available; install them by hand"
+  echo "services: installing ${missing[*]} with apt-get" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update >&2 || die "apt-get update failed"
-  run_clean apt-get install -y rabbitmq-server redis-server >&2 || die "apt-get install rabbitmq-server redis-server failed"
-  command -v rabbitmq-server >/dev/null 2>&1 || die "rabbitmq-server still not found after apt-get install"
-  command -v redis-server >/dev/null 2>&1 || die "redis-server still not found after apt-get install"
+  run_clean apt-get install -y --no-install-recommends "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
+  for cmd in rabbitmq-server redis-server prometheus promtool; do
+    command -v "$cmd" >/dev/null 2>&1 || die "$cmd still not found after apt-get install"
+  done
 fi
 
 S3S_FS="$(command -v s3s-fs 2>/dev/null || true)"
@@ -108,6 +115,13 @@ else
     die "rabbitmq did not accept connections on 127.0.0.1:5672 within ${RABBITMQ_WAIT_SECS}s (see /var/log/rabbitmq/)"
   }
   echo "rabbitmq: running (started)"
+fi
+
+# The management plugin gives drover-monitor the queues' unacked counts (its HTTP API on
+# 127.0.0.1:15672). Enabling it is idempotent and takes effect on the running node.
+if ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_management; then
+  timeout 60 rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1 \
+    || echo "rabbitmq: could not enable rabbitmq_management (drover-monitor then reads queues over AMQP)" >&2
 fi
 
 # ---- S3 (s3s-fs) -----------------------------------------------------------

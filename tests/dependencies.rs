@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use drover_core::model::task::{FailureInfo, TaskResult};
+use drover_core::model::task::FailureInfo;
 use drover_core::model::{JobAddParameter, PoolAddParameter, TaskAddParameter, TaskMessage};
 use drover_core::status::{Completion, Outcome, Start, StatusStore};
 use drover_tests::TestAccount;
@@ -16,10 +16,9 @@ fn task(v: serde_json::Value) -> TaskAddParameter {
 
 fn outcome(success: bool) -> Outcome {
     if success {
-        Outcome { exit_code: Some(0), result: TaskResult::Success, failure: None, retryable: false }
+        Outcome::success()
     } else {
-        let failure = Some(FailureInfo::user("FailureExitCode", "exit 1"));
-        Outcome { exit_code: Some(1), result: TaskResult::Failure, failure, retryable: false }
+        Outcome { retryable: false, ..Outcome::failed(FailureInfo::user("FailureExitCode", "exit 1"), Some(1)) }
     }
 }
 

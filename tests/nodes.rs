@@ -281,7 +281,8 @@ async fn the_autoscaler_follows_the_backlog_from_zero_to_four_and_back() {
         "autoScaleFormula": formula, "autoScaleEvaluationInterval": "PT1S"}),
     );
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
-    acct.start_monitor();
+    let listen = format!("127.0.0.1:{}", drover_tests::free_port());
+    acct.start_monitor(&["--listen", &listen]);
     let store = acct.store().await;
     let tasks: Vec<Value> = (0..200).map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/sleep 1"})).collect();
     add_tasks(&acct, "j", &tasks);

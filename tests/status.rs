@@ -15,7 +15,7 @@ fn task(id: &str, retries: i32) -> TaskAddParameter {
 }
 
 fn success() -> Outcome {
-    Outcome { exit_code: Some(0), result: TaskResult::Success, failure: None, retryable: false }
+    Outcome::success()
 }
 
 /// Pool `p`, job `j` and its task `t` (with `retries`) in the account's store.
@@ -73,12 +73,7 @@ async fn a_stale_attempt_cannot_record_its_outcome() {
 async fn a_failure_with_retries_left_goes_back_to_active() {
     let acct = TestAccount::new("retry").await;
     let store = job_with_one_task(&acct, 1).await;
-    let failure = Outcome {
-        exit_code: Some(1),
-        result: TaskResult::Failure,
-        failure: Some(FailureInfo::user("FailureExitCode", "exit 1")),
-        retryable: true,
-    };
+    let failure = Outcome::failed(FailureInfo::user("FailureExitCode", "exit 1"), Some(1));
     let Start::Started { attempt, .. } = store.start_task(&TaskMessage::new("j", "t", false), "n1").await.unwrap()
     else {
         panic!()

@@ -1,7 +1,9 @@
-//! `drover-monitor`: the autoscaler (and, with the monitor issue, the Prometheus exporter).
+//! `drover-monitor`: the Prometheus exporter (`/metrics`) and the autoscaler.
 
 mod actuator;
 mod autoscaler;
+mod http;
+mod metrics;
 
 use actuator::{Actuator, Processes, Systemd};
 use clap::Parser;
@@ -24,7 +26,13 @@ enum ActuatorKind {
 struct Cli {
     #[command(flatten)]
     config: Config,
-    /// Scale the pools that set enableAutoScale (or targetDedicatedNodes).
+    /// Where to serve /metrics (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    listen: std::net::SocketAddr,
+    /// The RabbitMQ management API, for unacked counts (without it, queues are read over AMQP).
+    #[arg(long, env = "DROVER_RABBITMQ_API", default_value = "http://guest:guest@127.0.0.1:15672/")]
+    rabbitmq_api: String,
+    /// Also scale the pools that set enableAutoScale (or targetDedicatedNodes).
     #[arg(long)]
     autoscale: bool,
     /// How workers are started and stopped.
@@ -53,10 +61,9 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     cli.config.validate()?;
-    if !cli.autoscale {
-        anyhow::bail!("nothing to do: give --autoscale (the Prometheus exporter arrives with the monitor issue)");
-    }
     let store = StatusStore::connect(&cli.config).await?;
+    let api = Some(cli.rabbitmq_api.clone()).filter(|a| !a.is_empty());
+    let exporter = std::sync::Arc::new(metrics::Exporter::new(store.clone(), cli.config.clone(), api)?);
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let actuator = match cli.actuator {
         ActuatorKind::Process => {
@@ -84,7 +91,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         signals.cancel();
     });
-    tracing::info!(actuator = ?cli.actuator, "autoscaler started");
-    autoscaler::run(store, actuator, shutdown).await;
-    Ok(())
+    let server = tokio::spawn(http::serve(cli.listen, exporter, shutdown.clone()));
+    if cli.autoscale {
+        tracing::info!(actuator = ?cli.actuator, "autoscaler started");
+        autoscaler::run(store, actuator, shutdown.clone()).await;
+    }
+    match server.await {
+        Ok(result) => result,
+        Err(e) => Err(anyhow::anyhow!("the metrics server stopped: {e}")),
+    }
 }

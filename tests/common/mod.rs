@@ -179,10 +179,11 @@ impl TestAccount {
         pid
     }
 
-    /// Starts `drover-monitor --autoscale` with the process actuator (its workers live under
+    /// Starts `drover-monitor --autoscale` (plus `extra` flags; give each test its own
+    /// `--listen`) with the process actuator (its workers live under
     /// `<work dir>/autoscaled`); it is killed when the account is cleaned up, and its workers
     /// leave when it dies.
-    pub fn start_monitor(&mut self) -> u32 {
+    pub fn start_monitor(&mut self, extra: &[&str]) -> u32 {
         let n = self.workers.len();
         let log = std::fs::File::create(self.work_dir.join(format!("worker-{n}.log"))).unwrap();
         let mut cmd = Command::new(bin_dir().join("drover-monitor"));
@@ -190,6 +191,7 @@ impl TestAccount {
         cmd.args(["--autoscale", "--actuator", "process"])
             .arg("--work-dir")
             .arg(self.work_dir.join("autoscaled"))
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -350,6 +352,11 @@ impl Drop for TestAccount {
         });
         let _ = cleanup.join();
     }
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
 /// Polls `check` every 100 ms until it holds, failing the test with `what` after `limit`.

@@ -26,6 +26,18 @@ pub enum NodeState {
 }
 
 impl NodeState {
+    /// Every state.
+    pub const ALL: [NodeState; 8] = [
+        NodeState::Starting,
+        NodeState::WaitingForStartTask,
+        NodeState::StartTaskFailed,
+        NodeState::Idle,
+        NodeState::Running,
+        NodeState::LeavingPool,
+        NodeState::Offline,
+        NodeState::Unusable,
+    ];
+
     /// The state's name on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,18 +54,7 @@ impl NodeState {
 
     /// Parses a stored state name.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            NodeState::Starting,
-            NodeState::WaitingForStartTask,
-            NodeState::StartTaskFailed,
-            NodeState::Idle,
-            NodeState::Running,
-            NodeState::LeavingPool,
-            NodeState::Offline,
-            NodeState::Unusable,
-        ]
-        .into_iter()
-        .find(|n| n.as_str() == s)
+        NodeState::ALL.into_iter().find(|n| n.as_str() == s)
     }
 }
 

@@ -214,7 +214,7 @@ fn task_dir(ctx: &NodeContext, msg: &TaskMessage) -> std::path::PathBuf {
 }
 
 fn failed(failure: FailureInfo, exit_code: Option<i32>) -> Outcome {
-    Outcome { exit_code, result: TaskResult::Failure, failure: Some(failure), retryable: true }
+    Outcome::failed(failure, exit_code)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -239,11 +239,15 @@ async fn execute(
         }
     };
     let mut package_env = Vec::new();
+    let mut staged_in = 0;
     if msg.stage {
         for (i, rf) in spec.resource_files.iter().enumerate() {
-            if let Err(e) = ctx.staging.stage_in(rf, &wd).await {
-                let failure = FailureInfo::user("ResourceFileDownloadError", format!("resourceFiles[{i}]: {e}"));
-                return Run::Ended(failed(failure, None));
+            match ctx.staging.stage_in(rf, &wd).await {
+                Ok(n) => staged_in += n,
+                Err(e) => {
+                    let failure = FailureInfo::user("ResourceFileDownloadError", format!("resourceFiles[{i}]: {e}"));
+                    return Run::Ended(Outcome { staged_in, ..failed(failure, None) });
+                }
             }
         }
         match super::packages::install(ctx, &spec.application_package_references).await {
@@ -285,9 +289,7 @@ async fn execute(
         wall_clock: spec.constraints.as_ref().and_then(|c| c.max_wall_clock_time).map(|d| d.0),
     };
     let mut outcome = match process::run(process, kill).await {
-        Ok(Exit::Code(0)) => {
-            Outcome { exit_code: Some(0), result: TaskResult::Success, failure: None, retryable: false }
-        }
+        Ok(Exit::Code(0)) => Outcome::success(),
         Ok(Exit::Code(code)) => {
             failed(FailureInfo::user("FailureExitCode", format!("the task exited with code {code}")), Some(code))
         }
@@ -314,9 +316,11 @@ async fn execute(
         }
     }
     let success = outcome.result == TaskResult::Success;
-    if let Err(e) = stage_out(ctx, msg, spec, task_dir, &wd, &std_files, success).await {
-        outcome = failed(FailureInfo::user("FileUploadError", e.to_string()), outcome.exit_code);
+    match stage_out(ctx, msg, spec, task_dir, &wd, &std_files, success).await {
+        Ok(n) => outcome.staged_out = n,
+        Err(e) => outcome = failed(FailureInfo::user("FileUploadError", e.to_string()), outcome.exit_code),
     }
+    outcome.staged_in = staged_in;
     Run::Ended(outcome)
 }
 

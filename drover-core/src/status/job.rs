@@ -201,6 +201,9 @@ impl StatusStore {
                 Err(_) => continue,
             };
             let parents = stored_parents(id, &record.spec);
+            if parents.is_empty() {
+                continue;
+            }
             let mut pipe = redis::pipe();
             for p in &parents {
                 pipe.cmd("EXISTS").arg(self.keys.dep_list(job, p)).cmd("EXISTS").arg(self.keys.task(job, p));
@@ -282,6 +285,9 @@ impl StatusStore {
     /// For each job: active, running, active slots, running slots, and held tasks (waiting or
     /// blocked by their dependencies), in one round trip.
     pub async fn job_backlogs(&self, jobs: &[String]) -> Result<Vec<[u64; 5]>> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
         let mut pipe = redis::pipe();
         for j in jobs {
             pipe.cmd("HMGET").arg(self.keys.job(j)).arg(&["active", "running", "s.active", "s.running"][..]);
@@ -402,7 +408,8 @@ return 1
             let keys: Vec<String> = parents.iter().map(|p| self.keys.dep_list(job, p)).collect();
             let _: () = redis::cmd("UNLINK").arg(keys).query_async(&mut self.con()).await?;
         }
-        let parts = ["wait", "blocked", "parked", "parkedmsg", "killed", "nodes"].map(|p| self.keys.job_part(job, p));
+        let parts =
+            ["wait", "blocked", "parked", "parkedmsg", "killed", "nodes", "queued"].map(|p| self.keys.job_part(job, p));
         let _: () = redis::pipe()
             .atomic()
             .cmd("UNLINK")

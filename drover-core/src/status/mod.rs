@@ -19,6 +19,10 @@
 //!   pool, host, slots, version, state, running tasks and start task, written by the node.
 //! - `drover:A:apps` set of application ids; `drover:A:app:X` hash: `v:<version>` -> the
 //!   package's JSON, `default` -> the default version.
+//! - `drover:A:pool:P:stats` hash of monotonic counters the transitions keep for the monitor:
+//!   `done.success`, `done.failure.<code>`, `retries`, `requeues`, `bytes.in`, `bytes.out`, and
+//!   the `dur.*` / `wait.*` histograms (`b<i>` per bucket, `sum` in ms, `count`).
+//! - `drover:A:job:J:queued` sorted set of the job's tasks waiting in the queue, by since when.
 //! - `drover:A:node:N` node N's work directory; `drover:A:node:N:alive` present while node N
 //!   heartbeats (a short TTL).
 
@@ -27,11 +31,14 @@ mod job;
 mod node;
 mod pool;
 mod scripts;
+mod stats;
 mod task;
 
 pub use application::{Application, PackageVersion};
 pub use job::Watch;
 pub use node::{NodeBeat, NodeJoin};
+pub use scripts::BUCKETS_MS;
+pub use stats::{Histogram, PoolStats};
 pub use task::{terminated_failure, Completion, Outcome, Start, TaskRecord, Termination};
 
 use crate::{Config, Result};

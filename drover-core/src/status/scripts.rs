@@ -8,6 +8,13 @@
 use redis::Script;
 use std::sync::LazyLock;
 
+/// The upper bounds (ms) of the duration and queue-wait histograms the scripts keep per pool;
+/// one more bucket holds what is above the last.
+pub const BUCKETS_MS: [u64; 18] = [
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000,
+    3_600_000,
+];
+
 /// Shared Lua helpers, prepended to every script. `pfx` is the account's key prefix
 /// (`drover:A:`), `J` a job id, `T` a task id; `out` is the list of task messages (JSON) the
 /// caller must publish before it acks, because the transition made those tasks runnable.
@@ -21,6 +28,35 @@ local function move(job, from, to, slots)
     redis.call('HINCRBY', job, to, 1)
     redis.call('HINCRBY', job, 's.' .. to, slots)
   end
+end
+
+-- The key of the job's pool statistics: monotonic counters for the monitor (completions by
+-- result and failure code, retries, requeues, bytes staged, duration and queue-wait histograms).
+local function stats(job, pfx)
+  local pool = redis.call('HGET', job, 'pool')
+  if pool then return pfx .. 'pool:' .. pool .. ':stats' end
+  return nil
+end
+
+local function observe(key, name, ms)
+  if not key or not ms or ms < 0 then return end
+  local i = #BUCKETS + 1
+  for b = 1, #BUCKETS do
+    if ms <= BUCKETS[b] then i = b; break end
+  end
+  redis.call('HINCRBY', key, name .. '.b' .. i, 1)
+  redis.call('HINCRBY', key, name .. '.sum', math.floor(ms))
+  redis.call('HINCRBY', key, name .. '.count', 1)
+end
+
+local function count(job, pfx, name, n)
+  local key = stats(job, pfx)
+  if key and n ~= 0 then redis.call('HINCRBY', key, name, n) end
+end
+
+-- A task waits in the queue from `since` (ms): the job's queued set gives the oldest one.
+local function queued(pfx, J, T, since)
+  redis.call('ZADD', pfx .. 'job:' .. J .. ':queued', since, T)
 end
 
 -- A task of the job left the running states: one parked task (maxParallelTasks) may start, and
@@ -43,7 +79,7 @@ end
 -- Parent T completed: each task waiting on it is blocked, or has one parent fewer to wait for
 -- and is released (into `out`) when that was the last. Runs once per parent, in the script that
 -- completes it, so a redelivered parent releases nothing twice. O(dependents of T).
-local function release(pfx, J, T, blocks, out)
+local function release(pfx, J, T, blocks, out, now)
   local dl = pfx .. 'dep:' .. J .. ':' .. T
   local wk, bk = pfx .. 'job:' .. J .. ':wait', pfx .. 'job:' .. J .. ':blocked'
   for _, e in ipairs(redis.call('LRANGE', dl, 0, -1)) do
@@ -55,6 +91,7 @@ local function release(pfx, J, T, blocks, out)
       elseif redis.call('HINCRBY', wk, C, -1) <= 0 then
         redis.call('HDEL', wk, C)
         redis.call('RPUSH', out, e)
+        queued(pfx, J, C, now)
       end
     end
   end
@@ -74,16 +111,28 @@ local function end_job(job, now, reason)
   return st
 end
 
--- Task T reached `completed` (exactly once) from `from` ('active' or 'running'): count it,
--- release its dependents, free its slot, and end the job if onAllTasksComplete says so.
-local function finish(job, pfx, J, T, from, slots, success, blocks, out, now)
+-- Task T (its record `r`) reached `completed` (exactly once) from `from` ('active' or
+-- 'running'): count it, release its dependents, free its slot, and end the job if
+-- onAllTasksComplete says so.
+local function finish(job, pfx, J, T, from, r, success, blocks, out, now)
+  local slots = r.slots or 1
   move(job, from, 'completed', slots)
-  local r = 'failed'
-  if success then r = 'succeeded' end
-  redis.call('HINCRBY', job, r, 1)
-  redis.call('HINCRBY', job, 's.' .. r, slots)
+  local res = 'failed'
+  if success then res = 'succeeded' end
+  redis.call('HINCRBY', job, res, 1)
+  redis.call('HINCRBY', job, 's.' .. res, slots)
+  local sk = stats(job, pfx)
+  if sk then
+    if success then
+      redis.call('HINCRBY', sk, 'done.success', 1)
+    else
+      redis.call('HINCRBY', sk, 'done.failure.' .. ((r.fail and r.fail.code) or 'Unknown'), 1)
+    end
+    if from ~= 'active' and r.start then observe(sk, 'dur', now - r.start) end
+  end
+  if from == 'active' then redis.call('ZREM', pfx .. 'job:' .. J .. ':queued', T) end
   redis.call('SREM', pfx .. 'job:' .. J .. ':killed', T)
-  if redis.call('HGET', job, 'deps') == '1' then release(pfx, J, T, blocks, out) end
+  if redis.call('HGET', job, 'deps') == '1' then release(pfx, J, T, blocks, out, now) end
   if from ~= 'active' then freed(job, pfx, J, out, now) end
   local f = redis.call('HMGET', job, 'onAll', 'state', 'active', 'running')
   if f[1] == '1' and f[2] == 'active' and tonumber(f[3]) <= 0 and tonumber(f[4]) <= 0 then
@@ -106,11 +155,12 @@ pub(super) struct Lua {
 }
 
 fn script(body: &str) -> Lua {
-    let source = format!("{PRELUDE}\n{body}");
+    let buckets = BUCKETS_MS.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let source = format!("local BUCKETS = {{{buckets}}}\n{PRELUDE}\n{body}");
     Lua { script: Script::new(&source), source }
 }
 
-/// KEYS: job, job task list, task keys...; ARGV: pfx, J, then per task: id, record, slots,
+/// KEYS: job, job task list, task keys...; ARGV: pfx, J, now, then per task: id, record, slots,
 /// its message (JSON, kept for when it is released), parent count, parent ids.... Adds every task or none: `{'ok', n, held ids...}`
 /// (held: waiting on, or blocked by, their parents; not to be published), `{'nojob'}`,
 /// `{'jobstate', state}`, `{'dup', id}`.
@@ -121,9 +171,9 @@ local job, list = KEYS[1], KEYS[2]
 local st = redis.call('HGET', job, 'state')
 if not st then return {'nojob'} end
 if st ~= 'active' then return {'jobstate', st} end
-local pfx, J = ARGV[1], ARGV[2]
+local pfx, J, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local n = #KEYS - 2
-local tasks, c = {}, 3
+local tasks, c = {}, 4
 for i = 1, n do
   local np = tonumber(ARGV[c + 4])
   tasks[i] = {id = ARGV[c], rec = ARGV[c + 1], slots = tonumber(ARGV[c + 2]), msg = ARGV[c + 3], np = np, p0 = c + 5}
@@ -159,7 +209,11 @@ for i = 1, n do
     elseif wait > 0 then
       redis.call('HSET', wk, t.id, wait)
       reply[#reply + 1] = t.id
+    else
+      queued(pfx, J, t.id, now)
     end
+  else
+    queued(pfx, J, t.id, now)
   end
 end
 redis.call('HINCRBY', job, 'active', n)
@@ -213,7 +267,7 @@ if jst ~= 'active' then
     r.fail = {category = 'userError', code = 'TaskTerminated',
       message = 'the task was terminated: its job ended while the node running it was lost'}
     redis.call('SET', KEYS[1], cjson.encode(r))
-    finish(job, pfx, J, T, 'running', r.slots or 1, false, true, out, now)
+    finish(job, pfx, J, T, 'running', r, false, true, out, now)
   end
   return {'inactive', jst}
 end
@@ -232,6 +286,7 @@ if from == 'preparing' or from == 'running' then
   -- the node that ran this attempt is gone: take the task over, unless its nodes keep dying
   r.requeue = (r.requeue or 0) + 1
   r.lost = (r.lost or 0) + 1
+  count(job, pfx, 'requeues', 1)
   if r.lost >= tonumber(ARGV[5]) then
     r.prev = from
     r.state = 'completed'
@@ -242,13 +297,17 @@ if from == 'preparing' or from == 'running' then
     r.fail = {category = 'serverError', code = 'NodeLostRepeatedly',
       message = 'the node running the task was lost ' .. r.lost .. ' times (a poison task?); it is not run again'}
     redis.call('SET', KEYS[1], cjson.encode(r))
-    finish(job, pfx, J, T, 'running', r.slots or 1, false, true, out, now)
+    finish(job, pfx, J, T, 'running', r, false, true, out, now)
     return with_outbox({'poison', tostring(r.lost), prio}, out)
   end
 elseif tonumber(jf[3] or '0') > 0 and tonumber(jf[5] or '0') >= tonumber(jf[3]) then
   local p = pfx .. 'job:' .. J .. ':parked'
   if redis.call('HSETNX', p .. 'msg', T, ARGV[9]) == 1 then redis.call('RPUSH', p, T) end
   return {'parked'}
+end
+if from == 'active' then
+  observe(stats(job, pfx), 'wait', now - (r.stime or now))
+  redis.call('ZREM', pfx .. 'job:' .. J .. ':queued', T)
 end
 r.attempt = (r.attempt or 0) + 1
 r.prev = from
@@ -286,7 +345,8 @@ return {'ok'}
 });
 
 /// KEYS: task, job; ARGV: attempt, now, exit code ('' if none), result, failure JSON ('' if none),
-/// retryable (1|0), blocks dependents (1|0), pfx, J, T. Ends the attempt: `{'completed', outbox...}`,
+/// retryable (1|0), blocks dependents (1|0), pfx, J, T, bytes staged in, bytes staged out. Ends
+/// the attempt: `{'completed', outbox...}`,
 /// `{'retry', retryCount, outbox...}` (back to active; the caller publishes it again), or
 /// `{'stale'}` (a newer attempt owns the task).
 pub(super) static COMPLETE_TASK: LazyLock<Lua> = LazyLock::new(|| {
@@ -308,19 +368,23 @@ r.exit = tonumber(ARGV[3])
 if ARGV[5] ~= '' then r.fail = cjson.decode(ARGV[5]) else r.fail = nil end
 r['end'] = now
 r.result = ARGV[4]
+count(job, pfx, 'bytes.in', tonumber(ARGV[11]) or 0)
+count(job, pfx, 'bytes.out', tonumber(ARGV[12]) or 0)
 local max = r.maxRetry or 0
 if ARGV[4] == 'failure' and ARGV[6] == '1' and (max < 0 or (r.retry or 0) < max) then
   r.retry = (r.retry or 0) + 1
   r.state = 'active'
   redis.call('SET', KEYS[1], cjson.encode(r))
   move(job, 'running', 'active', slots)
+  count(job, pfx, 'retries', 1)
+  queued(pfx, J, T, now)
   freed(job, pfx, J, out, now)
   return with_outbox({'retry', tostring(r.retry)}, out)
 end
 r.state = 'completed'
 if ARGV[7] == '1' then r.dblk = 1 end
 redis.call('SET', KEYS[1], cjson.encode(r))
-finish(job, pfx, J, T, 'running', slots, ARGV[4] == 'success', ARGV[7] == '1', out, now)
+finish(job, pfx, J, T, 'running', r, ARGV[4] == 'success', ARGV[7] == '1', out, now)
 return with_outbox({'completed'}, out)
 "#,
     )
@@ -345,6 +409,8 @@ r.stime = tonumber(ARGV[2])
 r.requeue = (r.requeue or 0) + 1
 redis.call('SET', KEYS[1], cjson.encode(r))
 move(KEYS[2], 'running', 'active', r.slots or 1)
+count(KEYS[2], pfx, 'requeues', 1)
+queued(pfx, J, T, tonumber(ARGV[2]))
 freed(KEYS[2], pfx, J, out, ARGV[2])
 return with_outbox({'ok'}, out)
 "#,
@@ -387,7 +453,7 @@ r.result = 'failure'
 r.fail = cjson.decode(ARGV[6])
 if ARGV[7] == '1' then r.dblk = 1 end
 redis.call('SET', KEYS[1], cjson.encode(r))
-finish(job, pfx, J, T, from, r.slots or 1, false, ARGV[7] == '1', out, now)
+finish(job, pfx, J, T, from, r, false, ARGV[7] == '1', out, now)
 return with_outbox({'ok', redis.call('HGET', job, 'prio') or '0'}, out)
 "#,
     )

@@ -178,6 +178,35 @@ pub struct Outcome {
     pub failure: Option<FailureInfo>,
     /// Whether the failure may be retried under `maxTaskRetryCount`.
     pub retryable: bool,
+    /// Bytes this attempt downloaded (resource files, packages) and uploaded (outputs).
+    pub staged_in: u64,
+    pub staged_out: u64,
+}
+
+impl Outcome {
+    /// The process exited with 0.
+    pub fn success() -> Self {
+        Outcome {
+            exit_code: Some(0),
+            result: TaskResult::Success,
+            failure: None,
+            retryable: false,
+            staged_in: 0,
+            staged_out: 0,
+        }
+    }
+
+    /// The attempt failed (retryable under `maxTaskRetryCount`).
+    pub fn failed(failure: FailureInfo, exit_code: Option<i32>) -> Self {
+        Outcome {
+            exit_code,
+            result: TaskResult::Failure,
+            failure: Some(failure),
+            retryable: true,
+            staged_in: 0,
+            staged_out: 0,
+        }
+    }
 }
 
 /// What `complete_task` decided. The messages are tasks the transition made runnable (released
@@ -242,7 +271,7 @@ impl StatusStore {
         for t in tasks {
             inv.key(self.keys.task(job, &t.id));
         }
-        inv.arg(self.keys.prefix()).arg(job);
+        inv.arg(self.keys.prefix()).arg(job).arg(now);
         for t in tasks {
             let record = serde_json::to_string(&TaskRecord::new(t, job_max_retry, now)).unwrap_or_default();
             let parents = t.parent_ids()?;
@@ -361,6 +390,8 @@ impl StatusStore {
             .arg(self.keys.prefix())
             .arg(job)
             .arg(task)
+            .arg(outcome.staged_in)
+            .arg(outcome.staged_out)
             .invoke_async(&mut self.con())
             .await?;
         let (head, rest) = reply(values)?;
