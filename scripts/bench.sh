@@ -60,6 +60,14 @@ python3 -c "print(f'redis: {($mem1-$mem0)/$N:.0f} bytes per completed task (used
 sample=$(redis-cli --scan --pattern "drover:$DROVER_ACCOUNT:task:e2e:*" | head -1 || true)
 echo "redis: one record is $(redis-cli memory usage "$sample") bytes (MEMORY USAGE $sample)"
 
+# A /metrics scrape with the e2e job's tasks recorded (median of 20).
+port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+"$BIN/drover-monitor" --listen "127.0.0.1:$port" >"$WORK/monitor.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 1 50); do curl -sf "127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 20); do curl -s -o /dev/null -w "%{time_total}\n" "127.0.0.1:$port/metrics"; done | sort -n | awk -v n="$N" \
+  '{a[NR]=$1} END {printf "scrape: /metrics in %.1f ms (median of %d) with %d tasks recorded\n", a[int((NR+1)/2)]*1000, NR, n}'
+
 # Dispatch latency on an idle pool: task creationTime to startTime.
 d job create --job-id idle --pool-id bench >/dev/null
 for i in $(seq 1 50); do
