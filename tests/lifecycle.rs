@@ -316,3 +316,39 @@ async fn a_failed_preparation_fails_the_jobs_tasks_on_that_node() {
     assert_eq!(failure["code"], "JobPreparationTaskFailed", "{t}");
     assert!(failure["message"].as_str().unwrap().contains("exited with code 7"), "{t}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_node_still_runs_the_release_of_jobs_it_prepared() {
+    let mut acct = TestAccount::new("prepagain").await;
+    acct.pool("p", 2);
+    let spec = json!({
+        "jobPreparationTask": {"commandLine": "/bin/sh -c 'echo run >> ../../prep-runs'"},
+        "jobReleaseTask": {"commandLine": "/bin/sh -c 'echo done > ../../released'"},
+    });
+    job_with_tasks(&acct, spec, &[json!({"id": "t0", "commandLine": "/bin/true"})]);
+    let node = format!("{}-n", acct.name());
+    let first = acct.start_worker_as("p", &node, &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}");
+    // The node dies and comes back under its id; then the job ends.
+    acct.signal(first, "KILL");
+    acct.wait_worker(first);
+    acct.start_worker_as("p", &node, &[]);
+    let store = acct.store().await;
+    eventually(Duration::from_secs(20), "the node is back", || async {
+        store
+            .list_nodes("p")
+            .await
+            .unwrap()
+            .iter()
+            .any(|n| n.id == node && n.state == drover_core::model::node::NodeState::Idle)
+    })
+    .await;
+    acct.ok(&["job", "terminate", "--job-id", "j"]);
+    let job_dir = acct.work_dir.join("nodes").join(acct.name()).join("jobs/j");
+    eventually(Duration::from_secs(15), "the release task runs on the restarted node", || async {
+        job_dir.join("released").exists()
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(job_dir.join("prep-runs")).unwrap(), "run\n", "not prepared again");
+}

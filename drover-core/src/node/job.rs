@@ -58,6 +58,10 @@ async fn prepare(ctx: &NodeContext, job: &str) -> Prepared {
     let env = &spec.common_environment_settings;
     let wait = prep.wait_for_success.unwrap_or(true);
     let (dir, info) = run_prep(ctx, job, &prep, env).await;
+    // Remember the job, so a restart of this node (same id) still runs its release.
+    if let Err(e) = persist(ctx, "add_node_job", || ctx.store.add_node_job(&ctx.options.node_id, job)).await {
+        tracing::warn!(job, error = %e, "could not record the prepared job");
+    }
     let result = match (&info.failure_info, wait) {
         (Some(f), true) => Err(FailureInfo::user(
             "JobPreparationTaskFailed",
@@ -188,6 +192,29 @@ async fn record(ctx: &NodeContext, job: &str, field: &str, info: &ExecutionInfo)
     }
 }
 
+/// After a restart under the same node id: the jobs this node had prepared are known again (their
+/// preparation is not rerun: its directory is still here), so their release still runs.
+pub(super) async fn restore(ctx: &NodeContext) {
+    let jobs = match ctx.store.node_jobs(&ctx.options.node_id).await {
+        Ok(jobs) => jobs,
+        Err(e) => return tracing::warn!(error = %e, "cannot read the jobs this node prepared"),
+    };
+    for job in jobs {
+        match ctx.store.get_job(&job).await {
+            Ok(j) => {
+                let wd = job_dir(ctx, &job).join("jobpreparation").join("wd");
+                let release = j.spec.job_release_task.map(|r| (r, j.spec.common_environment_settings.clone()));
+                let prepared = Prepared { result: Ok(Some(wd)), release };
+                ctx.jobs.jobs.lock().await.insert(job.clone(), Arc::new(OnceCell::new_with(Some(prepared))));
+                tracing::info!(job, "job prepared by an earlier run of this node");
+            }
+            Err(_) => {
+                let _ = ctx.store.remove_node_job(&ctx.options.node_id, &job).await;
+            }
+        }
+    }
+}
+
 /// Every second: kills the running tasks whose job ended or that were terminated, and runs the
 /// release task of every job prepared here that ended.
 pub(super) async fn watch(ctx: Arc<NodeContext>) {
@@ -217,10 +244,15 @@ pub(super) async fn watch(ctx: Arc<NodeContext>) {
         for job in seen.ended {
             let cell = ctx.jobs.jobs.lock().await.remove(&job);
             let release = cell.and_then(|c| c.get().and_then(|p| p.release.clone()));
-            if let Some((task, env)) = release {
-                let ctx = ctx.clone();
-                tokio::spawn(async move { release_job(&ctx, &job, &task, &env).await });
-            }
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                if let Some((task, env)) = release {
+                    release_job(&ctx, &job, &task, &env).await;
+                }
+                if let Err(e) = ctx.store.remove_node_job(&ctx.options.node_id, &job).await {
+                    tracing::debug!(job, error = %e, "could not forget the prepared job");
+                }
+            });
         }
     }
 }

@@ -139,6 +139,7 @@ pub async fn run(
     ctx.store.join_pool(&join).await?;
     tracing::info!(pool = %ctx.options.pool_id, node = %ctx.options.node_id, slots, "node joined the pool");
     let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
+    job::restore(&ctx).await;
     let root = ctx.options.work_dir.join(&ctx.config.account);
     let usable = match tokio::fs::create_dir_all(&root).await {
         Err(e) => {

@@ -111,7 +111,27 @@ impl StatusStore {
         Ok(())
     }
 
-    /// Removes a node that left its pool cleanly.
+    /// Remembers that `node` ran the preparation of `job` (its release runs there later).
+    pub async fn add_node_job(&self, node: &str, job: &str) -> Result<()> {
+        let _: () =
+            redis::cmd("SADD").arg(self.keys.node_part(node, "jobs")).arg(job).query_async(&mut self.con()).await?;
+        Ok(())
+    }
+
+    /// Forgets a job `node` prepared (its release ran, or it is gone).
+    pub async fn remove_node_job(&self, node: &str, job: &str) -> Result<()> {
+        let _: () =
+            redis::cmd("SREM").arg(self.keys.node_part(node, "jobs")).arg(job).query_async(&mut self.con()).await?;
+        Ok(())
+    }
+
+    /// The jobs `node` prepared whose release has not run yet.
+    pub async fn node_jobs(&self, node: &str) -> Result<Vec<String>> {
+        Ok(redis::cmd("SMEMBERS").arg(self.keys.node_part(node, "jobs")).query_async(&mut self.con()).await?)
+    }
+
+    /// Removes a node that left its pool cleanly. The jobs it prepared stay recorded: the same
+    /// node coming back (a restart) still runs their release.
     pub async fn leave_pool(&self, pool: &str, node: &str) -> Result<()> {
         let _: () = redis::pipe()
             .atomic()
