@@ -23,6 +23,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   "$BIN/drover" pool delete --pool-id bench >/dev/null 2>&1 || true
+  rabbitmqctl delete_queue "drover.$DROVER_ACCOUNT.dead" >/dev/null 2>&1 || true
   redis-cli --scan --pattern "drover:$DROVER_ACCOUNT:*" | xargs -r -n 1000 redis-cli del >/dev/null
   rm -rf "$WORK"
 }

@@ -58,6 +58,8 @@ pub struct TestAccount {
     pub config: Config,
     pub work_dir: PathBuf,
     workers: Vec<Child>,
+    /// The pids of monitors among `workers`: stopped gently, so their workers leave first.
+    monitors: Vec<u32>,
     pools: Vec<String>,
 }
 
@@ -102,7 +104,7 @@ impl TestAccount {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let work_dir = root.join("target/test-work").join(&name);
         std::fs::create_dir_all(&work_dir).unwrap();
-        let account = TestAccount { config, work_dir, workers: vec![], pools: vec![] };
+        let account = TestAccount { config, work_dir, workers: vec![], monitors: vec![], pools: vec![] };
         account.s3().await.create_bucket().bucket(BUCKET).send().await.ok();
         account
     }
@@ -199,6 +201,7 @@ impl TestAccount {
         let child = cmd.spawn().expect("start drover-monitor");
         let pid = child.id();
         self.workers.push(child);
+        self.monitors.push(pid);
         pid
     }
 
@@ -324,8 +327,19 @@ impl TestAccount {
         w.wait().ok()?.code()
     }
 
-    /// Kills every worker this account started.
+    /// Kills every worker this account started. Monitors get SIGTERM first and up to 15 s to stop
+    /// the workers they started (else those could declare the account's queues again after the
+    /// cleanup deleted them).
     pub fn stop_workers(&mut self) {
+        for pid in std::mem::take(&mut self.monitors) {
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            if let Some(w) = self.workers.iter_mut().find(|w| w.id() == pid) {
+                let deadline = std::time::Instant::now() + Duration::from_secs(15);
+                while matches!(w.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
         for w in &mut self.workers {
             let _ = w.kill();
             let _ = w.wait();
@@ -342,6 +356,7 @@ impl Drop for TestAccount {
             config: self.config.clone(),
             work_dir: self.work_dir.clone(),
             workers: vec![],
+            monitors: vec![],
             pools: std::mem::take(&mut self.pools),
         };
         let cleanup = std::thread::spawn(move || {
