@@ -168,21 +168,7 @@ async fn dependencies_run_end_to_end_with_dependency_actions() {
 
     let merge = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "merge"]).json();
     assert_eq!(merge["executionInfo"]["result"], "success", "{merge}");
-    let stdout = acct.work_dir.join("merge.txt");
-    acct.ok(&[
-        "task",
-        "file",
-        "download",
-        "--job-id",
-        "j",
-        "--task-id",
-        "merge",
-        "--file-path",
-        "stdout.txt",
-        "--destination",
-        stdout.to_str().unwrap(),
-    ]);
-    assert_eq!(std::fs::read_to_string(&stdout).unwrap().trim(), "20", "the merge ran after all 20 parents");
+    assert_eq!(acct.task_file("j", "merge", "stdout.txt").trim(), "20", "the merge ran after all 20 parents");
     let after_soft = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "after-soft"]).json();
     assert_eq!(after_soft["state"], "completed", "exit 3 satisfies: {after_soft}");
 

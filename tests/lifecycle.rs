@@ -76,21 +76,12 @@ async fn all_tasks_complete_ends_the_job_and_job_settings_reach_tasks() {
     let job = show_job(&acct);
     assert_eq!(job["executionInfo"]["terminateReason"], "AllTasksComplete", "{job}");
     assert!(job["executionInfo"]["endTime"].is_string());
-    let out = acct.work_dir.join("out.txt");
-    acct.ok(&[
-        "task",
-        "file",
-        "download",
-        "--job-id",
-        "j",
-        "--task-id",
-        "t1",
-        "--file-path",
-        "stdout.txt",
-        "--destination",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "job-a task-b\n", "task settings override the job's");
+    assert_eq!(
+        acct.task_file("j", "t1", "stdout.txt"),
+        "job-a task-b
+",
+        "task settings override the job's"
+    );
     let refused = acct.drover(&["task", "create", "--job-id", "j", "--task-id", "late", "--command-line", "/bin/true"]);
     assert!(refused.code == 1 && refused.stderr.contains("completed"), "{refused:?}");
 }
@@ -237,7 +228,7 @@ async fn a_higher_priority_job_starts_before_a_low_priority_backlog() {
         acct.ok(&["job", "create", "--json-file", file.to_str().unwrap()]);
     }
     let backlog: Vec<Value> =
-        (0..40).map(|n| json!({"id": format!("l{n}"), "commandLine": "/bin/sleep 0.05"})).collect();
+        (0..40).map(|n| json!({"id": format!("l{n}"), "commandLine": "/bin/sleep 0.2"})).collect();
     add_tasks(&acct, "low", &backlog);
     acct.start_worker("p", &[]);
     let store = acct.store().await;

@@ -40,7 +40,7 @@ async fn a_start_task_gates_the_node_and_nodes_show_their_tasks() {
     create_pool(
         &mut acct,
         json!({"id": "good", "taskSlotsPerNode": 2,
-        "startTask": {"commandLine": "/bin/sh -c 'sleep 1; echo ready > ../../started'", "waitForSuccess": true}}),
+        "startTask": {"commandLine": "/bin/sh -c 'until [ -f ../../go ]; do sleep 0.05; done'", "waitForSuccess": true}}),
     );
     create_pool(
         &mut acct,
@@ -50,8 +50,10 @@ async fn a_start_task_gates_the_node_and_nodes_show_their_tasks() {
     acct.start_worker("good", &[]);
     acct.start_worker("bad", &[]);
 
+    // The start task runs until the test lets it finish: the node waits for it meanwhile.
     let waiting = node_state(&acct, "good", "waitingForStartTask").await;
     assert_eq!(waiting["startTaskInfo"]["state"], "running", "{waiting}");
+    std::fs::write(acct.work_dir.join("nodes").join(acct.name()).join("go"), "").unwrap();
     let idle = node_state(&acct, "good", "idle").await;
     assert_eq!(idle["startTaskInfo"]["result"], "success", "{idle}");
     assert_eq!(idle["taskSlots"], 2);
@@ -186,21 +188,7 @@ async fn application_packages_are_unpacked_once_and_named_like_azure() {
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
     assert_eq!(wait.code, 1, "one task fails: {wait:?}");
     for (task, expect) in [("one0", "tool one\n"), ("one2", "tool one\n"), ("default", "tool two\n")] {
-        let out = acct.work_dir.join(format!("{task}.out"));
-        acct.ok(&[
-            "task",
-            "file",
-            "download",
-            "--job-id",
-            "j",
-            "--task-id",
-            task,
-            "--file-path",
-            "stdout.txt",
-            "--destination",
-            out.to_str().unwrap(),
-        ]);
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), expect, "{task}");
+        assert_eq!(acct.task_file("j", task, "stdout.txt"), expect, "{task}");
     }
     let missing = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "missing"]).json();
     let failure = &missing["executionInfo"]["failureInfo"];

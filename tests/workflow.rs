@@ -58,21 +58,7 @@ async fn full_workflow_with_resource_and_output_files() {
     assert_eq!(counts["taskCounts"], json!({"active": 0, "running": 0, "completed": 1, "succeeded": 1, "failed": 0}));
 
     // stdout.txt is kept for every task and can be downloaded.
-    let dest = acct.work_dir.join("stderr-copy.txt");
-    acct.ok(&[
-        "task",
-        "file",
-        "download",
-        "--job-id",
-        "j",
-        "--task-id",
-        "t1",
-        "--file-path",
-        "stderr.txt",
-        "--destination",
-        dest.to_str().unwrap(),
-    ]);
-    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "");
+    assert_eq!(acct.task_file("j", "t1", "stderr.txt"), "");
 }
 
 #[tokio::test(flavor = "multi_thread")]

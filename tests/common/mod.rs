@@ -144,6 +144,26 @@ impl TestAccount {
         run
     }
 
+    /// A task's file (`stdout.txt`, `stderr.txt`), fetched with `drover task file download`.
+    pub fn task_file(&self, job: &str, task: &str, file: &str) -> String {
+        let dest = self.work_dir.join(format!("download-{job}-{task}-{file}"));
+        let path = dest.to_str().unwrap();
+        self.ok(&[
+            "task",
+            "file",
+            "download",
+            "--job-id",
+            job,
+            "--task-id",
+            task,
+            "--file-path",
+            file,
+            "--destination",
+            path,
+        ]);
+        std::fs::read_to_string(&dest).unwrap()
+    }
+
     /// Creates a pool (and remembers it for cleanup).
     pub fn pool(&mut self, pool: &str, slots: u32) {
         self.ok(&["pool", "create", "--pool-id", pool, "--task-slots-per-node", &slots.to_string()]);
