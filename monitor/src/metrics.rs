@@ -5,7 +5,7 @@
 
 use drover_core::model::node::NodeState;
 use drover_core::queue::{Band, Topology};
-use drover_core::status::{Histogram, StatusStore, BUCKETS_MS};
+use drover_core::status::{Histogram, JobBacklog, StatusStore, BUCKETS_MS};
 use drover_core::Config;
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::Encoder;
@@ -160,24 +160,22 @@ impl Exporter {
             }
             let jobs = self.store.pool_jobs(p).await?;
             let backlogs = self.store.job_backlogs(&jobs).await?;
-            let sum = |i: usize| backlogs.iter().map(|b| b[i]).sum::<u64>() as f64;
-            f.gauge("drover_tasks", &[("pool", p), ("state", "active")], sum(0));
-            f.gauge("drover_tasks", &[("pool", p), ("state", "running")], sum(1));
-            f.gauge("drover_task_slots", &[("pool", p), ("state", "active")], sum(2));
-            f.gauge("drover_task_slots", &[("pool", p), ("state", "running")], sum(3));
-            f.gauge("drover_tasks_held", &[("pool", p)], sum(4));
+            let sum = |f: fn(&JobBacklog) -> u64| backlogs.iter().map(f).sum::<u64>() as f64;
+            f.gauge("drover_tasks", &[("pool", p), ("state", "active")], sum(|b| b.active));
+            f.gauge("drover_tasks", &[("pool", p), ("state", "running")], sum(|b| b.running));
+            f.gauge("drover_task_slots", &[("pool", p), ("state", "active")], sum(|b| b.active_slots));
+            f.gauge("drover_task_slots", &[("pool", p), ("state", "running")], sum(|b| b.running_slots));
+            f.gauge("drover_tasks_held", &[("pool", p)], sum(|b| b.held));
             let oldest = self.store.oldest_queued(&jobs).await?.into_iter().flatten().min();
             let age = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
             f.gauge("drover_oldest_active_task_age_seconds", &[("pool", p)], age);
-            for job in &jobs {
-                let Ok(progress) = self.store.job_progress(job).await else { continue };
-                let t = progress.counts.task_counts;
+            for (job, b) in jobs.iter().zip(&backlogs) {
                 for (state, n) in [
-                    ("active", t.active),
-                    ("running", t.running),
-                    ("completed", t.completed),
-                    ("succeeded", t.succeeded),
-                    ("failed", t.failed),
+                    ("active", b.active),
+                    ("running", b.running),
+                    ("completed", b.completed),
+                    ("succeeded", b.succeeded),
+                    ("failed", b.failed),
                 ] {
                     f.gauge("drover_job_tasks", &[("pool", p), ("job_id", job), ("state", state)], n as f64);
                 }

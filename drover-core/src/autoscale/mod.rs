@@ -118,12 +118,12 @@ impl StatusStore {
             return Ok(sample);
         }
         let rows = self.job_backlogs(&jobs).await?;
-        for [active, running, active_slots, running_slots, held] in rows {
-            let held = held.min(active);
-            sample.active += active - held;
-            sample.running += running;
-            sample.active_slots += active_slots.saturating_sub(held);
-            sample.running_slots += running_slots;
+        for b in rows {
+            let held = b.held.min(b.active);
+            sample.active += b.active - held;
+            sample.running += b.running;
+            sample.active_slots += b.active_slots.saturating_sub(held);
+            sample.running_slots += b.running_slots;
         }
         Ok(sample)
     }

@@ -19,8 +19,16 @@ use tokio_util::sync::CancellationToken;
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// Azure's default limit for a job release task.
 const RELEASE_LIMIT: Duration = Duration::from_secs(15 * 60);
-/// The most runs of a preparation task with `maxTaskRetryCount` -1.
-const MAX_PREP_RUNS: i32 = 100;
+/// The most runs of a start or preparation task with `maxTaskRetryCount` -1.
+const MAX_RUNS: i32 = 100;
+
+/// How many times a start or preparation task runs at most: once plus its retries.
+pub(super) fn runs_allowed(max_task_retry_count: Option<i32>) -> i32 {
+    match max_task_retry_count.unwrap_or(0) {
+        r if r < 0 => MAX_RUNS,
+        r => r.saturating_add(1).min(MAX_RUNS),
+    }
+}
 
 /// The jobs this node has seen, each prepared once.
 #[derive(Default)]
@@ -96,8 +104,7 @@ async fn run_prep(
     let dir = job_dir(ctx, job).join("jobpreparation");
     let wd = dir.join("wd");
     let limit = prep.constraints.as_ref().and_then(|c| c.max_wall_clock_time).map(|d| d.0);
-    let retries = prep.constraints.as_ref().and_then(|c| c.max_task_retry_count).unwrap_or(0);
-    let runs = if retries < 0 { MAX_PREP_RUNS } else { retries.saturating_add(1).min(MAX_PREP_RUNS) };
+    let runs = runs_allowed(prep.constraints.as_ref().and_then(|c| c.max_task_retry_count));
     let start = now_ms();
     let mut info = ExecutionInfo::default();
     for n in 0..runs {

@@ -1,14 +1,11 @@
 //! The pool's start task: runs when the node joins, before it takes any task when
 //! `waitForSuccess` holds (the default); a node whose start task failed takes none.
 
-use super::job::run_one;
+use super::job::{run_one, runs_allowed};
 use super::NodeContext;
 use crate::model::node::{NodeState, StartTaskInformation};
 use crate::model::pool::StartTask;
 use tokio_util::sync::CancellationToken;
-
-/// The most runs of a start task with `maxTaskRetryCount` -1.
-const MAX_RUNS: i32 = 100;
 
 /// Runs the start task; returns whether the node may take tasks.
 pub(super) async fn run(ctx: &std::sync::Arc<NodeContext>, task: &StartTask, shutdown: &CancellationToken) -> bool {
@@ -33,8 +30,7 @@ pub(super) async fn run(ctx: &std::sync::Arc<NodeContext>, task: &StartTask, shu
 async fn run_to_end(ctx: &NodeContext, task: &StartTask) -> bool {
     let dir = ctx.options.work_dir.join(&ctx.config.account).join("startup");
     let wd = dir.join("wd");
-    let retries = task.max_task_retry_count.unwrap_or(0);
-    let runs = if retries < 0 { MAX_RUNS } else { retries.saturating_add(1).min(MAX_RUNS) };
+    let runs = runs_allowed(task.max_task_retry_count);
     let started = crate::model::rfc3339(crate::model::now_ms());
     for n in 0..runs {
         let running = StartTaskInformation {

@@ -8,6 +8,20 @@ use crate::model::job::{
 use crate::model::{now_ms, rfc3339, CloudJob, JobAddParameter, JobState};
 use crate::{Error, Result};
 
+/// A job's counters as one read gives them ([`StatusStore::job_backlogs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobBacklog {
+    pub active: u64,
+    pub running: u64,
+    pub active_slots: u64,
+    pub running_slots: u64,
+    pub completed: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Active tasks held by their dependencies (waiting, or blocked).
+    pub held: u64,
+}
+
 /// What a node's watch found: see [`StatusStore::watch`].
 #[derive(Debug, Default)]
 pub struct Watch {
@@ -282,15 +296,15 @@ impl StatusStore {
         Ok(redis::cmd("SMEMBERS").arg(self.keys.pool_part(pool, "jobs")).query_async(&mut self.con()).await?)
     }
 
-    /// For each job: active, running, active slots, running slots, and held tasks (waiting or
-    /// blocked by their dependencies), in one round trip.
-    pub async fn job_backlogs(&self, jobs: &[String]) -> Result<Vec<[u64; 5]>> {
+    /// For each job, its counters, in one round trip.
+    pub async fn job_backlogs(&self, jobs: &[String]) -> Result<Vec<JobBacklog>> {
         if jobs.is_empty() {
             return Ok(vec![]);
         }
+        const FIELDS: [&str; 7] = ["active", "running", "s.active", "s.running", "completed", "succeeded", "failed"];
         let mut pipe = redis::pipe();
         for j in jobs {
-            pipe.cmd("HMGET").arg(self.keys.job(j)).arg(&["active", "running", "s.active", "s.running"][..]);
+            pipe.cmd("HMGET").arg(self.keys.job(j)).arg(&FIELDS[..]);
             pipe.cmd("HLEN").arg(self.keys.job_part(j, "wait"));
             pipe.cmd("HLEN").arg(self.keys.job_part(j, "blocked"));
         }
@@ -304,8 +318,16 @@ impl StatusStore {
                 let counters: Vec<Option<i64>> =
                     c.first().and_then(|v| redis::from_redis_value(v.clone()).ok()).unwrap_or_default();
                 let at = |i: usize| counters.get(i).copied().flatten().unwrap_or(0).max(0) as u64;
-                let held = c.get(1).map_or(0, num) + c.get(2).map_or(0, num);
-                [at(0), at(1), at(2), at(3), held]
+                JobBacklog {
+                    active: at(0),
+                    running: at(1),
+                    active_slots: at(2),
+                    running_slots: at(3),
+                    completed: at(4),
+                    succeeded: at(5),
+                    failed: at(6),
+                    held: c.get(1).map_or(0, num) + c.get(2).map_or(0, num),
+                }
             })
             .collect())
     }

@@ -35,7 +35,7 @@ mod stats;
 mod task;
 
 pub use application::{Application, PackageVersion};
-pub use job::Watch;
+pub use job::{JobBacklog, Watch};
 pub use node::{NodeBeat, NodeJoin};
 pub use scripts::BUCKETS_MS;
 pub use stats::{Histogram, PoolStats};
