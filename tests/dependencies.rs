@@ -3,9 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use drover_core::model::task::FailureInfo;
-use drover_core::model::{JobAddParameter, PoolAddParameter, TaskAddParameter, TaskMessage};
-use drover_core::status::{Completion, Outcome, Start, StatusStore};
+use drover_core::model::task::{FailureCode, FailureInfo};
+use drover_core::model::{JobAddParameter, PoolAddParameter, TaskAddParameter};
+use drover_core::status::{Completion, Outbox, Outcome, Start, StatusStore};
+use drover_tests::transitions::{at, ids, start, started};
 use drover_tests::TestAccount;
 use serde_json::json;
 use std::time::Instant;
@@ -18,12 +19,11 @@ fn outcome(success: bool) -> Outcome {
     if success {
         Outcome::success()
     } else {
-        Outcome { retryable: false, ..Outcome::failed(FailureInfo::user("FailureExitCode", "exit 1"), Some(1)) }
+        Outcome {
+            retryable: false,
+            ..Outcome::failed(FailureInfo::user(FailureCode::FailureExitCode, "exit 1"), Some(1))
+        }
     }
-}
-
-fn ids(messages: &[TaskMessage]) -> Vec<&str> {
-    messages.iter().map(|m| m.task_id.as_str()).collect()
 }
 
 /// Pool `p` and a job `j` on it that uses task dependencies.
@@ -38,15 +38,19 @@ async fn dependency_job(acct: &TestAccount) -> StatusStore {
 }
 
 /// Starts and completes `id` on node n1; returns what the completion released.
-async fn run(store: &StatusStore, id: &str, success: bool) -> Vec<TaskMessage> {
-    let Start::Started { attempt, .. } = store.start_task(&TaskMessage::new("j", id, false), "n1").await.unwrap()
-    else {
-        panic!("{id} did not start")
-    };
-    match store.complete_task("j", id, attempt, &outcome(success), !success, 7).await.unwrap() {
+async fn run(store: &StatusStore, id: &str, success: bool) -> Outbox {
+    let attempt = started(store, id, "n1").await;
+    match store.complete_task(at(id, attempt), &outcome(success), !success).await.unwrap() {
         Completion::Completed(released) => released,
         other => panic!("{id}: {other:?}"),
     }
+}
+
+/// Adds tasks to job `j` (priority 7) as one batch; returns the outbox of those runnable now.
+async fn add(store: &StatusStore, tasks: &[TaskAddParameter]) -> Outbox {
+    static BATCH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let batch = BATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string();
+    store.add_tasks("j", 0, 7, &batch, tasks).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -58,29 +62,23 @@ async fn a_redelivered_parent_releases_each_dependent_once() {
         task(json!({"id": "b", "commandLine": "x"})),
         task(json!({"id": "c", "commandLine": "x", "dependsOn": {"taskIds": ["a", "b"]}})),
     ];
-    let held = store.add_tasks("j", 0, &tasks).await.unwrap();
-    assert_eq!(held.into_iter().collect::<Vec<_>>(), ["c"], "c waits and is not published");
-    assert!(matches!(store.start_task(&TaskMessage::new("j", "c", false), "n1").await.unwrap(), Start::Waiting));
+    let runnable = add(&store, &tasks).await;
+    assert_eq!(ids(&runnable), ["a", "b"], "c waits and is not published");
+    store.clear_outbox(&runnable).await.unwrap();
+    assert!(matches!(start(&store, "c", "n1").await, Start::Waiting));
 
     assert!(run(&store, "a", true).await.is_empty(), "c still waits on b");
     let released = run(&store, "b", true).await;
     assert_eq!(ids(&released), ["c"]);
-    assert_eq!(released[0].priority, 7, "released messages carry the job priority");
+    assert_eq!(released.messages()[0].priority, 7, "released messages carry the job priority");
 
     // b's message comes back before its outbox was cleared (its node died before the ack): the
     // redelivery publishes c again (harmless), but nothing is released a second time.
-    assert!(
-        matches!(store.start_task(&TaskMessage::new("j", "b", false), "n2").await.unwrap(), Start::Done(r) if ids(&r) == ["c"])
-    );
-    store.clear_outbox("j", "b").await.unwrap();
-    assert!(
-        matches!(store.start_task(&TaskMessage::new("j", "b", false), "n2").await.unwrap(), Start::Done(r) if r.is_empty())
-    );
+    assert!(matches!(start(&store, "b", "n2").await, Start::Done(r) if ids(&r) == ["c"]));
+    store.clear_outbox(&released).await.unwrap();
+    assert!(matches!(start(&store, "b", "n2").await, Start::Done(r) if r.is_empty()));
     assert!(run(&store, "c", true).await.is_empty());
-    assert!(
-        matches!(store.start_task(&TaskMessage::new("j", "c", false), "n2").await.unwrap(), Start::Done(_)),
-        "c ran once"
-    );
+    assert!(matches!(start(&store, "c", "n2").await, Start::Done(_)), "c ran once");
     let counts = store.task_counts("j").await.unwrap().task_counts;
     assert_eq!((counts.active, counts.completed, counts.succeeded), (0, 3, 3));
 }
@@ -93,11 +91,11 @@ async fn fan_in_and_chain_release_in_time_proportional_to_dependents() {
     let parents: Vec<TaskAddParameter> =
         (0..10_000).map(|n| task(json!({"id": n.to_string(), "commandLine": "x"}))).collect();
     for chunk in parents.chunks(500) {
-        assert!(store.add_tasks("j", 0, chunk).await.unwrap().is_empty());
+        assert_eq!(add(&store, chunk).await.messages().len(), chunk.len());
     }
     let merge =
         task(json!({"id": "merge", "commandLine": "x", "dependsOn": {"taskIdRanges": [{"start": 0, "end": 9999}]}}));
-    assert_eq!(store.add_tasks("j", 0, &[merge]).await.unwrap().len(), 1);
+    assert!(add(&store, &[merge]).await.is_empty(), "the merge waits");
     let started = Instant::now();
     for n in 0..9_999 {
         assert!(run(&store, &n.to_string(), true).await.is_empty(), "merge released early, at parent {n}");
@@ -122,7 +120,7 @@ async fn fan_in_and_chain_release_in_time_proportional_to_dependents() {
             ),
         })
         .collect();
-    assert_eq!(store.add_tasks("j", 0, &chain).await.unwrap().len(), 999);
+    assert_eq!(ids(&add(&store, &chain).await), ["c0"], "only the chain's head is runnable");
     for n in 0..999 {
         assert_eq!(ids(&run(&store, &format!("c{n}"), true).await), [format!("c{}", n + 1)]);
     }

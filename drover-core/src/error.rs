@@ -17,9 +17,21 @@ pub enum Error {
     /// The object exists already (a duplicate id).
     #[error("{kind} {id:?} already exists")]
     Conflict { kind: &'static str, id: String },
-    /// The object is in a state that does not allow the request.
+    /// The object is in a state that does not allow the request (a job that is not active...).
     #[error("{0}")]
     State(String),
+    /// A stored record cannot be read (written by an incompatible build, or edited by hand).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The broker refused a message: the queue is missing, full or unavailable.
+    #[error("rabbitmq refused: {0}")]
+    BrokerRefused(String),
+    /// The connection to the broker was lost (messages it had not confirmed are published again).
+    #[error("lost the broker: {0}")]
+    BrokerLost(String),
+    /// A defect in drover (a reply this build does not know, a task that panicked); report it.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Redis failed or could not be reached.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -58,7 +70,7 @@ impl Error {
                     || e.is_timeout()
                     || matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading))
             }
-            Error::Amqp(_) | Error::StorageUnavailable(_) => true,
+            Error::Amqp(_) | Error::BrokerLost(_) | Error::StorageUnavailable(_) => true,
             _ => false,
         }
     }

@@ -8,9 +8,11 @@
 //! - [`queue`]: the RabbitMQ topology and the confirmed publisher.
 //! - [`staging`]: moving files between storage (S3, HTTP) and a task's directory.
 //! - [`node`]: the node agent: consume a pool's queue, run tasks, record their outcome.
-//! - [`error`]: the crate's error type.
+//! - [`error`]: the crate's error type; [`retry`]: the one retry policy, for transient errors.
 //!
 //! The flow of one task is described in ARCHITECTURE.md at the repository root.
+
+#![recursion_limit = "256"]
 
 pub mod autoscale;
 pub mod config;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod model;
 pub mod node;
 pub mod queue;
+pub mod retry;
 pub mod staging;
 pub mod status;
 pub mod submit;

@@ -1,4 +1,5 @@
-//! The RabbitMQ side: the account's topology (one quorum queue per pool) and the confirmed publisher.
+//! The RabbitMQ side: the account's topology (one quorum queue per pool), the confirmed publisher
+//! that publishes outboxes, and acknowledging deliveries.
 //!
 //! Topology for account `A`: tasks are published to the direct exchange `drover.A.tasks` with the
 //! pool id as routing key, into the durable quorum queue `drover.A.pool.P`. Quorum queues have no
@@ -10,14 +11,15 @@
 
 use crate::config::Redacted;
 use crate::model::TaskMessage;
+use crate::retry::Patience;
+use crate::status::{Outbox, StatusStore};
 use crate::{Error, Result};
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm};
-use std::collections::VecDeque;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::time::Duration;
 
 /// How often the broker returns one message to the queue before dead-lettering it. A backstop
@@ -171,148 +173,178 @@ pub fn task_properties(task_id: &str) -> BasicProperties {
         .with_message_id(task_id.into())
 }
 
-struct Pending {
-    pool: String,
-    message: TaskMessage,
-    /// None once the channel it was sent on failed: it must be sent again.
-    confirm: Option<PublisherConfirm>,
-}
-
-/// Publishes task messages with publisher confirms pipelined in a bounded window. Messages not
-/// yet confirmed when the connection fails are published again on a new connection (a duplicate is
-/// harmless: the status store starts a task once).
+/// Publishes task messages with publisher confirms, on its own connection, shared by every
+/// caller (`&self`): the CLI's submission and a node's attempts alike. Messages unconfirmed when
+/// the connection fails are published again on a new one (a duplicate is harmless: the status
+/// store starts a task once).
 pub struct Publisher {
     url: String,
+    name: String,
     topology: Topology,
-    connection: Connection,
-    channel: Channel,
-    pending: VecDeque<Pending>,
-    window: usize,
-    retry_for: Duration,
+    /// The open connection and its confirm-mode channel, opened on first use and after a failure.
+    link: tokio::sync::Mutex<Option<(Connection, Channel)>>,
+    /// How long to keep trying to reach the broker before giving up.
+    patience: Duration,
 }
 
 impl Publisher {
-    /// A publisher on a new connection, with at most `window` unconfirmed messages.
-    pub async fn connect(url: &str, topology: Topology, window: usize) -> Result<Self> {
-        let (connection, channel) = Self::open(url).await?;
-        Ok(Publisher {
+    /// A publisher that connects when first used; `name` is shown in the broker's management UI.
+    pub fn new(url: &str, name: &str, topology: Topology) -> Self {
+        Publisher {
             url: url.into(),
+            name: name.into(),
             topology,
-            connection,
-            channel,
-            pending: VecDeque::new(),
-            window: window.max(1),
-            retry_for: Duration::from_secs(120),
-        })
+            link: tokio::sync::Mutex::new(None),
+            patience: Duration::from_secs(120),
+        }
     }
 
-    async fn open(url: &str) -> Result<(Connection, Channel)> {
-        let connection = connect(url, "drover").await?;
+    /// A publisher connected now (so a command fails at once when the broker is unreachable).
+    pub async fn connect(url: &str, topology: Topology) -> Result<Self> {
+        let publisher = Publisher::new(url, "drover", topology);
+        publisher.channel().await?;
+        Ok(publisher)
+    }
+
+    /// The topology it publishes into.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// A confirm-mode channel on the open connection, opening one if needed.
+    pub async fn channel(&self) -> Result<Channel> {
+        let mut link = self.link.lock().await;
+        if let Some((connection, channel)) = link.as_ref() {
+            if connection.status().connected() && channel.status().connected() {
+                return Ok(channel.clone());
+            }
+        }
+        let connection = connect(&self.url, &self.name).await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok((connection, channel))
+        *link = Some((connection, channel.clone()));
+        Ok(channel)
     }
 
-    /// The channel, for declaring topology.
-    pub fn channel(&self) -> &Channel {
-        &self.channel
-    }
-
-    /// Publishes `message` to `pool`'s queue. It is confirmed by the time [`Publisher::flush`]
-    /// returns Ok.
-    pub async fn publish(&mut self, pool: &str, message: TaskMessage) -> Result<()> {
-        while self.pending.len() >= self.window {
-            self.settle_one().await?;
-        }
-        loop {
-            match self.send(pool, &message).await {
-                Ok(confirm) => {
-                    self.pending.push_back(Pending { pool: pool.into(), message, confirm: Some(confirm) });
+    /// Publishes `messages` to `pool`'s queues (each to its priority band) and returns once the
+    /// broker has confirmed every one. A connection failure is waited out; a refusal is an error.
+    pub async fn publish(&self, pool: &str, messages: &[TaskMessage]) -> Result<()> {
+        let pending = std::sync::Mutex::new(messages.iter().collect::<Vec<_>>());
+        let pending = &pending;
+        crate::retry::transient(
+            "publish",
+            Patience::For(self.patience),
+            || false,
+            move || async move {
+                let batch = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+                let lost = self.publish_once(pool, &batch).await?;
+                if lost.is_empty() {
                     return Ok(());
                 }
-                Err(e) => self.recover(e).await?,
-            }
-        }
-    }
-
-    /// Waits until every published message is confirmed.
-    pub async fn flush(&mut self) -> Result<()> {
-        while !self.pending.is_empty() {
-            self.settle_one().await?;
-        }
-        Ok(())
-    }
-
-    async fn send(&self, pool: &str, message: &TaskMessage) -> Result<PublisherConfirm> {
-        Ok(self
-            .channel
-            .basic_publish(
-                self.topology.tasks_exchange().into(),
-                Topology::routing_key(pool, message.priority).into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                &message.to_bytes(),
-                task_properties(&message.task_id),
-            )
-            .await?)
-    }
-
-    async fn settle_one(&mut self) -> Result<()> {
-        let Some(mut p) = self.pending.pop_front() else { return Ok(()) };
-        let Some(confirm) = p.confirm.take() else {
-            self.pending.push_front(p);
-            return self.recover(Error::State("unsent messages".into())).await;
-        };
-        match confirm.await {
-            Ok(c) if c.is_ack() => match c.take_message() {
-                None => Ok(()),
-                Some(_) => Err(Error::NotFound { kind: "queue of pool", id: p.pool }),
+                let n = lost.len();
+                *pending.lock().unwrap_or_else(|e| e.into_inner()) = lost;
+                Err(Error::BrokerLost(format!("{n} messages were not confirmed")))
             },
-            Ok(_) => Err(Error::State(format!(
-                "the broker refused task {:?} (queue of pool {:?} full or unavailable)",
-                p.message.task_id, p.pool
-            ))),
-            Err(e) => {
-                self.pending.push_front(p);
-                self.recover(Error::Amqp(e)).await
-            }
-        }
+        )
+        .await
     }
 
-    /// Reconnects and publishes every unconfirmed message again.
-    async fn recover(&mut self, error: Error) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + self.retry_for;
-        tracing::warn!(error = %error, "lost the broker; reconnecting to publish unconfirmed messages again");
-        let mut delay = Duration::from_millis(200);
-        loop {
-            if tokio::time::Instant::now() > deadline {
-                return Err(error);
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-            let Ok((connection, channel)) = Self::open(&self.url).await else { continue };
-            self.connection = connection;
-            self.channel = channel;
-            let pending = std::mem::take(&mut self.pending);
-            let mut ok = true;
-            for p in pending {
-                match self.send(&p.pool, &p.message).await {
-                    Ok(confirm) => self.pending.push_back(Pending { confirm: Some(confirm), ..p }),
-                    Err(_) => {
-                        self.pending.push_back(Pending { confirm: None, ..p });
-                        ok = false;
-                    }
+    /// Sends `messages` once; returns those whose confirm was lost with the connection.
+    async fn publish_once<'m>(&self, pool: &str, messages: &[&'m TaskMessage]) -> Result<Vec<&'m TaskMessage>> {
+        let channel = self.channel().await?;
+        let mut confirms = Vec::with_capacity(messages.len());
+        let mut lost = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
+            let sent = channel
+                .basic_publish(
+                    self.topology.tasks_exchange().into(),
+                    Topology::routing_key(pool, message.priority).into(),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &message.to_bytes(),
+                    task_properties(&message.task_id),
+                )
+                .await;
+            match sent {
+                Ok(confirm) => confirms.push((*message, confirm)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the broker while publishing");
+                    lost.extend(messages[i..].iter().copied());
+                    break;
                 }
             }
-            if ok {
-                return Ok(());
+        }
+        for (message, confirm) in confirms {
+            match confirm.await {
+                Ok(c) if c.is_ack() => {
+                    if c.take_message().is_some() {
+                        return Err(Error::NotFound { kind: "queue of pool", id: pool.into() });
+                    }
+                }
+                Ok(_) => {
+                    return Err(Error::BrokerRefused(format!(
+                        "task {:?} (the queue of pool {pool:?} is full or unavailable)",
+                        message.task_id
+                    )))
+                }
+                Err(_) => lost.push(message),
             }
+        }
+        if !lost.is_empty() {
+            *self.link.lock().await = None;
+        }
+        Ok(lost)
+    }
+
+    /// Publishes what a transition made runnable, then clears its outbox: the one way a task
+    /// reaches a queue. Until the outbox is cleared, a crash leaves it to be published again.
+    pub async fn publish_outbox(&self, store: &StatusStore, pool: &str, outbox: &Outbox) -> Result<()> {
+        if outbox.is_empty() {
+            return Ok(());
+        }
+        self.publish(pool, outbox.messages()).await?;
+        crate::retry::transient("clear_outbox", Patience::For(self.patience), || false, || store.clear_outbox(outbox))
+            .await
+    }
+
+    /// Moves a message that is not a runnable task to the account's dead-letter queue, saying why.
+    pub async fn dead_letter(&self, pool: &str, body: &[u8], reason: &str) -> Result<()> {
+        let mut headers = FieldTable::default();
+        headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
+        headers.insert("x-drover-pool".into(), AMQPValue::LongString(pool.into()));
+        let properties = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+        let exchange = self.topology.dead_letters();
+        let confirm = self
+            .channel()
+            .await?
+            .basic_publish(exchange.as_str().into(), "".into(), BasicPublishOptions::default(), body, properties)
+            .await?
+            .await?;
+        if confirm.is_ack() {
+            Ok(())
+        } else {
+            Err(Error::BrokerRefused("the dead letter".into()))
         }
     }
 
-    /// Closes the connection after flushing.
-    pub async fn close(mut self) -> Result<()> {
-        self.flush().await?;
-        let _ = self.connection.close(200, "bye".into()).await;
-        Ok(())
+    /// Closes the connection.
+    pub async fn close(self) {
+        if let Some((connection, _)) = self.link.into_inner() {
+            let _ = connection.close(200, "bye".into()).await;
+        }
+    }
+}
+
+/// Acknowledges a delivery whose outcome is recorded. A lost ack is only a redelivery, which the
+/// status store recognises.
+pub async fn ack(delivery: &lapin::message::Delivery) {
+    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+        tracing::debug!(error = %e, "ack failed (the message will come back and be recognised)");
+    }
+}
+
+/// Hands a delivery back to its queue (for this or another node to take).
+pub async fn requeue(delivery: &lapin::message::Delivery) {
+    if let Err(e) = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await {
+        tracing::debug!(error = %e, "nack failed (the message comes back with the channel)");
     }
 }

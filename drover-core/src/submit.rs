@@ -3,10 +3,11 @@
 //! A task file is one TaskAddParameter, a JSON array of them, Azure's `{"value":[...]}`
 //! collection, or JSON Lines; it is streamed, never held whole. Submission reads it twice: first
 //! to validate every task (fields, duplicate ids in the file and in the job), then to write the
-//! records to Redis in batches and publish one message per task with pipelined confirms. A file
+//! records to Redis in batches, each with its outbox of runnable tasks, which is published with
+//! confirms and cleared. A file
 //! with one bad task adds none, unless the caller chose to skip bad tasks.
 
-use crate::model::{TaskAddParameter, TaskMessage};
+use crate::model::TaskAddParameter;
 use crate::queue::Publisher;
 use crate::status::StatusStore;
 use crate::{Error, Result};
@@ -23,8 +24,6 @@ use std::rc::Rc;
 const BATCH: usize = 500;
 /// Parent ids per Redis write: a batch ends early when its tasks depend on this many.
 const BATCH_PARENTS: usize = 20_000;
-/// Unconfirmed messages in flight.
-pub const CONFIRM_WINDOW: usize = 4096;
 
 /// One entry of a task file: the task, or why it is not a valid task (naming where it is).
 pub type Entry = Result<TaskAddParameter>;
@@ -146,7 +145,7 @@ pub struct AddReport {
 /// Where tasks go and how.
 pub struct Submission<'a> {
     pub store: &'a StatusStore,
-    pub publisher: &'a mut Publisher,
+    pub publisher: &'a Publisher,
     pub job_id: &'a str,
     /// Skip bad tasks instead of refusing the whole file.
     pub continue_on_error: bool,
@@ -211,7 +210,7 @@ impl Submission<'_> {
             let mut bad: HashMap<usize, String> = HashMap::new();
             let mut graph: HashMap<String, Vec<String>> = HashMap::new();
             let mut batch: Vec<(usize, String)> = Vec::with_capacity(BATCH);
-            let stopped = || Error::State("submission stopped".into());
+            let stopped = || Error::Internal("submission stopped".into());
             read_tasks(&file, |i, entry| {
                 let checked = entry.and_then(|t| t.validate().map(|()| t)).and_then(|t| {
                     check_slots(&t, &pool_id, pool_slots)?;
@@ -258,7 +257,7 @@ impl Submission<'_> {
             let found: HashSet<&str> = self.store.existing_tasks(self.job_id, &ids).await?.into_iter().collect();
             existing.extend(chunk.iter().filter(|(_, id)| found.contains(id.as_str())).cloned());
         }
-        let (mut bad, collided) = reader.await.map_err(|e| Error::State(format!("task file reader: {e}")))??;
+        let (mut bad, collided) = reader.await.map_err(|e| Error::Internal(format!("task file reader: {e}")))??;
         let job_id = self.job_id;
         for (i, id) in existing {
             let e = format!("task {id:?} already exists in job {job_id:?}");
@@ -310,23 +309,23 @@ impl Submission<'_> {
                 if tasks.len() == BATCH || parents >= BATCH_PARENTS {
                     parents = 0;
                     tx.blocking_send(std::mem::take(&mut tasks))
-                        .map_err(|_| Error::State("submission stopped".into()))?;
+                        .map_err(|_| Error::Internal("submission stopped".into()))?;
                 }
                 Ok(())
             })?;
             if !tasks.is_empty() {
-                tx.blocking_send(tasks).map_err(|_| Error::State("submission stopped".into()))?;
+                tx.blocking_send(tasks).map_err(|_| Error::Internal("submission stopped".into()))?;
             }
             Ok::<_, Error>(())
         });
-        let priority = job.spec.priority.unwrap_or(0);
+        let mut batches = Batches::new(self, &pool, job.spec.priority.unwrap_or(0), max_retry);
         while let Some(batch) = rx.recv().await {
-            self.add_batch(&pool, priority, max_retry, &batch).await?;
+            batches.add(&batch).await?;
             report.added += batch.len();
             (self.progress)(report.added);
         }
-        reader.await.map_err(|e| Error::State(format!("task file reader: {e}")))??;
-        self.publisher.flush().await?;
+        batches.finish().await?;
+        reader.await.map_err(|e| Error::Internal(format!("task file reader: {e}")))??;
         // The reasons name each task (its id or its place in the file).
         report.skipped = skipped.into_iter().map(|(i, reason)| (format!("#{}", i + 1), reason)).collect();
         Ok(report)
@@ -361,24 +360,68 @@ impl Submission<'_> {
         if let Some(cycle) = crate::model::task::dependency_cycles(&graph).first() {
             return Err(Error::invalid(format!("dependsOn: the tasks wait on each other: {}", cycle.join(" -> "))));
         }
-        let max_retry = job.spec.max_task_retry_count();
-        let priority = job.spec.priority.unwrap_or(0);
-        let pool = job.spec.pool_info.pool_id;
+        let pool = job.spec.pool_info.pool_id.clone();
+        let mut batches = Batches::new(self, &pool, job.spec.priority.unwrap_or(0), job.spec.max_task_retry_count());
         for chunk in tasks.chunks(BATCH) {
-            self.add_batch(&pool, priority, max_retry, chunk).await?;
+            batches.add(chunk).await?;
         }
-        self.publisher.flush().await?;
+        batches.finish().await?;
         Ok(AddReport { added: tasks.len(), skipped: vec![] })
     }
+}
 
-    /// Writes one batch of records, then publishes those not held by their dependencies.
-    async fn add_batch(&mut self, pool: &str, priority: i32, max_retry: i32, batch: &[TaskAddParameter]) -> Result<()> {
-        let held = self.store.add_tasks(self.job_id, max_retry, batch).await?;
-        for t in batch.iter().filter(|t| !held.contains(&t.id)) {
-            let message = TaskMessage::for_task(self.job_id, t).with_priority(priority);
-            self.publisher.publish(pool, message).await?;
+type Publishing<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
+
+/// A submission's batches: each is written to Redis in one script, whose outbox (the tasks
+/// runnable now) is then published with confirms and cleared, overlapping the next batch's write.
+struct Batches<'a> {
+    store: &'a StatusStore,
+    publisher: &'a Publisher,
+    job: &'a str,
+    pool: &'a str,
+    priority: i32,
+    max_retry: i32,
+    /// Names this submission's outboxes (`<id>-<batch>`).
+    id: String,
+    count: usize,
+    publishing: Option<Publishing<'a>>,
+}
+
+impl<'a> Batches<'a> {
+    fn new(submission: &Submission<'a>, pool: &'a str, priority: i32, max_retry: i32) -> Self {
+        let id = format!("{:x}.{:x}", crate::model::now_ms(), std::process::id());
+        Batches {
+            store: submission.store,
+            publisher: submission.publisher,
+            job: submission.job_id,
+            pool,
+            priority,
+            max_retry,
+            id,
+            count: 0,
+            publishing: None,
         }
+    }
+
+    /// Writes one batch of records, then starts publishing its outbox.
+    async fn add(&mut self, batch: &[TaskAddParameter]) -> Result<()> {
+        self.count += 1;
+        let name = format!("{}-{}", self.id, self.count);
+        let outbox = self.store.add_tasks(self.job, self.max_retry, self.priority, &name, batch).await?;
+        if let Some(previous) = self.publishing.take() {
+            previous.await?;
+        }
+        let (store, publisher, pool) = (self.store, self.publisher, self.pool);
+        self.publishing = Some(Box::pin(async move { publisher.publish_outbox(store, pool, &outbox).await }));
         Ok(())
+    }
+
+    /// Waits until every batch's messages are confirmed.
+    async fn finish(mut self) -> Result<()> {
+        match self.publishing.take() {
+            Some(last) => last.await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,11 +1,12 @@
 //! `drover task ...`
 
 use crate::output::{self, Format};
+use drover_core::model::task::FailureCode;
 use drover_core::model::{TaskAddParameter, TaskState};
 use drover_core::queue::{Publisher, Topology};
 use drover_core::staging::Staging;
 use drover_core::status::{StatusStore, Termination};
-use drover_core::submit::{Submission, CONFIRM_WINDOW};
+use drover_core::submit::Submission;
 use drover_core::Config;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -74,8 +75,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
     let store = StatusStore::connect(config).await?;
     match cmd {
         TaskCommand::Create { job_id, task_id, command_line, json_file, continue_on_error } => {
-            let mut publisher =
-                Publisher::connect(&config.amqp_url, Topology::new(&config.account), CONFIRM_WINDOW).await?;
+            let publisher = Publisher::connect(&config.amqp_url, Topology::new(&config.account)).await?;
             let bar = std::io::stderr().is_terminal().then(|| {
                 let bar = indicatif::ProgressBar::new_spinner();
                 bar.set_style(
@@ -91,7 +91,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
             };
             let mut submission = Submission {
                 store: &store,
-                publisher: &mut publisher,
+                publisher: &publisher,
                 job_id: &job_id,
                 continue_on_error,
                 progress: &progress,
@@ -109,7 +109,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
-            publisher.close().await?;
+            publisher.close().await;
             for (id, reason) in &report.skipped {
                 eprintln!("drover: skipped task {id}: {reason}");
             }
@@ -169,19 +169,15 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
 /// Terminates a task; waits (up to 30 s) for the node running it to kill it and record it.
 async fn terminate(config: &Config, store: &StatusStore, job_id: &str, task_id: &str) -> anyhow::Result<()> {
     let task = store.get_task(job_id, task_id).await?;
-    let blocks = task.spec.blocks_dependents(false, None, Some("TaskTerminated"));
+    let blocks = task.spec.blocks_dependents(false, None, Some(FailureCode::TaskTerminated));
     match store.terminate_task(job_id, task_id, blocks).await? {
         Termination::AlreadyCompleted => anyhow::bail!("task {task_id:?} of job {job_id:?} has already completed"),
-        Termination::Terminated(released) => {
-            if !released.is_empty() {
+        Termination::Terminated(outbox) => {
+            if !outbox.is_empty() {
                 let pool = store.get_job(job_id).await?.spec.pool_info.pool_id;
-                let mut publisher =
-                    Publisher::connect(&config.amqp_url, Topology::new(&config.account), CONFIRM_WINDOW).await?;
-                for message in released {
-                    publisher.publish(&pool, message).await?;
-                }
-                publisher.close().await?;
-                store.clear_outbox(job_id, task_id).await?;
+                let publisher = Publisher::connect(&config.amqp_url, Topology::new(&config.account)).await?;
+                publisher.publish_outbox(store, &pool, &outbox).await?;
+                publisher.close().await;
             }
             Ok(())
         }

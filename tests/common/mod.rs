@@ -451,3 +451,31 @@ impl Drop for BrokerStopped {
 pub async fn within<T>(limit: Duration, what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(limit, f).await.unwrap_or_else(|_| panic!("timed out after {limit:?}: {what}"))
 }
+
+/// Shortcuts for driving the status store's transitions directly, on pool `p` and job `j`.
+pub mod transitions {
+    use drover_core::status::{AttemptRef, Outbox, Start, StatusStore};
+
+    /// `start_task` of task `task` of job `j` (pool `p`) on `node`.
+    pub async fn start(store: &StatusStore, task: &str, node: &str) -> Start {
+        store.start_task("p", "j", task, node).await.expect("start_task")
+    }
+
+    /// Starts `task` on `node`; returns the new attempt (panics if it did not start).
+    pub async fn started(store: &StatusStore, task: &str, node: &str) -> u32 {
+        match start(store, task, node).await {
+            Start::Started(s) => s.attempt,
+            other => panic!("{task} did not start: {other:?}"),
+        }
+    }
+
+    /// Attempt `attempt` of `task` of job `j` on pool `p`.
+    pub fn at(task: &str, attempt: u32) -> AttemptRef<'_> {
+        AttemptRef { pool: "p", job: "j", task, attempt }
+    }
+
+    /// The task ids of an outbox's messages.
+    pub fn ids(outbox: &Outbox) -> Vec<&str> {
+        outbox.messages().iter().map(|m| m.task_id.as_str()).collect()
+    }
+}

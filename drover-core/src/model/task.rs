@@ -282,10 +282,12 @@ impl ExitConditions {
 
     /// The options that apply to how a task ended, in Azure's order: a staging failure's own
     /// options, else the first matching exit code, then range, then `default`.
-    pub fn matching(&self, exit_code: Option<i32>, failure_code: Option<&str>) -> Option<&ExitOptions> {
+    pub fn matching(&self, exit_code: Option<i32>, failure_code: Option<FailureCode>) -> Option<&ExitOptions> {
         let staging = match failure_code {
-            Some("ResourceFileDownloadError" | "ApplicationPackageError") => self.pre_processing_error.as_ref(),
-            Some("FileUploadError") => self.file_upload_error.as_ref(),
+            Some(FailureCode::ResourceFileDownloadError | FailureCode::ApplicationPackageError) => {
+                self.pre_processing_error.as_ref()
+            }
+            Some(FailureCode::FileUploadError) => self.file_upload_error.as_ref(),
             _ => None,
         };
         staging.or(exit_code.and_then(|c| self.by_exit_code(c))).or(self.default.as_ref())
@@ -361,7 +363,7 @@ impl TaskAddParameter {
 
     /// Whether the way the task ended blocks its dependents (Azure: `satisfy` after exit code 0,
     /// `block` after a failure, unless the matching exit options set `dependencyAction`).
-    pub fn blocks_dependents(&self, success: bool, exit_code: Option<i32>, failure_code: Option<&str>) -> bool {
+    pub fn blocks_dependents(&self, success: bool, exit_code: Option<i32>, failure_code: Option<FailureCode>) -> bool {
         let ec = self.exit_conditions.as_ref();
         let action = if success {
             ec.zip(exit_code)
@@ -378,7 +380,7 @@ impl TaskAddParameter {
 
     /// The job action a failed task asks for (Azure: terminate unless its exit options say
     /// otherwise).
-    pub fn job_action_on_failure(&self, exit_code: Option<i32>, failure_code: Option<&str>) -> JobAction {
+    pub fn job_action_on_failure(&self, exit_code: Option<i32>, failure_code: Option<FailureCode>) -> JobAction {
         self.exit_conditions
             .as_ref()
             .and_then(|ec| ec.matching(exit_code, failure_code))
@@ -565,13 +567,79 @@ pub enum FailureCategory {
 
 impl FailureInfo {
     /// A failure the task's author can fix (bad command, missing input, ...).
-    pub fn user(code: &str, message: impl Into<String>) -> Self {
-        FailureInfo { category: FailureCategory::UserError, code: code.into(), message: message.into() }
+    pub fn user(code: FailureCode, message: impl Into<String>) -> Self {
+        FailureInfo { category: FailureCategory::UserError, code: code.as_str().into(), message: message.into() }
     }
 
     /// A failure of drover or the services it relies on.
-    pub fn server(code: &str, message: impl Into<String>) -> Self {
-        FailureInfo { category: FailureCategory::ServerError, code: code.into(), message: message.into() }
+    pub fn server(code: FailureCode, message: impl Into<String>) -> Self {
+        FailureInfo { category: FailureCategory::ServerError, code: code.as_str().into(), message: message.into() }
+    }
+
+    /// The code, if it is one drover records.
+    pub fn known_code(&self) -> Option<FailureCode> {
+        FailureCode::ALL.into_iter().find(|c| c.as_str() == self.code)
+    }
+}
+
+/// The failureInfo codes drover records (Azure's names where Azure has one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCode {
+    /// The command exited with a code other than 0.
+    FailureExitCode,
+    /// It ran past `maxWallClockTime` and was killed.
+    MaxWallClockTimeExceeded,
+    /// The program could not be started.
+    CommandStartError,
+    /// `commandLine` cannot be split into words.
+    CommandLineInvalid,
+    /// The task's directory could not be made.
+    TaskDirectoryError,
+    /// A resource file could not be downloaded (a pre-processing error).
+    ResourceFileDownloadError,
+    /// An application package could not be installed (a pre-processing error).
+    ApplicationPackageError,
+    /// An output file could not be uploaded.
+    FileUploadError,
+    /// The job's preparation task failed on the node (or could not be read).
+    JobPreparationTaskFailed,
+    /// The task was terminated (`drover task terminate`, or its job ended).
+    TaskTerminated,
+    /// The nodes running the task were lost too often (recorded by `start_task.lua`).
+    NodeLostRepeatedly,
+}
+
+impl FailureCode {
+    /// Every code.
+    pub const ALL: [FailureCode; 11] = [
+        FailureCode::FailureExitCode,
+        FailureCode::MaxWallClockTimeExceeded,
+        FailureCode::CommandStartError,
+        FailureCode::CommandLineInvalid,
+        FailureCode::TaskDirectoryError,
+        FailureCode::ResourceFileDownloadError,
+        FailureCode::ApplicationPackageError,
+        FailureCode::FileUploadError,
+        FailureCode::JobPreparationTaskFailed,
+        FailureCode::TaskTerminated,
+        FailureCode::NodeLostRepeatedly,
+    ];
+
+    /// The code as Azure writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::FailureExitCode => "FailureExitCode",
+            FailureCode::MaxWallClockTimeExceeded => "MaxWallClockTimeExceeded",
+            FailureCode::CommandStartError => "CommandStartError",
+            FailureCode::CommandLineInvalid => "CommandLineInvalid",
+            FailureCode::TaskDirectoryError => "TaskDirectoryError",
+            FailureCode::ResourceFileDownloadError => "ResourceFileDownloadError",
+            FailureCode::ApplicationPackageError => "ApplicationPackageError",
+            FailureCode::FileUploadError => "FileUploadError",
+            FailureCode::JobPreparationTaskFailed => "JobPreparationTaskFailed",
+            FailureCode::TaskTerminated => "TaskTerminated",
+            FailureCode::NodeLostRepeatedly => "NodeLostRepeatedly",
+        }
     }
 }
 
@@ -618,8 +686,8 @@ mod tests {
         )
         .unwrap();
         assert!(!t.blocks_dependents(true, Some(0), None));
-        assert!(t.blocks_dependents(false, Some(1), Some("FailureExitCode")));
-        assert!(!t.blocks_dependents(false, Some(3), Some("FailureExitCode")));
+        assert!(t.blocks_dependents(false, Some(1), Some(FailureCode::FailureExitCode)));
+        assert!(!t.blocks_dependents(false, Some(3), Some(FailureCode::FailureExitCode)));
     }
     use super::*;
 

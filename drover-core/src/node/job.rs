@@ -2,14 +2,13 @@
 //! release task when the job ends, and the watch that kills running tasks whose job ended or that
 //! `drover task terminate` named.
 
-use super::attempt::{environment, fresh_dir, persist};
-use super::process::{self, Exit, ProcessSpec};
+use super::command::Command;
 use super::NodeContext;
 use crate::model::job::{JobPreparationTask, JobReleaseTask};
-use crate::model::task::{FailureInfo, ResourceFile};
+use crate::model::task::{FailureCode, FailureInfo};
 use crate::model::{now_ms, rfc3339, EnvironmentSetting};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -54,10 +53,11 @@ pub(super) async fn prepared(ctx: &NodeContext, job: &str) -> Result<Option<Path
 }
 
 async fn prepare(ctx: &NodeContext, job: &str) -> Prepared {
-    let spec = match persist(ctx, "get_job", || ctx.store.get_job(job)).await {
+    let spec = match ctx.persist("get_job", || ctx.store.get_job(job)).await {
         Ok(j) => j.spec,
         Err(e) => {
-            let failure = FailureInfo::server("JobPreparationTaskFailed", format!("cannot read job {job:?}: {e}"));
+            let failure =
+                FailureInfo::server(FailureCode::JobPreparationTaskFailed, format!("cannot read job {job:?}: {e}"));
             return Prepared { result: Err(failure), release: None };
         }
     };
@@ -67,12 +67,12 @@ async fn prepare(ctx: &NodeContext, job: &str) -> Prepared {
     let wait = prep.wait_for_success.unwrap_or(true);
     let (dir, info) = run_prep(ctx, job, &prep, env).await;
     // Remember the job, so a restart of this node (same id) still runs its release.
-    if let Err(e) = persist(ctx, "add_node_job", || ctx.store.add_node_job(&ctx.options.node_id, job)).await {
+    if let Err(e) = ctx.persist("add_node_job", || ctx.store.add_node_job(&ctx.options.node_id, job)).await {
         tracing::warn!(job, error = %e, "could not record the prepared job");
     }
     let result = match (&info.failure_info, wait) {
         (Some(f), true) => Err(FailureInfo::user(
-            "JobPreparationTaskFailed",
+            FailureCode::JobPreparationTaskFailed,
             format!("the job preparation task failed on node {}: {}", ctx.options.node_id, f.message),
         )),
         _ => Ok(Some(dir)),
@@ -85,13 +85,13 @@ async fn prepare(ctx: &NodeContext, job: &str) -> Prepared {
 #[serde(rename_all = "camelCase")]
 pub(super) struct ExecutionInfo {
     start_time: String,
-    pub(super) end_time: String,
+    end_time: String,
     state: &'static str,
     task_root_directory: String,
-    pub(super) exit_code: Option<i32>,
-    pub(super) result: &'static str,
+    exit_code: Option<i32>,
+    result: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) failure_info: Option<FailureInfo>,
+    failure_info: Option<FailureInfo>,
     retry_count: i32,
 }
 
@@ -101,15 +101,23 @@ async fn run_prep(
     prep: &JobPreparationTask,
     job_env: &[EnvironmentSetting],
 ) -> (PathBuf, ExecutionInfo) {
-    let dir = job_dir(ctx, job).join("jobpreparation");
-    let wd = dir.join("wd");
-    let limit = prep.constraints.as_ref().and_then(|c| c.max_wall_clock_time).map(|d| d.0);
+    let command = Command {
+        command_line: &prep.command_line,
+        resource_files: &prep.resource_files,
+        packages: &[],
+        job_env,
+        own_env: &prep.environment_settings,
+        job: Some(job),
+        task: None,
+        prep_wd: Some(ctx.prep_dir(job).join("wd")),
+        dir: ctx.prep_dir(job),
+        wall_clock: prep.constraints.as_ref().and_then(|c| c.max_wall_clock_time).map(|d| d.0),
+    };
     let runs = runs_allowed(prep.constraints.as_ref().and_then(|c| c.max_task_retry_count));
     let start = now_ms();
     let mut info = ExecutionInfo::default();
     for n in 0..runs {
-        let env = env_for(ctx, job, job_env, &prep.environment_settings, &dir, &wd);
-        info = run_one(ctx, &prep.command_line, &prep.resource_files, &env, &dir, &wd, limit).await;
+        info = run_one(ctx, &command).await;
         info.retry_count = n;
         info.start_time = rfc3339(start);
         if info.failure_info.is_none() {
@@ -118,76 +126,24 @@ async fn run_prep(
         tracing::warn!(job, run = n + 1, of = runs, failure = ?info.failure_info, "job preparation task failed");
     }
     record(ctx, job, "jobPreparationTaskExecutionInfo", &info).await;
-    (wd, info)
+    (command.wd(), info)
 }
 
-/// Runs a job preparation or release task once in `dir`.
-pub(super) async fn run_one(
-    ctx: &NodeContext,
-    command_line: &str,
-    resource_files: &[ResourceFile],
-    env: &[(String, String)],
-    dir: &Path,
-    wd: &Path,
-    limit: Option<Duration>,
-) -> ExecutionInfo {
-    let mut info = ExecutionInfo {
-        start_time: rfc3339(now_ms()),
+/// Runs a job preparation or release task once.
+async fn run_one(ctx: &NodeContext, command: &Command<'_>) -> ExecutionInfo {
+    let start_time = rfc3339(now_ms());
+    let ended = command.run(ctx, &CancellationToken::new()).await;
+    let failure_info = ended.failure();
+    ExecutionInfo {
+        start_time,
+        end_time: rfc3339(now_ms()),
         state: "completed",
-        task_root_directory: dir.to_string_lossy().into_owned(),
-        result: "failure",
-        ..Default::default()
-    };
-    let fail = |mut info: ExecutionInfo, code: &str, message: String| {
-        info.failure_info = Some(FailureInfo::user(code, message));
-        info.end_time = rfc3339(now_ms());
-        info
-    };
-    let (stdout, stderr) = match fresh_dir(dir, wd).await {
-        Ok(files) => files,
-        Err(e) => return fail(info, "TaskDirectoryError", format!("{}: {e}", wd.display())),
-    };
-    for (i, rf) in resource_files.iter().enumerate() {
-        if let Err(e) = ctx.staging.stage_in(rf, wd).await {
-            return fail(info, "ResourceFileDownloadError", format!("resourceFiles[{i}]: {e}"));
-        }
+        task_root_directory: command.dir.to_string_lossy().into_owned(),
+        exit_code: ended.exit_code(),
+        result: if failure_info.is_none() { "success" } else { "failure" },
+        failure_info,
+        retry_count: 0,
     }
-    let argv = match shell_words::split(command_line) {
-        Ok(a) if !a.is_empty() => a,
-        _ => return fail(info, "CommandLineInvalid", "commandLine cannot be split into words".into()),
-    };
-    let spec = ProcessSpec { argv: &argv, cwd: wd, env, stdout, stderr, wall_clock: limit };
-    match process::run(spec, &CancellationToken::new()).await {
-        Ok(Exit::Code(0)) => {
-            info.exit_code = Some(0);
-            info.result = "success";
-            info.end_time = rfc3339(now_ms());
-            info
-        }
-        Ok(Exit::Code(code)) => {
-            info.exit_code = Some(code);
-            fail(info, "FailureExitCode", format!("exited with code {code}"))
-        }
-        Ok(_) => fail(info, "MaxWallClockTimeExceeded", "ran past its maxWallClockTime and was killed".into()),
-        Err(e) => fail(info, "CommandStartError", format!("cannot start {:?}: {e}", argv[0])),
-    }
-}
-
-/// The environment of a preparation or release task (it has no task id).
-fn env_for(
-    ctx: &NodeContext,
-    job: &str,
-    job_env: &[EnvironmentSetting],
-    own: &[EnvironmentSetting],
-    dir: &Path,
-    wd: &Path,
-) -> Vec<(String, String)> {
-    let prep_wd = job_dir(ctx, job).join("jobpreparation").join("wd");
-    environment(ctx, Some(job), None, job_env, own, dir, wd, Some(&prep_wd))
-}
-
-fn job_dir(ctx: &NodeContext, job: &str) -> PathBuf {
-    ctx.options.work_dir.join(&ctx.config.account).join("jobs").join(job)
 }
 
 /// Records a preparation or release run in the job's per-node status (`drover job prep-release-status`).
@@ -209,7 +165,7 @@ pub(super) async fn restore(ctx: &NodeContext) {
     for job in jobs {
         match ctx.store.get_job(&job).await {
             Ok(j) => {
-                let wd = job_dir(ctx, &job).join("jobpreparation").join("wd");
+                let wd = ctx.prep_dir(&job).join("wd");
                 let release = j.spec.job_release_task.map(|r| (r, j.spec.common_environment_settings.clone()));
                 let prepared = Prepared { result: Ok(Some(wd)), release };
                 ctx.jobs.jobs.lock().await.insert(job.clone(), Arc::new(OnceCell::new_with(Some(prepared))));
@@ -265,11 +221,19 @@ pub(super) async fn watch(ctx: Arc<NodeContext>) {
 }
 
 async fn release_job(ctx: &NodeContext, job: &str, task: &JobReleaseTask, job_env: &[EnvironmentSetting]) {
-    let dir = job_dir(ctx, job).join("jobrelease");
-    let wd = dir.join("wd");
-    let env = env_for(ctx, job, job_env, &task.environment_settings, &dir, &wd);
-    let limit = Some(task.max_wall_clock_time.map_or(RELEASE_LIMIT, |d| d.0));
-    let info = run_one(ctx, &task.command_line, &task.resource_files, &env, &dir, &wd, limit).await;
+    let command = Command {
+        command_line: &task.command_line,
+        resource_files: &task.resource_files,
+        packages: &[],
+        job_env,
+        own_env: &task.environment_settings,
+        job: Some(job),
+        task: None,
+        prep_wd: Some(ctx.prep_dir(job).join("wd")),
+        dir: ctx.job_dir(job).join(".jobrelease"),
+        wall_clock: Some(task.max_wall_clock_time.map_or(RELEASE_LIMIT, |d| d.0)),
+    };
+    let info = run_one(ctx, &command).await;
     tracing::info!(job, result = info.result, "job release task ran");
     record(ctx, job, "jobReleaseTaskExecutionInfo", &info).await;
 }

@@ -3,6 +3,8 @@
 //! heartbeat in Redis so others can tell it is alive, and drains on shutdown.
 
 mod attempt;
+mod command;
+mod dispatch;
 mod job;
 mod packages;
 mod process;
@@ -14,17 +16,13 @@ pub use process::Exit;
 
 use crate::model::node::NodeState;
 use crate::model::TaskMessage;
-use crate::queue::{self, Band, Topology, REASON_HEADER};
+use crate::queue::{Publisher, Topology};
+use crate::retry::Patience;
 use crate::staging::Staging;
 use crate::status::{NodeBeat, NodeJoin, StatusStore, NODE_LEASE};
-use crate::{Config, Error, Result};
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel};
-use std::collections::{BinaryHeap, HashMap};
+use crate::{Config, Result};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,8 +64,12 @@ pub(crate) struct NodeContext {
     pub(crate) store: StatusStore,
     pub(crate) staging: Staging,
     pub(crate) topology: Topology,
+    /// Publishes outboxes and dead letters, on its own connection.
+    pub(crate) publisher: Publisher,
     /// Tasks this node runs now, as (job, task), each with the token that kills it.
     pub(crate) running: Mutex<HashMap<(String, String), CancellationToken>>,
+    /// The tasks whose attempts ended here last, newest last (Azure's recentTasks).
+    pub(crate) recent: Mutex<VecDeque<(String, String)>>,
     /// The jobs this node has run tasks of: their preparation, and what their release needs.
     pub(crate) jobs: job::NodeJobs,
     /// The application package versions unpacked here.
@@ -85,6 +87,9 @@ pub(crate) struct NodeContext {
     pub(crate) total_succeeded: AtomicU64,
 }
 
+/// How many ended tasks a node lists in its recentTasks.
+const RECENT_TASKS: usize = 20;
+
 impl NodeContext {
     /// Moves the node to `state` and reports it at once (a heartbeat).
     pub(crate) async fn set_state(&self, state: NodeState) {
@@ -92,6 +97,68 @@ impl NodeContext {
             *s = (state, crate::model::now_ms());
         }
         beat(self).await;
+    }
+
+    /// Runs a status write until it succeeds or fails for good; Redis outages are waited out
+    /// (the message stays unacked meanwhile) unless the node is handing its work back.
+    pub(crate) async fn persist<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        crate::retry::transient(what, Patience::Forever, || self.hand_back.is_cancelled(), op).await
+    }
+
+    /// Whether this node runs the task `msg` names now.
+    pub(crate) fn runs(&self, msg: &TaskMessage) -> bool {
+        let key = (msg.job_id.clone(), msg.task_id.clone());
+        self.running.lock().map(|r| r.contains_key(&key)).unwrap_or(false)
+    }
+
+    pub(crate) fn running_insert(&self, msg: &TaskMessage, kill: CancellationToken) {
+        if let Ok(mut r) = self.running.lock() {
+            r.insert((msg.job_id.clone(), msg.task_id.clone()), kill);
+        }
+    }
+
+    pub(crate) fn running_remove(&self, msg: &TaskMessage) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&(msg.job_id.clone(), msg.task_id.clone()));
+        }
+    }
+
+    /// Counts an attempt whose outcome was recorded (totalTasksRun, totalTasksSucceeded,
+    /// recentTasks).
+    pub(crate) fn count_run(&self, msg: &TaskMessage, succeeded: bool) {
+        self.total_run.fetch_add(1, Ordering::Relaxed);
+        if succeeded {
+            self.total_succeeded.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_TASKS {
+                recent.pop_front();
+            }
+            recent.push_back((msg.job_id.clone(), msg.task_id.clone()));
+        }
+    }
+
+    /// `<work-dir>/<account>`: everything this node keeps for the account.
+    pub(crate) fn account_dir(&self) -> PathBuf {
+        self.options.work_dir.join(&self.config.account)
+    }
+
+    /// A job's directory: its tasks' directories, and `.jobpreparation` / `.jobrelease` (a dot
+    /// cannot start a task id, so no task shares them).
+    pub(crate) fn job_dir(&self, job: &str) -> PathBuf {
+        self.account_dir().join("jobs").join(job)
+    }
+
+    pub(crate) fn prep_dir(&self, job: &str) -> PathBuf {
+        self.job_dir(job).join(".jobpreparation")
+    }
+
+    pub(crate) fn task_dir(&self, job: &str, task: &str) -> PathBuf {
+        self.job_dir(job).join(task)
     }
 }
 
@@ -110,8 +177,12 @@ pub async fn run(
     let pool = store.get_pool(&options.pool_id).await?;
     let slots = options.task_slots.unwrap_or(pool.spec.task_slots_per_node).max(1);
     let staging = Staging::new(&config).await?.with_retry_budget(options.storage_retry);
+    let publisher =
+        Publisher::new(&config.amqp_url, &format!("drover-worker {}", options.node_id), Topology::new(&config.account));
     let ctx = Arc::new(NodeContext {
         topology: Topology::new(&config.account),
+        publisher,
+        recent: Mutex::new(VecDeque::new()),
         config,
         options,
         store,
@@ -140,7 +211,7 @@ pub async fn run(
     tracing::info!(pool = %ctx.options.pool_id, node = %ctx.options.node_id, slots, "node joined the pool");
     let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
     job::restore(&ctx).await;
-    let root = ctx.options.work_dir.join(&ctx.config.account);
+    let root = ctx.account_dir();
     let usable = match tokio::fs::create_dir_all(&root).await {
         Err(e) => {
             tracing::error!(dir = %root.display(), error = %e, "the work directory is unusable: this node takes no task");
@@ -157,7 +228,7 @@ pub async fn run(
     }
     systemd::ready();
     let watch = tokio::spawn(job::watch(ctx.clone()));
-    let jobs_dir = ctx.options.work_dir.join(&ctx.config.account).join("jobs");
+    let jobs_dir = ctx.account_dir().join("jobs");
     let sweeper = tokio::spawn(async move {
         loop {
             let dir = jobs_dir.clone();
@@ -171,7 +242,7 @@ pub async fn run(
     });
     let tracker = TaskTracker::new();
     if usable {
-        consume(&ctx, &tracker, &shutdown).await;
+        dispatch::consume(&ctx, &tracker, &shutdown).await;
     } else {
         // A node whose start task failed (or that is unusable) takes no task; it stays, visible,
         // until stopped.
@@ -191,7 +262,7 @@ pub async fn run(
 }
 
 /// Lets running tasks finish within the drain timeout, then hands the rest back.
-async fn drain(ctx: &NodeContext, tracker: &TaskTracker) {
+pub(super) async fn drain(ctx: &NodeContext, tracker: &TaskTracker) {
     tracker.close();
     if tracker.is_empty() {
         return;
@@ -219,6 +290,7 @@ async fn heartbeat(ctx: Arc<NodeContext>) {
 /// One heartbeat; false if it could not be written.
 async fn beat(ctx: &NodeContext) -> bool {
     let tasks: Vec<(String, String)> = ctx.running.lock().map(|r| r.keys().cloned().collect()).unwrap_or_default();
+    let recent: Vec<(String, String)> = ctx.recent.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default();
     let (mut state, since) = ctx.state.lock().map(|s| *s).unwrap_or((NodeState::Idle, 0));
     if state == NodeState::Idle && !tasks.is_empty() {
         state = NodeState::Running;
@@ -227,6 +299,7 @@ async fn beat(ctx: &NodeContext) -> bool {
         state,
         since,
         tasks,
+        recent,
         used_slots: ctx.slots.saturating_sub(ctx.free.available_permits() as u32),
         total_run: ctx.total_run.load(Ordering::Relaxed),
         total_succeeded: ctx.total_succeeded.load(Ordering::Relaxed),
@@ -237,190 +310,5 @@ async fn beat(ctx: &NodeContext) -> bool {
             tracing::warn!(error = %e, "heartbeat failed");
             false
         }
-    }
-}
-
-/// Consumes until `shutdown`, reconnecting to the broker whenever the connection is lost.
-async fn consume(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &CancellationToken) {
-    let mut delay = Duration::from_millis(200);
-    while !shutdown.is_cancelled() {
-        match consume_once(ctx, tracker, shutdown).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "lost the broker; reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// A delivery held until a slot is free; the highest job priority starts first, then the oldest.
-struct Held {
-    priority: i32,
-    seq: std::cmp::Reverse<u64>,
-    /// The slots it takes (its `requiredSlots`, at most the node's).
-    slots: u32,
-    delivery: lapin::message::Delivery,
-}
-
-impl PartialEq for Held {
-    fn eq(&self, other: &Self) -> bool {
-        (self.priority, self.seq) == (other.priority, other.seq)
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Held {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.priority, self.seq).cmp(&(other.priority, other.seq))
-    }
-}
-
-/// Consumes the pool's three band queues on one channel, each with a prefetch of twice `slots`,
-/// and starts a held delivery whenever enough of the node's `slots` are free for it (its
-/// `requiredSlots`), highest priority first.
-/// The lookahead matters: with a prefetch of only `slots`, the next high-priority message would
-/// still be on its way from the broker when a slot frees, and a held low-priority one would take
-/// the slot. So with a backlog of low-priority tasks, a higher-priority job's tasks start next
-/// on every node (at most `2 × slots` low-priority messages wait in each node's hand meanwhile),
-/// and a node always has its next task at hand when a slot frees.
-async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &CancellationToken) -> Result<()> {
-    let (slots, free) = (ctx.slots, &ctx.free);
-    let connection = queue::connect(&ctx.config.amqp_url, &format!("drover-worker {}", ctx.options.node_id)).await?;
-    let channel = connection.create_channel().await?;
-    ctx.topology.declare_pool(&channel, &ctx.options.pool_id).await?;
-    let publish = connection.create_channel().await?;
-    publish.confirm_select(ConfirmSelectOptions::default()).await?;
-    let prefetch = slots.saturating_mul(2).min(u16::MAX as u32) as u16;
-    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    let mut consumers = Vec::new();
-    let mut tags = Vec::new();
-    for band in Band::ALL {
-        let tag = format!(
-            "{}{}",
-            ctx.options.node_id,
-            match band {
-                Band::High => ".high",
-                Band::Normal => "",
-                Band::Low => ".low",
-            }
-        );
-        let queue = ctx.topology.band_queue(&ctx.options.pool_id, band);
-        consumers.push(
-            channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    tag.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?,
-        );
-        tags.push(tag);
-    }
-    let mut deliveries = futures_util::stream::select_all(consumers);
-    tracing::info!(queue = %ctx.topology.pool_queue(&ctx.options.pool_id), "consuming");
-    let mut held: BinaryHeap<Held> = BinaryHeap::new();
-    let mut seq = 0u64;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                // Stop taking work; deliveries not started go back to the queue with the channel.
-                for tag in &tags {
-                    let _ = channel.basic_cancel(tag.as_str().into(), Default::default()).await;
-                }
-                drain(ctx, tracker).await;
-                let _ = connection.close(200, "node leaving".into()).await;
-                return Ok(());
-            }
-            permit = free.clone().acquire_many_owned(held.peek().map_or(1, |h| h.slots)), if !held.is_empty() => {
-                let (Ok(permit), Some(next)) = (permit, held.pop()) else { continue };
-                let ctx = ctx.clone();
-                let publish = publish.clone();
-                tracker.spawn(async move {
-                    attempt::handle(ctx, publish, next.delivery).await;
-                    drop(permit);
-                });
-            }
-            next = deliveries.next() => match next {
-                Some(Ok(delivery)) => {
-                    // A malformed message sorts first, to be dead-lettered at once. A task that needs
-                    // more slots than the node has takes all of them (submission refuses more
-                    // than the pool's taskSlotsPerNode; this node was started with fewer).
-                    let (priority, need) =
-                        TaskMessage::parse(&delivery.data).map_or((i32::MAX, 1), |m| (m.priority, m.slots.clamp(1, slots)));
-                    seq += 1;
-                    held.push(Held { priority, seq: std::cmp::Reverse(seq), slots: need, delivery });
-                }
-                Some(Err(e)) => return Err(Error::Amqp(e)),
-                None => return Err(Error::State("the broker cancelled the consumer".into())),
-            }
-        }
-    }
-}
-
-/// Publishes `messages` (retries, released dependents, parked tasks) with pipelined confirms and
-/// waits until the broker has confirmed them all.
-pub(crate) async fn publish_all(ctx: &NodeContext, channel: &Channel, messages: &[TaskMessage]) -> Result<()> {
-    let mut confirms = Vec::with_capacity(messages.len());
-    for message in messages {
-        let confirm = channel
-            .basic_publish(
-                ctx.topology.tasks_exchange().into(),
-                Topology::routing_key(&ctx.options.pool_id, message.priority).into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                &message.to_bytes(),
-                queue::task_properties(&message.task_id),
-            )
-            .await?;
-        confirms.push(confirm);
-    }
-    for confirm in confirms {
-        if !confirm.await?.is_ack() {
-            return Err(Error::State("the broker refused a task message".into()));
-        }
-    }
-    Ok(())
-}
-
-/// Moves a message that is not a valid task to the dead-letter queue, saying why.
-pub(crate) async fn dead_letter(ctx: &NodeContext, channel: &Channel, body: &[u8], reason: &str) -> Result<()> {
-    let mut headers = FieldTable::default();
-    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
-    headers.insert("x-drover-pool".into(), AMQPValue::LongString(ctx.options.pool_id.as_str().into()));
-    let confirm = channel
-        .basic_publish(
-            ctx.topology.dead_letters().into(),
-            "".into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_delivery_mode(2).with_headers(headers),
-        )
-        .await?
-        .await?;
-    if confirm.is_ack() {
-        Ok(())
-    } else {
-        Err(Error::State("the broker refused the dead letter".into()))
-    }
-}
-
-pub(crate) async fn ack(delivery: &lapin::message::Delivery) {
-    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-        tracing::debug!(error = %e, "ack failed (the message will come back and be recognised)");
-    }
-}
-
-pub(crate) async fn requeue(delivery: &lapin::message::Delivery) {
-    if let Err(e) = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await {
-        tracing::debug!(error = %e, "nack failed (the message comes back with the channel)");
     }
 }

@@ -4,7 +4,7 @@
 //! `AZ_BATCH_APP_PACKAGE_<app>_<version>` (no version suffix for the default version).
 
 use super::NodeContext;
-use crate::model::task::{ApplicationPackageReference, FailureInfo};
+use crate::model::task::{ApplicationPackageReference, FailureCode, FailureInfo};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,9 +20,6 @@ pub(crate) struct NodePackages {
     unpacked: tokio::sync::Mutex<Unpacked>,
 }
 
-/// The failure code of a task whose application package cannot be had (a pre-processing error).
-pub(crate) const PACKAGE_FAILURE: &str = "ApplicationPackageError";
-
 /// Makes every referenced package available; returns the environment variables naming them.
 pub(super) async fn install(
     ctx: &NodeContext,
@@ -31,7 +28,10 @@ pub(super) async fn install(
     let mut env = Vec::new();
     for (i, r) in refs.iter().enumerate() {
         let at = |e: Error| {
-            FailureInfo::user(PACKAGE_FAILURE, format!("applicationPackageReferences[{i}] ({}): {e}", r.application_id))
+            FailureInfo::user(
+                FailureCode::ApplicationPackageError,
+                format!("applicationPackageReferences[{i}] ({}): {e}", r.application_id),
+            )
         };
         let package = ctx.store.package(&r.application_id, r.version.as_deref()).await.map_err(at)?;
         let cell = {
@@ -82,7 +82,7 @@ async fn unpack(ctx: &NodeContext, application: &str, version: &str, file: &str)
     let (archive2, dir2, file) = (archive.clone(), dir.clone(), file.to_string());
     tokio::task::spawn_blocking(move || extract(&archive2, &dir2, &file))
         .await
-        .map_err(|e| Error::State(format!("unpacking {application} {version}: {e}")))??;
+        .map_err(|e| Error::Internal(format!("unpacking {application} {version}: {e}")))??;
     let _ = tokio::fs::remove_file(&archive).await;
     tracing::info!(application, version, dir = %dir.display(), "application package unpacked");
     Ok(dir)

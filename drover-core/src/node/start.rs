@@ -1,7 +1,8 @@
 //! The pool's start task: runs when the node joins, before it takes any task when
 //! `waitForSuccess` holds (the default); a node whose start task failed takes none.
 
-use super::job::{run_one, runs_allowed};
+use super::command::Command;
+use super::job::runs_allowed;
 use super::NodeContext;
 use crate::model::node::{NodeState, StartTaskInformation};
 use crate::model::pool::StartTask;
@@ -28,8 +29,18 @@ pub(super) async fn run(ctx: &std::sync::Arc<NodeContext>, task: &StartTask, shu
 
 /// Runs the start task up to 1 + maxTaskRetryCount times, recording each run on the node.
 async fn run_to_end(ctx: &NodeContext, task: &StartTask) -> bool {
-    let dir = ctx.options.work_dir.join(&ctx.config.account).join("startup");
-    let wd = dir.join("wd");
+    let command = Command {
+        command_line: &task.command_line,
+        resource_files: &task.resource_files,
+        packages: &task.application_package_references,
+        job_env: &[],
+        own_env: &task.environment_settings,
+        job: None,
+        task: None,
+        prep_wd: None,
+        dir: ctx.account_dir().join("startup"),
+        wall_clock: None,
+    };
     let runs = runs_allowed(task.max_task_retry_count);
     let started = crate::model::rfc3339(crate::model::now_ms());
     for n in 0..runs {
@@ -40,33 +51,22 @@ async fn run_to_end(ctx: &NodeContext, task: &StartTask) -> bool {
             ..Default::default()
         };
         record(ctx, &running).await;
-        let env = super::attempt::environment(ctx, None, None, &[], &task.environment_settings, &dir, &wd, None);
-        let packages = match super::packages::install(ctx, &task.application_package_references).await {
-            Ok(p) => p,
-            Err(failure) => {
-                let failed =
-                    StartTaskInformation { failure_info: Some(failure), result: Some("failure".into()), ..running };
-                record(ctx, &StartTaskInformation { state: "completed".into(), ..failed }).await;
-                continue;
-            }
-        };
-        let env: Vec<(String, String)> = env.into_iter().chain(packages).collect();
-        let info = run_one(ctx, &task.command_line, &task.resource_files, &env, &dir, &wd, None).await;
+        let ended = command.run(ctx, &CancellationToken::new()).await;
+        let failure_info = ended.failure();
         let done = StartTaskInformation {
             state: "completed".into(),
-            start_time: started.clone(),
-            end_time: Some(info.end_time.clone()),
-            exit_code: info.exit_code,
-            failure_info: info.failure_info.clone(),
-            retry_count: n,
-            result: Some(info.result.to_string()),
+            end_time: Some(crate::model::rfc3339(crate::model::now_ms())),
+            exit_code: ended.exit_code(),
+            result: Some(if failure_info.is_none() { "success" } else { "failure" }.into()),
+            failure_info: failure_info.clone(),
+            ..running
         };
         record(ctx, &done).await;
-        if info.failure_info.is_none() {
+        if failure_info.is_none() {
             tracing::info!(runs = n + 1, "the start task succeeded");
             return true;
         }
-        tracing::warn!(run = n + 1, of = runs, failure = ?info.failure_info, "the start task failed");
+        tracing::warn!(run = n + 1, of = runs, failure = ?failure_info, "the start task failed");
     }
     false
 }

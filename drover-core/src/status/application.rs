@@ -63,7 +63,7 @@ impl StatusStore {
             redis::cmd("HGET").arg(&key).arg(format!("v:{version}")).query_async(&mut self.con()).await?;
         let raw =
             raw.ok_or_else(|| Error::NotFound { kind: "application package", id: format!("{application} {version}") })?;
-        serde_json::from_str(&raw).map_err(|e| Error::State(format!("stored package {application} {version}: {e}")))
+        serde_json::from_str(&raw).map_err(|e| Error::Corrupt(format!("stored package {application} {version}: {e}")))
     }
 
     /// Every application of the account with its versions, sorted.

@@ -1,6 +1,7 @@
 //! Job records: create, read, count, terminate, delete.
 
-use super::scripts::{CREATE_JOB, TERMINATE_JOB};
+use super::flag;
+use super::scripts::{CREATE_JOB, RECORD_JOB_TASK_RUN, TERMINATE_JOB};
 use super::StatusStore;
 use crate::model::job::{
     DependencyReport, HeldTask, JobExecutionInfo, JobProgress, OnAllTasksComplete, TaskCounts, TaskCountsResult,
@@ -36,38 +37,39 @@ impl StatusStore {
     /// Creates `job` on its pool; refuses an unknown pool or an existing job id.
     pub async fn create_job(&self, job: &JobAddParameter) -> Result<()> {
         job.validate()?;
-        let env = serde_json::to_string(&job.common_environment_settings).unwrap_or_default();
+        let env = serde_json::to_string(&job.common_environment_settings)
+            .map_err(|e| Error::Internal(format!("job {:?}: {e}", job.id)))?;
         let now = now_ms();
-        let values: Vec<String> = CREATE_JOB
-            .script
-            .key(self.keys.job(&job.id))
+        let pool = &job.pool_info.pool_id;
+        let mut inv = CREATE_JOB.prepare();
+        inv.key(self.keys.job(&job.id).hash())
             .key(self.keys.jobs())
-            .key(self.keys.pool(&job.pool_info.pool_id))
-            .key(self.keys.pool_part(&job.pool_info.pool_id, "jobs"))
+            .key(self.keys.pool(pool))
+            .key(self.keys.pool_part(pool, "jobs"))
             .arg(&job.id)
-            .arg(serde_json::to_string(job).unwrap_or_default())
+            .arg(serde_json::to_string(job).map_err(|e| Error::Internal(format!("job {:?}: {e}", job.id)))?)
             .arg(now)
             .arg(env)
             .arg(job.max_task_retry_count())
-            .arg(&job.pool_info.pool_id)
-            .arg(if job.performs_exit_actions() { "1" } else { "0" })
-            .arg(if job.uses_task_dependencies == Some(true) { "1" } else { "0" })
-            .arg(if job.on_all_tasks_complete == Some(OnAllTasksComplete::TerminateJob) { "1" } else { "0" })
+            .arg(pool)
+            .arg(flag(job.performs_exit_actions()))
+            .arg(flag(job.uses_task_dependencies == Some(true)))
+            .arg(flag(job.on_all_tasks_complete == Some(OnAllTasksComplete::TerminateJob)))
             .arg(job.max_parallel_tasks.filter(|n| *n > 0).unwrap_or(0))
             .arg(job.priority.unwrap_or(0))
-            .arg(job.deadline_ms(now).unwrap_or(0))
-            .invoke_async(&mut self.con())
-            .await?;
-        match values.first().map(String::as_str) {
-            Some("ok") => Ok(()),
-            Some("nopool") => Err(Error::NotFound { kind: "pool", id: job.pool_info.pool_id.clone() }),
-            _ => Err(Error::Conflict { kind: "job", id: job.id.clone() }),
+            .arg(job.deadline_ms(now).unwrap_or(0));
+        let reply = CREATE_JOB.run(inv, &mut self.con()).await?;
+        match reply.head.as_str() {
+            "ok" => Ok(()),
+            "nopool" => Err(Error::NotFound { kind: "pool", id: pool.clone() }),
+            "dup" => Err(Error::Conflict { kind: "job", id: job.id.clone() }),
+            _ => Err(reply.unexpected()),
         }
     }
 
     async fn job_fields(&self, job: &str) -> Result<HashMap<String, String>> {
         let fields: HashMap<String, String> =
-            redis::cmd("HGETALL").arg(self.keys.job(job)).query_async(&mut self.con()).await?;
+            redis::cmd("HGETALL").arg(self.keys.job(job).hash()).query_async(&mut self.con()).await?;
         if fields.is_empty() {
             return Err(Error::NotFound { kind: "job", id: job.into() });
         }
@@ -77,7 +79,7 @@ impl StatusStore {
     /// The pool a job runs on.
     pub(super) async fn job_pool(&self, job: &str) -> Result<String> {
         let pool: Option<String> =
-            redis::cmd("HGET").arg(self.keys.job(job)).arg("pool").query_async(&mut self.con()).await?;
+            redis::cmd("HGET").arg(self.keys.job(job).hash()).arg("pool").query_async(&mut self.con()).await?;
         pool.ok_or_else(|| Error::NotFound { kind: "job", id: job.into() })
     }
 
@@ -85,7 +87,7 @@ impl StatusStore {
     pub async fn get_job(&self, job: &str) -> Result<CloudJob> {
         let f = self.job_fields(job).await?;
         let spec: JobAddParameter = serde_json::from_str(f.get("spec").map_or("", String::as_str))
-            .map_err(|e| Error::State(format!("stored job {job:?} is unreadable: {e}")))?;
+            .map_err(|e| Error::Corrupt(format!("stored job {job:?} is unreadable: {e}")))?;
         let ms = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok());
         Ok(CloudJob {
             spec,
@@ -119,7 +121,7 @@ impl StatusStore {
     pub async fn job_progress(&self, job: &str) -> Result<JobProgress> {
         let names = ["active", "running", "completed", "succeeded", "failed"];
         let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.keys.job(job)).arg("state").arg("deadline");
+        cmd.arg(self.keys.job(job).hash()).arg("state").arg("deadline");
         for n in names {
             cmd.arg(n);
         }
@@ -130,9 +132,9 @@ impl StatusStore {
             .atomic()
             .add_command(cmd)
             .cmd("HLEN")
-            .arg(self.keys.job_part(job, "wait"))
+            .arg(self.keys.job(job).part("wait"))
             .cmd("HLEN")
-            .arg(self.keys.job_part(job, "blocked"))
+            .arg(self.keys.job(job).part("blocked"))
             .query_async(&mut self.con())
             .await?;
         let state =
@@ -166,18 +168,17 @@ impl StatusStore {
     /// Returns the job's new state (`terminating` until its running tasks have ended, then
     /// `completed`). Refuses a job that already ended.
     pub async fn terminate_job(&self, job: &str, reason: &str) -> Result<JobState> {
-        let values: Vec<String> = TERMINATE_JOB
-            .script
-            .key(self.keys.job(job))
-            .arg(now_ms())
-            .arg(reason)
-            .invoke_async(&mut self.con())
-            .await?;
-        let arg = values.get(1).map_or("", String::as_str);
-        match values.first().map(String::as_str) {
-            Some("ok") => Ok(JobState::parse(arg).unwrap_or(JobState::Completed)),
-            Some("nojob") => Err(Error::NotFound { kind: "job", id: job.into() }),
-            _ => Err(Error::State(format!("job {job:?} is {arg}: only an active job can be terminated"))),
+        let pool = self.job_pool(job).await?;
+        let mut inv = TERMINATE_JOB.prepare();
+        inv.key(self.keys.job(job).hash()).key(self.keys.pool_part(&pool, "jobs")).arg(now_ms()).arg(reason);
+        let reply = TERMINATE_JOB.run(inv, &mut self.con()).await?;
+        match reply.head.as_str() {
+            "ok" => JobState::parse(reply.at(0)?).ok_or_else(|| reply.unexpected()),
+            "nojob" => Err(Error::NotFound { kind: "job", id: job.into() }),
+            "state" => {
+                Err(Error::State(format!("job {job:?} is {}: only an active job can be terminated", reply.at(0)?)))
+            }
+            _ => Err(reply.unexpected()),
         }
     }
 
@@ -187,9 +188,9 @@ impl StatusStore {
     pub async fn dependency_report(&self, job: &str, limit: usize) -> Result<Option<DependencyReport>> {
         let (waiting, blocked): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
             .cmd("HGETALL")
-            .arg(self.keys.job_part(job, "wait"))
+            .arg(self.keys.job(job).part("wait"))
             .cmd("HGETALL")
-            .arg(self.keys.job_part(job, "blocked"))
+            .arg(self.keys.job(job).part("blocked"))
             .query_async(&mut self.con())
             .await?;
         if waiting.is_empty() && blocked.is_empty() {
@@ -220,7 +221,7 @@ impl StatusStore {
             }
             let mut pipe = redis::pipe();
             for p in &parents {
-                pipe.cmd("EXISTS").arg(self.keys.dep_list(job, p)).cmd("EXISTS").arg(self.keys.task(job, p));
+                pipe.cmd("EXISTS").arg(self.keys.job(job).dependents(p)).cmd("EXISTS").arg(self.keys.job(job).task(p));
             }
             let found: Vec<bool> = pipe.query_async(&mut self.con()).await?;
             let mut held = HeldTask { task_id: id.clone(), ..Default::default() };
@@ -255,12 +256,12 @@ impl StatusStore {
         names.dedup();
         let mut pipe = redis::pipe();
         for j in &names {
-            pipe.cmd("HMGET").arg(self.keys.job(j)).arg("state").arg("deadline");
+            pipe.cmd("HMGET").arg(self.keys.job(j).hash()).arg("state").arg("deadline");
         }
         let states: Vec<(Option<String>, Option<i64>)> = pipe.query_async(&mut self.con()).await?;
         let mut pipe = redis::pipe();
         for (j, t) in running {
-            pipe.cmd("SISMEMBER").arg(self.keys.job_part(j, "killed")).arg(t);
+            pipe.cmd("SISMEMBER").arg(self.keys.job(j).part("killed")).arg(t);
         }
         let killed: Vec<bool> = if running.is_empty() { vec![] } else { pipe.query_async(&mut self.con()).await? };
         let now = now_ms();
@@ -304,9 +305,9 @@ impl StatusStore {
         const FIELDS: [&str; 7] = ["active", "running", "s.active", "s.running", "completed", "succeeded", "failed"];
         let mut pipe = redis::pipe();
         for j in jobs {
-            pipe.cmd("HMGET").arg(self.keys.job(j)).arg(&FIELDS[..]);
-            pipe.cmd("HLEN").arg(self.keys.job_part(j, "wait"));
-            pipe.cmd("HLEN").arg(self.keys.job_part(j, "blocked"));
+            pipe.cmd("HMGET").arg(self.keys.job(j).hash()).arg(&FIELDS[..]);
+            pipe.cmd("HLEN").arg(self.keys.job(j).part("wait"));
+            pipe.cmd("HLEN").arg(self.keys.job(j).part("blocked"));
         }
         let values: Vec<redis::Value> = pipe.query_async(&mut self.con()).await?;
         let num = |v: &redis::Value| -> u64 {
@@ -342,27 +343,18 @@ impl StatusStore {
         field: &str,
         info: serde_json::Value,
     ) -> Result<()> {
-        static SET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-            redis::Script::new(
-                r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local cur = redis.call('HGET', KEYS[2], ARGV[1])
-local v = cur and cjson.decode(cur) or {poolId = ARGV[2], nodeId = ARGV[1]}
-v[ARGV[3]] = cjson.decode(ARGV[4])
-redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(v))
-return 1
-"#,
-            )
-        });
-        let _: i64 = SET
-            .key(self.keys.job(job))
-            .key(self.keys.job_part(job, "nodes"))
+        let mut inv = RECORD_JOB_TASK_RUN.prepare();
+        inv.key(self.keys.job(job).hash())
+            .key(self.keys.job(job).part("nodes"))
             .arg(node)
             .arg(pool)
             .arg(field)
-            .arg(info.to_string())
-            .invoke_async(&mut self.con())
-            .await?;
+            .arg(info.to_string());
+        let reply = RECORD_JOB_TASK_RUN.run(inv, &mut self.con()).await?;
+        match reply.head.as_str() {
+            "ok" | "nojob" => {}
+            _ => return Err(reply.unexpected()),
+        }
         Ok(())
     }
 
@@ -371,7 +363,7 @@ return 1
     pub async fn prep_release_status(&self, job: &str) -> Result<Vec<serde_json::Value>> {
         self.job_pool(job).await?;
         let raw: HashMap<String, String> =
-            redis::cmd("HGETALL").arg(self.keys.job_part(job, "nodes")).query_async(&mut self.con()).await?;
+            redis::cmd("HGETALL").arg(self.keys.job(job).part("nodes")).query_async(&mut self.con()).await?;
         let mut nodes: Vec<(String, String)> = raw.into_iter().collect();
         nodes.sort();
         Ok(nodes.into_iter().filter_map(|(_, v)| serde_json::from_str(&v).ok()).collect())
@@ -384,7 +376,7 @@ return 1
         let _: () =
             redis::cmd("SREM").arg(self.keys.pool_part(&pool, "jobs")).arg(job).query_async(&mut self.con()).await?;
         let _: () = redis::cmd("HSET")
-            .arg(self.keys.job(job))
+            .arg(self.keys.job(job).hash())
             .arg("state")
             .arg("deleting")
             .query_async(&mut self.con())
@@ -392,7 +384,7 @@ return 1
         const PAGE: isize = 1000;
         loop {
             let ids: Vec<String> = redis::cmd("LRANGE")
-                .arg(self.keys.job_tasks(job))
+                .arg(self.keys.job(job).tasks())
                 .arg(0)
                 .arg(PAGE - 1)
                 .query_async(&mut self.con())
@@ -402,7 +394,9 @@ return 1
             }
             let keys: Vec<String> = ids
                 .iter()
-                .flat_map(|id| [self.keys.task(job, id), self.keys.outbox(job, id), self.keys.dep_list(job, id)])
+                .flat_map(|id| {
+                    [self.keys.job(job).task(id), self.keys.job(job).outbox(id), self.keys.job(job).dependents(id)]
+                })
                 .collect();
             let _: () = redis::pipe()
                 .atomic()
@@ -410,7 +404,7 @@ return 1
                 .arg(&keys)
                 .ignore()
                 .cmd("LTRIM")
-                .arg(self.keys.job_tasks(job))
+                .arg(self.keys.job(job).tasks())
                 .arg(ids.len())
                 .arg(-1)
                 .ignore()
@@ -420,24 +414,27 @@ return 1
         // Lists of dependents waiting on ids that never arrived.
         loop {
             let parents: Vec<String> = redis::cmd("SPOP")
-                .arg(self.keys.job_part(job, "parents"))
+                .arg(self.keys.job(job).part("parents"))
                 .arg(1000)
                 .query_async(&mut self.con())
                 .await?;
             if parents.is_empty() {
                 break;
             }
-            let keys: Vec<String> = parents.iter().map(|p| self.keys.dep_list(job, p)).collect();
+            let keys: Vec<String> = parents.iter().map(|p| self.keys.job(job).dependents(p)).collect();
             let _: () = redis::cmd("UNLINK").arg(keys).query_async(&mut self.con()).await?;
         }
-        let parts =
-            ["wait", "blocked", "parked", "parkedmsg", "killed", "nodes", "queued"].map(|p| self.keys.job_part(job, p));
+        let outboxes: Vec<String> =
+            redis::cmd("SMEMBERS").arg(self.keys.job(job).part("outboxes")).query_async(&mut self.con()).await?;
+        let parts = ["wait", "blocked", "parked", "parkedmsg", "killed", "nodes", "queued", "outboxes"]
+            .map(|p| self.keys.job(job).part(p));
         let _: () = redis::pipe()
             .atomic()
             .cmd("UNLINK")
             .arg(&parts)
-            .arg(self.keys.job(job))
-            .arg(self.keys.job_tasks(job))
+            .arg(&outboxes)
+            .arg(self.keys.job(job).hash())
+            .arg(self.keys.job(job).tasks())
             .ignore()
             .cmd("SREM")
             .arg(self.keys.jobs())

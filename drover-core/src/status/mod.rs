@@ -1,45 +1,51 @@
 //! The Redis status store: the key layout, and the records of pools, jobs, tasks and nodes.
 //!
-//! Key layout (every key carries the account `A`):
-//! - `drover:A:pools` set of pool ids; `drover:A:pool:P` the pool's JSON.
-//! - `drover:A:jobs` set of job ids; `drover:A:job:J` hash: `spec`, `state`, `pool`, times, `env`,
-//!   and the task counters (`active`, `running`, `completed`, `succeeded`, `failed`, and `s.*` for slots).
-//! - `drover:A:job:J:tasks` list of the job's task ids, in the order they were added.
-//! - `drover:A:task:J:T` the task record (JSON, see [`TaskRecord`]); its `attempt` fences writers.
-//! - Dependencies (jobs with `usesTaskDependencies`): `drover:A:dep:J:P` list of the tasks waiting
-//!   on parent P (each its task message, JSON); `drover:A:job:J:wait` hash task -> parents still
-//!   awaited; `drover:A:job:J:blocked` hash task -> the parent whose failure blocks it;
-//!   `drover:A:job:J:parents` set of the P with a list.
-//! - `drover:A:job:J:parked` list (and `:parkedmsg` hash of their messages) of tasks held back
-//!   by `maxParallelTasks`; `drover:A:job:J:killed`
-//!   set of running tasks their nodes must kill (`task terminate`).
-//! - `drover:A:out:J:T` the outbox of T's last transition: tasks it made runnable, which the
-//!   caller publishes before it acks and then clears (a crash in between republishes them).
-//! - `drover:A:pool:P:nodes` set of the pool's nodes; `drover:A:node:N:info` hash: the node's
-//!   pool, host, slots, version, state, running tasks and start task, written by the node.
-//! - `drover:A:apps` set of application ids; `drover:A:app:X` hash: `v:<version>` -> the
-//!   package's JSON, `default` -> the default version.
+//! Key layout ([`Keys`] owns it). Account `A`'s keys start with `drover:A:`; each job's keys
+//! start with `drover:{A:J}:`, a hash tag, so one job's transitions touch one Redis Cluster slot.
+//! - `drover:A:pools` set of pool ids; `drover:A:pool:P` the pool's JSON; `drover:A:pool:P:jobs`
+//!   its active jobs, `:nodes` its nodes, `:samples` / `:autoscale` its autoscale history.
 //! - `drover:A:pool:P:stats` hash of monotonic counters the transitions keep for the monitor:
 //!   `done.success`, `done.failure.<code>`, `retries`, `requeues`, `bytes.in`, `bytes.out`, and
 //!   the `dur.*` / `wait.*` histograms (`b<i>` per bucket, `sum` in ms, `count`).
-//! - `drover:A:job:J:queued` sorted set of the job's tasks waiting in the queue, by since when.
-//! - `drover:A:node:N` node N's work directory; `drover:A:node:N:alive` present while node N
-//!   heartbeats (a short TTL).
+//! - `drover:A:jobs` set of job ids.
+//! - `drover:{A:J}:job` hash: `spec`, `state`, `pool`, times, `env`, the settings the scripts read,
+//!   and the task counters (`active`, `running`, `completed`, `succeeded`, `failed`, `s.*` for slots).
+//! - `drover:{A:J}:tasks` list of the job's task ids, in the order they were added.
+//! - `drover:{A:J}:t:T` the task record (JSON, see [`TaskRecord`]); its `attempt` fences writers.
+//! - Dependencies (jobs with `usesTaskDependencies`): `drover:{A:J}:dep:P` list of the tasks
+//!   waiting on parent P (each its task message); `:wait` hash task -> parents still awaited;
+//!   `:blocked` hash task -> the parent whose failure blocks it; `:parents` set of the P with a list.
+//! - `drover:{A:J}:parked` list (and `:parkedmsg` hash of their messages) of tasks held back by
+//!   `maxParallelTasks`; `:killed` set of running tasks their nodes must kill (`task terminate`);
+//!   `:nodes` hash node -> its job preparation and release runs; `:queued` sorted set of the
+//!   tasks waiting in the queue, by since when.
+//! - `drover:{A:J}:out:T` the outbox of T's last transition (`out:@B` of submission batch B): the
+//!   messages of tasks it made runnable, which the caller publishes and then clears (a crash in
+//!   between publishes them again); `:outboxes` the set of outboxes not yet cleared.
+//! - `drover:A:node:N` node N's work directory; `drover:A:node:N:info` hash: the node's pool,
+//!   host, slots, version, state, tasks and start task; `:jobs` the jobs it prepared;
+//!   `:alive` present while node N heartbeats (a short TTL).
+//! - `drover:A:apps` set of application ids; `drover:A:app:X` hash: `v:<version>` -> the
+//!   package's JSON, `default` -> the default version.
 
 mod application;
+mod attempt;
 mod job;
 mod node;
+mod outbox;
 mod pool;
 mod scripts;
 mod stats;
 mod task;
 
 pub use application::{Application, PackageVersion};
+pub use attempt::{AttemptRef, Completion, Outcome, Start, Started};
 pub use job::{JobBacklog, Watch};
 pub use node::{NodeBeat, NodeJoin};
+pub use outbox::Outbox;
 pub use scripts::BUCKETS_MS;
 pub use stats::{Histogram, PoolStats};
-pub use task::{terminated_failure, Completion, Outcome, Start, TaskRecord, Termination};
+pub use task::{terminated_failure, TaskRecord, Termination};
 
 use crate::{Config, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -53,7 +59,7 @@ pub const NODE_LEASE: Duration = Duration::from_secs(15);
 /// failed instead of run again (a task that kills its node must not loop).
 pub const MAX_LOST_ATTEMPTS: u32 = 5;
 
-/// The names of an account's keys.
+/// The names of an account's keys: the one owner of the key layout (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Keys {
     account: String,
@@ -75,36 +81,29 @@ impl Keys {
     fn pool(&self, pool: &str) -> String {
         format!("{}pool:{pool}", self.prefix)
     }
+    /// One of a pool's keys: `jobs` (its active jobs), `nodes`, `stats`, `samples`, `autoscale`.
+    pub(crate) fn pool_part(&self, pool: &str, part: &str) -> String {
+        format!("{}pool:{pool}:{part}", self.prefix)
+    }
     fn jobs(&self) -> String {
         format!("{}jobs", self.prefix)
     }
-    fn job(&self, job: &str) -> String {
-        format!("{}job:{job}", self.prefix)
+    /// The keys of one job.
+    pub(crate) fn job(&self, job: &str) -> JobKeys {
+        JobKeys { prefix: format!("drover:{{{}:{job}}}:", self.account) }
     }
-    fn job_tasks(&self, job: &str) -> String {
-        format!("{}job:{job}:tasks", self.prefix)
-    }
-    fn task(&self, job: &str, task: &str) -> String {
-        format!("{}task:{job}:{task}", self.prefix)
-    }
-    /// The prefix of every key of the account (the scripts build dynamic keys from it).
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
-    fn outbox(&self, job: &str, task: &str) -> String {
-        format!("{}out:{job}:{task}", self.prefix)
-    }
-    fn job_part(&self, job: &str, part: &str) -> String {
-        format!("{}job:{job}:{part}", self.prefix)
-    }
-    fn dep_list(&self, job: &str, parent: &str) -> String {
-        format!("{}dep:{job}:{parent}", self.prefix)
-    }
+    /// What a node's keys start with; `<this>N:alive` is node N's heartbeat.
     fn node_prefix(&self) -> String {
         format!("{}node:", self.prefix)
     }
     fn node_info(&self, node: &str) -> String {
         format!("{}node:{node}", self.prefix)
+    }
+    fn node_part(&self, node: &str, part: &str) -> String {
+        format!("{}node:{node}:{part}", self.prefix)
+    }
+    fn node_alive(&self, node: &str) -> String {
+        self.node_part(node, "alive")
     }
     fn applications(&self) -> String {
         format!("{}apps", self.prefix)
@@ -112,14 +111,74 @@ impl Keys {
     fn application(&self, application: &str) -> String {
         format!("{}app:{application}", self.prefix)
     }
-    fn node_part(&self, node: &str, part: &str) -> String {
-        format!("{}node:{node}:{part}", self.prefix)
+
+    /// The keys a task transition of `task` (of `job`, on `pool`) is given, in the order
+    /// `lua/includes/task_keys.lua` names them.
+    fn task_transition(&self, pool: &str, job: &str, task: &str) -> [String; 13] {
+        let j = self.job(job);
+        [
+            j.task(task),
+            j.hash(),
+            j.part("queued"),
+            j.part("wait"),
+            j.part("blocked"),
+            j.part("parents"),
+            j.part("parked"),
+            j.part("parkedmsg"),
+            j.part("killed"),
+            j.outbox(task),
+            j.part("outboxes"),
+            self.pool_part(pool, "stats"),
+            self.pool_part(pool, "jobs"),
+        ]
     }
-    pub(crate) fn pool_part(&self, pool: &str, part: &str) -> String {
-        format!("{}pool:{pool}:{part}", self.prefix)
+}
+
+/// The keys of one job. They share the hash tag `{A:J}`, so every transition of the job's tasks
+/// touches one Redis Cluster slot (what spans jobs is listed in ARCHITECTURE.md).
+#[derive(Debug, Clone)]
+pub(crate) struct JobKeys {
+    prefix: String,
+}
+
+impl JobKeys {
+    /// The job's hash: spec, state, settings the scripts read, counters.
+    fn hash(&self) -> String {
+        format!("{}job", self.prefix)
     }
-    fn node_alive(&self, node: &str) -> String {
-        format!("{}node:{node}:alive", self.prefix)
+    /// The job's task ids, in the order they were added.
+    fn tasks(&self) -> String {
+        format!("{}tasks", self.prefix)
+    }
+    /// A task's record.
+    fn task(&self, task: &str) -> String {
+        format!("{}t:{task}", self.prefix)
+    }
+    /// The outbox of a task's last transition.
+    fn outbox(&self, task: &str) -> String {
+        format!("{}out:{task}", self.prefix)
+    }
+    /// The outbox of one batch of a submission (`@` keeps it apart from task ids).
+    fn batch_outbox(&self, batch: &str) -> String {
+        format!("{}out:@{batch}", self.prefix)
+    }
+    /// The tasks waiting on parent `parent`.
+    fn dependents(&self, parent: &str) -> String {
+        format!("{}dep:{parent}", self.prefix)
+    }
+    /// One of the job's other keys: `queued`, `wait`, `blocked`, `parents`, `parked`,
+    /// `parkedmsg`, `killed`, `nodes`, `outboxes`.
+    pub(crate) fn part(&self, part: &str) -> String {
+        format!("{}{part}", self.prefix)
+    }
+}
+
+/// A flag as the scripts take it.
+fn flag(on: bool) -> &'static str {
+    if on {
+        "1"
+    } else {
+        "0"
     }
 }
 
@@ -148,7 +207,7 @@ impl StatusStore {
     pub async fn load_scripts(&self) -> Result<()> {
         let mut pipe = redis::pipe();
         for s in scripts::all() {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(&s.source);
+            pipe.cmd("SCRIPT").arg("LOAD").arg(s.source());
         }
         let _: Vec<String> = pipe.query_async(&mut self.con()).await?;
         Ok(())

@@ -27,6 +27,8 @@ pub struct NodeBeat {
     pub since: i64,
     /// The (job, task) pairs it runs.
     pub tasks: Vec<(String, String)>,
+    /// The (job, task) pairs whose attempts ended here last, oldest first.
+    pub recent: Vec<(String, String)>,
     pub used_slots: u32,
     pub total_run: u64,
     pub total_succeeded: u64,
@@ -75,7 +77,10 @@ impl StatusStore {
 
     /// Renews a node's heartbeat and records its state and running tasks (one round trip).
     pub async fn node_beat(&self, node: &str, beat: &NodeBeat) -> Result<()> {
-        let tasks: Vec<[&str; 2]> = beat.tasks.iter().map(|(j, t)| [j.as_str(), t.as_str()]).collect();
+        let pairs = |list: &[(String, String)]| {
+            let list: Vec<[&str; 2]> = list.iter().map(|(j, t)| [j.as_str(), t.as_str()]).collect();
+            serde_json::to_string(&list).unwrap_or_default()
+        };
         let _: () = redis::pipe()
             .cmd("SET")
             .arg(self.keys.node_alive(node))
@@ -89,7 +94,8 @@ impl StatusStore {
                 ("state", beat.state.as_str().to_string()),
                 ("stime", beat.since.to_string()),
                 ("beat", now_ms().to_string()),
-                ("tasks", serde_json::to_string(&tasks).unwrap_or_default()),
+                ("tasks", pairs(&beat.tasks)),
+                ("recent", pairs(&beat.recent)),
                 ("used", beat.used_slots.to_string()),
                 ("run", beat.total_run.to_string()),
                 ("ok", beat.total_succeeded.to_string()),
@@ -165,7 +171,7 @@ impl StatusStore {
         for (id, pair) in ids.iter().zip(replies.chunks(2)) {
             let (Some(info), Some(alive)) = (pair.first(), pair.get(1)) else { continue };
             let info: HashMap<String, String> = redis::from_redis_value(info.clone())
-                .map_err(|e| Error::State(format!("node {id:?}: unreadable record: {e}")))?;
+                .map_err(|e| Error::Corrupt(format!("node {id:?}: unreadable record: {e}")))?;
             let alive: bool = redis::from_redis_value(alive.clone()).unwrap_or(false);
             if let Some(node) = compute_node(id, pool, &info, alive) {
                 nodes.push(node);
@@ -195,7 +201,15 @@ fn compute_node(id: &str, pool: &str, f: &HashMap<String, String>, alive: bool) 
     let num = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     let stored = f.get("state").and_then(|s| NodeState::parse(s)).unwrap_or(NodeState::Starting);
     let state = if alive { stored } else { NodeState::Offline };
-    let tasks: Vec<[String; 2]> = f.get("tasks").and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+    let pairs =
+        |k: &str| -> Vec<[String; 2]> { f.get(k).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default() };
+    let tasks = pairs("tasks");
+    let mut recent_tasks: Vec<TaskInformation> = pairs("recent")
+        .into_iter()
+        .rev()
+        .filter(|pair| !tasks.contains(pair))
+        .map(|[job_id, task_id]| TaskInformation { job_id, task_id, task_state: TaskState::Completed })
+        .collect();
     Some(ComputeNode {
         id: id.to_string(),
         pool_id: pool.to_string(),
@@ -209,10 +223,14 @@ fn compute_node(id: &str, pool: &str, f: &HashMap<String, String>, alive: bool) 
         running_task_slots_count: num("used") as u32,
         total_tasks_run: num("run") as u64,
         total_tasks_succeeded: num("ok") as u64,
-        recent_tasks: tasks
-            .into_iter()
-            .map(|[job_id, task_id]| TaskInformation { job_id, task_id, task_state: TaskState::Running })
-            .collect(),
+        recent_tasks: {
+            let running = tasks.iter().cloned();
+            let mut all: Vec<TaskInformation> = running
+                .map(|[job_id, task_id]| TaskInformation { job_id, task_id, task_state: TaskState::Running })
+                .collect();
+            all.append(&mut recent_tasks);
+            all
+        },
         start_task_info: f.get("startTask").and_then(|s| serde_json::from_str(s).ok()),
         node_agent_info: NodeAgentInformation { version: f.get("version").cloned().unwrap_or_default() },
     })

@@ -42,8 +42,8 @@ impl StatusStore {
     pub async fn get_pool(&self, pool: &str) -> Result<CloudPool> {
         let raw: Option<String> = redis::cmd("GET").arg(self.keys.pool(pool)).query_async(&mut self.con()).await?;
         let raw = raw.ok_or_else(|| Error::NotFound { kind: "pool", id: pool.into() })?;
-        let r: PoolRecord =
-            serde_json::from_str(&raw).map_err(|e| Error::State(format!("stored pool {pool:?} is unreadable: {e}")))?;
+        let r: PoolRecord = serde_json::from_str(&raw)
+            .map_err(|e| Error::Corrupt(format!("stored pool {pool:?} is unreadable: {e}")))?;
         Ok(CloudPool {
             spec: r.spec,
             state: "active",
@@ -71,8 +71,8 @@ impl StatusStore {
     ) -> Result<CloudPool> {
         let raw: Option<String> = redis::cmd("GET").arg(self.keys.pool(pool)).query_async(&mut self.con()).await?;
         let raw = raw.ok_or_else(|| Error::NotFound { kind: "pool", id: pool.into() })?;
-        let mut r: PoolRecord =
-            serde_json::from_str(&raw).map_err(|e| Error::State(format!("stored pool {pool:?} is unreadable: {e}")))?;
+        let mut r: PoolRecord = serde_json::from_str(&raw)
+            .map_err(|e| Error::Corrupt(format!("stored pool {pool:?} is unreadable: {e}")))?;
         r.spec.enable_auto_scale = Some(formula.is_some());
         r.spec.auto_scale_formula = formula.map(str::to_string);
         r.spec.auto_scale_evaluation_interval = interval.or(r.spec.auto_scale_evaluation_interval);

@@ -76,7 +76,7 @@ impl StatusStore {
         }
         let mut pipe = redis::pipe();
         for j in jobs {
-            pipe.cmd("ZRANGE").arg(self.keys.job_part(j, "queued")).arg(0).arg(0).arg("WITHSCORES");
+            pipe.cmd("ZRANGE").arg(self.keys.job(j).part("queued")).arg(0).arg(0).arg("WITHSCORES");
         }
         let rows: Vec<Vec<(String, f64)>> = pipe.query_async(&mut self.con()).await?;
         Ok(rows.into_iter().map(|r| r.first().map(|(_, score)| *score as i64)).collect())

@@ -1,9 +1,10 @@
 //! Task records and their transitions: add, start, run, complete, release; read and list.
 
-use super::scripts::{COMPLETE_TASK, CREATE_TASKS, RELEASE_TASK, RUN_TASK, START_TASK, TERMINATE_TASK};
-use super::StatusStore;
-use crate::model::task::{FailureInfo, NodeInfo, TaskExecutionInfo, TaskResult};
-use crate::model::{now_ms, rfc3339, CloudTask, EnvironmentSetting, TaskAddParameter, TaskMessage, TaskState};
+use super::outbox::Outbox;
+use super::scripts::{CREATE_TASKS, TERMINATE_TASK};
+use super::{flag, StatusStore};
+use crate::model::task::{FailureCode, FailureInfo, NodeInfo, TaskExecutionInfo, TaskResult};
+use crate::model::{now_ms, rfc3339, CloudTask, TaskAddParameter, TaskMessage, TaskState};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -50,6 +51,9 @@ pub struct TaskRecord {
     /// Set once the task completed in a way that blocks its dependents (its dependencyAction).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dblk: u32,
+    /// 1 when an attempt stages files first (resource files or packages): it starts `preparing`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stg: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -87,6 +91,7 @@ impl TaskRecord {
             slots: spec.slots(),
             max_retry: spec.constraints.as_ref().and_then(|c| c.max_task_retry_count).unwrap_or(job_max_retry),
             dblk: 0,
+            stg: u32::from(spec.needs_staging()),
         }
     }
 
@@ -130,102 +135,37 @@ fn spec_without_id(spec: &TaskAddParameter) -> String {
 }
 
 /// The task a record's spec (stored without its id) describes.
-fn stored_spec(id: &str, spec: &str) -> Result<TaskAddParameter> {
-    let unreadable = |e: serde_json::Error| Error::State(format!("stored task {id:?} is unreadable: {e}"));
+pub(super) fn stored_spec(id: &str, spec: &str) -> Result<TaskAddParameter> {
+    let unreadable = |e: serde_json::Error| Error::Corrupt(format!("stored task {id:?} is unreadable: {e}"));
     let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(spec).map_err(unreadable)?;
     map.insert("id".into(), id.into());
     serde_json::from_value(map.into()).map_err(unreadable)
 }
 
-/// What `start_task` decided.
-#[derive(Debug)]
-pub enum Start {
-    /// This node owns a new attempt of the task.
-    Started {
-        attempt: u32,
-        spec: Box<TaskAddParameter>,
-        job_env: Vec<EnvironmentSetting>,
-        /// Whether a failure applies the task's exit options to the job (onTaskFailure).
-        exit_actions: bool,
-        /// The job's priority (for the messages this attempt publishes).
-        priority: i32,
-    },
-    /// The task completed already (a duplicate message). Its completion's outbox, if a crash
-    /// left it unpublished, must be published before the ack.
-    Done(Vec<TaskMessage>),
-    /// The task or its job no longer exists.
-    Gone,
-    /// The job is not active (terminating, completed or disabled).
-    Inactive(String),
-    /// A live node runs the task now.
-    Busy(String),
-    /// Its dependencies are not satisfied yet: the message is dropped, and the task is published
-    /// again when its last parent completes.
-    Waiting,
-    /// Its job runs `maxParallelTasks` tasks already: the message is dropped, and the task is
-    /// published again when one of them ends.
-    Parked,
-    /// The nodes running the task were lost this many times in a row: it was recorded as
-    /// failed (`NodeLostRepeatedly`) instead of being run again. Publish the outbox.
-    Poison(u32, Vec<TaskMessage>),
+/// `create_tasks.lua`'s arguments.
+struct CreateTasks<'a> {
+    job: &'a str,
+    job_max_retry: i32,
+    priority: i32,
+    now: i64,
+    tasks: &'a [TaskAddParameter],
 }
 
-/// How an attempt ended, as the node reports it.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub exit_code: Option<i32>,
-    pub result: TaskResult,
-    pub failure: Option<FailureInfo>,
-    /// Whether the failure may be retried under `maxTaskRetryCount`.
-    pub retryable: bool,
-    /// Bytes this attempt downloaded (resource files, packages) and uploaded (outputs).
-    pub staged_in: u64,
-    pub staged_out: u64,
-}
-
-impl Outcome {
-    /// The process exited with 0.
-    pub fn success() -> Self {
-        Outcome {
-            exit_code: Some(0),
-            result: TaskResult::Success,
-            failure: None,
-            retryable: false,
-            staged_in: 0,
-            staged_out: 0,
-        }
-    }
-
-    /// The attempt failed (retryable under `maxTaskRetryCount`).
-    pub fn failed(failure: FailureInfo, exit_code: Option<i32>) -> Self {
-        Outcome {
-            exit_code,
-            result: TaskResult::Failure,
-            failure: Some(failure),
-            retryable: true,
-            staged_in: 0,
-            staged_out: 0,
-        }
-    }
-}
-
-/// What `complete_task` decided. The messages are tasks the transition made runnable (released
-/// dependents, a parked task): the caller publishes them, then calls `clear_outbox`, then acks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Completion {
-    /// The task is completed (once, whatever happens later).
-    Completed(Vec<TaskMessage>),
-    /// The task is active again for its retry number `n`; the caller publishes it again.
-    Retry(u32, Vec<TaskMessage>),
-    /// A newer attempt owns the task; this attempt's outcome was not recorded.
-    Stale,
+/// `terminate_task.lua`'s arguments.
+struct TerminateTask<'a> {
+    pool: &'a str,
+    job: &'a str,
+    task: &'a str,
+    now: i64,
+    failure: String,
+    blocks: bool,
 }
 
 /// What `terminate_task` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Termination {
     /// The task was not running: it is completed now. Publish the outbox (released dependents).
-    Terminated(Vec<TaskMessage>),
+    Terminated(Outbox),
     /// It runs on this live node, which will kill it and record it.
     Killing(String),
     /// It had completed already.
@@ -234,63 +174,56 @@ pub enum Termination {
 
 /// The failure recorded for a terminated task.
 pub fn terminated_failure(why: &str) -> FailureInfo {
-    FailureInfo::user("TaskTerminated", format!("the task was terminated: {why}"))
-}
-
-/// The messages of an outbox (an entry that is not a message is logged and left out).
-fn outbox(priority: i32, entries: impl IntoIterator<Item = String>) -> Vec<TaskMessage> {
-    entries
-        .into_iter()
-        .filter_map(|e| {
-            TaskMessage::from_outbox(&e, priority)
-                .map_err(|err| tracing::warn!(entry = %e, error = %err, "bad outbox entry"))
-                .ok()
-        })
-        .collect()
-}
-
-fn reply(values: Vec<String>) -> Result<(String, Vec<String>)> {
-    let mut it = values.into_iter();
-    let head = it.next().ok_or_else(|| Error::State("empty reply from a status script".into()))?;
-    Ok((head, it.collect()))
+    FailureInfo::user(FailureCode::TaskTerminated, format!("the task was terminated: {why}"))
 }
 
 impl StatusStore {
     /// Adds `tasks` to `job` atomically: all of them, or none with the reason (unknown job, a job
-    /// that is not active, a duplicate id). Returns the ids held back by their dependencies (not
-    /// to be published now: their last parent's completion publishes them).
+    /// that is not active, a duplicate id). `priority` is the job's; `batch` names this batch's
+    /// outbox (unique per submission batch). Returns the outbox: the tasks runnable now (the
+    /// others wait for their parents, whose completion releases them).
     pub async fn add_tasks(
         &self,
         job: &str,
         job_max_retry: i32,
+        priority: i32,
+        batch: &str,
         tasks: &[TaskAddParameter],
-    ) -> Result<std::collections::HashSet<String>> {
-        let now = now_ms();
-        let mut inv = CREATE_TASKS.script.prepare_invoke();
-        inv.key(self.keys.job(job)).key(self.keys.job_tasks(job));
-        for t in tasks {
-            inv.key(self.keys.task(job, &t.id));
+    ) -> Result<Outbox> {
+        let a = CreateTasks { job, job_max_retry, priority, now: now_ms(), tasks };
+        let keys = self.keys.job(a.job);
+        let outbox = keys.batch_outbox(batch);
+        let mut inv = CREATE_TASKS.prepare();
+        inv.key(keys.hash())
+            .key(keys.tasks())
+            .key(keys.part("queued"))
+            .key(keys.part("wait"))
+            .key(keys.part("blocked"))
+            .key(keys.part("parents"))
+            .key(&outbox)
+            .key(keys.part("outboxes"));
+        for t in a.tasks {
+            inv.key(keys.task(&t.id));
         }
-        inv.arg(self.keys.prefix()).arg(job).arg(now);
-        for t in tasks {
-            let record = serde_json::to_string(&TaskRecord::new(t, job_max_retry, now)).unwrap_or_default();
+        inv.arg(a.now);
+        for t in a.tasks {
+            let record = TaskRecord::new(t, a.job_max_retry, a.now);
+            let record =
+                serde_json::to_string(&record).map_err(|e| Error::Internal(format!("task {:?}: {e}", t.id)))?;
             let parents = t.parent_ids()?;
-            inv.arg(&t.id).arg(record).arg(t.slots()).arg(TaskMessage::for_task(job, t).to_bytes());
+            let message = TaskMessage::for_task(a.job, t).with_priority(a.priority);
+            inv.arg(&t.id).arg(record).arg(t.slots()).arg(message.to_bytes());
             inv.arg(parents.len()).arg(parents);
         }
-        let (head, rest) = reply(inv.invoke_async(&mut self.con()).await?)?;
-        match head.as_str() {
-            "ok" => Ok(rest.into_iter().skip(1).collect()),
+        let reply = CREATE_TASKS.run(inv, &mut self.con()).await?;
+        match reply.head.as_str() {
+            "ok" => Ok(Outbox::new(&keys, outbox, reply.from(0))),
             "nojob" => Err(Error::NotFound { kind: "job", id: job.into() }),
-            "jobstate" => Err(Error::State(format!(
-                "job {job:?} is {}: tasks can only be added to an active job",
-                rest.first().map_or("", String::as_str)
-            ))),
-            "dup" => Err(Error::invalid(format!(
-                "task {:?} already exists in job {job:?}",
-                rest.first().map_or("", String::as_str)
-            ))),
-            other => Err(Error::State(format!("unexpected reply {other:?} from create_tasks"))),
+            "jobstate" => {
+                Err(Error::State(format!("job {job:?} is {}: tasks can only be added to an active job", reply.at(0)?)))
+            }
+            "dup" => Err(Error::invalid(format!("task {:?} already exists in job {job:?}", reply.at(0)?))),
+            _ => Err(reply.unexpected()),
         }
     }
 
@@ -301,173 +234,42 @@ impl StatusStore {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("EXISTS").arg(self.keys.task(job, id));
+            pipe.cmd("EXISTS").arg(self.keys.job(job).task(id));
         }
         let found: Vec<bool> = pipe.query_async(&mut self.con()).await?;
         Ok(ids.iter().zip(found).filter(|(_, f)| *f).map(|(id, _)| *id).collect())
     }
 
-    /// Starts a new attempt of the task `msg` names on `node`, unless it is done, gone, held, or
-    /// run by a live node.
-    pub async fn start_task(&self, msg: &TaskMessage, node: &str) -> Result<Start> {
-        let (job, task) = (msg.job_id.as_str(), msg.task_id.as_str());
-        let values: Vec<String> = START_TASK
-            .script
-            .key(self.keys.task(job, task))
-            .key(self.keys.job(job))
-            .arg(node)
-            .arg(now_ms())
-            .arg(if msg.stage { "1" } else { "0" })
-            .arg(self.keys.node_prefix())
-            .arg(super::MAX_LOST_ATTEMPTS)
-            .arg(self.keys.prefix())
-            .arg(job)
-            .arg(task)
-            .arg(TaskMessage { priority: 0, ..msg.clone() }.to_bytes())
-            .invoke_async(&mut self.con())
-            .await?;
-        let (head, rest) = reply(values)?;
-        let arg = |i: usize| rest.get(i).cloned().unwrap_or_default();
-        let int = |i: usize| arg(i).parse::<i32>().unwrap_or(0);
-        Ok(match head.as_str() {
-            "ok" => {
-                let attempt = arg(0).parse().map_err(|_| Error::State("bad attempt in start_task reply".into()))?;
-                let spec = stored_spec(task, &arg(1))?;
-                let env = arg(2);
-                let job_env = if env.is_empty() { vec![] } else { serde_json::from_str(&env).unwrap_or_default() };
-                Start::Started { attempt, spec: Box::new(spec), job_env, exit_actions: arg(3) == "1", priority: int(4) }
-            }
-            "done" => Start::Done(outbox(int(0), rest.into_iter().skip(1))),
-            "poison" => Start::Poison(int(0) as u32, outbox(int(1), rest.into_iter().skip(2))),
-            "gone" => Start::Gone,
-            "inactive" => Start::Inactive(arg(0)),
-            "busy" => Start::Busy(arg(0)),
-            "waiting" => Start::Waiting,
-            "parked" => Start::Parked,
-            other => return Err(Error::State(format!("unexpected reply {other:?} from start_task"))),
-        })
-    }
-
-    /// preparing -> running for `attempt`; false if a newer attempt owns the task.
-    pub async fn run_task(&self, job: &str, task: &str, attempt: u32) -> Result<bool> {
-        let values: Vec<String> = RUN_TASK
-            .script
-            .key(self.keys.task(job, task))
-            .arg(attempt)
-            .arg(now_ms())
-            .invoke_async(&mut self.con())
-            .await?;
-        Ok(reply(values)?.0 == "ok")
-    }
-
-    /// Records how `attempt` ended: completed, or active again for a retry. `blocks` says whether
-    /// the outcome blocks the task's dependents (its dependencyAction); `priority` is the job's.
-    pub async fn complete_task(
-        &self,
-        job: &str,
-        task: &str,
-        attempt: u32,
-        outcome: &Outcome,
-        blocks: bool,
-        priority: i32,
-    ) -> Result<Completion> {
-        let failure =
-            outcome.failure.as_ref().map(|f| serde_json::to_string(f).unwrap_or_default()).unwrap_or_default();
-        let values: Vec<String> = COMPLETE_TASK
-            .script
-            .key(self.keys.task(job, task))
-            .key(self.keys.job(job))
-            .arg(attempt)
-            .arg(now_ms())
-            .arg(outcome.exit_code.map(|c| c.to_string()).unwrap_or_default())
-            .arg(match outcome.result {
-                TaskResult::Success => "success",
-                TaskResult::Failure => "failure",
-            })
-            .arg(failure)
-            .arg(if outcome.retryable { "1" } else { "0" })
-            .arg(if blocks { "1" } else { "0" })
-            .arg(self.keys.prefix())
-            .arg(job)
-            .arg(task)
-            .arg(outcome.staged_in)
-            .arg(outcome.staged_out)
-            .invoke_async(&mut self.con())
-            .await?;
-        let (head, rest) = reply(values)?;
-        Ok(match head.as_str() {
-            "completed" => Completion::Completed(outbox(priority, rest)),
-            "retry" => {
-                let n = rest.first().and_then(|n| n.parse().ok()).unwrap_or(0);
-                Completion::Retry(n, outbox(priority, rest.into_iter().skip(1)))
-            }
-            _ => Completion::Stale,
-        })
-    }
-
-    /// Forgets the outbox of `task`'s last transition, once its messages are confirmed.
-    pub async fn clear_outbox(&self, job: &str, task: &str) -> Result<()> {
-        let _: () = redis::cmd("DEL").arg(self.keys.outbox(job, task)).query_async(&mut self.con()).await?;
-        Ok(())
-    }
-
-    /// Terminates a task (`drover task terminate`): see [`Termination`].
+    /// Terminates a task (`drover task terminate`): see [`Termination`]. `spec_blocks` says
+    /// whether a termination blocks the task's dependents (its exit conditions).
     pub async fn terminate_task(&self, job: &str, task: &str, spec_blocks: bool) -> Result<Termination> {
-        let failure = serde_json::to_string(&terminated_failure("drover task terminate")).unwrap_or_default();
-        let values: Vec<String> = TERMINATE_TASK
-            .script
-            .key(self.keys.task(job, task))
-            .key(self.keys.job(job))
-            .arg(now_ms())
-            .arg(self.keys.prefix())
-            .arg(job)
-            .arg(task)
-            .arg(self.keys.node_prefix())
-            .arg(failure)
-            .arg(if spec_blocks { "1" } else { "0" })
-            .invoke_async(&mut self.con())
-            .await?;
-        let (head, rest) = reply(values)?;
-        Ok(match head.as_str() {
+        let pool = self.job_pool(job).await?;
+        let failure = serde_json::to_string(&terminated_failure("drover task terminate"))
+            .map_err(|e| Error::Internal(format!("failureInfo: {e}")))?;
+        let a = TerminateTask { pool: &pool, job, task, now: now_ms(), failure, blocks: spec_blocks };
+        let mut inv = TERMINATE_TASK.prepare();
+        for key in self.keys.task_transition(a.pool, a.job, a.task) {
+            inv.key(key);
+        }
+        inv.arg(a.now).arg(a.task).arg(self.keys.node_prefix()).arg(a.failure).arg(flag(a.blocks));
+        let reply = TERMINATE_TASK.run(inv, &mut self.con()).await?;
+        Ok(match reply.head.as_str() {
             "ok" => {
-                let priority = rest.first().and_then(|p| p.parse().ok()).unwrap_or(0);
-                Termination::Terminated(outbox(priority, rest.into_iter().skip(1)))
+                let keys = self.keys.job(job);
+                Termination::Terminated(Outbox::new(&keys, keys.outbox(task), reply.from(0)))
             }
-            "killing" => Termination::Killing(rest.into_iter().next().unwrap_or_default()),
+            "killing" => Termination::Killing(reply.at(0)?.to_string()),
             "completed" => Termination::AlreadyCompleted,
-            _ => return Err(Error::NotFound { kind: "task", id: task.into() }),
+            "notask" => return Err(Error::NotFound { kind: "task", id: task.into() }),
+            _ => return Err(reply.unexpected()),
         })
     }
 
-    /// Hands `attempt` back (the node is leaving): the task is active again, requeueCount + 1.
-    /// Returns the outbox (a parked task the freed slot lets start), or None if stale.
-    pub async fn release_task(
-        &self,
-        job: &str,
-        task: &str,
-        attempt: u32,
-        priority: i32,
-    ) -> Result<Option<Vec<TaskMessage>>> {
-        let values: Vec<String> = RELEASE_TASK
-            .script
-            .key(self.keys.task(job, task))
-            .key(self.keys.job(job))
-            .arg(attempt)
-            .arg(now_ms())
-            .arg(self.keys.prefix())
-            .arg(job)
-            .arg(task)
-            .invoke_async(&mut self.con())
-            .await?;
-        let (head, rest) = reply(values)?;
-        Ok((head == "ok").then(|| outbox(priority, rest)))
-    }
-
-    /// Whether `attempt` still owns the task (checked before uploading outputs, so a stale
+    /// Whether the attempt still owns the task (checked before uploading outputs, so a stale
     /// attempt does not overwrite the files of a newer one).
-    pub async fn owns(&self, job: &str, task: &str, attempt: u32) -> Result<bool> {
-        match self.task_record(job, task).await {
-            Ok(r) => Ok(r.attempt == attempt && matches!(r.state, TaskState::Preparing | TaskState::Running)),
+    pub async fn owns(&self, at: super::AttemptRef<'_>) -> Result<bool> {
+        match self.task_record(at.job, at.task).await {
+            Ok(r) => Ok(r.attempt == at.attempt && matches!(r.state, TaskState::Preparing | TaskState::Running)),
             Err(Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
@@ -475,9 +277,10 @@ impl StatusStore {
 
     /// The stored record of a task.
     pub async fn task_record(&self, job: &str, task: &str) -> Result<TaskRecord> {
-        let raw: Option<String> = redis::cmd("GET").arg(self.keys.task(job, task)).query_async(&mut self.con()).await?;
+        let raw: Option<String> =
+            redis::cmd("GET").arg(self.keys.job(job).task(task)).query_async(&mut self.con()).await?;
         let raw = raw.ok_or_else(|| Error::NotFound { kind: "task", id: task.into() })?;
-        serde_json::from_str(&raw).map_err(|e| Error::State(format!("stored task {task:?} is unreadable: {e}")))
+        serde_json::from_str(&raw).map_err(|e| Error::Corrupt(format!("stored task {task:?} is unreadable: {e}")))
     }
 
     /// One task as users see it.
@@ -525,7 +328,7 @@ impl StatusStore {
         let mut start = 0isize;
         loop {
             let ids: Vec<String> = redis::cmd("LRANGE")
-                .arg(self.keys.job_tasks(job))
+                .arg(self.keys.job(job).tasks())
                 .arg(start)
                 .arg(start + PAGE - 1)
                 .query_async(&mut self.con())
@@ -533,12 +336,12 @@ impl StatusStore {
             if ids.is_empty() {
                 return Ok(());
             }
-            let keys: Vec<String> = ids.iter().map(|id| self.keys.task(job, id)).collect();
+            let keys: Vec<String> = ids.iter().map(|id| self.keys.job(job).task(id)).collect();
             let raws: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut self.con()).await?;
             for (id, raw) in ids.iter().zip(raws) {
                 let Some(raw) = raw else { continue };
                 let record: TaskRecord = serde_json::from_str(&raw)
-                    .map_err(|e| Error::State(format!("stored task {id:?} is unreadable: {e}")))?;
+                    .map_err(|e| Error::Corrupt(format!("stored task {id:?} is unreadable: {e}")))?;
                 if state.is_none_or(|s| s == record.state) {
                     let root = self.task_root(&mut dirs, &record, job, id).await?;
                     each(record.to_cloud_task(id, &pool, root)?)?;

@@ -1,0 +1,197 @@
+//! Running one command on the node, the same way for a task's attempt, the pool's start task and
+//! a job's preparation and release tasks: a fresh directory, its resource files and application
+//! packages, the environment Azure Batch defines, and a process in its own group, with stdout.txt
+//! and stderr.txt beside its working directory and a wall-clock limit.
+
+use super::process::{self, Exit, ProcessSpec};
+use super::NodeContext;
+use crate::model::task::{ApplicationPackageReference, FailureCode, FailureInfo, ResourceFile};
+use crate::model::EnvironmentSetting;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A command to run, and on whose behalf.
+pub(super) struct Command<'a> {
+    pub(super) command_line: &'a str,
+    pub(super) resource_files: &'a [ResourceFile],
+    pub(super) packages: &'a [ApplicationPackageReference],
+    /// The job's environment settings, then the command's own (which win).
+    pub(super) job_env: &'a [EnvironmentSetting],
+    pub(super) own_env: &'a [EnvironmentSetting],
+    /// The job and task it runs for (None for a start task; no task for preparation and release).
+    pub(super) job: Option<&'a str>,
+    pub(super) task: Option<&'a str>,
+    /// The job preparation task's working directory, for the job's other commands.
+    pub(super) prep_wd: Option<PathBuf>,
+    /// Its directory: `wd/` (the working directory), `stdout.txt`, `stderr.txt`.
+    pub(super) dir: PathBuf,
+    pub(super) wall_clock: Option<Duration>,
+}
+
+/// A command whose directory, files and packages are in place.
+pub(super) struct Staged {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    wd: PathBuf,
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+    wall_clock: Option<Duration>,
+    /// Bytes downloaded for it (resource files, packages).
+    pub(super) staged_in: u64,
+}
+
+/// How a command ended.
+#[derive(Debug)]
+pub(super) enum Ended {
+    /// Its process exited by itself with this code (128 + n for a death by signal n).
+    Exited(i32),
+    /// It ran past its wall-clock limit and was killed.
+    TimedOut,
+    /// It was stopped (its `kill` token was cancelled).
+    Killed,
+    /// It could not be started.
+    NotStarted(FailureInfo),
+}
+
+impl Ended {
+    /// The failure to record; None for exit code 0 and for a command that was stopped.
+    pub(super) fn failure(&self) -> Option<FailureInfo> {
+        match self {
+            Ended::Exited(0) | Ended::Killed => None,
+            Ended::Exited(code) => {
+                Some(FailureInfo::user(FailureCode::FailureExitCode, format!("the command exited with code {code}")))
+            }
+            Ended::TimedOut => Some(FailureInfo::user(
+                FailureCode::MaxWallClockTimeExceeded,
+                "the command ran past its maxWallClockTime and was killed",
+            )),
+            Ended::NotStarted(f) => Some(f.clone()),
+        }
+    }
+
+    /// The exit code, when the process exited by itself.
+    pub(super) fn exit_code(&self) -> Option<i32> {
+        match self {
+            Ended::Exited(code) => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl Command<'_> {
+    /// The working directory.
+    pub(super) fn wd(&self) -> PathBuf {
+        self.dir.join("wd")
+    }
+
+    /// Makes a fresh directory and, when `stage`, downloads the resource files and installs the
+    /// packages. Err holds the failure and the bytes downloaded until then.
+    pub(super) async fn stage(&self, ctx: &NodeContext, stage: bool) -> Result<Staged, (FailureInfo, u64)> {
+        let wd = self.wd();
+        let (stdout, stderr) = fresh_dir(&self.dir, &wd)
+            .await
+            .map_err(|e| (FailureInfo::server(FailureCode::TaskDirectoryError, format!("{}: {e}", wd.display())), 0))?;
+        let mut staged_in = 0;
+        let mut env = self.environment(ctx, &wd);
+        if stage {
+            for (i, rf) in self.resource_files.iter().enumerate() {
+                match ctx.staging.stage_in(rf, &wd).await {
+                    Ok(n) => staged_in += n,
+                    Err(e) => {
+                        let failure = FailureInfo::user(
+                            FailureCode::ResourceFileDownloadError,
+                            format!("resourceFiles[{i}]: {e}"),
+                        );
+                        return Err((failure, staged_in));
+                    }
+                }
+            }
+            env.extend(super::packages::install(ctx, self.packages).await.map_err(|f| (f, staged_in))?);
+        }
+        let argv = match shell_words::split(self.command_line) {
+            Ok(a) if !a.is_empty() => a,
+            _ => {
+                let failure =
+                    FailureInfo::user(FailureCode::CommandLineInvalid, "commandLine cannot be split into words");
+                return Err((failure, staged_in));
+            }
+        };
+        Ok(Staged { argv, env, wd, stdout, stderr, wall_clock: self.wall_clock, staged_in })
+    }
+
+    /// Stages and runs the command to its end (a start, preparation or release task).
+    pub(super) async fn run(&self, ctx: &NodeContext, kill: &CancellationToken) -> Ended {
+        match self.stage(ctx, true).await {
+            Ok(staged) => staged.run(kill).await,
+            Err((failure, _)) => Ended::NotStarted(failure),
+        }
+    }
+
+    /// The command's environment: the job's settings, then its own (which win), then the node's
+    /// variables under drover's and Azure's names.
+    fn environment(&self, ctx: &NodeContext, wd: &Path) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = Vec::new();
+        for e in self.job_env.iter().chain(self.own_env) {
+            env.retain(|(k, _)| *k != e.name);
+            env.push((e.name.clone(), e.value.clone()));
+        }
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let ours = [
+            ("TASK_ID", self.task.map(str::to_string)),
+            ("JOB_ID", self.job.map(str::to_string)),
+            ("POOL_ID", Some(ctx.options.pool_id.clone())),
+            ("NODE_ID", Some(ctx.options.node_id.clone())),
+            ("TASK_WORKING_DIR", Some(path(wd))),
+            ("TASK_DIR", Some(path(&self.dir))),
+            ("JOB_PREP_WORKING_DIR", self.prep_wd.as_deref().map(path)),
+        ];
+        for (name, value) in ours {
+            if let Some(value) = value {
+                env.push((format!("DROVER_{name}"), value.clone()));
+                env.push((format!("AZ_BATCH_{name}"), value));
+            }
+        }
+        env
+    }
+}
+
+impl Staged {
+    /// Runs the process to its end, its wall-clock limit, or `kill`.
+    pub(super) async fn run(self, kill: &CancellationToken) -> Ended {
+        let spec = ProcessSpec {
+            argv: &self.argv,
+            cwd: &self.wd,
+            env: &self.env,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            wall_clock: self.wall_clock,
+        };
+        match process::run(spec, kill).await {
+            Ok(Exit::Code(code)) => Ended::Exited(code),
+            Ok(Exit::TimedOut) => Ended::TimedOut,
+            Ok(Exit::Killed) => Ended::Killed,
+            Err(e) => Ended::NotStarted(FailureInfo::user(
+                FailureCode::CommandStartError,
+                format!("cannot start {:?}: {e}", self.argv.first().map_or("", String::as_str)),
+            )),
+        }
+    }
+}
+
+/// A fresh directory for a run, with its stdout.txt and stderr.txt open for writing; one trip to
+/// the blocking pool for all of the directory work (each tokio::fs call is one).
+async fn fresh_dir(dir: &Path, wd: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
+    let (dir, wd) = (dir.to_path_buf(), wd.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(&wd)?;
+        Ok((std::fs::File::create(dir.join("stdout.txt"))?, std::fs::File::create(dir.join("stderr.txt"))?))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+}

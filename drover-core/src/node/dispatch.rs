@@ -1,0 +1,133 @@
+//! Dispatch: the node consumes its pool's three priority bands and starts the highest-priority
+//! task it holds whenever enough of its slots are free, reconnecting when the broker goes away.
+
+use super::{attempt, NodeContext};
+use crate::model::TaskMessage;
+use crate::queue::{self, Band};
+use crate::retry::Patience;
+use crate::{Error, Result};
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Consumes until `shutdown`, reconnecting to the broker whenever the connection is lost.
+pub(super) async fn consume(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    let result = crate::retry::transient(
+        "consuming",
+        Patience::Forever,
+        || shutdown.is_cancelled(),
+        || consume_once(ctx, tracker, shutdown),
+    )
+    .await;
+    if let Err(e) = result {
+        if !shutdown.is_cancelled() {
+            tracing::error!(error = %e, "cannot consume the pool's queues; the node takes no more tasks");
+        }
+    }
+}
+
+/// A delivery held until a slot is free; the highest job priority starts first, then the oldest.
+struct Held {
+    priority: i32,
+    seq: std::cmp::Reverse<u64>,
+    /// The slots it takes (its `requiredSlots`, at most the node's).
+    slots: u32,
+    delivery: lapin::message::Delivery,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        (self.priority, self.seq) == (other.priority, other.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.priority, self.seq).cmp(&(other.priority, other.seq))
+    }
+}
+
+/// Consumes the pool's three band queues on one channel, each with a prefetch of twice `slots`,
+/// and starts a held delivery whenever enough of the node's `slots` are free for it (its
+/// `requiredSlots`), highest priority first.
+/// The lookahead matters: with a prefetch of only `slots`, the next high-priority message would
+/// still be on its way from the broker when a slot frees, and a held low-priority one would take
+/// the slot. So with a backlog of low-priority tasks, a higher-priority job's tasks start next
+/// on every node (at most `2 × slots` low-priority messages wait in each node's hand meanwhile),
+/// and a node always has its next task at hand when a slot frees.
+async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &CancellationToken) -> Result<()> {
+    let (slots, free) = (ctx.slots, &ctx.free);
+    let connection = queue::connect(&ctx.config.amqp_url, &format!("drover-worker {}", ctx.options.node_id)).await?;
+    let channel = connection.create_channel().await?;
+    ctx.topology.declare_pool(&channel, &ctx.options.pool_id).await?;
+    let prefetch = slots.saturating_mul(2).min(u16::MAX as u32) as u16;
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let mut consumers = Vec::new();
+    let mut tags = Vec::new();
+    for band in Band::ALL {
+        let tag = format!(
+            "{}{}",
+            ctx.options.node_id,
+            match band {
+                Band::High => ".high",
+                Band::Normal => "",
+                Band::Low => ".low",
+            }
+        );
+        let queue = ctx.topology.band_queue(&ctx.options.pool_id, band);
+        consumers.push(
+            channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?,
+        );
+        tags.push(tag);
+    }
+    let mut deliveries = futures_util::stream::select_all(consumers);
+    tracing::info!(queue = %ctx.topology.pool_queue(&ctx.options.pool_id), "consuming");
+    let mut held: BinaryHeap<Held> = BinaryHeap::new();
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                // Stop taking work; deliveries not started go back to the queue with the channel.
+                for tag in &tags {
+                    let _ = channel.basic_cancel(tag.as_str().into(), Default::default()).await;
+                }
+                super::drain(ctx, tracker).await;
+                let _ = connection.close(200, "node leaving".into()).await;
+                return Ok(());
+            }
+            permit = free.clone().acquire_many_owned(held.peek().map_or(1, |h| h.slots)), if !held.is_empty() => {
+                let (Ok(permit), Some(next)) = (permit, held.pop()) else { continue };
+                tracker.spawn(attempt::handle(ctx.clone(), next.delivery, permit));
+            }
+            next = deliveries.next() => match next {
+                Some(Ok(delivery)) => {
+                    // A malformed message sorts first, to be dead-lettered at once. A task that needs
+                    // more slots than the node has takes all of them (submission refuses more
+                    // than the pool's taskSlotsPerNode; this node was started with fewer).
+                    let (priority, need) =
+                        TaskMessage::parse(&delivery.data).map_or((i32::MAX, 1), |m| (m.priority, m.slots.clamp(1, slots)));
+                    seq += 1;
+                    held.push(Held { priority, seq: std::cmp::Reverse(seq), slots: need, delivery });
+                }
+                Some(Err(e)) => return Err(Error::Amqp(e)),
+                None => return Err(Error::BrokerLost("the broker cancelled the consumer".into())),
+            }
+        }
+    }
+}

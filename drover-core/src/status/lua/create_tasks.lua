@@ -1,0 +1,62 @@
+--[[ create_tasks: adds a batch of tasks to an active job, all of them or none. Tasks whose
+parents have all completed (or that have none) go to the outbox; the others wait in
+the job's wait (or blocked) hash and are released by their last parent's completion.
+KEYS[1] job  KEYS[2] the job's task list  KEYS[3] queued  KEYS[4] wait  KEYS[5] blocked
+KEYS[6] parents  KEYS[7] this batch's outbox (drover:{A:J}:out:@<batch>)  KEYS[8] outboxes
+KEYS[9..] the record of each task, in ARGV order
+ARGV[1] now (ms); then per task: id, record JSON, slots, its message JSON, parent count n,
+  then the n parent ids
+Replies: {'ok', outbox...}; {'nojob'}; {'jobstate', state}; {'dup', task id}
+]]
+local K = {
+  job = KEYS[1], tasks = KEYS[2], queued = KEYS[3], wait = KEYS[4], blocked = KEYS[5],
+  parents = KEYS[6], out = KEYS[7], outboxes = KEYS[8],
+}
+local jp = string.sub(KEYS[1], 1, -4)
+--@include outbox.lua
+
+local st = redis.call('HGET', K.job, 'state')
+if not st then return {'nojob'} end
+if st ~= 'active' then return {'jobstate', st} end
+local now = tonumber(ARGV[1])
+local n = #KEYS - 8
+local tasks, c = {}, 2
+for i = 1, n do
+  local np = tonumber(ARGV[c + 4])
+  tasks[i] = {id = ARGV[c], rec = ARGV[c + 1], slots = tonumber(ARGV[c + 2]), msg = ARGV[c + 3], np = np, p0 = c + 5}
+  c = c + 5 + np
+end
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[8 + i]) == 1 then return {'dup', tasks[i].id} end
+end
+local slots = 0
+for i = 1, n do
+  local t = tasks[i]
+  redis.call('SET', KEYS[8 + i], t.rec)
+  redis.call('RPUSH', K.tasks, t.id)
+  slots = slots + t.slots
+  local wait, blocker = 0, nil
+  for j = t.p0, t.p0 + t.np - 1 do
+    local P = ARGV[j]
+    local praw = redis.call('GET', jp .. 't:' .. P)
+    local pr = praw and cjson.decode(praw)
+    if pr and pr.state == 'completed' then
+      if pr.dblk and not blocker then blocker = P end
+    else
+      wait = wait + 1
+      redis.call('RPUSH', jp .. 'dep:' .. P, t.msg)
+      redis.call('SADD', K.parents, P)
+    end
+  end
+  if blocker then
+    redis.call('HSET', K.blocked, t.id, blocker)
+  elseif wait > 0 then
+    redis.call('HSET', K.wait, t.id, wait)
+  else
+    redis.call('ZADD', K.queued, now, t.id)
+    emit(t.msg)
+  end
+end
+redis.call('HINCRBY', K.job, 'active', n)
+redis.call('HINCRBY', K.job, 's.active', slots)
+return with_outbox({'ok'})

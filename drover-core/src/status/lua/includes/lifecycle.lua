@@ -1,0 +1,92 @@
+--[[ What a task's transition does to the rest of its job: dependents, parked tasks, the job's
+end. Needs K and jp (includes/task_keys.lua), counters.lua and outbox.lua. ]]
+
+-- A task of the job left the running states: one parked task (maxParallelTasks) may start, and
+-- a terminating job whose last running task ended is completed.
+local function freed(now)
+  if tonumber(redis.call('HGET', K.job, 'maxPar') or '0') > 0 then
+    local id = redis.call('LPOP', K.parked)
+    if id then
+      local e = redis.call('HGET', K.parkedmsg, id)
+      redis.call('HDEL', K.parkedmsg, id)
+      if e then emit(e) end
+    end
+  end
+  if redis.call('HGET', K.job, 'state') == 'terminating' and tonumber(redis.call('HGET', K.job, 'running')) <= 0 then
+    redis.call('HSET', K.job, 'state', 'completed', 'stime', now, 'end', now)
+  end
+end
+
+-- Parent T completed: each task waiting on it is blocked, or has one parent fewer to wait for
+-- and is released (into the outbox) when that was the last. Runs once per parent, in the
+-- script that completes it, so a redelivered parent releases nothing twice. O(dependents of T).
+local function release(T, blocks, now)
+  local dl = jp .. 'dep:' .. T
+  for _, e in ipairs(redis.call('LRANGE', dl, 0, -1)) do
+    local C = cjson.decode(e).taskId
+    if redis.call('HEXISTS', K.wait, C) == 1 then
+      if blocks then
+        redis.call('HDEL', K.wait, C)
+        redis.call('HSET', K.blocked, C, T)
+      elseif redis.call('HINCRBY', K.wait, C, -1) <= 0 then
+        redis.call('HDEL', K.wait, C)
+        emit(e)
+        redis.call('ZADD', K.queued, now, C)
+      end
+    end
+  end
+  redis.call('DEL', dl)
+  redis.call('SREM', K.parents, T)
+end
+
+-- Ends an active job: `completed`, or `terminating` while tasks of it still run (their nodes
+-- kill them; the last one to end completes the job). Returns the new state.
+local function end_job(now, reason)
+  local st = 'completed'
+  if tonumber(redis.call('HGET', K.job, 'running') or '0') > 0 then st = 'terminating' end
+  redis.call('HSET', K.job, 'state', st, 'stime', now, 'reason', reason)
+  redis.call('SREM', K.pooljobs, redis.call('HGET', K.job, 'id'))
+  if st == 'completed' then redis.call('HSET', K.job, 'end', now) end
+  return st
+end
+
+-- Task T (its record `r`) reached `completed` (exactly once) from `from` ('active' or
+-- 'running'): count it, release its dependents, free its slot, and end the job if
+-- onAllTasksComplete says so.
+local function finish(T, from, r, success, blocks, now)
+  local slots = r.slots or 1
+  move(K.job, from, 'completed', slots)
+  local res = 'failed'
+  if success then res = 'succeeded' end
+  redis.call('HINCRBY', K.job, res, 1)
+  redis.call('HINCRBY', K.job, 's.' .. res, slots)
+  if success then
+    redis.call('HINCRBY', K.stats, 'done.success', 1)
+  else
+    redis.call('HINCRBY', K.stats, 'done.failure.' .. ((r.fail and r.fail.code) or 'Unknown'), 1)
+  end
+  if from ~= 'active' and r.start then observe(K.stats, 'dur', now - r.start) end
+  if from == 'active' then redis.call('ZREM', K.queued, T) end
+  redis.call('SREM', K.killed, T)
+  if redis.call('HGET', K.job, 'deps') == '1' then release(T, blocks, now) end
+  if from ~= 'active' then freed(now) end
+  local f = redis.call('HMGET', K.job, 'onAll', 'state', 'active', 'running')
+  if f[1] == '1' and f[2] == 'active' and tonumber(f[3]) <= 0 and tonumber(f[4]) <= 0 then
+    end_job(now, 'AllTasksComplete')
+  end
+end
+
+-- Records task T (record `r`, now in `from`) as completed with `failure`, outside any attempt
+-- (terminated, or lost with its node): a new attempt number fences out the one that ran.
+local function fail_outside(T, r, from, now, failure, blocks)
+  r.prev = r.state
+  r.state = 'completed'
+  r.attempt = (r.attempt or 0) + 1
+  r.stime = now
+  r['end'] = now
+  r.result = 'failure'
+  r.fail = failure
+  if blocks then r.dblk = 1 end
+  redis.call('SET', K.task, cjson.encode(r))
+  finish(T, from, r, false, blocks, now)
+end

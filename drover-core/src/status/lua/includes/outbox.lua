@@ -1,0 +1,26 @@
+--[[ The outbox: the messages of tasks a transition made runnable, kept under K.out (and listed in
+K.outboxes) until the caller has published them with confirms and cleared it
+(queue::Publisher::publish_outbox). A crash in between leaves them to be published again. ]]
+
+-- The message that runs task T (whose record is `r`) of job J with priority `prio`; the same
+-- JSON as model::TaskMessage.
+local function message(J, T, r, prio)
+  local m = {v = 1, jobId = J, taskId = T, stage = (r.stg == 1)}
+  if prio ~= 0 then m.priority = prio end
+  if (r.slots or 1) ~= 1 then m.slots = r.slots end
+  return cjson.encode(m)
+end
+
+-- Puts a message in this transition's outbox: the caller publishes it, then clears the outbox.
+local function emit(entry)
+  redis.call('RPUSH', K.out, entry)
+  redis.call('SADD', K.outboxes, K.out)
+end
+
+-- A reply followed by the outbox's messages. No unpack(): a task may release more dependents
+-- than Lua can unpack.
+local function with_outbox(reply)
+  for _, e in ipairs(redis.call('LRANGE', K.out, 0, -1)) do reply[#reply + 1] = e end
+  return reply
+end
+

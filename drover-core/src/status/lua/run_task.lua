@@ -1,0 +1,17 @@
+--[[ run_task: an attempt has staged its files; preparing -> running.
+KEYS: the task transition keys (includes/task_keys.lua); only KEYS[1] is used
+ARGV[1] attempt   ARGV[2] now (ms)
+Replies: {'ok'}; {'stale'} when another attempt owns the task.
+]]
+--@include task_keys.lua
+
+local raw = redis.call('GET', K.task)
+if not raw then return {'stale'} end
+local r = cjson.decode(raw)
+if r.attempt ~= tonumber(ARGV[1]) or r.state ~= 'preparing' then return {'stale'} end
+r.prev = 'preparing'
+r.state = 'running'
+r.stime = tonumber(ARGV[2])
+r.start = r.stime
+redis.call('SET', K.task, cjson.encode(r))
+return {'ok'}

@@ -1,0 +1,93 @@
+--[[ start_task: a node takes a task it received; starts a new attempt unless the task is done,
+gone, held, or run by a live node. The caller must not be running the task itself (a node
+checks its own running set first).
+KEYS: the task transition keys (includes/task_keys.lua)
+ARGV[1] node id         ARGV[2] now (ms)          ARGV[3] node key prefix (drover:A:node:)
+ARGV[4] lost-attempt limit                        ARGV[5] job id J   ARGV[6] task id T
+ARGV[7] the pool the node serves
+Replies:
+  {'ok', attempt, spec, job env JSON or '', exit actions '1'|'0'}   a new attempt (preparing
+      when the task stages files, else running)
+  {'done', outbox...}       already completed (a duplicate message); publish the outbox
+  {'poison', lost, outbox...} its node was lost `lost` times: recorded as failed (NodeLostRepeatedly)
+  {'gone'}                  no such task or job, or the job is being deleted
+  {'otherpool', pool}       the job runs on another pool (a misrouted message)
+  {'inactive', job state}   the job ended (a task lost with its node is recorded on the way)
+  {'busy', node}            a live node runs the task
+  {'waiting'}               its parents have not all completed: their completion releases it
+  {'parked'}                the job runs maxParallelTasks already: a finishing task releases it
+Reads another node's heartbeat (ARGV[3]..node..':alive'), the one cross-slot read.
+]]
+--@include task_keys.lua
+--@include counters.lua
+--@include outbox.lua
+--@include lifecycle.lua
+
+local raw = redis.call('GET', K.task)
+if not raw then return {'gone'} end
+local jf = redis.call('HMGET', K.job, 'state', 'deps', 'maxPar', 'deadline', 'running', 'pool')
+local jst = jf[1]
+if not jst or jst == 'deleting' then return {'gone'} end
+if jf[6] ~= ARGV[7] then return {'otherpool', jf[6] or ''} end
+local node, now, nodes = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local T = ARGV[6]
+local r = cjson.decode(raw)
+if r.state == 'completed' then return with_outbox({'done'}) end
+local from = r.state
+local running = from == 'preparing' or from == 'running'
+local owner_alive = running and r.node ~= node and redis.call('EXISTS', nodes .. r.node .. ':alive') == 1
+local deadline = tonumber(jf[4] or '0')
+if jst == 'active' and deadline > 0 and now > deadline then
+  jst = end_job(now, 'MaxWallClockTimeExpiry')
+end
+if jst ~= 'active' then
+  -- A task that was running when its node was lost, in a job that has ended since: no node will
+  -- kill and record it, so record it here (else a terminating job would never complete).
+  if running and not owner_alive then
+    fail_outside(T, r, 'running', now, {category = 'userError', code = 'TaskTerminated',
+      message = 'the task was terminated: its job ended while the node running it was lost'}, true)
+  end
+  return {'inactive', jst}
+end
+if from == 'active' and jf[2] == '1' then
+  if redis.call('HEXISTS', K.wait, T) == 1 or redis.call('HEXISTS', K.blocked, T) == 1 then
+    return {'waiting'}
+  end
+end
+if running then
+  -- The caller does not run the task itself, so an attempt recorded under its own id belongs to
+  -- an earlier, dead incarnation of the node (a restart under the same id).
+  if owner_alive then return {'busy', r.node} end
+  -- the node that ran this attempt is gone: take the task over, unless its nodes keep dying
+  r.requeue = (r.requeue or 0) + 1
+  r.lost = (r.lost or 0) + 1
+  count(K.stats, 'requeues', 1)
+  if r.lost >= tonumber(ARGV[4]) then
+    fail_outside(T, r, 'running', now, {category = 'serverError', code = 'NodeLostRepeatedly',
+      message = 'the node running the task was lost ' .. r.lost .. ' times (a poison task?); it is not run again'}, true)
+    return with_outbox({'poison', tostring(r.lost)})
+  end
+elseif tonumber(jf[3] or '0') > 0 and tonumber(jf[5] or '0') >= tonumber(jf[3]) then
+  local prio = tonumber(redis.call('HGET', K.job, 'prio') or '0')
+  if redis.call('HSETNX', K.parkedmsg, T, message(ARGV[5], T, r, prio)) == 1 then
+    redis.call('RPUSH', K.parked, T)
+  end
+  return {'parked'}
+end
+if from == 'active' then
+  observe(K.stats, 'wait', now - (r.stime or now))
+  redis.call('ZREM', K.queued, T)
+end
+r.attempt = (r.attempt or 0) + 1
+r.prev = from
+if r.stg == 1 then r.state = 'preparing' else r.state = 'running'; r.start = now end
+r.stime = now
+r.node = node
+r['end'] = nil
+r.exit = nil
+r.result = nil
+r.fail = nil
+redis.call('SET', K.task, cjson.encode(r))
+if from == 'active' then move(K.job, 'active', 'running', r.slots or 1) end
+local j = redis.call('HMGET', K.job, 'env', 'exitActions')
+return {'ok', tostring(r.attempt), r.spec, j[1] or '', j[2] or '0'}

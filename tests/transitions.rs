@@ -1,0 +1,296 @@
+//! Every transition script on real Redis, one test each, covering each of its replies; attempts
+//! are fenced and counters add up.
+
+#![allow(clippy::unwrap_used)]
+
+use drover_core::model::task::{FailureCode, FailureInfo, TaskResult};
+use drover_core::model::{JobAddParameter, JobState, PoolAddParameter, TaskAddParameter};
+use drover_core::status::{Completion, Outbox, Outcome, Start, StatusStore, Termination};
+use drover_core::Error;
+use drover_tests::transitions::{at, ids, start, started};
+use drover_tests::TestAccount;
+use serde_json::json;
+
+fn task(v: serde_json::Value) -> TaskAddParameter {
+    serde_json::from_value(v).unwrap()
+}
+
+fn failure() -> Outcome {
+    Outcome::failed(FailureInfo::user(FailureCode::FailureExitCode, "exit 1"), Some(1))
+}
+
+/// Pool `p` and job `j` (from `job`, whose id and pool are set here).
+async fn with_job(acct: &TestAccount, job: serde_json::Value) -> StatusStore {
+    let store = acct.store().await;
+    store.create_pool(&PoolAddParameter::new("p", 1)).await.unwrap();
+    let mut job = job;
+    job["id"] = json!("j");
+    job["poolInfo"] = json!({"poolId": "p"});
+    store.create_job(&serde_json::from_value(job).unwrap()).await.unwrap();
+    store
+}
+
+/// Adds tasks to job `j` as batch `batch`; returns the outbox of those runnable now.
+async fn add(store: &StatusStore, batch: &str, tasks: &[serde_json::Value]) -> Outbox {
+    let tasks: Vec<TaskAddParameter> = tasks.iter().cloned().map(task).collect();
+    let priority = store.get_job("j").await.unwrap().spec.priority.unwrap_or(0);
+    store.add_tasks("j", 0, priority, batch, &tasks).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_job_replies() {
+    let acct = TestAccount::new("tcreatejob").await;
+    let store = with_job(&acct, json!({})).await;
+    // ok is above; dup:
+    let again = store.create_job(&JobAddParameter::new("j", "p")).await;
+    assert!(matches!(again, Err(Error::Conflict { kind: "job", .. })), "{again:?}");
+    // nopool:
+    let orphan = store.create_job(&JobAddParameter::new("k", "nopool")).await;
+    assert!(matches!(orphan, Err(Error::NotFound { kind: "pool", .. })), "{orphan:?}");
+    assert_eq!(store.pool_jobs("p").await.unwrap(), ["j"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminate_job_replies() {
+    let acct = TestAccount::new("ttermjob").await;
+    let store = with_job(&acct, json!({})).await;
+    add(&store, "b", &[json!({"id": "t", "commandLine": "x"})]).await;
+    started(&store, "t", "n1").await;
+    store.heartbeat("n1").await.unwrap();
+    // ok, terminating while a task runs; then state, as it is no longer active.
+    assert_eq!(store.terminate_job("j", "UserTerminate").await.unwrap(), JobState::Terminating);
+    let twice = store.terminate_job("j", "UserTerminate").await;
+    assert!(matches!(&twice, Err(Error::State(m)) if m.contains("terminating")), "{twice:?}");
+    assert!(store.pool_jobs("p").await.unwrap().is_empty(), "an ended job leaves the pool's active jobs");
+    // The running task's completion completes the job.
+    let attempt = store.task_record("j", "t").await.unwrap().attempt;
+    assert!(matches!(
+        store.complete_task(at("t", attempt), &Outcome::success(), false).await.unwrap(),
+        Completion::Completed(_)
+    ));
+    assert_eq!(store.get_job("j").await.unwrap().state, JobState::Completed);
+    // nojob:
+    assert!(matches!(store.terminate_job("ghost", "x").await, Err(Error::NotFound { .. })));
+    // ok, completed at once when nothing runs.
+    store.create_job(&JobAddParameter::new("k", "p")).await.unwrap();
+    assert_eq!(store.terminate_job("k", "UserTerminate").await.unwrap(), JobState::Completed);
+    store.node_gone("n1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_tasks_replies() {
+    let acct = TestAccount::new("tcreatetasks").await;
+    let store = with_job(&acct, json!({"usesTaskDependencies": true, "priority": 5})).await;
+    // ok, with the runnable tasks in the batch's outbox, carrying the job's priority.
+    let outbox = add(
+        &store,
+        "b1",
+        &[
+            json!({"id": "a", "commandLine": "x"}),
+            json!({"id": "c", "commandLine": "x", "dependsOn": {"taskIds": ["a"]}}),
+        ],
+    )
+    .await;
+    assert_eq!(ids(&outbox), ["a"]);
+    assert_eq!(outbox.messages()[0].priority, 5);
+    store.clear_outbox(&outbox).await.unwrap();
+    // dup: nothing of the batch is added.
+    let dup = store
+        .add_tasks(
+            "j",
+            0,
+            5,
+            "b2",
+            &[task(json!({"id": "new", "commandLine": "x"})), task(json!({"id": "a", "commandLine": "x"}))],
+        )
+        .await;
+    assert!(matches!(&dup, Err(Error::Invalid(m)) if m.contains("\"a\" already exists")), "{dup:?}");
+    assert!(store.task_record("j", "new").await.is_err(), "all or nothing");
+    // nojob:
+    let none = store.add_tasks("ghost", 0, 0, "b3", &[task(json!({"id": "t", "commandLine": "x"}))]).await;
+    assert!(matches!(none, Err(Error::NotFound { kind: "job", .. })), "{none:?}");
+    // jobstate:
+    store.terminate_job("j", "UserTerminate").await.unwrap();
+    let ended = store.add_tasks("j", 0, 0, "b4", &[task(json!({"id": "late", "commandLine": "x"}))]).await;
+    assert!(matches!(&ended, Err(Error::State(m)) if m.contains("completed")), "{ended:?}");
+    let counts = store.task_counts("j").await.unwrap().task_counts;
+    assert_eq!(counts.active + counts.completed, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_task_replies() {
+    let acct = TestAccount::new("tstart").await;
+    let store = with_job(&acct, json!({"usesTaskDependencies": true, "maxParallelTasks": 1})).await;
+    add(
+        &store,
+        "b",
+        &[
+            json!({"id": "a", "commandLine": "x", "resourceFiles": [{"httpUrl": "http://127.0.0.1:1/f", "filePath": "f"}]}),
+            json!({"id": "b", "commandLine": "x"}),
+            json!({"id": "c", "commandLine": "x", "dependsOn": {"taskIds": ["a"]}}),
+        ],
+    )
+    .await;
+    // gone: no such task.
+    assert!(matches!(start(&store, "ghost", "n1").await, Start::Gone));
+    // otherpool: a node of another pool.
+    assert!(matches!(store.start_task("q", "j", "a", "n1").await.unwrap(), Start::OtherPool(p) if p == "p"));
+    // waiting: c's parent has not completed.
+    assert!(matches!(start(&store, "c", "n1").await, Start::Waiting));
+    // ok: a stages files, so it starts preparing.
+    let a = started(&store, "a", "n1").await;
+    assert_eq!(store.task_record("j", "a").await.unwrap().state, drover_core::model::TaskState::Preparing);
+    // parked: the job runs maxParallelTasks (1) already.
+    assert!(matches!(start(&store, "b", "n2").await, Start::Parked));
+    // busy: a live node runs a.
+    store.heartbeat("n1").await.unwrap();
+    assert!(matches!(start(&store, "a", "n2").await, Start::Busy(n) if n == "n1"));
+    store.node_gone("n1").await.unwrap();
+    // done: a completed; its outbox (c released, b unparked) comes with the duplicate.
+    let done = store.complete_task(at("a", a), &Outcome::success(), false).await.unwrap();
+    let Completion::Completed(outbox) = done else { panic!("{done:?}") };
+    let mut released = ids(&outbox);
+    released.sort();
+    assert_eq!(released, ["b", "c"]);
+    assert!(matches!(start(&store, "a", "n2").await, Start::Done(o) if o == outbox));
+    // poison: b's node is lost again and again.
+    let mut poisoned = None;
+    for n in 0..=5 {
+        match start(&store, "b", &format!("lost{n}")).await {
+            Start::Started(_) => {}
+            Start::Poison(lost, _) => {
+                poisoned = Some((n, lost));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(poisoned, Some((5, 5)), "the fifth lost attempt is the last");
+    let b = store.get_task("j", "b").await.unwrap();
+    assert_eq!(b.execution_info.unwrap().failure_info.unwrap().code, "NodeLostRepeatedly");
+    // inactive: the job ended.
+    store.terminate_job("j", "UserTerminate").await.unwrap();
+    assert!(matches!(start(&store, "c", "n1").await, Start::Inactive(s) if s == "completed"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_task_replies() {
+    let acct = TestAccount::new("trun").await;
+    let store = with_job(&acct, json!({})).await;
+    add(&store, "b", &[json!({"id": "t", "commandLine": "x", "resourceFiles": [{"httpUrl": "http://127.0.0.1:1/f", "filePath": "f"}]})]).await;
+    let first = started(&store, "t", "n1").await;
+    let second = started(&store, "t", "n2").await; // n1 is dead: taken over
+    assert!(!store.run_task(at("t", first)).await.unwrap(), "stale");
+    assert!(store.run_task(at("t", second)).await.unwrap(), "ok");
+    assert!(!store.run_task(at("t", second)).await.unwrap(), "running already: stale");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn complete_task_replies_and_fencing() {
+    let acct = TestAccount::new("tcomplete").await;
+    let store = with_job(&acct, json!({})).await;
+    add(&store, "b", &[json!({"id": "t", "commandLine": "x", "constraints": {"maxTaskRetryCount": 1}})]).await;
+    let first = started(&store, "t", "n1").await;
+    // n1 holds no heartbeat (it died): another node takes the task over.
+    let second = started(&store, "t", "n2").await;
+    assert!(second > first);
+    assert_eq!(store.complete_task(at("t", first), &failure(), false).await.unwrap(), Completion::Stale);
+    // retry: back to active, its own message in the outbox.
+    let Completion::Retry(1, outbox) = store.complete_task(at("t", second), &failure(), false).await.unwrap() else {
+        panic!("retry")
+    };
+    assert_eq!(ids(&outbox), ["t"]);
+    store.clear_outbox(&outbox).await.unwrap();
+    assert_eq!(store.task_counts("j").await.unwrap().task_counts.active, 1);
+    // completed, once.
+    let third = started(&store, "t", "n2").await;
+    let Completion::Completed(outbox) = store.complete_task(at("t", third), &failure(), false).await.unwrap() else {
+        panic!("completed")
+    };
+    assert!(outbox.is_empty());
+    assert_eq!(
+        store.complete_task(at("t", third), &failure(), false).await.unwrap(),
+        Completion::Stale,
+        "recorded once"
+    );
+    let info = store.get_task("j", "t").await.unwrap().execution_info.unwrap();
+    assert_eq!(
+        (info.retry_count, info.requeue_count, info.exit_code, info.result),
+        (1, 1, Some(1), Some(TaskResult::Failure))
+    );
+    let counts = store.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.active, counts.running, counts.completed, counts.failed), (0, 0, 1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn release_task_replies() {
+    let acct = TestAccount::new("trelease").await;
+    let store = with_job(&acct, json!({"priority": -3})).await;
+    add(&store, "b", &[json!({"id": "t", "commandLine": "x"})]).await;
+    let first = started(&store, "t", "n1").await;
+    let Some(outbox) = store.release_task(at("t", first)).await.unwrap() else { panic!("ok") };
+    assert_eq!(ids(&outbox), ["t"], "the task's own message goes back through the outbox");
+    assert_eq!(outbox.messages()[0].priority, -3);
+    assert!(store.release_task(at("t", first)).await.unwrap().is_none(), "stale");
+    let record = store.task_record("j", "t").await.unwrap();
+    assert_eq!((record.state, record.requeue), (drover_core::model::TaskState::Active, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminate_task_replies() {
+    let acct = TestAccount::new("ttermtask").await;
+    let store = with_job(&acct, json!({"usesTaskDependencies": true})).await;
+    add(
+        &store,
+        "b",
+        &[
+            json!({"id": "a", "commandLine": "x"}),
+            json!({"id": "r", "commandLine": "x"}),
+            json!({"id": "c", "commandLine": "x", "dependsOn": {"taskIds": ["a"]}}),
+        ],
+    )
+    .await;
+    // ok: an active task completes at once; its dependent is blocked (nothing released).
+    let Termination::Terminated(outbox) = store.terminate_task("j", "a", true).await.unwrap() else { panic!("ok") };
+    assert!(outbox.is_empty());
+    assert_eq!(store.dependency_report("j", 10).await.unwrap().unwrap().blocked, 1);
+    // completed:
+    assert_eq!(store.terminate_task("j", "a", true).await.unwrap(), Termination::AlreadyCompleted);
+    // killing: a live node runs r.
+    started(&store, "r", "n1").await;
+    store.heartbeat("n1").await.unwrap();
+    assert_eq!(store.terminate_task("j", "r", false).await.unwrap(), Termination::Killing("n1".into()));
+    let watch = store.watch(&[("j".into(), "r".into())], &[]).await.unwrap();
+    assert_eq!(watch.kill, [("j".to_string(), "r".to_string())]);
+    store.node_gone("n1").await.unwrap();
+    // notask:
+    assert!(matches!(store.terminate_task("j", "ghost", false).await, Err(Error::NotFound { kind: "task", .. })));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn record_job_task_run_replies() {
+    let acct = TestAccount::new("tjobrun").await;
+    let store = with_job(&acct, json!({})).await;
+    let run = json!({"state": "completed", "result": "success"});
+    store.record_node_job_task("j", "n1", "p", "jobPreparationTaskExecutionInfo", run.clone()).await.unwrap();
+    let status = store.prep_release_status("j").await.unwrap();
+    assert_eq!(status[0]["jobPreparationTaskExecutionInfo"], run);
+    // nojob: nothing is written for a job that is gone.
+    store.record_node_job_task("ghost", "n1", "p", "jobReleaseTaskExecutionInfo", run).await.unwrap();
+    assert!(store.prep_release_status("ghost").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminated_job_whose_node_was_lost_still_completes() {
+    let acct = TestAccount::new("lostterm").await;
+    let store = with_job(&acct, json!({})).await;
+    add(&store, "b", &[json!({"id": "t", "commandLine": "x"})]).await;
+    started(&store, "t", "n1").await;
+    // n1 dies (it never heartbeats) while the job is terminated: nobody is left to kill the task.
+    assert_eq!(store.terminate_job("j", "UserTerminate").await.unwrap(), JobState::Terminating);
+    // Its message comes back to another node, which records the task and so ends the job.
+    assert!(matches!(start(&store, "t", "n2").await, Start::Inactive(_)));
+    let task = store.get_task("j", "t").await.unwrap();
+    assert_eq!(task.execution_info.unwrap().failure_info.unwrap().code, "TaskTerminated");
+    assert_eq!(store.get_job("j").await.unwrap().state, JobState::Completed);
+}
