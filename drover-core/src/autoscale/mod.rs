@@ -5,9 +5,10 @@ mod formula;
 
 pub use formula::{Evaluation, Formula, FormulaError, Inputs, Value};
 
-use crate::model::{now_ms, rfc3339};
+use crate::model::pool::{AutoScaleRun, AutoScaleRunError};
+use crate::model::{now_ms, rfc3339, PoolAddParameter};
 use crate::status::StatusStore;
-use crate::Result;
+use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -60,26 +61,14 @@ pub fn inputs(samples: &[Sample], period_secs: f64, nodes: u32, slots_per_node: 
     Inputs { now: now_ms() as f64 / 1000.0, sample_period: period_secs, series, variables }
 }
 
-/// One evaluation of a pool's formula (Azure's AutoScaleRun, plus what drover decided).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AutoScaleRun {
-    pub timestamp: String,
-    /// Every assignment, `$name=value;...`, as Azure prints them.
-    pub results: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_dedicated_nodes: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_deallocation_option: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<AutoScaleRunError>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AutoScaleRunError {
-    pub code: String,
-    pub message: String,
+/// Checks a pool before it is written: [`PoolAddParameter::validate`], and that its
+/// `autoScaleFormula` parses (the error names its line and column).
+pub fn validate_pool(pool: &PoolAddParameter) -> Result<()> {
+    pool.validate()?;
+    if let Some(formula) = pool.auto_scale_formula.as_deref().filter(|_| pool.autoscales()) {
+        Formula::parse(formula).map_err(|e| Error::invalid(format!("pool {:?}: autoScaleFormula: {e}", pool.id)))?;
+    }
+    Ok(())
 }
 
 /// Parses and evaluates `formula`; errors are reported in the run, with their position.
