@@ -27,6 +27,7 @@
 //!   heartbeats (a short TTL).
 
 mod application;
+mod autoscale;
 mod job;
 mod node;
 mod pool;
