@@ -72,7 +72,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
                 Some(path) => crate::read_json::<PoolAddParameter>(&path)?,
                 None => PoolAddParameter::new(pool_id.as_deref().unwrap_or_default(), task_slots_per_node),
             };
-            spec.validate()?;
+            autoscale::validate_pool(&spec)?;
             let connection = queue::connect(&config.amqp_url, "drover").await?;
             let channel = connection.create_channel().await?;
             Topology::new(&config.account).declare_pool(&channel, &spec.id).await?;

@@ -1,7 +1,8 @@
 //! `drover storage ...`: upload and download files and directory trees.
 
 use crate::output::{self, Format};
-use drover_core::staging::{S3Url, Staging};
+use drover_core::model::S3Url;
+use drover_core::staging::Staging;
 use drover_core::Config;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use std::io::IsTerminal;

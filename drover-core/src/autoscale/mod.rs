@@ -1,13 +1,14 @@
 //! Autoscaling: the Azure Batch formula language ([`Formula`]), the samples it reads (a pool's
-//! backlog, taken from the counters of its active jobs), and one evaluation (Azure's AutoScaleRun).
+//! backlog; `status` takes and keeps them), the pool check and one evaluation (Azure's
+//! AutoScaleRun). Nothing here touches a service.
 
 mod formula;
 
 pub use formula::{Evaluation, Formula, FormulaError, Inputs, Value};
 
-use crate::model::{now_ms, rfc3339};
-use crate::status::StatusStore;
-use crate::Result;
+use crate::model::pool::{AutoScaleRun, AutoScaleRunError};
+use crate::model::{now_ms, rfc3339, PoolAddParameter};
+use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -60,26 +61,14 @@ pub fn inputs(samples: &[Sample], period_secs: f64, nodes: u32, slots_per_node: 
     Inputs { now: now_ms() as f64 / 1000.0, sample_period: period_secs, series, variables }
 }
 
-/// One evaluation of a pool's formula (Azure's AutoScaleRun, plus what drover decided).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AutoScaleRun {
-    pub timestamp: String,
-    /// Every assignment, `$name=value;...`, as Azure prints them.
-    pub results: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_dedicated_nodes: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_deallocation_option: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<AutoScaleRunError>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AutoScaleRunError {
-    pub code: String,
-    pub message: String,
+/// Checks a pool before it is written: [`PoolAddParameter::validate`], and that its
+/// `autoScaleFormula` parses (the error names its line and column).
+pub fn validate_pool(pool: &PoolAddParameter) -> Result<()> {
+    pool.validate()?;
+    if let Some(formula) = pool.auto_scale_formula.as_deref().filter(|_| pool.autoscales()) {
+        Formula::parse(formula).map_err(|e| Error::invalid(format!("pool {:?}: autoScaleFormula: {e}", pool.id)))?;
+    }
+    Ok(())
 }
 
 /// Parses and evaluates `formula`; errors are reported in the run, with their position.
@@ -105,75 +94,5 @@ pub fn evaluate(formula: &str, inputs: &Inputs) -> AutoScaleRun {
             error: None,
         },
         Err(e) => failed("AutoScaleFormulaEvaluationError", e),
-    }
-}
-
-impl StatusStore {
-    /// The backlog of a pool now: the counters of its active jobs, minus their held tasks (one
-    /// round trip; O(active jobs of the pool), never a scan of tasks).
-    pub async fn pool_sample(&self, pool: &str) -> Result<Sample> {
-        let jobs = self.pool_jobs(pool).await?;
-        let mut sample = Sample { t: now_ms(), ..Default::default() };
-        if jobs.is_empty() {
-            return Ok(sample);
-        }
-        let rows = self.job_backlogs(&jobs).await?;
-        for b in rows {
-            let held = b.held.min(b.active);
-            sample.active += b.active - held;
-            sample.running += b.running;
-            sample.active_slots += b.active_slots.saturating_sub(held);
-            sample.running_slots += b.running_slots;
-        }
-        Ok(sample)
-    }
-}
-
-impl StatusStore {
-    /// Keeps a sample of a pool (the last [`MAX_SAMPLES`]), so that `pool autoscale evaluate`
-    /// sees the history the autoscaler sees.
-    pub async fn record_sample(&self, pool: &str, sample: &Sample) -> Result<()> {
-        let key = self.keys().pool_part(pool, "samples");
-        let _: () = redis::pipe()
-            .cmd("LPUSH")
-            .arg(&key)
-            .arg(serde_json::to_string(sample).unwrap_or_default())
-            .ignore()
-            .cmd("LTRIM")
-            .arg(&key)
-            .arg(0)
-            .arg(MAX_SAMPLES - 1)
-            .ignore()
-            .query_async(&mut self.con())
-            .await?;
-        Ok(())
-    }
-
-    /// A pool's recorded samples, oldest first.
-    pub async fn samples(&self, pool: &str) -> Result<Vec<Sample>> {
-        let raw: Vec<String> = redis::cmd("LRANGE")
-            .arg(self.keys().pool_part(pool, "samples"))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.con())
-            .await?;
-        Ok(raw.iter().rev().filter_map(|s| serde_json::from_str(s).ok()).collect())
-    }
-
-    /// Records the last autoscale evaluation of a pool.
-    pub async fn record_autoscale(&self, pool: &str, run: &AutoScaleRun) -> Result<()> {
-        let _: () = redis::cmd("SET")
-            .arg(self.keys().pool_part(pool, "autoscale"))
-            .arg(serde_json::to_string(run).unwrap_or_default())
-            .query_async(&mut self.con())
-            .await?;
-        Ok(())
-    }
-
-    /// The last autoscale evaluation of a pool, if any.
-    pub async fn last_autoscale(&self, pool: &str) -> Result<Option<AutoScaleRun>> {
-        let raw: Option<String> =
-            redis::cmd("GET").arg(self.keys().pool_part(pool, "autoscale")).query_async(&mut self.con()).await?;
-        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
 }

@@ -7,12 +7,14 @@ pub mod job;
 pub mod message;
 pub mod node;
 pub mod pool;
+mod storage;
 pub mod task;
 
 pub use duration::IsoDuration;
 pub use job::{CloudJob, JobAddParameter, JobState};
 pub use message::TaskMessage;
 pub use pool::{CloudPool, PoolAddParameter};
+pub use storage::S3Url;
 pub use task::{CloudTask, TaskAddParameter, TaskState};
 
 use crate::{Error, Result};

@@ -91,7 +91,8 @@ impl PoolAddParameter {
         self.auto_scale_evaluation_interval.map_or(DEFAULT_AUTOSCALE_INTERVAL, |d| d.0)
     }
 
-    /// Checks every field drover can check without touching a service.
+    /// Checks every field drover can check without touching a service, except the formula's
+    /// syntax: `autoscale::validate_pool` checks both.
     pub fn validate(&self) -> Result<()> {
         validate_id("pool id", &self.id)?;
         if !(1..=256).contains(&self.task_slots_per_node) {
@@ -113,7 +114,6 @@ impl PoolAddParameter {
             if formula.trim().is_empty() {
                 return Err(at("autoScaleFormula: required when enableAutoScale is true".into()));
             }
-            crate::autoscale::Formula::parse(formula).map_err(|e| at(format!("autoScaleFormula: {e}")))?;
             if self.target_dedicated_nodes.is_some() {
                 return Err(at("targetDedicatedNodes: not allowed when enableAutoScale is true".into()));
             }
@@ -140,5 +140,28 @@ pub struct CloudPool {
     pub current_dedicated_nodes: Option<u32>,
     /// The last autoscale evaluation.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub auto_scale_run: Option<crate::autoscale::AutoScaleRun>,
+    pub auto_scale_run: Option<AutoScaleRun>,
+}
+
+/// One evaluation of a pool's formula (Azure's AutoScaleRun, plus what drover decided).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoScaleRun {
+    pub timestamp: String,
+    /// Every assignment, `$name=value;...`, as Azure prints them.
+    pub results: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_dedicated_nodes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_deallocation_option: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<AutoScaleRunError>,
+}
+
+/// Why an evaluation failed: its code and the formula's error, with its position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoScaleRunError {
+    pub code: String,
+    pub message: String,
 }

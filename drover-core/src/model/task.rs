@@ -403,14 +403,14 @@ impl ResourceFile {
                 return Err(format!("httpUrl {url:?}: must be an http, https or s3:// URL"));
             }
             if url.starts_with("s3://") {
-                crate::staging::S3Url::parse(url).map_err(|e| format!("httpUrl: {e}"))?;
+                super::S3Url::parse(url).map_err(|e| format!("httpUrl: {e}"))?;
             }
             if self.file_path.as_deref().is_none_or(str::is_empty) {
                 return Err("filePath: required with httpUrl".into());
             }
         }
         if let Some(url) = &self.storage_container_url {
-            crate::staging::S3Url::parse(url).map_err(|e| format!("storageContainerUrl: {e}"))?;
+            super::S3Url::parse(url).map_err(|e| format!("storageContainerUrl: {e}"))?;
         }
         if let Some(name) = &self.auto_storage_container_name {
             if name.is_empty() || name.starts_with('/') || name.split('/').any(|p| p == "..") {
@@ -444,7 +444,7 @@ impl OutputFile {
         let inner = pattern.strip_prefix("../").unwrap_or(pattern);
         check_relative(inner).map_err(|e| format!("filePattern {pattern:?}: {e}"))?;
         globset::Glob::new(inner).map_err(|e| format!("filePattern {pattern:?}: {e}"))?;
-        crate::staging::S3Url::parse(&self.destination.container.container_url)
+        super::S3Url::parse(&self.destination.container.container_url)
             .map_err(|e| format!("destination.container.containerUrl: {e}"))?;
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Output files: which files of a task match an `outputFiles` pattern, and where each goes.
 
 use crate::model::task::OutputFile;
+use crate::model::S3Url;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -25,7 +26,7 @@ pub fn matching_files(output: &OutputFile, wd: &Path, task_dir: &Path) -> Result
         Some(rest) => (task_dir, rest),
         None => (wd, output.file_pattern.as_str()),
     };
-    let container = super::S3Url::parse(&output.destination.container.container_url).map_err(Error::invalid)?;
+    let container = S3Url::parse(&output.destination.container.container_url).map_err(Error::invalid)?;
     let path = output.destination.container.path.as_deref().unwrap_or("").trim_matches('/');
     let join = |rel: &str| {
         let parts: Vec<&str> =

@@ -30,6 +30,7 @@
 
 mod application;
 mod attempt;
+mod autoscale;
 mod job;
 mod node;
 mod outbox;

@@ -16,7 +16,7 @@ impl StatusStore {
     /// Records a pool. Creating the same pool again is a no-op; a different spec under an existing
     /// id is refused.
     pub async fn create_pool(&self, pool: &PoolAddParameter) -> Result<()> {
-        pool.validate()?;
+        crate::autoscale::validate_pool(pool)?;
         let record = serde_json::to_string(&PoolRecord { spec: pool.clone(), ctime: now_ms() }).unwrap_or_default();
         let (created, _): (bool, i64) = redis::pipe()
             .atomic()
@@ -77,7 +77,7 @@ impl StatusStore {
         r.spec.auto_scale_formula = formula.map(str::to_string);
         r.spec.auto_scale_evaluation_interval = interval.or(r.spec.auto_scale_evaluation_interval);
         r.spec.target_dedicated_nodes = None;
-        r.spec.validate()?;
+        crate::autoscale::validate_pool(&r.spec)?;
         let record = serde_json::to_string(&r).unwrap_or_default();
         let _: () = redis::cmd("SET").arg(self.keys.pool(pool)).arg(record).query_async(&mut self.con()).await?;
         self.pool_status(pool).await

@@ -1,0 +1,52 @@
+//! Storage locations named in the wire types: `s3://bucket/key` URLs.
+
+/// A parsed `s3://bucket/key` (or `s3://bucket/prefix`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl S3Url {
+    /// Parses an `s3://` URL; the key may be empty (a whole bucket).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| format!("{url:?} is not an s3:// URL"))?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !valid_bucket {
+            return Err(format!("{url:?}: {bucket:?} is not a valid bucket name"));
+        }
+        Ok(S3Url { bucket: bucket.into(), key: key.into() })
+    }
+
+    /// This URL as a prefix: its key with one trailing `/` (or empty for a whole bucket).
+    pub fn prefix(&self) -> String {
+        let k = self.key.trim_end_matches('/');
+        if k.is_empty() {
+            String::new()
+        } else {
+            format!("{k}/")
+        }
+    }
+}
+
+impl std::fmt::Display for S3Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::S3Url;
+
+    #[test]
+    fn parses_s3_urls() {
+        assert_eq!(S3Url::parse("s3://bucket/a/b").unwrap(), S3Url { bucket: "bucket".into(), key: "a/b".into() });
+        assert_eq!(S3Url::parse("s3://bucket").unwrap().prefix(), "");
+        assert_eq!(S3Url::parse("s3://bucket/p/").unwrap().prefix(), "p/");
+        assert!(S3Url::parse("http://x/y").is_err());
+        assert!(S3Url::parse("s3://Bad_Bucket/x").is_err());
+    }
+}
