@@ -24,7 +24,9 @@ cleanup() {
   wait 2>/dev/null || true
   "$BIN/drover" pool delete --pool-id bench >/dev/null 2>&1 || true
   rabbitmqctl delete_queue "drover.$DROVER_ACCOUNT.dead" >/dev/null 2>&1 || true
-  redis-cli --scan --pattern "drover:$DROVER_ACCOUNT:*" | xargs -r -n 1000 redis-cli del >/dev/null
+  for pattern in "drover:$DROVER_ACCOUNT:*" "drover:{$DROVER_ACCOUNT:*"; do
+    redis-cli --scan --pattern "$pattern" | xargs -r -n 1000 redis-cli del >/dev/null
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -58,7 +60,7 @@ t1=$(now)
 python3 -c "print(f'end to end: {$N} tasks of /bin/true on 2 workers x $SLOTS slots in {$t1-$t0:.2f}s = {$N/($t1-$t0):.0f} tasks/s')"
 mem1=$(redis-cli info memory | awk -F: '/^used_memory:/{print $2+0}')
 python3 -c "print(f'redis: {($mem1-$mem0)/$N:.0f} bytes per completed task (used_memory delta over {$N} tasks)')"
-sample=$(redis-cli --scan --pattern "drover:$DROVER_ACCOUNT:task:e2e:*" | head -1 || true)
+sample=$(redis-cli --scan --pattern "drover:{$DROVER_ACCOUNT:e2e}:t:*" | head -1 || true)
 echo "redis: one record is $(redis-cli memory usage "$sample") bytes (MEMORY USAGE $sample)"
 
 # A /metrics scrape with the e2e job's tasks recorded (median of 20).

@@ -418,7 +418,7 @@ async fn storage_stopped_during_staging_is_waited_out_within_the_retry_budget() 
 async fn completed(acct: &TestAccount) -> u64 {
     let Ok(client) = redis::Client::open(acct.config.redis_url.as_str()) else { return 0 };
     let Ok(mut con) = client.get_multiplexed_async_connection().await else { return 0 };
-    let key = format!("drover:{}:job:j", acct.name());
+    let key = format!("drover:{{{}:j}}:job", acct.name());
     redis::cmd("HGET").arg(key).arg("completed").query_async::<Option<u64>>(&mut con).await.ok().flatten().unwrap_or(0)
 }
 

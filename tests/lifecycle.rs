@@ -270,15 +270,19 @@ async fn preparation_runs_once_per_node_and_release_when_the_job_ends() {
         "jobPreparationTask": {"commandLine": "/bin/sh -c 'echo ready > prepared; echo run >> ../../prep-runs'"},
         "jobReleaseTask": {"commandLine": "/bin/sh -c 'echo done > ../../released'"},
     });
-    let tasks: Vec<Value> = (0..6)
-        .map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/sh -c 'cat \"$AZ_BATCH_JOB_PREP_WORKING_DIR/prepared\"'"}))
-        .collect();
+    // A task may be called like the preparation's directory: it must not share (and wipe) it.
+    let mut tasks = vec![json!({"id": "jobpreparation", "commandLine": "/bin/sh -c 'echo mine > here'"})];
+    tasks.extend((0..6).map(
+        |n| json!({"id": format!("t{n}"), "commandLine": "/bin/sh -c 'cat \"$AZ_BATCH_JOB_PREP_WORKING_DIR/prepared\"'"}),
+    ));
     job_with_tasks(&acct, spec, &tasks);
     acct.start_worker("p", &[]);
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
     assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
     let job_dir = acct.work_dir.join("nodes").join(acct.name()).join("jobs/j");
     assert_eq!(std::fs::read_to_string(job_dir.join("prep-runs")).unwrap(), "run\n", "once on the node");
+    assert!(job_dir.join(".jobpreparation/wd/prepared").exists(), "the preparation's files survive");
+    assert!(job_dir.join("jobpreparation/wd/here").exists(), "the task ran in a directory of its own");
     eventually(Duration::from_secs(15), "the release task runs when the job ends", || async {
         job_dir.join("released").exists()
     })
@@ -342,4 +346,27 @@ async fn a_restarted_node_still_runs_the_release_of_jobs_it_prepared() {
     })
     .await;
     assert_eq!(std::fs::read_to_string(job_dir.join("prep-runs")).unwrap(), "run\n", "not prepared again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_of_a_failing_task_back_off() {
+    let mut acct = TestAccount::new("backoff").await;
+    acct.pool("p", 2);
+    let task = json!({"id": "f", "commandLine": "/bin/sh -c 'date +%s%N >> ../../attempts; exit 1'",
+        "constraints": {"maxTaskRetryCount": 3}});
+    job_with_tasks(&acct, json!({}), &[task]);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 1, "{wait:?}");
+    let info = &show_task(&acct, "f")["executionInfo"];
+    assert_eq!(info["retryCount"], 3, "{info}");
+    let attempts =
+        std::fs::read_to_string(acct.work_dir.join("nodes").join(acct.name()).join("jobs/j/attempts")).unwrap();
+    let starts: Vec<i64> = attempts.lines().map(|l| l.trim().parse::<i64>().unwrap() / 1_000_000).collect();
+    assert_eq!(starts.len(), 4, "{attempts}");
+    // Each retry waits at least 0.5 s, doubling (lower bounds only: a slow machine waits longer).
+    for (i, pair) in starts.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= 500 << i, "retry {} started {gap} ms after the previous attempt", i + 1);
+    }
 }

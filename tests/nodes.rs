@@ -80,6 +80,13 @@ async fn a_start_task_gates_the_node_and_nodes_show_their_tasks() {
     let unknown = acct.drover(&["node", "show", "--pool-id", "good", "--node-id", "nope"]);
     assert!(unknown.code == 1 && unknown.stderr.contains("nope"), "{unknown:?}");
     acct.ok(&["task", "terminate", "--job-id", "j", "--task-id", "long"]);
+    // Once it ended, the node counts it and lists it among its recent tasks.
+    eventually(Duration::from_secs(15), "the node counts the task it ran", || async {
+        let shown = acct.ok(&["node", "show", "--pool-id", "good", "--node-id", id]).json();
+        shown["totalTasksRun"] == 1
+            && shown["recentTasks"] == json!([{"jobId": "j", "taskId": "long", "taskState": "completed"}])
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,11 +4,14 @@
 //! - [`config`]: connection settings (AMQP, Redis, S3, account), parsed once at the edge.
 //! - [`model`]: the wire types: Azure Batch's task, job and pool JSON, and the task message.
 //! - [`submit`]: reading task files (one task, an array, `{"value":[...]}` or JSON Lines) and adding them to a job.
-//! - [`status`]: the Redis status store: key layout and every state transition as one Lua script.
-//! - [`queue`]: the RabbitMQ topology and the confirmed publisher.
+//! - [`status`]: the Redis status store: the key layout, and every state transition as one Lua
+//!   file (`status/lua/`) with a typed argument struct and reply.
+//! - [`queue`]: the RabbitMQ topology and the confirmed publisher of outboxes.
 //! - [`staging`]: moving files between storage (S3, HTTP) and a task's directory.
-//! - [`node`]: the node agent: consume a pool's queue, run tasks, record their outcome.
-//! - [`error`]: the crate's error type; [`retry`]: the one retry policy, for transient errors.
+//! - [`node`]: the node agent: consume a pool's queues, run tasks, record their outcome.
+//! - [`autoscale`]: the Azure Batch autoscale formula language and one evaluation.
+//! - [`retry`]: the one retry policy, for transient errors; [`error`]: the crate's error type.
+//! - [`telemetry`]: logging setup for the programs.
 //!
 //! The flow of one task is described in ARCHITECTURE.md at the repository root.
 

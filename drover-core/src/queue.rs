@@ -51,7 +51,8 @@ impl Band {
         }
     }
 
-    fn suffix(self) -> &'static str {
+    /// What the band adds to the pool's queue name and routing key.
+    pub(crate) fn suffix(self) -> &'static str {
         match self {
             Band::High => ".high",
             Band::Normal => "",

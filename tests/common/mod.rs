@@ -311,11 +311,13 @@ impl TestAccount {
         }
         if let Ok(client) = redis::Client::open(self.config.redis_url.as_str()) {
             if let Ok(mut con) = client.get_multiplexed_async_connection().await {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("drover:{}:*", self.name()))
-                    .query_async(&mut con)
-                    .await
-                    .unwrap_or_default();
+                // The account's keys, and its jobs' (`drover:{A:J}:...`).
+                let mut keys: Vec<String> = Vec::new();
+                for pattern in [format!("drover:{}:*", self.name()), format!("drover:{{{}:*", self.name())] {
+                    let found: Vec<String> =
+                        redis::cmd("KEYS").arg(pattern).query_async(&mut con).await.unwrap_or_default();
+                    keys.extend(found);
+                }
                 if !keys.is_empty() {
                     let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut con).await;
                 }

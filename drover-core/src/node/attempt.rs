@@ -42,7 +42,7 @@ struct Attempt {
 }
 
 /// Handles one delivery to its ack (or requeue, or dead letter). `slots` are the node's slots
-/// it holds, freed as soon as its command has ended.
+/// it holds, freed as soon as its outcome is recorded (the task's endTime).
 pub(super) async fn handle(ctx: Arc<NodeContext>, delivery: Delivery, slots: OwnedSemaphorePermit) {
     let msg = match TaskMessage::parse(&delivery.data) {
         Ok(m) => m,
@@ -55,8 +55,7 @@ pub(super) async fn handle(ctx: Arc<NodeContext>, delivery: Delivery, slots: Own
     tracing::debug!(job = %attempt.msg.job_id, task = %attempt.msg.task_id, attempt = attempt.started.attempt, "task started");
     let run = attempt.run().await;
     attempt.ctx.running_remove(&attempt.msg);
-    drop(slots);
-    attempt.record(run).await;
+    attempt.record(run, slots).await;
 }
 
 /// Step 1: start a new attempt, or settle the delivery when there is nothing to run. None when
@@ -204,27 +203,33 @@ impl Attempt {
         Ok(bytes)
     }
 
-    /// Steps 7 and 8: record how the attempt ended, publish what that made runnable, ack.
-    async fn record(self, run: Run) {
+    /// Steps 7 and 8: record how the attempt ended, free its slots, publish what that made
+    /// runnable, ack.
+    async fn record(self, run: Run, slots: OwnedSemaphorePermit) {
         let (ctx, msg) = (&self.ctx, &self.msg);
         match run {
             Run::Stale => {
                 tracing::warn!(job = %msg.job_id, task = %msg.task_id, attempt = self.started.attempt, "a newer attempt owns the task; this attempt's outcome was dropped");
                 ack(&self.delivery).await
             }
-            Run::HandedBack => match ctx.persist("release_task", || ctx.store.release_task(self.at())).await {
-                Ok(Some(outbox)) => {
-                    tracing::info!(job = %msg.job_id, task = %msg.task_id, "task handed back");
-                    publish_and_ack(ctx, &self.delivery, &outbox).await
+            Run::HandedBack => {
+                match ctx.persist("release_task", || ctx.store.release_task(self.at())).await.inspect(|_| drop(slots)) {
+                    Ok(Some(outbox)) => {
+                        tracing::info!(job = %msg.job_id, task = %msg.task_id, "task handed back");
+                        publish_and_ack(ctx, &self.delivery, &outbox).await
+                    }
+                    Ok(None) => ack(&self.delivery).await,
+                    Err(_) => requeue(&self.delivery).await,
                 }
-                Ok(None) => ack(&self.delivery).await,
-                Err(_) => requeue(&self.delivery).await,
-            },
+            }
             Run::Ended(outcome) => {
                 let code = outcome.failure.as_ref().and_then(FailureInfo::known_code);
                 let success = outcome.result == TaskResult::Success;
                 let blocks = self.started.spec.blocks_dependents(success, outcome.exit_code, code);
-                match ctx.persist("complete_task", || ctx.store.complete_task(self.at(), &outcome, blocks)).await {
+                let completion =
+                    ctx.persist("complete_task", || ctx.store.complete_task(self.at(), &outcome, blocks)).await;
+                drop(slots);
+                match completion {
                     Ok(Completion::Completed(outbox)) => {
                         tracing::debug!(job = %msg.job_id, task = %msg.task_id, exit_code = ?outcome.exit_code, result = ?outcome.result, "task completed");
                         ctx.count_run(msg, success);

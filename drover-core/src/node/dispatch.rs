@@ -74,15 +74,7 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
     let mut consumers = Vec::new();
     let mut tags = Vec::new();
     for band in Band::ALL {
-        let tag = format!(
-            "{}{}",
-            ctx.options.node_id,
-            match band {
-                Band::High => ".high",
-                Band::Normal => "",
-                Band::Low => ".low",
-            }
-        );
+        let tag = format!("{}{}", ctx.options.node_id, band.suffix());
         let queue = ctx.topology.band_queue(&ctx.options.pool_id, band);
         consumers.push(
             channel

@@ -49,26 +49,18 @@ impl Staging {
     }
 
     /// Runs `transfer` until it succeeds, fails for good, or storage stayed unavailable past the
-    /// retry budget (backing off up to 5 s between tries).
-    pub async fn retrying<T, F, Fut>(&self, mut transfer: F) -> Result<T>
+    /// retry budget (the one retry policy, [`crate::retry`]).
+    pub async fn retrying<T, F, Fut>(&self, transfer: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let deadline = tokio::time::Instant::now() + self.retry_budget;
-        let mut delay = std::time::Duration::from_millis(250);
-        loop {
-            match transfer().await {
-                Err(Error::StorageUnavailable(e)) if tokio::time::Instant::now() + delay < deadline => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "storage unavailable; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
-                }
-                Err(Error::StorageUnavailable(e)) => {
-                    return Err(Error::StorageUnavailable(format!("{e} (gave up after {:?})", self.retry_budget)))
-                }
-                other => return other,
+        let patience = crate::retry::Patience::For(self.retry_budget);
+        match crate::retry::transient("storage transfer", patience, || false, transfer).await {
+            Err(Error::StorageUnavailable(e)) => {
+                Err(Error::StorageUnavailable(format!("{e} (gave up after {:?})", self.retry_budget)))
             }
+            other => other,
         }
     }
 

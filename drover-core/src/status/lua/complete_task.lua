@@ -14,12 +14,8 @@ Replies:
 --@include outbox.lua
 --@include lifecycle.lua
 
-local raw = redis.call('GET', K.task)
-if not raw then return {'stale'} end
-local r = cjson.decode(raw)
-if r.attempt ~= tonumber(ARGV[1]) or (r.state ~= 'preparing' and r.state ~= 'running') then
-  return {'stale'}
-end
+local r = owned(ARGV[1], {preparing = true, running = true})
+if not r then return {'stale'} end
 local now, J, T = tonumber(ARGV[2]), ARGV[8], ARGV[9]
 r.prev = r.state
 r.stime = now
@@ -32,13 +28,8 @@ count(K.stats, 'bytes.out', tonumber(ARGV[11]))
 local max = r.maxRetry or 0
 if ARGV[4] == 'failure' and ARGV[6] == '1' and (max < 0 or (r.retry or 0) < max) then
   r.retry = (r.retry or 0) + 1
-  r.state = 'active'
-  redis.call('SET', K.task, cjson.encode(r))
-  move(K.job, 'running', 'active', r.slots or 1)
   count(K.stats, 'retries', 1)
-  redis.call('ZADD', K.queued, now, T)
-  emit(message(J, T, r, tonumber(redis.call('HGET', K.job, 'prio') or '0')))
-  freed(now)
+  back_to_active(J, T, r, now)
   return with_outbox({'retry', tostring(r.retry)})
 end
 r.state = 'completed'

@@ -4,11 +4,12 @@ ARGV[1] attempt   ARGV[2] now (ms)
 Replies: {'ok'}; {'stale'} when another attempt owns the task.
 ]]
 --@include task_keys.lua
+--@include counters.lua
+--@include outbox.lua
+--@include lifecycle.lua
 
-local raw = redis.call('GET', K.task)
-if not raw then return {'stale'} end
-local r = cjson.decode(raw)
-if r.attempt ~= tonumber(ARGV[1]) or r.state ~= 'preparing' then return {'stale'} end
+local r = owned(ARGV[1], {preparing = true})
+if not r then return {'stale'} end
 r.prev = 'preparing'
 r.state = 'running'
 r.stime = tonumber(ARGV[2])

@@ -90,3 +90,22 @@ local function fail_outside(T, r, from, now, failure, blocks)
   redis.call('SET', K.task, cjson.encode(r))
   finish(T, from, r, false, blocks, now)
 end
+
+-- The task's record if attempt `attempt` (ARGV text) owns it in one of `states`, else nil.
+local function owned(attempt, states)
+  local raw = redis.call('GET', K.task)
+  if not raw then return nil end
+  local r = cjson.decode(raw)
+  if r.attempt ~= tonumber(attempt) or not states[r.state] then return nil end
+  return r
+end
+
+-- Task T (record `r`, running) is active again: counted, queued, and its message in the outbox.
+local function back_to_active(J, T, r, now)
+  r.state = 'active'
+  redis.call('SET', K.task, cjson.encode(r))
+  move(K.job, 'running', 'active', r.slots or 1)
+  redis.call('ZADD', K.queued, now, T)
+  emit(message(J, T, r, tonumber(redis.call('HGET', K.job, 'prio') or '0')))
+  freed(now)
+end
