@@ -7,7 +7,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-bash scripts/services.sh
+bash scripts/services.sh --with-prometheus
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
 
