@@ -160,7 +160,7 @@ async fn dependencies_run_end_to_end_with_dependency_actions() {
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
     assert_eq!(wait.code, 1, "{wait:?}\n{}", acct.worker_logs());
     assert!(
-        wait.stderr.contains("cannot finish") && wait.stderr.contains("1 tasks are blocked"),
+        wait.stderr.contains("cannot finish") && wait.stderr.contains("1 is blocked by failed parents"),
         "{}\n{}",
         wait.stderr,
         acct.worker_logs()
