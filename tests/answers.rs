@@ -4,17 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use drover_tests::{eventually, TestAccount};
+use drover_tests::TestAccount;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::time::Duration;
-
-fn add_tasks(acct: &TestAccount, job: &str, tasks: &[Value]) {
-    let body: String = tasks.iter().map(|t| format!("{t}\n")).collect();
-    let file = acct.file(&format!("tasks-{job}.jsonl"), &body);
-    acct.ok(&["task", "create", "--job-id", job, "--json-file", file.to_str().unwrap()]);
-}
 
 fn create_job(acct: &TestAccount, spec: Value) {
     let file = acct.file(&format!("job-{}.json", spec["id"].as_str().unwrap()), &spec.to_string());
@@ -23,14 +17,8 @@ fn create_job(acct: &TestAccount, spec: Value) {
 
 /// Waits until `job show` gives `notProgressing.reason` = `reason`; returns the job.
 async fn not_progressing(acct: &TestAccount, job: &str, reason: &str) -> Value {
-    let mut shown = Value::Null;
-    eventually(Duration::from_secs(30), &format!("job {job} notProgressing {reason}"), || {
-        shown = acct.ok(&["job", "show", "--job-id", job]).json();
-        let hit = shown["notProgressing"]["reason"] == reason;
-        async move { hit }
-    })
-    .await;
-    shown
+    let what = format!("job {job} notProgressing {reason}");
+    acct.until_json(&["job", "show", "--job-id", job], &what, |j| j["notProgressing"]["reason"] == reason).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,7 +65,7 @@ async fn a_failed_wait_lists_failed_tasks_and_the_table_shows_failure_codes() {
     tasks.push(json!({"id": "nofile", "commandLine": "/bin/true",
                       "resourceFiles": [{"httpUrl": acct.s3_url("missing.txt"), "filePath": "in.txt"}]}));
     tasks.push(json!({"id": "ok", "commandLine": "/bin/true"}));
-    add_tasks(&acct, "j", &tasks);
+    acct.add_tasks("j", &tasks);
     acct.start_worker("p", &[]);
 
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "120"]);
@@ -137,7 +125,7 @@ async fn job_show_says_why_a_job_does_not_progress() {
 
     // Every active task waits on a parent that is not coming.
     create_job(&acct, json!({"id": "held", "poolInfo": {"poolId": "idle"}, "usesTaskDependencies": true}));
-    add_tasks(&acct, "held", &[json!({"id": "b", "commandLine": "/bin/true", "dependsOn": {"taskIds": ["ghost"]}})]);
+    acct.add_tasks("held", &[json!({"id": "b", "commandLine": "/bin/true", "dependsOn": {"taskIds": ["ghost"]}})]);
     let shown = not_progressing(&acct, "held", "heldByDependencies").await;
     assert!(shown["notProgressing"]["message"].as_str().unwrap().contains("1 is waiting"), "{shown}");
 
@@ -161,7 +149,7 @@ async fn job_show_says_why_a_job_does_not_progress() {
     acct.pool("busy", 4);
     create_job(&acct, json!({"id": "capped", "poolInfo": {"poolId": "busy"}, "maxParallelTasks": 1}));
     let tasks: Vec<Value> = (0..3).map(|n| json!({"id": format!("t{n}"), "commandLine": hold})).collect();
-    add_tasks(&acct, "capped", &tasks);
+    acct.add_tasks("capped", &tasks);
     acct.start_worker("busy", &[]);
     let shown = not_progressing(&acct, "capped", "maxParallelTasks").await;
     assert!(shown["notProgressing"]["message"].as_str().unwrap().contains("maxParallelTasks = 1"), "{shown}");

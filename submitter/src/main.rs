@@ -70,14 +70,14 @@ enum Command {
     },
 }
 
-const EXAMPLES: &str = "The main job (README.md, \"Using it\"):
-  drover storage upload ./data s3://drover/inputs/
-  drover pool create --pool-id render --task-slots-per-node 4
-  drover-worker --pool-id render &                       # on every node
-  drover job create --job-id frames --pool-id render
-  drover task create --job-id frames --json-file tasks.jsonl
-  drover job wait --job-id frames
-  drover storage download s3://drover/outputs/frames ./results
+const EXAMPLES: &str = "The main job (README.md, \"Using it\", from the repository's root after scripts/demo.sh):
+  drover storage upload scripts/sample-data s3://drover/demo/
+  drover pool create --pool-id books --task-slots-per-node 4
+  drover-worker --pool-id books --work-dir target/nodes &       # on every node
+  drover job create --job-id run1 --pool-id books
+  drover task create --job-id run1 --json-file scripts/sample-data/tasks.jsonl
+  drover job wait --job-id run1
+  drover storage download s3://drover/demo/output/run1 ./results
 
 Every command takes -o json|table (json when stdout is not a terminal). Exit status: 0 success;
 1 a failed job or a refused request (one line on stderr naming the field or id at fault);

@@ -183,6 +183,31 @@ impl TestAccount {
         std::fs::read_to_string(&dest).unwrap()
     }
 
+    /// Adds `tasks` to `job` through a JSON Lines task file; the command must succeed.
+    pub fn add_tasks(&self, job: &str, tasks: &[serde_json::Value]) {
+        let body: String = tasks.iter().map(|t| format!("{t}\n")).collect();
+        let file = self.file(&format!("tasks-{job}.jsonl"), &body);
+        self.ok(&["task", "create", "--job-id", job, "--json-file", file.to_str().unwrap()]);
+    }
+
+    /// Runs `drover args` every 100 ms until its JSON output satisfies `holds`, failing the test
+    /// with `what` after 30 s; returns that output.
+    pub async fn until_json(
+        &self,
+        args: &[&str],
+        what: &str,
+        holds: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut found = serde_json::Value::Null;
+        eventually(Duration::from_secs(30), what, || {
+            found = self.ok(args).json();
+            let hit = holds(&found);
+            async move { hit }
+        })
+        .await;
+        found
+    }
+
     /// Creates a pool (and remembers it for cleanup).
     pub fn pool(&mut self, pool: &str, slots: u32) {
         self.ok(&["pool", "create", "--pool-id", pool, "--task-slots-per-node", &slots.to_string()]);
