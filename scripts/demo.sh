@@ -11,15 +11,27 @@ cd "$ROOT"
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
+mkdir -p target
 
-step "services"
-bash scripts/services.sh
+# The services (apt-get, and cargo install of the S3 server on a fresh machine) get ready in the
+# background while drover builds: each of the two builds spends minutes in single-threaded
+# steps that the other fills.
+step "services: RabbitMQ and Redis (Debian packages, about a minute the first time) and the local S3 server s3s-fs (built from crates.io the first time: several minutes, alongside drover); log in target/services.log"
+bash scripts/services.sh >target/services.log 2>&1 &
+services_pid=$!
+
+step "build drover and drover-worker (release; the first time about 10 minutes on 2 cores, then seconds)"
+cargo build --release -p drover-submitter -p drover-worker
+
+step "wait for the services"
+if ! wait "$services_pid"; then
+  tail -n 30 target/services.log >&2
+  die "scripts/services.sh failed; see target/services.log"
+fi
+grep -E '^(redis|rabbitmq|s3):' target/services.log || true
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
 export DROVER_ACCOUNT="${DROVER_ACCOUNT:-demo}"
-
-step "build (release)"
-cargo build --release --workspace --bins
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 drover() { "$BIN/drover" "$@"; }
 
@@ -143,3 +155,5 @@ sum=$(awk '{s += $2} END {print s}' "$WORK/$SWEEP/squares.txt")
 echo "merge gathered $(wc -l <"$WORK/$SWEEP/squares.txt") results; sum of squares = $sum"
 reason=$(drover job show --job-id "$SWEEP" -o json | grep -o '"terminateReason": *"[A-Za-z]*"' || true)
 echo "demo: sweep $SWEEP succeeded and completed by itself ($reason)"
+echo
+echo "demo: done. For the commands of README's \"Using it\" in this shell: . scripts/env.sh"

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Make sure the local services drover needs are installed and running:
 #   RabbitMQ on 127.0.0.1:5672 (with its management API on 15672), Redis on 127.0.0.1:6379,
-#   s3s-fs (S3) on 127.0.0.1:9014; installs Prometheus (not started: the tests run their own).
+#   s3s-fs (S3) on 127.0.0.1:9014.
+#   --with-prometheus  also install Prometheus (with promtool) for the monitor's tests and the
+#                      README's monitoring section; it is not started (the tests run their own).
 # Idempotent: installs only what is absent, starts only what is not running, and
 # leaves everything running when it exits. Meant to be executed (not sourced) as
 # root on Debian with the Rust toolchain; `source scripts/env.sh` afterwards for
 # the matching environment variables.
 set -euo pipefail
+
+WITH_PROMETHEUS=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-prometheus) WITH_PROMETHEUS=1 ;;
+    *) echo "usage: services.sh [--with-prometheus]" >&2; exit 2 ;;
+  esac
+done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="$PATH:$HOME/.cargo/bin:/usr/sbin:/sbin"
@@ -55,18 +65,22 @@ if command -v flock >/dev/null 2>&1; then
 fi
 
 # ---- install what is absent ------------------------------------------------
-# Debian packages: the broker, Redis, and Prometheus (with promtool) for the monitor's tests.
+# Debian packages: the broker and Redis; Prometheus (with promtool) only when asked.
 missing=()
+needed=(rabbitmq-server redis-server)
 command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
+if ((WITH_PROMETHEUS)); then
+  needed+=(prometheus promtool)
+  { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
+fi
 if ((${#missing[@]} > 0)); then
   command -v apt-get >/dev/null 2>&1 || die "${missing[*]} missing and apt-get is not available; install them by hand"
-  echo "services: installing ${missing[*]} with apt-get" >&2
+  echo "services: installing ${missing[*]} with apt-get (the first time: about a minute)" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update >&2 || die "apt-get update failed"
   run_clean apt-get install -y --no-install-recommends "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
-  for cmd in rabbitmq-server redis-server prometheus promtool; do
+  for cmd in "${needed[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || die "$cmd still not found after apt-get install"
   done
 fi
@@ -77,7 +91,7 @@ if [[ -z "$S3S_FS" && -x "$HOME/.cargo/bin/s3s-fs" ]]; then
 fi
 if [[ -z "$S3S_FS" ]] && ! port_open "$S3_PORT"; then
   command -v cargo >/dev/null 2>&1 || die "s3s-fs missing and cargo is not on PATH"
-  echo "services: installing s3s-fs with cargo install" >&2
+  echo "services: building the local S3 server s3s-fs with cargo install (the first time only: several minutes on 2 cores)" >&2
   cargo install s3s-fs@0.14.1 --features binary --locked >&2 || die "cargo install s3s-fs failed"
   S3S_FS="$(command -v s3s-fs 2>/dev/null || true)"
   [[ -n "$S3S_FS" ]] || die "s3s-fs still not found after cargo install"

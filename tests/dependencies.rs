@@ -158,7 +158,7 @@ async fn dependencies_run_end_to_end_with_dependency_actions() {
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
     assert_eq!(wait.code, 1, "{wait:?}\n{}", acct.worker_logs());
     assert!(
-        wait.stderr.contains("cannot finish") && wait.stderr.contains("1 tasks are blocked"),
+        wait.stderr.contains("cannot finish") && wait.stderr.contains("1 is blocked by failed parents"),
         "{}\n{}",
         wait.stderr,
         acct.worker_logs()
@@ -265,7 +265,7 @@ async fn a_ten_thousand_task_fan_in_and_a_thousand_task_chain_run_on_workers() {
                 let end = t.execution_info.and_then(|i| i.end_time).unwrap();
                 last_parent = last_parent.max(chrono::DateTime::parse_from_rfc3339(&end).unwrap().timestamp_millis());
             }
-            Ok(())
+            std::ops::ControlFlow::Continue(())
         })
         .await
         .unwrap();

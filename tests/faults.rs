@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use drover_core::model::TaskState;
-use drover_tests::{eventually, BrokerStopped, ConsumerTimeout, TestAccount};
+use drover_tests::{eventually, BrokerStopped, ConsumerTimeout, PrivateS3, TestAccount};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -300,70 +300,6 @@ async fn a_task_that_kills_its_worker_every_time_is_failed_not_looped() {
     assert_eq!((counts.completed, counts.failed), (1, 1));
 }
 
-/// A private S3 server (s3s-fs) that the test can stop and start again; killed when dropped.
-struct PrivateS3 {
-    port: u16,
-    root: std::path::PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateS3 {
-    async fn start(root: std::path::PathBuf) -> Self {
-        let port = 30000 + (std::process::id() % 10000) as u16;
-        let mut s3 = PrivateS3 { port, root, child: None };
-        s3.resume().await;
-        s3
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn resume(&mut self) {
-        let home = std::env::var("HOME").unwrap_or_default();
-        let program = ["s3s-fs".to_string(), format!("{home}/.cargo/bin/s3s-fs")]
-            .into_iter()
-            .find(|p| std::process::Command::new(p).arg("--version").output().is_ok())
-            .expect("s3s-fs is installed (scripts/services.sh installs it)");
-        std::fs::create_dir_all(&self.root).unwrap();
-        let child = std::process::Command::new(program)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--access-key",
-                "drover",
-                "--secret-key",
-                "drover-secret",
-            ])
-            .arg(&self.root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let port = self.port;
-        eventually(Duration::from_secs(10), "private S3 listening", || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-        })
-        .await;
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateS3 {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_stopped_during_staging_is_waited_out_within_the_retry_budget() {
     let _serial = SERIAL.lock().await;
@@ -479,7 +415,7 @@ async fn soak_random_worker_kills_and_service_restarts() {
             if let Some(f) = t.execution_info.as_ref().and_then(|e| e.failure_info.clone()) {
                 failures.push((t.spec.id, f));
             }
-            Ok(())
+            std::ops::ControlFlow::Continue(())
         })
         .await
         .unwrap();
@@ -493,7 +429,7 @@ async fn soak_random_worker_kills_and_service_restarts() {
         .for_each_task("j", None, |t| {
             assert_eq!(t.state, TaskState::Completed);
             completed_once += 1;
-            Ok(())
+            std::ops::ControlFlow::Continue(())
         })
         .await
         .unwrap();

@@ -15,13 +15,7 @@ fn job_with_tasks(acct: &TestAccount, spec: Value, tasks: &[Value]) {
     spec["poolInfo"] = json!({"poolId": "p"});
     let job = acct.file("job.json", &spec.to_string());
     acct.ok(&["job", "create", "--json-file", job.to_str().unwrap()]);
-    add_tasks(acct, "j", tasks);
-}
-
-fn add_tasks(acct: &TestAccount, job: &str, tasks: &[Value]) {
-    let body: String = tasks.iter().map(|t| format!("{t}\n")).collect();
-    let file = acct.file(&format!("tasks-{job}.jsonl"), &body);
-    acct.ok(&["task", "create", "--job-id", job, "--json-file", file.to_str().unwrap()]);
+    acct.add_tasks("j", tasks);
 }
 
 fn show_task(acct: &TestAccount, task: &str) -> Value {
@@ -133,7 +127,7 @@ async fn task_terminate_kills_one_task_and_the_node_carries_on() {
     assert!(again.code == 1 && again.stderr.contains("already completed"), "{again:?}");
     let unknown = acct.drover(&["task", "terminate", "--job-id", "j", "--task-id", "nope"]);
     assert!(unknown.code == 1 && unknown.stderr.contains("nope"), "{unknown:?}");
-    add_tasks(&acct, "j", &[json!({"id": "next", "commandLine": "/bin/true"})]);
+    acct.add_tasks("j", &[json!({"id": "next", "commandLine": "/bin/true"})]);
     eventually(Duration::from_secs(15), "the node runs the next task", || async {
         show_task(&acct, "next")["state"] == "completed"
     })
@@ -229,7 +223,7 @@ async fn a_higher_priority_job_starts_before_a_low_priority_backlog() {
     }
     let backlog: Vec<Value> =
         (0..40).map(|n| json!({"id": format!("l{n}"), "commandLine": "/bin/sleep 0.2"})).collect();
-    add_tasks(&acct, "low", &backlog);
+    acct.add_tasks("low", &backlog);
     acct.start_worker("p", &[]);
     let store = acct.store().await;
     eventually(Duration::from_secs(30), "the backlog starts", || async {
@@ -237,7 +231,7 @@ async fn a_higher_priority_job_starts_before_a_low_priority_backlog() {
     })
     .await;
     let urgent: Vec<Value> = (0..5).map(|n| json!({"id": format!("h{n}"), "commandLine": "/bin/sleep 0.05"})).collect();
-    add_tasks(&acct, "high", &urgent);
+    acct.add_tasks("high", &urgent);
     let wait = acct.drover(&["job", "wait", "--job-id", "high", "--timeout", "60"]);
     assert_eq!(wait.code, 0, "{wait:?}");
     let high = acct.ok(&["task", "list", "--job-id", "high"]).json();

@@ -55,7 +55,7 @@ impl Prometheus {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("start prometheus (installed by scripts/services.sh)");
+            .expect("start prometheus (scripts/services.sh --with-prometheus installs it)");
         Prometheus { child, url: format!("http://127.0.0.1:{port}") }
     }
 

@@ -15,23 +15,14 @@ fn create_pool(acct: &mut TestAccount, spec: Value) {
     acct.remember_pool(&id);
 }
 
-fn add_tasks(acct: &TestAccount, job: &str, tasks: &[Value]) {
-    let body: String = tasks.iter().map(|t| format!("{t}\n")).collect();
-    let file = acct.file(&format!("tasks-{job}.jsonl"), &body);
-    acct.ok(&["task", "create", "--job-id", job, "--json-file", file.to_str().unwrap()]);
-}
-
 async fn node_state(acct: &TestAccount, pool: &str, want: &str) -> Value {
-    let mut found = Value::Null;
-    eventually(Duration::from_secs(30), &format!("a node of {pool} is {want}"), || {
-        let nodes = acct.ok(&["node", "list", "--pool-id", pool]).json();
-        let hit = nodes.as_array().unwrap().iter().find(|n| n["state"] == want).cloned();
-        let ok = hit.is_some();
-        found = hit.unwrap_or(Value::Null);
-        async move { ok }
-    })
-    .await;
-    found
+    let what = format!("a node of {pool} is {want}");
+    let nodes = acct
+        .until_json(&["node", "list", "--pool-id", pool], &what, |nodes| {
+            nodes.as_array().is_some_and(|n| n.iter().any(|n| n["state"] == want))
+        })
+        .await;
+    nodes.as_array().and_then(|n| n.iter().find(|n| n["state"] == want)).cloned().unwrap_or(Value::Null)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -101,7 +92,7 @@ async fn a_node_never_runs_more_slots_than_it_has() {
     let tasks: Vec<Value> = (0..12)
         .map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/sleep 0.3", "requiredSlots": if n % 3 == 0 { 3 } else { 1 }}))
         .collect();
-    add_tasks(&acct, "j", &tasks);
+    acct.add_tasks("j", &tasks);
     acct.start_worker("p", &[]);
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
     assert_eq!(wait.code, 0, "{wait:?}");
@@ -190,7 +181,7 @@ async fn application_packages_are_unpacked_once_and_named_like_azure() {
         "applicationPackageReferences": [{"applicationId": "tool"}]}));
     tasks.push(json!({"id": "missing", "commandLine": "/bin/true",
         "applicationPackageReferences": [{"applicationId": "tool", "version": "9"}]}));
-    add_tasks(&acct, "j", &tasks);
+    acct.add_tasks("j", &tasks);
     acct.start_worker("p", &[]);
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
     assert_eq!(wait.code, 1, "one task fails: {wait:?}");
@@ -215,7 +206,7 @@ async fn formulas_evaluate_without_acting_and_errors_say_where() {
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
     let tasks: Vec<Value> =
         (0..10).map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/true", "requiredSlots": 2})).collect();
-    add_tasks(&acct, "j", &tasks);
+    acct.add_tasks("j", &tasks);
     let formula = "slots = $PendingTaskSlots.GetSample(1);\n$TargetDedicatedNodes = min(4, ceil(max(slots) / $TaskSlotsPerNode));\n$NodeDeallocationOption = taskcompletion;";
     let run = acct.ok(&["pool", "autoscale", "evaluate", "--pool-id", "p", "--formula", formula]).json();
     assert_eq!(run["targetDedicatedNodes"], 4, "20 pending slots / 4 per node, capped: {run}");
@@ -280,7 +271,7 @@ async fn the_autoscaler_follows_the_backlog_from_zero_to_four_and_back() {
     acct.start_monitor(&["--listen", &listen]);
     let store = acct.store().await;
     let tasks: Vec<Value> = (0..200).map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/sleep 1"})).collect();
-    add_tasks(&acct, "j", &tasks);
+    acct.add_tasks("j", &tasks);
     let backlog = Instant::now();
     let (mut first, mut fourth) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(60);

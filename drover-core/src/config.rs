@@ -2,17 +2,32 @@
 
 use std::fmt;
 
-/// Where drover's services are and which account to act for.
+/// Where drover's services are and which account to act for. In help these flags stand under
+/// their own heading, and the URLs' values from the environment are never shown (they may hold
+/// passwords).
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Connection (flags or environment)")]
 pub struct Config {
     /// RabbitMQ URL.
-    #[arg(long, env = "DROVER_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", global = true)]
+    #[arg(
+        long,
+        env = "DROVER_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        global = true,
+        hide_env_values = true
+    )]
     pub amqp_url: String,
     /// Redis URL.
-    #[arg(long, env = "DROVER_REDIS_URL", default_value = "redis://127.0.0.1:6379/0", global = true)]
+    #[arg(
+        long,
+        env = "DROVER_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0",
+        global = true,
+        hide_env_values = true
+    )]
     pub redis_url: String,
     /// S3 endpoint; unset means AWS. When set, path-style addressing is used.
-    #[arg(long, env = "DROVER_S3_ENDPOINT", global = true)]
+    #[arg(long, env = "DROVER_S3_ENDPOINT", global = true, hide_env_values = true)]
     pub s3_endpoint: Option<String>,
     /// The account's "auto-storage" bucket.
     #[arg(long, env = "DROVER_BUCKET", default_value = "drover", global = true)]

@@ -20,11 +20,15 @@ pub(crate) enum ApplicationCommand {
 pub(crate) enum PackageCommand {
     /// Store a version of an application (a .zip or .tar.gz); it becomes the default version.
     Upload {
-        #[arg(long)]
+        /// The application's id (letters, digits, '-' and '_').
+        #[arg(long, value_name = "APP")]
         application_id: String,
+        /// The version to store (letters, digits, '.', '-' and '_'); tasks name it in
+        /// applicationPackageReferences.
         #[arg(long)]
         version: String,
-        #[arg(long)]
+        /// The package: a .zip, .tar.gz or .tgz file, unpacked on each node that needs it.
+        #[arg(long, value_name = "FILE")]
         package_file: PathBuf,
     },
 }

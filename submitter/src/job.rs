@@ -1,84 +1,101 @@
 //! `drover job ...`
 
+use crate::ids::JobId;
 use crate::output::{self, Format};
-use crate::Failed;
 use drover_core::model::job::TaskCountsResult;
-use drover_core::model::JobAddParameter;
-use drover_core::status::StatusStore;
+use drover_core::model::{CloudJob, CloudTask, JobAddParameter};
+use drover_core::status::{count, Stall, StallReason, StatusStore};
 use drover_core::Config;
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod wait;
 
 #[derive(clap::Subcommand)]
 pub(crate) enum JobCommand {
-    /// Create a job on a pool.
+    /// Create a job on a pool: give --job-id with --pool-id, or --json-file.
+    #[command(after_long_help = CREATE_EXAMPLES, group = clap::ArgGroup::new("spec").required(true))]
     Create {
-        #[arg(long, required_unless_present = "json_file", conflicts_with = "json_file")]
+        /// The new job's id (letters, digits, '-' and '_'; at most 64).
+        #[arg(long, value_name = "JOB", group = "spec", requires = "pool_id")]
         job_id: Option<String>,
-        #[arg(long, required_unless_present = "json_file", conflicts_with = "json_file")]
+        /// The pool whose nodes run the job's tasks (with --job-id).
+        #[arg(long, value_name = "POOL", requires = "job_id", conflicts_with = "json_file")]
         pool_id: Option<String>,
-        /// A JobAddParameter JSON file.
-        #[arg(long)]
+        /// A JobAddParameter JSON file (id, poolInfo, priority, maxParallelTasks, constraints,
+        /// usesTaskDependencies, onAllTasksComplete, ...): the fields are listed in README.md,
+        /// section "Sweeps, pipelines and job settings".
+        #[arg(long, value_name = "FILE", group = "spec")]
         json_file: Option<PathBuf>,
     },
-    /// Show one job.
-    Show {
-        #[arg(long)]
-        job_id: String,
-    },
+    /// Show one job, with what holds it back (notProgressing) and its held tasks (dependencies).
+    Show(JobId),
     /// List jobs.
     List,
     /// Tasks and slots by state (Azure's TaskCountsResult).
-    TaskCounts {
-        #[arg(long)]
-        job_id: String,
-    },
+    TaskCounts(JobId),
     /// Wait until every task of the job has completed; exit 0 iff all succeeded.
+    ///
+    /// Says at once (on stderr) when no node consumes the job's pool, and keeps waiting. On
+    /// failure it lists the first failed tasks with their failure code or exit code.
+    #[command(after_long_help = WAIT_EXAMPLES)]
     Wait {
-        #[arg(long)]
-        job_id: String,
-        /// Give up after this many seconds (exit 1).
-        #[arg(long)]
+        #[command(flatten)]
+        job: JobId,
+        /// Give up after this many seconds (exit 1); without it, wait as long as it takes.
+        #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
     },
     /// End the job: none of its tasks starts again, and running ones are killed.
     Terminate {
-        #[arg(long)]
-        job_id: String,
+        #[command(flatten)]
+        job: JobId,
         /// The reason recorded in executionInfo.terminateReason.
-        #[arg(long, default_value = "UserTerminate")]
+        #[arg(long, value_name = "REASON", default_value = "UserTerminate")]
         terminate_reason: String,
     },
     /// Where the job preparation and release tasks ran, and how they ended (one entry per node).
-    PrepReleaseStatus {
-        #[arg(long)]
-        job_id: String,
-    },
+    PrepReleaseStatus(JobId),
     /// Delete the job and its task records.
-    Delete {
-        #[arg(long)]
-        job_id: String,
-    },
+    Delete(JobId),
+}
+
+const CREATE_EXAMPLES: &str = "Examples:
+  drover job create --job-id frames --pool-id render
+  drover job create --json-file job.json   # {\"id\": \"sweep\", \"poolInfo\": {\"poolId\": \"render\"}, \"usesTaskDependencies\": true}";
+
+const WAIT_EXAMPLES: &str = "Examples:
+  drover job wait --job-id frames                 # a progress bar on a terminal
+  drover job wait --job-id frames --timeout 3600 || drover task list --job-id frames --state completed -o table";
+
+/// `job show`: the job as Azure shows it, plus drover's `notProgressing` when something holds
+/// it back.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JobView {
+    #[serde(flatten)]
+    job: CloudJob,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_progressing: Option<Stall>,
 }
 
 pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> anyhow::Result<()> {
     let store = StatusStore::connect(config).await?;
     match cmd {
         JobCommand::Create { job_id, pool_id, json_file } => {
-            let spec = match json_file {
-                Some(path) => crate::read_json::<JobAddParameter>(&path)?,
-                None => {
-                    JobAddParameter::new(job_id.as_deref().unwrap_or_default(), pool_id.as_deref().unwrap_or_default())
-                }
+            let spec = match (json_file, job_id, pool_id) {
+                (Some(path), _, _) => crate::read_json::<JobAddParameter>(&path)?,
+                (None, Some(job), Some(pool)) => JobAddParameter::new(&job, &pool),
+                _ => anyhow::bail!("give --job-id with --pool-id, or --json-file"),
             };
             store.create_job(&spec).await?;
             output::one(format, &store.get_job(&spec.id).await?)
         }
-        JobCommand::Show { job_id } => {
+        JobCommand::Show(JobId { job_id }) => {
             let mut job = store.get_job(&job_id).await?;
             job.dependencies = store.dependency_report(&job_id, 100).await?;
-            output::one(format, &job)
+            let not_progressing = store.job_stall(&job_id).await?;
+            output::one(format, &JobView { job, not_progressing })
         }
         JobCommand::List => {
             let mut jobs = Vec::new();
@@ -89,25 +106,28 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
             }
             output::list(format, &jobs, &["id", "poolInfo.poolId", "state", "creationTime"])
         }
-        JobCommand::TaskCounts { job_id } => output::one(format, &store.task_counts(&job_id).await?),
-        JobCommand::Wait { job_id, timeout } => wait(&store, format, &job_id, timeout.map(Duration::from_secs)).await,
-        JobCommand::Terminate { job_id, terminate_reason } => {
+        JobCommand::TaskCounts(JobId { job_id }) => output::one(format, &store.task_counts(&job_id).await?),
+        JobCommand::Wait { job: JobId { job_id }, timeout } => {
+            wait::wait(&store, format, &job_id, timeout.map(Duration::from_secs)).await
+        }
+        JobCommand::Terminate { job: JobId { job_id }, terminate_reason } => {
             store.terminate_job(&job_id, &terminate_reason).await?;
             output::one(format, &store.get_job(&job_id).await?)
         }
-        JobCommand::PrepReleaseStatus { job_id } => {
+        JobCommand::PrepReleaseStatus(JobId { job_id }) => {
             output::list(format, &store.prep_release_status(&job_id).await?, &["nodeId", "poolId"])
         }
-        JobCommand::Delete { job_id } => Ok(store.delete_job(&job_id).await?),
+        JobCommand::Delete(JobId { job_id }) => Ok(store.delete_job(&job_id).await?),
     }
 }
 
+/// `3 of 5 tasks completed (2 succeeded, 1 failed), 1 running, 1 active`.
 fn summary(c: &TaskCountsResult) -> String {
     let t = &c.task_counts;
     format!(
-        "{} of {} tasks completed ({} succeeded, {} failed), {} running, {} active",
+        "{} of {} completed ({} succeeded, {} failed), {} running, {} active",
         t.completed,
-        t.total(),
+        count(t.total(), "task", "tasks"),
         t.succeeded,
         t.failed,
         t.running,
@@ -115,58 +135,26 @@ fn summary(c: &TaskCountsResult) -> String {
     )
 }
 
-/// Polls the job's counters (O(1) each) until nothing is active or running.
-async fn wait(store: &StatusStore, format: Format, job_id: &str, timeout: Option<Duration>) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} tasks {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar
-    });
-    let counts = loop {
-        let progress = store.job_progress(job_id).await?;
-        let (state, counts) = (progress.state, progress.counts);
-        let t = &counts.task_counts;
-        if let Some(bar) = &bar {
-            bar.set_length(t.total());
-            bar.set_position(t.completed);
-            bar.set_message(format!("({} failed, {} running)", t.failed, t.running));
-        }
-        let job_ended = state != drover_core::model::JobState::Active;
-        if (t.active == 0 && t.running == 0) || job_ended {
-            break counts;
-        }
-        if progress.stuck() {
-            if let Some(bar) = &bar {
-                bar.abandon();
-            }
-            anyhow::bail!(
-                "job {job_id:?} cannot finish: {} tasks are blocked by failed parents and {} wait on tasks that are not coming (see drover job show --job-id {job_id}); {}",
-                progress.blocked,
-                progress.waiting,
-                summary(&counts)
-            );
-        }
-        if timeout.is_some_and(|limit| started.elapsed() >= limit) {
-            if let Some(bar) = &bar {
-                bar.abandon();
-            }
-            anyhow::bail!("job {job_id:?}: timed out after {}s: {}", started.elapsed().as_secs(), summary(&counts));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    if let Some(bar) = &bar {
-        bar.finish();
+/// Whether a stall is about the pool's nodes (what `job wait` reports as it waits).
+fn about_nodes(stall: &Stall) -> bool {
+    matches!(stall.reason, StallReason::NoLiveNode | StallReason::StartTaskFailed)
+}
+
+/// One line for a failed task: its id, failure code, exit code and the start of its message.
+fn failure_line(task: &CloudTask) -> String {
+    let info = task.execution_info.as_ref();
+    let mut line = format!("  {}:", task.spec.id);
+    if let Some(f) = info.and_then(|i| i.failure_info.as_ref()) {
+        line.push_str(&format!(" {}", f.code));
     }
-    eprintln!("job {job_id}: {} in {:.1}s", summary(&counts), started.elapsed().as_secs_f64());
-    output::one(format, &counts)?;
-    let t = &counts.task_counts;
-    if t.failed > 0 || t.succeeded < t.total() {
-        return Err(Failed.into());
+    if let Some(code) = info.and_then(|i| i.exit_code) {
+        line.push_str(&format!(" (exit code {code})"));
     }
-    Ok(())
+    if let Some(f) = info.and_then(|i| i.failure_info.as_ref()) {
+        let message: String = f.message.lines().next().unwrap_or("").chars().take(120).collect();
+        if !message.is_empty() {
+            line.push_str(&format!(": {message}"));
+        }
+    }
+    line
 }

@@ -1,5 +1,6 @@
 //! `drover node ...`: a pool's compute nodes (its workers) and what they run.
 
+use crate::ids::PoolId;
 use crate::output::{self, Format};
 use drover_core::status::StatusStore;
 use drover_core::Config;
@@ -7,15 +8,13 @@ use drover_core::Config;
 #[derive(clap::Subcommand)]
 pub(crate) enum NodeCommand {
     /// List a pool's nodes with their state and running tasks.
-    List {
-        #[arg(long)]
-        pool_id: String,
-    },
+    List(PoolId),
     /// Show one node.
     Show {
-        #[arg(long)]
-        pool_id: String,
-        #[arg(long)]
+        #[command(flatten)]
+        pool: PoolId,
+        /// The node's id (drover-worker --node-id; by default the host name and a suffix).
+        #[arg(long, value_name = "NODE")]
         node_id: String,
     },
 }
@@ -23,11 +22,13 @@ pub(crate) enum NodeCommand {
 pub(crate) async fn run(config: &Config, format: Format, cmd: NodeCommand) -> anyhow::Result<()> {
     let store = StatusStore::connect(config).await?;
     match cmd {
-        NodeCommand::List { pool_id } => {
+        NodeCommand::List(PoolId { pool_id }) => {
             store.get_pool(&pool_id).await?;
             let columns = ["id", "state", "runningTasksCount", "runningTaskSlotsCount", "totalTasksRun", "hostName"];
             output::list(format, &store.list_nodes(&pool_id).await?, &columns)
         }
-        NodeCommand::Show { pool_id, node_id } => output::one(format, &store.get_node(&pool_id, &node_id).await?),
+        NodeCommand::Show { pool: PoolId { pool_id }, node_id } => {
+            output::one(format, &store.get_node(&pool_id, &node_id).await?)
+        }
     }
 }

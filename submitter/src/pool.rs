@@ -1,5 +1,6 @@
 //! `drover pool ...`
 
+use crate::ids::PoolId;
 use crate::output::{self, Format};
 use drover_core::autoscale;
 use drover_core::model::{IsoDuration, PoolAddParameter};
@@ -10,67 +11,74 @@ use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
 pub(crate) enum PoolCommand {
-    /// Create a pool and its queue (creating the same pool again changes nothing).
+    /// Create a pool and its queue: give --pool-id, or --json-file.
+    ///
+    /// Creating a pool again with the same spec changes nothing; a different spec under an
+    /// existing id is refused ("already exists"): delete the pool first, or pick another id.
+    #[command(after_long_help = CREATE_EXAMPLES, group = clap::ArgGroup::new("spec").required(true))]
     Create {
-        #[arg(long, required_unless_present = "json_file", conflicts_with = "json_file")]
+        /// The new pool's id (letters, digits, '-' and '_'; at most 64).
+        #[arg(long, value_name = "POOL", group = "spec")]
         pool_id: Option<String>,
-        #[arg(long, default_value_t = 1, conflicts_with = "json_file")]
+        /// How many task slots each node of the pool offers (with --pool-id).
+        #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "json_file")]
         task_slots_per_node: u32,
-        /// A PoolAddParameter-like JSON file.
-        #[arg(long)]
+        /// A PoolAddParameter JSON file (id, taskSlotsPerNode, startTask, targetDedicatedNodes,
+        /// enableAutoScale, autoScaleFormula, autoScaleEvaluationInterval, metadata): the fields
+        /// are described in README.md, section "Pools, nodes and autoscaling".
+        #[arg(long, value_name = "FILE", group = "spec")]
         json_file: Option<PathBuf>,
     },
     /// List pools.
     List,
-    /// Show one pool.
-    Show {
-        #[arg(long)]
-        pool_id: String,
-    },
+    /// Show one pool, with its live node count and last autoscale run.
+    Show(PoolId),
     /// Delete a pool and its queue.
-    Delete {
-        #[arg(long)]
-        pool_id: String,
-    },
+    Delete(PoolId),
     /// Autoscaling: evaluate a formula, turn it on or off.
     #[command(subcommand)]
     Autoscale(AutoscaleCommand),
 }
 
+const CREATE_EXAMPLES: &str = "Examples:
+  drover pool create --pool-id render --task-slots-per-node 4
+  drover pool create --json-file pool.json   # {\"id\": \"render\", \"taskSlotsPerNode\": 4, \"startTask\": {\"commandLine\": \"...\"}}
+Then start a worker on each node: drover-worker --pool-id render";
+
 #[derive(clap::Subcommand)]
 pub(crate) enum AutoscaleCommand {
     /// Evaluate a formula against the pool's recent samples without acting (Azure's Evaluate).
     Evaluate {
-        #[arg(long)]
-        pool_id: String,
+        #[command(flatten)]
+        pool: PoolId,
         /// The formula (default: the pool's own).
         #[arg(long)]
         formula: Option<String>,
     },
     /// Let the formula set the pool's size (drover-monitor --autoscale acts on it).
     Enable {
-        #[arg(long)]
-        pool_id: String,
+        #[command(flatten)]
+        pool: PoolId,
+        /// An Azure Batch autoscale formula that sets $TargetDedicatedNodes (README.md,
+        /// section "Pools, nodes and autoscaling").
         #[arg(long)]
         formula: String,
-        /// ISO 8601, at least PT1S (default PT15S).
-        #[arg(long)]
+        /// How often the formula is evaluated: ISO 8601, at least PT1S (default PT15S).
+        #[arg(long, value_name = "DURATION")]
         evaluation_interval: Option<String>,
     },
     /// Stop autoscaling the pool (its workers are left as they are).
-    Disable {
-        #[arg(long)]
-        pool_id: String,
-    },
+    Disable(PoolId),
 }
 
 pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> anyhow::Result<()> {
     let store = StatusStore::connect(config).await?;
     match cmd {
         PoolCommand::Create { pool_id, task_slots_per_node, json_file } => {
-            let spec = match json_file {
-                Some(path) => crate::read_json::<PoolAddParameter>(&path)?,
-                None => PoolAddParameter::new(pool_id.as_deref().unwrap_or_default(), task_slots_per_node),
+            let spec = match (json_file, pool_id) {
+                (Some(path), _) => crate::read_json::<PoolAddParameter>(&path)?,
+                (None, Some(id)) => PoolAddParameter::new(&id, task_slots_per_node),
+                (None, None) => anyhow::bail!("give --pool-id, or --json-file"),
             };
             autoscale::validate_pool(&spec)?;
             let connection = queue::connect(&config.amqp_url, "drover").await?;
@@ -83,8 +91,8 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
         PoolCommand::List => {
             output::list(format, &store.list_pools().await?, &["id", "taskSlotsPerNode", "state", "creationTime"])
         }
-        PoolCommand::Show { pool_id } => output::one(format, &store.pool_status(&pool_id).await?),
-        PoolCommand::Autoscale(AutoscaleCommand::Evaluate { pool_id, formula }) => {
+        PoolCommand::Show(PoolId { pool_id }) => output::one(format, &store.pool_status(&pool_id).await?),
+        PoolCommand::Autoscale(AutoscaleCommand::Evaluate { pool: PoolId { pool_id }, formula }) => {
             let pool = store.pool_status(&pool_id).await?;
             let formula = match formula.or(pool.spec.auto_scale_formula.clone()) {
                 Some(f) => f,
@@ -103,7 +111,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
             }
             output::one(format, &run)
         }
-        PoolCommand::Autoscale(AutoscaleCommand::Enable { pool_id, formula, evaluation_interval }) => {
+        PoolCommand::Autoscale(AutoscaleCommand::Enable { pool: PoolId { pool_id }, formula, evaluation_interval }) => {
             let interval = evaluation_interval
                 .map(|i| {
                     serde_json::from_value::<IsoDuration>(serde_json::Value::String(i))
@@ -112,10 +120,10 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
                 .transpose()?;
             output::one(format, &store.set_autoscale(&pool_id, Some(&formula), interval).await?)
         }
-        PoolCommand::Autoscale(AutoscaleCommand::Disable { pool_id }) => {
+        PoolCommand::Autoscale(AutoscaleCommand::Disable(PoolId { pool_id })) => {
             output::one(format, &store.set_autoscale(&pool_id, None, None).await?)
         }
-        PoolCommand::Delete { pool_id } => {
+        PoolCommand::Delete(PoolId { pool_id }) => {
             store.get_pool(&pool_id).await?;
             let connection = queue::connect(&config.amqp_url, "drover").await?;
             let channel = connection.create_channel().await?;

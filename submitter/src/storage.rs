@@ -14,10 +14,37 @@ const PARALLEL: usize = 8;
 #[derive(clap::Subcommand)]
 pub(crate) enum StorageCommand {
     /// Upload a file or a directory tree to s3://BUCKET/PREFIX/ (creates the bucket if needed).
-    Upload { local_path: PathBuf, destination: String },
-    /// Download every object under s3://BUCKET/PREFIX into a local directory.
-    Download { source: String, local_dir: PathBuf },
+    #[command(after_long_help = UPLOAD_EXAMPLES)]
+    Upload {
+        /// A file, or a directory whose every file is uploaded (keeping the tree below it).
+        local_path: PathBuf,
+        /// Where: s3://BUCKET/PREFIX/ (a file keeps its name under it; s3://BUCKET/KEY without
+        /// a trailing / names the object of a single file).
+        destination: String,
+    },
+    /// Download an object, a folder or every object whose key starts with a prefix.
+    ///
+    /// SOURCE is matched as `aws s3` does: a folder (objects under PREFIX/) lands in LOCAL_DIR
+    /// with the tree below it; else the object named PREFIX; else every object whose key starts
+    /// with PREFIX (s3://b/p/total finds p/total.txt and p/totals/x), placed by its path after
+    /// the last / of PREFIX.
+    #[command(after_long_help = DOWNLOAD_EXAMPLES)]
+    Download {
+        /// s3://BUCKET/PREFIX: a folder, an object, or the start of some keys.
+        source: String,
+        /// The local directory to download into (created if needed).
+        local_dir: PathBuf,
+    },
 }
+
+const UPLOAD_EXAMPLES: &str = "Examples:
+  drover storage upload ./data s3://drover/inputs/        # every file under ./data
+  drover storage upload app.sh s3://drover/app/           # s3://drover/app/app.sh";
+
+const DOWNLOAD_EXAMPLES: &str = "Examples:
+  drover storage download s3://drover/outputs/frames ./results     # the folder's objects
+  drover storage download s3://drover/outputs/frames/f1.png .      # one object
+  drover storage download s3://drover/outputs/frames/f1 ./results  # f1.png, f10.png, ...";
 
 #[derive(serde::Serialize)]
 struct Transferred {
@@ -81,23 +108,19 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: StorageCommand) ->
         }
         StorageCommand::Download { source, local_dir } => {
             let src = S3Url::parse(&source).map_err(|e| anyhow::anyhow!("source: {e}"))?;
-            let prefix = src.prefix();
-            let mut objects: Vec<(String, PathBuf)> = staging
-                .s3
-                .list(&src.bucket, &prefix)
-                .await?
+            let listed: Vec<String> =
+                staging.s3.list(&src.bucket, &src.key).await?.into_iter().map(|(k, _)| k).collect();
+            let (base, keys) = select(&src.key, listed);
+            if keys.is_empty() {
+                anyhow::bail!("source {source}: no object has this key, lies under it or starts with it");
+            }
+            let objects: Vec<(String, PathBuf)> = keys
                 .into_iter()
-                .filter(|(k, _)| !k.ends_with('/'))
-                .map(|(k, _)| {
-                    let rel = k[prefix.len()..].to_string();
-                    (k, local_dir.join(rel))
+                .map(|k| {
+                    let path = local_dir.join(k.strip_prefix(base.as_str()).unwrap_or(&k));
+                    (k, path)
                 })
                 .collect();
-            if objects.is_empty() && !src.key.is_empty() {
-                // Not a prefix: maybe a single object.
-                let name = src.key.rsplit('/').next().unwrap_or(&src.key).to_string();
-                objects.push((src.key.clone(), local_dir.join(name)));
-            }
             for (key, path) in &objects {
                 let rel = path.strip_prefix(&local_dir).unwrap_or(path);
                 if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
@@ -145,4 +168,47 @@ fn walk(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// Which of the `listed` keys (those starting with `key`) a download of `key` takes, and the
+/// part of their keys that is dropped to place them: a folder (`key/...`) first, else the
+/// object `key` itself, else every listed key. Keys ending in `/` (folder markers) are skipped.
+fn select(key: &str, listed: Vec<String>) -> (String, Vec<String>) {
+    let listed: Vec<String> = listed.into_iter().filter(|k| !k.ends_with('/') && k.starts_with(key)).collect();
+    let parent = |k: &str| k.rfind('/').map_or(String::new(), |i| k[..=i].to_string());
+    if key.is_empty() || key.ends_with('/') {
+        return (key.to_string(), listed);
+    }
+    let folder = format!("{key}/");
+    let under: Vec<String> = listed.iter().filter(|k| k.starts_with(&folder)).cloned().collect();
+    if !under.is_empty() {
+        return (folder, under);
+    }
+    if listed.iter().any(|k| k == key) {
+        return (parent(key), vec![key.to_string()]);
+    }
+    (parent(key), listed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::select;
+
+    fn keys(k: &[&str]) -> Vec<String> {
+        k.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_folder_comes_first_then_the_object_then_the_prefix() {
+        let listed = keys(&["p/out/a.txt", "p/out/b/c.txt", "p/output.txt"]);
+        assert_eq!(select("p/out", listed.clone()), ("p/out/".into(), keys(&["p/out/a.txt", "p/out/b/c.txt"])));
+        assert_eq!(select("p/out/", listed), ("p/out/".into(), keys(&["p/out/a.txt", "p/out/b/c.txt"])));
+        let listed = keys(&["p/total", "p/total.txt"]);
+        assert_eq!(select("p/total", listed), ("p/".into(), keys(&["p/total"])));
+        let listed = keys(&["p/total.txt", "p/totals/x"]);
+        assert_eq!(select("p/total", listed), ("p/".into(), keys(&["p/total.txt", "p/totals/x"])));
+        assert_eq!(select("tot", keys(&["total.txt"])), ("".into(), keys(&["total.txt"])));
+        assert_eq!(select("p/none", vec![]), ("p/".into(), vec![]));
+        assert_eq!(select("", keys(&["a", "d/"])), ("".into(), keys(&["a"])));
+    }
 }

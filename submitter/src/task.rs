@@ -1,5 +1,6 @@
 //! `drover task ...`
 
+use crate::ids::{JobId, TaskId};
 use crate::output::{self, Format};
 use drover_core::model::task::FailureCode;
 use drover_core::model::{TaskAddParameter, TaskState};
@@ -13,44 +14,41 @@ use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
 pub(crate) enum TaskCommand {
-    /// Add a task, or every task of a JSON file (all or none).
+    /// Add a task (--task-id with --command-line), or every task of a JSON file (all or none).
+    #[command(after_long_help = CREATE_EXAMPLES, group = clap::ArgGroup::new("spec").required(true))]
     Create {
-        #[arg(long)]
+        /// The job to add the tasks to.
+        #[arg(long, value_name = "JOB")]
         job_id: String,
-        #[arg(long, required_unless_present = "json_file", conflicts_with = "json_file", requires = "command_line")]
+        /// The new task's id, unique within the job (letters, digits, '-' and '_'; at most 64).
+        #[arg(long, value_name = "TASK", group = "spec", requires = "command_line")]
         task_id: Option<String>,
-        #[arg(long, conflicts_with = "json_file")]
+        /// What the task runs: split into words and run without a shell (use /bin/sh -c '...'
+        /// for pipes and variables).
+        #[arg(long, value_name = "CMD", requires = "task_id", conflicts_with = "json_file")]
         command_line: Option<String>,
-        /// One TaskAddParameter, a JSON array, Azure's {"value":[...]} collection, or JSON Lines.
-        #[arg(long)]
+        /// One TaskAddParameter, a JSON array, Azure's {"value":[...]} collection, or JSON Lines;
+        /// the fields are listed in README.md, section "Task files".
+        #[arg(long, value_name = "FILE", group = "spec")]
         json_file: Option<PathBuf>,
         /// Add the valid tasks of the file and report the bad ones, instead of adding none.
         #[arg(long, requires = "json_file")]
         continue_on_error: bool,
     },
     /// Show one task.
-    Show {
-        #[arg(long)]
-        job_id: String,
-        #[arg(long)]
-        task_id: String,
-    },
-    /// List a job's tasks.
+    Show(TaskId),
+    /// List a job's tasks (table columns: state, exit code, result, failure code, retries, node).
+    #[command(after_long_help = LIST_EXAMPLES)]
     List {
-        #[arg(long)]
-        job_id: String,
-        /// Only tasks in this state (active, preparing, running, completed).
+        #[command(flatten)]
+        job: JobId,
+        /// Only tasks in this state: active, preparing, running or completed.
         #[arg(long)]
         state: Option<String>,
     },
     /// Terminate a task: a running one is killed, one not started never runs. It ends
     /// `completed` with failureInfo code TaskTerminated.
-    Terminate {
-        #[arg(long)]
-        job_id: String,
-        #[arg(long)]
-        task_id: String,
-    },
+    Terminate(TaskId),
     /// A task's files.
     #[command(subcommand)]
     File(FileCommand),
@@ -59,17 +57,30 @@ pub(crate) enum TaskCommand {
 #[derive(clap::Subcommand)]
 pub(crate) enum FileCommand {
     /// Download one of a task's files (stdout.txt, stderr.txt).
+    #[command(after_long_help = DOWNLOAD_EXAMPLES)]
     Download {
-        #[arg(long)]
-        job_id: String,
-        #[arg(long)]
-        task_id: String,
-        #[arg(long)]
+        #[command(flatten)]
+        task: TaskId,
+        /// Which file: stdout.txt or stderr.txt (kept in the account's storage for every task).
+        #[arg(long, value_name = "FILE")]
         file_path: String,
-        #[arg(long)]
+        /// The local file to write (created or replaced).
+        #[arg(long, value_name = "PATH")]
         destination: PathBuf,
     },
 }
+
+const CREATE_EXAMPLES: &str = "Examples:
+  drover task create --job-id frames --task-id f0001 --command-line \"/bin/sh -c 'echo hello > out.txt'\"
+  drover task create --job-id frames --json-file tasks.jsonl     # one task per line
+  drover task create --job-id frames --json-file tasks.json --continue-on-error";
+
+const LIST_EXAMPLES: &str = "Examples:
+  drover task list --job-id frames -o table
+  drover task list --job-id frames --state completed -o table   # failure codes and exit codes";
+
+const DOWNLOAD_EXAMPLES: &str = "Example:
+  drover task file download --job-id frames --task-id f0001 --file-path stderr.txt --destination f0001.err";
 
 pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> anyhow::Result<()> {
     let store = StatusStore::connect(config).await?;
@@ -96,15 +107,14 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
                 continue_on_error,
                 progress: &progress,
             };
-            let report = match json_file {
-                Some(path) => submission.add_file(&path).await?,
-                None => {
-                    let task: TaskAddParameter = serde_json::from_value(serde_json::json!({
-                        "id": task_id.unwrap_or_default(),
-                        "commandLine": command_line.unwrap_or_default(),
-                    }))?;
+            let report = match (json_file, task_id, command_line) {
+                (Some(path), _, _) => submission.add_file(&path).await?,
+                (None, Some(id), Some(command_line)) => {
+                    let task: TaskAddParameter =
+                        serde_json::from_value(serde_json::json!({"id": id, "commandLine": command_line}))?;
                     submission.add(&[task]).await?
                 }
+                _ => anyhow::bail!("give --task-id with --command-line, or --json-file"),
             };
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
@@ -115,14 +125,14 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
             }
             output::one(format, &report)
         }
-        TaskCommand::Show { job_id, task_id } => output::one(format, &store.get_task(&job_id, &task_id).await?),
-        TaskCommand::List { job_id, state } => {
-            let state = state.map(|s| TaskState::parse(&s)).transpose()?;
+        TaskCommand::Show(TaskId { job_id, task_id }) => output::one(format, &store.get_task(&job_id, &task_id).await?),
+        TaskCommand::List { job: JobId { job_id }, state } => {
+            let state = state.map(|s| TaskState::parse(&s)).transpose().map_err(|e| anyhow::anyhow!("--{e}"))?;
             let mut tasks = Vec::new();
             store
                 .for_each_task(&job_id, state, |t| {
                     tasks.push(t);
-                    Ok(())
+                    std::ops::ControlFlow::Continue(())
                 })
                 .await?;
             output::list(
@@ -133,16 +143,17 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
                     "state",
                     "executionInfo.exitCode",
                     "executionInfo.result",
+                    "executionInfo.failureInfo.code",
                     "executionInfo.retryCount",
                     "nodeInfo.nodeId",
                 ],
             )
         }
-        TaskCommand::Terminate { job_id, task_id } => {
+        TaskCommand::Terminate(TaskId { job_id, task_id }) => {
             terminate(config, &store, &job_id, &task_id).await?;
             output::one(format, &store.get_task(&job_id, &task_id).await?)
         }
-        TaskCommand::File(FileCommand::Download { job_id, task_id, file_path, destination }) => {
+        TaskCommand::File(FileCommand::Download { task: TaskId { job_id, task_id }, file_path, destination }) => {
             let record = store.task_record(&job_id, &task_id).await?;
             if !matches!(file_path.as_str(), "stdout.txt" | "stderr.txt") {
                 anyhow::bail!("--file-path {file_path:?}: only stdout.txt and stderr.txt are kept for a task");

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod private_s3;
+pub use private_s3::PrivateS3;
+
 use drover_core::queue::Topology;
 use drover_core::Config;
 use std::path::{Path, PathBuf};
@@ -119,7 +122,8 @@ impl TestAccount {
         format!("s3://{BUCKET}/{}/{path}", self.name())
     }
 
-    fn env(&self, cmd: &mut Command) {
+    /// Points `cmd` at this account's services (the variables `drover` and `drover-worker` read).
+    pub fn env(&self, cmd: &mut Command) {
         cmd.env("DROVER_AMQP_URL", &self.config.amqp_url)
             .env("DROVER_REDIS_URL", &self.config.redis_url)
             .env("DROVER_S3_ENDPOINT", self.config.s3_endpoint.as_deref().unwrap_or(DEFAULT_S3))
@@ -134,7 +138,22 @@ impl TestAccount {
     pub fn drover(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new(bin_dir().join("drover"));
         self.env(&mut cmd);
-        cmd.args(args).args(["-o", "json"]).stdin(Stdio::null()).output().expect("run drover").into()
+        // JSON unless the test asks for a table (a later -o wins).
+        cmd.args(["-o", "json"]).args(args).stdin(Stdio::null()).output().expect("run drover").into()
+    }
+
+    /// Starts the `drover` CLI for this account without waiting: its stdout and stderr are
+    /// pipes, for a test that follows what it says as it runs.
+    pub fn drover_child(&self, args: &[&str]) -> Child {
+        let mut cmd = Command::new(bin_dir().join("drover"));
+        self.env(&mut cmd);
+        cmd.args(["-o", "json"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start drover")
     }
 
     /// Like [`TestAccount::drover`], but the command must succeed.
@@ -162,6 +181,31 @@ impl TestAccount {
             path,
         ]);
         std::fs::read_to_string(&dest).unwrap()
+    }
+
+    /// Adds `tasks` to `job` through a JSON Lines task file; the command must succeed.
+    pub fn add_tasks(&self, job: &str, tasks: &[serde_json::Value]) {
+        let body: String = tasks.iter().map(|t| format!("{t}\n")).collect();
+        let file = self.file(&format!("tasks-{job}.jsonl"), &body);
+        self.ok(&["task", "create", "--job-id", job, "--json-file", file.to_str().unwrap()]);
+    }
+
+    /// Runs `drover args` every 100 ms until its JSON output satisfies `holds`, failing the test
+    /// with `what` after 30 s; returns that output.
+    pub async fn until_json(
+        &self,
+        args: &[&str],
+        what: &str,
+        holds: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut found = serde_json::Value::Null;
+        eventually(Duration::from_secs(30), what, || {
+            found = self.ok(args).json();
+            let hit = holds(&found);
+            async move { hit }
+        })
+        .await;
+        found
     }
 
     /// Creates a pool (and remembers it for cleanup).

@@ -8,6 +8,7 @@ use crate::model::{now_ms, rfc3339, CloudTask, TaskAddParameter, TaskMessage, Ta
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 type NodeDirs = HashMap<String, Option<String>>;
 
@@ -315,12 +316,12 @@ impl StatusStore {
     }
 
     /// Calls `each` for every task of `job` (in the order they were added) whose state is `state`,
-    /// reading the records in pages.
+    /// reading the records in pages, until `each` breaks.
     pub async fn for_each_task(
         &self,
         job: &str,
         state: Option<TaskState>,
-        mut each: impl FnMut(CloudTask) -> Result<()>,
+        mut each: impl FnMut(CloudTask) -> ControlFlow<()>,
     ) -> Result<()> {
         let pool = self.job_pool(job).await?;
         let mut dirs = NodeDirs::default();
@@ -344,7 +345,9 @@ impl StatusStore {
                     .map_err(|e| Error::Corrupt(format!("stored task {id:?} is unreadable: {e}")))?;
                 if state.is_none_or(|s| s == record.state) {
                     let root = self.task_root(&mut dirs, &record, job, id).await?;
-                    each(record.to_cloud_task(id, &pool, root)?)?;
+                    if each(record.to_cloud_task(id, &pool, root)?).is_break() {
+                        return Ok(());
+                    }
                 }
             }
             start += PAGE;
