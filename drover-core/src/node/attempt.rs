@@ -90,8 +90,18 @@ async fn lease(ctx: &NodeContext, delivery: &Delivery, msg: &TaskMessage) -> Opt
                     _ = ctx.hand_back.cancelled() => requeue(delivery).await,
                 }
             }
-            Err(e) if e.is_transient() => requeue(delivery).await,
-            Err(e) => reject(ctx, delivery, &e.to_string()).await,
+            // A store error never dead-letters a task: the message goes back (after a pause, so
+            // a record that cannot be read does not spin) for this or another node to take.
+            Err(e) => {
+                tracing::error!(job = %msg.job_id, task = %msg.task_id, error = %e, "cannot start the task; handing the message back");
+                if !e.is_transient() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(NODE_LEASE / 3) => {}
+                        _ = ctx.hand_back.cancelled() => {}
+                    }
+                }
+                requeue(delivery).await
+            }
         }
         return None;
     }
@@ -228,14 +238,15 @@ impl Attempt {
                 let blocks = self.started.spec.blocks_dependents(success, outcome.exit_code, code);
                 let completion =
                     ctx.persist("complete_task", || ctx.store.complete_task(self.at(), &outcome, blocks)).await;
+                // The slots are free once the outcome (and a job action it calls for) is recorded.
+                if self.started.exit_actions && !success && matches!(completion, Ok(Completion::Completed(_))) {
+                    self.apply_job_action(&outcome).await;
+                }
                 drop(slots);
                 match completion {
                     Ok(Completion::Completed(outbox)) => {
                         tracing::debug!(job = %msg.job_id, task = %msg.task_id, exit_code = ?outcome.exit_code, result = ?outcome.result, "task completed");
                         ctx.count_run(msg, success);
-                        if self.started.exit_actions && !success {
-                            self.apply_job_action(&outcome).await;
-                        }
                         publish_and_ack(ctx, &self.delivery, &outbox).await
                     }
                     Ok(Completion::Retry(n, outbox)) => {
