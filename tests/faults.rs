@@ -454,3 +454,40 @@ async fn soak_random_worker_kills_and_service_restarts() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_submitter_killed_mid_file_strands_no_task() {
+    let mut acct = TestAccount::new("subkill").await;
+    acct.pool("p", 8);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    const N: u64 = 50_000;
+    let tasks = (0..N).map(|i| json!({"id": format!("t{i:05}"), "commandLine": "/bin/true"}));
+    let file = acct.file("tasks.jsonl", &jsonl(tasks));
+    let mut submitter = acct.drover_child(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    let store = acct.store().await;
+    eventually(Duration::from_secs(60), "the submitter records some tasks", || async {
+        store.task_counts("j").await.map(|c| c.task_counts.active > 0).unwrap_or(false)
+    })
+    .await;
+    submitter.kill().unwrap();
+    submitter.wait().unwrap();
+    let recorded = store.task_counts("j").await.unwrap().task_counts.active;
+    let pending = store.stale_outboxes("j", Duration::ZERO).await.unwrap();
+    assert!(
+        recorded < N && !pending.is_empty(),
+        "killed mid-file: {recorded} recorded, {} outboxes pending",
+        pending.len()
+    );
+    // No person acts: the workers' sweep publishes what the dead submitter left.
+    acct.start_worker("p", &[]);
+    eventually(Duration::from_secs(240), "every recorded task completes", || async {
+        store.task_counts("j").await.map(|c| c.task_counts.completed == recorded).unwrap_or(false)
+    })
+    .await;
+    let counts = store.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.active, counts.running, counts.completed, counts.succeeded), (0, 0, recorded, recorded));
+    assert!(
+        store.stale_outboxes("j", Duration::ZERO).await.unwrap().is_empty(),
+        "every outbox was published and cleared"
+    );
+}

@@ -64,11 +64,22 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Redis(e) => {
+                use redis::ServerErrorKind as Kind;
                 e.is_io_error()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
                     || e.is_timeout()
-                    || matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading))
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(
+                            Kind::BusyLoading | Kind::ReadOnly | Kind::MasterDown | Kind::TryAgain | Kind::ClusterDown
+                        )
+                    )
+                    // The same refusals raised inside a script come back as the script's error.
+                    || {
+                        let text = e.to_string();
+                        ["READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN"].iter().any(|c| text.contains(c))
+                    }
             }
             Error::Amqp(_) | Error::BrokerLost(_) | Error::StorageUnavailable(_) => true,
             _ => false,

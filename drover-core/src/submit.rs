@@ -403,14 +403,20 @@ impl<'a> Batches<'a> {
         }
     }
 
-    /// Writes one batch of records, then starts publishing its outbox.
+    /// Writes one batch of records while the previous batch's outbox is published; its own
+    /// outbox is published with the next batch (or by `finish`).
     async fn add(&mut self, batch: &[TaskAddParameter]) -> Result<()> {
         self.count += 1;
         let name = format!("{}-{}", self.id, self.count);
-        let outbox = self.store.add_tasks(self.job, self.max_retry, self.priority, &name, batch).await?;
-        if let Some(previous) = self.publishing.take() {
-            previous.await?;
-        }
+        let write = self.store.add_tasks(self.job, self.max_retry, self.priority, &name, batch);
+        let outbox = match self.publishing.take() {
+            Some(previous) => {
+                let (outbox, published) = tokio::join!(write, previous);
+                published?;
+                outbox?
+            }
+            None => write.await?,
+        };
         let (store, publisher, pool) = (self.store, self.publisher, self.pool);
         self.publishing = Some(Box::pin(async move { publisher.publish_outbox(store, pool, &outbox).await }));
         Ok(())

@@ -229,6 +229,7 @@ pub async fn run(
     systemd::ready();
     let watch = tokio::spawn(job::watch(ctx.clone()));
     let jobs_dir = ctx.account_dir().join("jobs");
+    let outboxes = tokio::spawn(sweep_outboxes(ctx.clone()));
     let sweeper = tokio::spawn(async move {
         loop {
             let dir = jobs_dir.clone();
@@ -254,6 +255,7 @@ pub async fn run(
     watch.abort();
     heartbeat.abort();
     sweeper.abort();
+    outboxes.abort();
     if let Err(e) = ctx.store.leave_pool(&ctx.options.pool_id, &ctx.options.node_id).await {
         tracing::warn!(error = %e, "could not record that the node left the pool");
     }
@@ -273,6 +275,47 @@ pub(super) async fn drain(ctx: &NodeContext, tracker: &TaskTracker) {
         tracing::warn!("drain timeout passed; handing running tasks back");
         ctx.hand_back.cancel();
         tracker.wait().await;
+    }
+}
+
+/// How long an outbox may stay unpublished before the nodes publish it themselves: its writer
+/// (a submitter, a node) died between recording the tasks and publishing their messages.
+const OUTBOX_STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// Every 15 s: publishes the stale outboxes of the pool's active jobs, so nothing a dead writer
+/// recorded is stranded (a task it did publish is then published twice: harmless).
+async fn sweep_outboxes(ctx: Arc<NodeContext>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let jobs = match ctx.store.pool_jobs(&ctx.options.pool_id).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::debug!(error = %e, "outbox sweep: cannot read the pool's jobs");
+                continue;
+            }
+        };
+        for job in jobs {
+            let stale = match ctx.store.stale_outboxes(&job, OUTBOX_STALE_AFTER).await {
+                Ok(stale) => stale,
+                Err(e) => {
+                    tracing::debug!(%job, error = %e, "outbox sweep failed");
+                    continue;
+                }
+            };
+            for outbox in stale {
+                let published = if outbox.is_empty() {
+                    ctx.store.clear_outbox(&outbox).await
+                } else {
+                    ctx.publisher.publish_outbox(&ctx.store, &ctx.options.pool_id, &outbox).await
+                };
+                match published {
+                    Ok(()) => {
+                        tracing::info!(%job, tasks = outbox.messages().len(), "published an outbox its writer left")
+                    }
+                    Err(e) => tracing::warn!(%job, error = %e, "could not publish a stale outbox"),
+                }
+            }
+        }
     }
 }
 

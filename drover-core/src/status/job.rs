@@ -424,8 +424,12 @@ impl StatusStore {
             let keys: Vec<String> = parents.iter().map(|p| self.keys.job(job).dependents(p)).collect();
             let _: () = redis::cmd("UNLINK").arg(keys).query_async(&mut self.con()).await?;
         }
-        let outboxes: Vec<String> =
-            redis::cmd("SMEMBERS").arg(self.keys.job(job).part("outboxes")).query_async(&mut self.con()).await?;
+        let outboxes: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.job(job).part("outboxes"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.con())
+            .await?;
         let parts = ["wait", "blocked", "parked", "parkedmsg", "killed", "nodes", "queued", "outboxes"]
             .map(|p| self.keys.job(job).part(p));
         let _: () = redis::pipe()

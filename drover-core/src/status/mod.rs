@@ -21,7 +21,7 @@
 //!   tasks waiting in the queue, by since when.
 //! - `drover:{A:J}:out:T` the outbox of T's last transition (`out:@B` of submission batch B): the
 //!   messages of tasks it made runnable, which the caller publishes and then clears (a crash in
-//!   between publishes them again); `:outboxes` the set of outboxes not yet cleared.
+//!   between publishes them again); `:outboxes` the outboxes not yet cleared, by since when.
 //! - `drover:A:node:N` node N's work directory; `drover:A:node:N:info` hash: the node's pool,
 //!   host, slots, version, state, tasks and start task; `:jobs` the jobs it prepared;
 //!   `:alive` present while node N heartbeats (a short TTL).

@@ -11,7 +11,7 @@ use crate::Result;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outbox {
     key: String,
-    /// The job's set of outboxes not yet cleared.
+    /// The job's outboxes not yet cleared (a sorted set: since when).
     set: String,
     messages: Vec<TaskMessage>,
 }
@@ -50,12 +50,36 @@ impl StatusStore {
             .cmd("DEL")
             .arg(&outbox.key)
             .ignore()
-            .cmd("SREM")
+            .cmd("ZREM")
             .arg(&outbox.set)
             .arg(&outbox.key)
             .ignore()
             .query_async(&mut self.con())
             .await?;
         Ok(())
+    }
+
+    /// The outboxes of `job` written more than `age` ago and not cleared since: their writer
+    /// died before it published them (a killed submitter, a lost node). Publishing one again is
+    /// harmless; a task starts once.
+    pub async fn stale_outboxes(&self, job: &str, age: std::time::Duration) -> Result<Vec<Outbox>> {
+        let keys = self.keys.job(job);
+        let before = crate::model::now_ms() - age.as_millis() as i64;
+        let stale: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(keys.part("outboxes"))
+            .arg("-inf")
+            .arg(before)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(100)
+            .query_async(&mut self.con())
+            .await?;
+        let mut outboxes = Vec::with_capacity(stale.len());
+        for key in stale {
+            let entries: Vec<String> =
+                redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query_async(&mut self.con()).await?;
+            outboxes.push(Outbox::new(&keys, key, entries));
+        }
+        Ok(outboxes)
     }
 }

@@ -87,8 +87,11 @@ impl Lua {
     /// Rewrites `user_script:N` in a script error as the file and line it refers to.
     fn locate(&self, e: redis::RedisError) -> Error {
         let text = e.to_string();
-        if !text.contains("user_script:") {
-            return Error::Redis(e);
+        // A replica or a loading server refusing the script is the store's state, not a defect
+        // in the script: it stays a (transient) Redis error.
+        let e = Error::Redis(e);
+        if !text.contains("user_script:") || e.is_transient() {
+            return e;
         }
         Error::Internal(format!("script {}: {}", self.name, self.locate_text(&text)))
     }

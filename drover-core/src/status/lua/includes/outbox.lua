@@ -1,6 +1,7 @@
 --[[ The outbox: the messages of tasks a transition made runnable, kept under K.out (and listed in
-K.outboxes) until the caller has published them with confirms and cleared it
-(queue::Publisher::publish_outbox). A crash in between leaves them to be published again. ]]
+K.outboxes, by when it was first written) until the caller has published them with confirms
+and cleared it (queue::Publisher::publish_outbox). A caller that died in between leaves them
+to the nodes' sweep of old outboxes (status::StatusStore::stale_outboxes). ]]
 
 -- The message that runs task T (whose record is `r`) of job J with priority `prio`; the same
 -- JSON as model::TaskMessage.
@@ -14,7 +15,8 @@ end
 -- Puts a message in this transition's outbox: the caller publishes it, then clears the outbox.
 local function emit(entry)
   redis.call('RPUSH', K.out, entry)
-  redis.call('SADD', K.outboxes, K.out)
+  local t = redis.call('TIME')
+  redis.call('ZADD', K.outboxes, 'NX', t[1] * 1000 + math.floor(t[2] / 1000), K.out)
 end
 
 -- A reply followed by the outbox's messages. No unpack(): a task may release more dependents

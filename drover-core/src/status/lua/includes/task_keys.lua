@@ -13,7 +13,7 @@ KEYS[7]  parked (maxParallel)   drover:{A:J}:parked     list of task ids
 KEYS[8]  parked messages        drover:{A:J}:parkedmsg  hash task -> message
 KEYS[9]  tasks to kill          drover:{A:J}:killed     set
 KEYS[10] T's outbox             drover:{A:J}:out:T      list of messages to publish
-KEYS[11] the job's outboxes     drover:{A:J}:outboxes   set of outbox keys not yet published
+KEYS[11] the job's outboxes     drover:{A:J}:outboxes   zset outbox key -> since (ms), not yet cleared
 KEYS[12] pool statistics        drover:A:pool:P:stats   hash (cross-slot: see ARCHITECTURE.md)
 KEYS[13] the pool's active jobs drover:A:pool:P:jobs    set  (cross-slot: see ARCHITECTURE.md)
 ]]
