@@ -20,7 +20,7 @@ step "services: RabbitMQ and Redis (Debian packages, about a minute the first ti
 bash scripts/services.sh >target/services.log 2>&1 &
 services_pid=$!
 
-step "build drover and drover-worker (release; the first time about 10 minutes on 2 cores, then seconds)"
+step "build drover and drover-worker (release; the first time about 8 minutes on 2 cores, then seconds)"
 cargo build --release -p drover-submitter -p drover-worker
 
 step "wait for the services"
