@@ -5,8 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+use drover_core::model::node::NodeState;
 use drover_core::model::TaskState;
-use drover_tests::{eventually, BrokerStopped, ConsumerTimeout, PrivateS3, TestAccount};
+use drover_tests::{eventually, BrokerStopped, ConsumerTimeout, PrivateS3, Relay, TestAccount};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,14 @@ async fn a_task_longer_than_the_consumer_timeout_completes_once() {
 /// Adds 300 short tasks (each logging its execution to the returned ledger) to job `j` on a
 /// pool `p` served by two workers.
 async fn busy_job(acct: &mut TestAccount) -> std::path::PathBuf {
+    let ledger = busy_job_tasks(acct);
+    acct.start_worker("p", &[]);
+    acct.start_worker("p", &[]);
+    ledger
+}
+
+/// [`busy_job`]'s pool, job and tasks, with no worker.
+fn busy_job_tasks(acct: &mut TestAccount) -> std::path::PathBuf {
     acct.pool("p", 4);
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
     let ledger = acct.work_dir.join("ledger.txt");
@@ -126,8 +135,6 @@ async fn busy_job(acct: &mut TestAccount) -> std::path::PathBuf {
     });
     let file = acct.file("tasks.jsonl", &jsonl(tasks));
     acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
-    acct.start_worker("p", &[]);
-    acct.start_worker("p", &[]);
     ledger
 }
 
@@ -490,4 +497,49 @@ async fn a_submitter_killed_mid_file_strands_no_task() {
         store.stale_outboxes("j", Duration::ZERO).await.unwrap().is_empty(),
         "every outbox was published and cleared"
     );
+}
+
+/// The node state `node-a` of pool `p` reports.
+async fn node_state(acct: &TestAccount) -> Option<NodeState> {
+    let nodes = acct.store().await.list_nodes("p").await.ok()?;
+    nodes.into_iter().find(|n| n.id == "node-a").map(|n| n.state)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_fails_over_to_the_next_broker_node_and_says_when_none_answers() {
+    let _serial = SERIAL.lock().await;
+    let mut acct = TestAccount::new("amqpfailover").await;
+    // Two "nodes" of a broker: relays to the one test broker, each of which the test can cut.
+    let direct = acct.config.amqp_url[0].clone();
+    let upstream =
+        direct.split_once('@').map_or("127.0.0.1:5672", |(_, r)| r.split('/').next().unwrap_or(r)).to_string();
+    let first = Relay::start(&upstream, 0).await;
+    let second = Relay::start(&upstream, 0).await;
+    acct.config.amqp_url = vec![first.amqp_url(&direct), second.amqp_url(&direct)];
+    let ledger = busy_job_tasks(&mut acct);
+    acct.start_worker_as("p", "node-a", &[]);
+    eventually(Duration::from_secs(30), "some tasks completed", || async { completed(&acct).await >= 30 }).await;
+
+    // The node the worker uses dies mid-job: it goes on through the other.
+    first.cut();
+    all_completed_once(&acct, &ledger, "broker node lost").await;
+    assert!(acct.worker_logs().contains("connected to another broker node"), "{}", acct.worker_logs());
+    eventually(Duration::from_secs(10), "node-a idle", || async { node_state(&acct).await == Some(NodeState::Idle) })
+        .await;
+
+    // No node answers: the worker says so, and takes tasks again once one is back.
+    second.cut();
+    eventually(Duration::from_secs(20), "node-a unknown with no broker", || async {
+        node_state(&acct).await == Some(NodeState::Unknown)
+    })
+    .await;
+    let second = second.restart().await;
+    eventually(Duration::from_secs(30), "node-a idle once a broker node answers", || async {
+        node_state(&acct).await == Some(NodeState::Idle)
+    })
+    .await;
+    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "after", "--command-line", "/bin/true"]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    drop(second);
 }

@@ -8,15 +8,17 @@ use std::fmt;
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Connection (flags or environment)")]
 pub struct Config {
-    /// RabbitMQ URL.
+    /// RabbitMQ node URLs: repeat the flag, or separate them with commas. A program uses the
+    /// first that answers and fails over to the next when its node goes.
     #[arg(
         long,
         env = "DROVER_AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        value_delimiter = ',',
         global = true,
         hide_env_values = true
     )]
-    pub amqp_url: String,
+    pub amqp_url: Vec<String>,
     /// Redis URL.
     #[arg(
         long,
@@ -38,9 +40,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// The broker URLs as `DROVER_AMQP_URL` holds them (comma-separated), for a child process.
+    pub fn amqp_url_list(&self) -> String {
+        self.amqp_url.join(",")
+    }
+
     /// Refuses an account name that would break key or queue names.
     pub fn validate(&self) -> crate::Result<()> {
         crate::model::validate_id("account", &self.account)?;
+        if self.amqp_url.is_empty() {
+            return Err(crate::Error::invalid("amqp-url: at least one broker URL is needed"));
+        }
+        for (i, url) in self.amqp_url.iter().enumerate() {
+            crate::queue::parse_url(url, i)?;
+        }
         if self.bucket.is_empty() {
             return Err(crate::Error::invalid("bucket: must not be empty"));
         }
@@ -73,7 +86,45 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, Config};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn broker_urls_are_a_list_from_repeated_flags_or_commas() {
+        let cli = Cli::try_parse_from([
+            "drover",
+            "--amqp-url",
+            "amqp://u:p@h1:5672/%2f,amqp://u:p@h2:5672/%2f",
+            "--amqp-url",
+            "amqp://u:p@h3:5672/%2f",
+        ]);
+        let config = cli.map(|c| c.config).map_err(|e| e.to_string());
+        let urls = config.as_ref().map(|c| c.amqp_url.clone());
+        assert_eq!(
+            urls,
+            Ok(vec![
+                "amqp://u:p@h1:5672/%2f".to_string(),
+                "amqp://u:p@h2:5672/%2f".to_string(),
+                "amqp://u:p@h3:5672/%2f".to_string()
+            ])
+        );
+        assert!(config.as_ref().is_ok_and(|c| c.validate().is_ok()));
+    }
+
+    #[test]
+    fn a_bad_broker_url_is_named_by_its_position_without_its_password() {
+        let cli = Cli::try_parse_from(["drover", "--amqp-url", "amqp://u:secret@h1:5672/%2f,http://u:secret@h2/x"]);
+        let error = cli.map_err(|e| e.to_string()).and_then(|c| c.config.validate().map_err(|e| e.to_string()));
+        let message = error.err().unwrap_or_default();
+        assert!(message.starts_with("amqp-url 2 (http://u:***@h2/x)"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+    }
 
     #[test]
     fn passwords_are_redacted() {

@@ -20,6 +20,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 /// How often the broker returns one message to the queue before dead-lettering it. A backstop
@@ -152,18 +153,55 @@ impl Topology {
 /// within about twice this, and its unacked messages go back to the queue.
 pub const HEARTBEAT_SECS: u16 = 10;
 
-/// Connects to RabbitMQ, naming the connection after the program (shown in the management UI).
-pub async fn connect(url: &str, name: &str) -> Result<Connection> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    let mut uri: lapin::uri::AMQPUri =
-        url.parse().map_err(|e| Error::invalid(format!("amqp url {}: {e}", Redacted(url))))?;
+/// How long one broker node may take to accept a connection before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The broker node of `urls` that this program last reached: connections start there, so a
+/// program's connections stay on one node and fail over together.
+static CURRENT_NODE: AtomicUsize = AtomicUsize::new(0);
+
+/// Parses the broker URL at `position` (0-based) of the list, naming it in the error.
+pub fn parse_url(url: &str, position: usize) -> Result<lapin::uri::AMQPUri> {
+    let mut uri: lapin::uri::AMQPUri = url
+        .trim()
+        .parse()
+        .map_err(|e| Error::invalid(format!("amqp-url {} ({}): {e}", position + 1, Redacted(url))))?;
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(HEARTBEAT_SECS);
     }
-    Connection::connect_uri(uri, props).await.map_err(|e| {
-        tracing::debug!(url = %Redacted(url), error = %e, "amqp connect failed");
-        Error::Amqp(e)
-    })
+    Ok(uri)
+}
+
+/// Connects to one of the broker nodes `urls`, naming the connection after the program (shown
+/// in the management UI). It starts with the node the program last reached and tries each in
+/// turn; the error is the last node's when none answers.
+pub async fn connect(urls: &[String], name: &str) -> Result<Connection> {
+    let start = CURRENT_NODE.load(AtomicOrdering::Relaxed);
+    let mut last = Error::invalid("amqp-url: at least one broker URL is needed");
+    for k in 0..urls.len() {
+        let i = (start + k) % urls.len();
+        let uri = parse_url(&urls[i], i)?;
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, props)).await;
+        match attempt {
+            Ok(Ok(connection)) => {
+                if i != start {
+                    tracing::info!(url = %Redacted(&urls[i]), "connected to another broker node");
+                }
+                CURRENT_NODE.store(i, AtomicOrdering::Relaxed);
+                return Ok(connection);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(url = %Redacted(&urls[i]), error = %e, "amqp connect failed");
+                last = Error::Amqp(e);
+            }
+            Err(_) => {
+                tracing::debug!(url = %Redacted(&urls[i]), "amqp connect timed out");
+                last = Error::BrokerLost(format!("broker node {} did not answer within {CONNECT_TIMEOUT:?}", i + 1));
+            }
+        }
+    }
+    Err(last)
 }
 
 /// The properties of a task message: persistent, JSON, the task id as message id.
@@ -179,7 +217,7 @@ pub fn task_properties(task_id: &str) -> BasicProperties {
 /// the connection fails are published again on a new one (a duplicate is harmless: the status
 /// store starts a task once).
 pub struct Publisher {
-    url: String,
+    urls: Vec<String>,
     name: String,
     topology: Topology,
     /// The open connection and its confirm-mode channel, opened on first use and after a failure.
@@ -190,9 +228,9 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher that connects when first used; `name` is shown in the broker's management UI.
-    pub fn new(url: &str, name: &str, topology: Topology) -> Self {
+    pub fn new(urls: &[String], name: &str, topology: Topology) -> Self {
         Publisher {
-            url: url.into(),
+            urls: urls.to_vec(),
             name: name.into(),
             topology,
             link: tokio::sync::Mutex::new(None),
@@ -201,8 +239,8 @@ impl Publisher {
     }
 
     /// A publisher connected now (so a command fails at once when the broker is unreachable).
-    pub async fn connect(url: &str, topology: Topology) -> Result<Self> {
-        let publisher = Publisher::new(url, "drover", topology);
+    pub async fn connect(urls: &[String], topology: Topology) -> Result<Self> {
+        let publisher = Publisher::new(urls, "drover", topology);
         publisher.channel().await?;
         Ok(publisher)
     }
@@ -220,7 +258,7 @@ impl Publisher {
                 return Ok(channel.clone());
             }
         }
-        let connection = connect(&self.url, &self.name).await?;
+        let connection = connect(&self.urls, &self.name).await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         *link = Some((connection, channel.clone()));

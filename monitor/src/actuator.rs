@@ -152,7 +152,7 @@ impl Processes {
         cmd.args(["--pool-id", pool, "--node-id", &node_id, "--drain-timeout", "86400", "--exit-with-parent"])
             .arg("--work-dir")
             .arg(&self.work_dir)
-            .env("DROVER_AMQP_URL", &self.config.amqp_url)
+            .env("DROVER_AMQP_URL", self.config.amqp_url_list())
             .env("DROVER_REDIS_URL", &self.config.redis_url)
             .env("DROVER_BUCKET", &self.config.bucket)
             .env("DROVER_ACCOUNT", &self.config.account)

@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod private_s3;
+mod relay;
 pub use private_s3::PrivateS3;
+pub use relay::Relay;
 
 use drover_core::queue::Topology;
 use drover_core::Config;
@@ -98,7 +100,10 @@ impl TestAccount {
         let tag: String = test.chars().filter(char::is_ascii_alphanumeric).take(20).collect();
         let name = format!("t-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         let config = Config {
-            amqp_url: env_or("DROVER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            amqp_url: env_or("DROVER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+                .split(',')
+                .map(String::from)
+                .collect(),
             redis_url: env_or("DROVER_REDIS_URL", "redis://127.0.0.1:6379/0"),
             s3_endpoint: Some(env_or("DROVER_S3_ENDPOINT", DEFAULT_S3)),
             bucket: BUCKET.into(),
@@ -124,7 +129,7 @@ impl TestAccount {
 
     /// Points `cmd` at this account's services (the variables `drover` and `drover-worker` read).
     pub fn env(&self, cmd: &mut Command) {
-        cmd.env("DROVER_AMQP_URL", &self.config.amqp_url)
+        cmd.env("DROVER_AMQP_URL", self.config.amqp_url_list())
             .env("DROVER_REDIS_URL", &self.config.redis_url)
             .env("DROVER_S3_ENDPOINT", self.config.s3_endpoint.as_deref().unwrap_or(DEFAULT_S3))
             .env("DROVER_BUCKET", &self.config.bucket)

@@ -23,11 +23,13 @@ pub enum NodeState {
     Offline,
     /// Cannot run tasks (e.g. its work directory is unusable).
     Unusable,
+    /// Reaches no broker node: takes no new task until it reconnects (what it runs goes on).
+    Unknown,
 }
 
 impl NodeState {
     /// Every state.
-    pub const ALL: [NodeState; 8] = [
+    pub const ALL: [NodeState; 9] = [
         NodeState::Starting,
         NodeState::WaitingForStartTask,
         NodeState::StartTaskFailed,
@@ -36,6 +38,7 @@ impl NodeState {
         NodeState::LeavingPool,
         NodeState::Offline,
         NodeState::Unusable,
+        NodeState::Unknown,
     ];
 
     /// The state's name on the wire.
@@ -49,6 +52,7 @@ impl NodeState {
             NodeState::LeavingPool => "leavingPool",
             NodeState::Offline => "offline",
             NodeState::Unusable => "unusable",
+            NodeState::Unknown => "unknown",
         }
     }
 

@@ -2,6 +2,7 @@
 //! task it holds whenever enough of its slots are free, reconnecting when the broker goes away.
 
 use super::{attempt, NodeContext};
+use crate::model::node::NodeState;
 use crate::model::TaskMessage;
 use crate::queue::{self, Band};
 use crate::retry::Patience;
@@ -14,13 +15,20 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Consumes until `shutdown`, reconnecting to the broker whenever the connection is lost.
+/// Consumes until `shutdown`, reconnecting to the broker (the next of its nodes when one goes)
+/// whenever the connection is lost. Meanwhile the node's state is `unknown`: it takes no task.
 pub(super) async fn consume(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &CancellationToken) {
     let result = crate::retry::transient(
         "consuming",
         Patience::Forever,
         || shutdown.is_cancelled(),
-        || consume_once(ctx, tracker, shutdown),
+        || async {
+            let result = consume_once(ctx, tracker, shutdown).await;
+            if result.is_err() && !shutdown.is_cancelled() {
+                ctx.set_state(NodeState::Unknown).await;
+            }
+            result
+        },
     )
     .await;
     if let Err(e) = result {
@@ -90,6 +98,9 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
     }
     let mut deliveries = futures_util::stream::select_all(consumers);
     tracing::info!(queue = %ctx.topology.pool_queue(&ctx.options.pool_id), "consuming");
+    if ctx.state_is(NodeState::Unknown) {
+        ctx.set_state(NodeState::Idle).await;
+    }
     let mut held: BinaryHeap<Held> = BinaryHeap::new();
     let mut seq = 0u64;
     loop {

@@ -99,6 +99,11 @@ impl NodeContext {
         beat(self).await;
     }
 
+    /// Whether the node's own state is `state`.
+    pub(crate) fn state_is(&self, state: NodeState) -> bool {
+        self.state.lock().map(|s| s.0 == state).unwrap_or(false)
+    }
+
     /// Runs a status write until it succeeds or fails for good; Redis outages are waited out
     /// (the message stays unacked meanwhile) unless the node is handing its work back.
     pub(crate) async fn persist<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
