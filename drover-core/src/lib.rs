@@ -9,6 +9,8 @@
 //! - [`queue`]: the RabbitMQ topology and the confirmed publisher of outboxes.
 //! - [`staging`]: moving files between storage (S3, HTTP) and a task's directory.
 //! - [`node`]: the node agent: consume a pool's queues, run tasks, record their outcome.
+//! - [`requeue`]: putting back what an operator decides should run again (a job's active
+//!   tasks, dead letters).
 //! - [`autoscale`]: the Azure Batch autoscale formula language and one evaluation.
 //! - [`retry`]: the one retry policy, for transient errors; [`error`]: the crate's error type.
 //! - [`telemetry`]: logging setup for the programs.
@@ -23,6 +25,7 @@ pub mod error;
 pub mod model;
 pub mod node;
 pub mod queue;
+pub mod requeue;
 pub mod retry;
 pub mod staging;
 pub mod status;

@@ -1,7 +1,9 @@
-//! `drover dead-letter list`: what sits in the account's dead-letter queue, and why.
+//! `drover dead-letter list|replay`: what sits in the account's dead-letter queue, and why; and
+//! putting its task messages back.
 
 use crate::output::{self, Format};
-use drover_core::queue::{self, Topology, REASON_HEADER};
+use drover_core::queue::{self, Publisher, Topology, REASON_HEADER};
+use drover_core::status::StatusStore;
 use drover_core::Config;
 use lapin::options::BasicGetOptions;
 use lapin::types::AMQPValue;
@@ -12,6 +14,14 @@ pub(crate) enum DeadLetterCommand {
     List {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Publish the task messages of the dead-letter queue again to their job's pool when their
+    /// task is active, and remove those whose task has nothing left to run; messages that are
+    /// not tasks stay. Safe to repeat: a task runs once however many of its messages are queued.
+    Replay {
+        /// Look at most at this many messages.
+        #[arg(long, default_value_t = 10_000)]
         limit: usize,
     },
 }
@@ -35,7 +45,10 @@ fn header(headers: &lapin::types::FieldTable, name: &str) -> Option<String> {
 }
 
 pub(crate) async fn run(config: &Config, format: Format, cmd: DeadLetterCommand) -> anyhow::Result<()> {
-    let DeadLetterCommand::List { limit } = cmd;
+    let limit = match cmd {
+        DeadLetterCommand::List { limit } => limit,
+        DeadLetterCommand::Replay { limit } => return replay(config, format, limit).await,
+    };
     let topology = Topology::new(&config.account);
     let connection = queue::connect(&config.amqp_url, "drover").await?;
     let channel = connection.create_channel().await?;
@@ -60,4 +73,12 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: DeadLetterCommand)
     let _ = channel.close(200, "listed".into()).await;
     let _ = connection.close(200, "bye".into()).await;
     output::list(format, &letters, &["reason", "poolId", "messageId", "body"])
+}
+
+async fn replay(config: &Config, format: Format, limit: usize) -> anyhow::Result<()> {
+    let store = StatusStore::connect(config).await?;
+    let publisher = Publisher::connect(&config.amqp_url, Topology::new(&config.account)).await?;
+    let replay = drover_core::requeue::replay_dead_letters(&store, &publisher, &config.amqp_url, limit).await;
+    publisher.close().await;
+    output::one(format, &replay?)
 }

@@ -4,6 +4,7 @@ use crate::ids::JobId;
 use crate::output::{self, Format};
 use drover_core::model::job::TaskCountsResult;
 use drover_core::model::{CloudJob, CloudTask, JobAddParameter};
+use drover_core::queue::{Publisher, Topology};
 use drover_core::status::{count, Stall, StallReason, StatusStore};
 use drover_core::Config;
 use std::path::PathBuf;
@@ -54,6 +55,10 @@ pub(crate) enum JobCommand {
         #[arg(long, value_name = "REASON", default_value = "UserTerminate")]
         terminate_reason: String,
     },
+    /// Publish again the messages of the job's active tasks (those not waiting on a parent,
+    /// blocked or parked), for tasks whose messages were lost. Safe to repeat: a task runs once
+    /// however many of its messages are queued.
+    Requeue(JobId),
     /// Where the job preparation and release tasks ran, and how they ended (one entry per node).
     PrepReleaseStatus(JobId),
     /// Delete the job and its task records.
@@ -113,6 +118,12 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
         JobCommand::Terminate { job: JobId { job_id }, terminate_reason } => {
             store.terminate_job(&job_id, &terminate_reason).await?;
             output::one(format, &store.get_job(&job_id).await?)
+        }
+        JobCommand::Requeue(JobId { job_id }) => {
+            let publisher = Publisher::connect(&config.amqp_url, Topology::new(&config.account)).await?;
+            let requeued = drover_core::requeue::requeue_job(&store, &publisher, &job_id).await;
+            publisher.close().await;
+            output::one(format, &serde_json::json!({"jobId": job_id, "requeued": requeued?}))
         }
         JobCommand::PrepReleaseStatus(JobId { job_id }) => {
             output::list(format, &store.prep_release_status(&job_id).await?, &["nodeId", "poolId"])

@@ -77,7 +77,7 @@ impl StatusStore {
     }
 
     /// The pool a job runs on.
-    pub(super) async fn job_pool(&self, job: &str) -> Result<String> {
+    pub async fn job_pool(&self, job: &str) -> Result<String> {
         let pool: Option<String> =
             redis::cmd("HGET").arg(self.keys.job(job).hash()).arg("pool").query_async(&mut self.con()).await?;
         pool.ok_or_else(|| Error::NotFound { kind: "job", id: job.into() })

@@ -169,6 +169,7 @@ scripts! {
     COMPLETE_TASK => "complete_task.lua",
     RELEASE_TASK => "release_task.lua",
     TERMINATE_TASK => "terminate_task.lua",
+    REQUEUE_TASKS => "requeue_tasks.lua",
     RECORD_JOB_TASK_RUN => "record_job_task_run.lua",
 }
 

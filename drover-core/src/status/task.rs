@@ -1,7 +1,7 @@
 //! Task records and their transitions: add, start, run, complete, release; read and list.
 
 use super::outbox::Outbox;
-use super::scripts::{CREATE_TASKS, TERMINATE_TASK};
+use super::scripts::{CREATE_TASKS, REQUEUE_TASKS, TERMINATE_TASK};
 use super::{flag, StatusStore};
 use crate::model::task::{FailureCode, FailureInfo, NodeInfo, TaskExecutionInfo, TaskResult};
 use crate::model::{now_ms, rfc3339, CloudTask, TaskAddParameter, TaskMessage, TaskState};
@@ -162,6 +162,12 @@ struct TerminateTask<'a> {
     blocks: bool,
 }
 
+/// `requeue_tasks.lua`'s arguments.
+struct RequeueTasks<'a> {
+    job: &'a str,
+    ids: &'a [&'a str],
+}
+
 /// What `terminate_task` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Termination {
@@ -226,6 +232,48 @@ impl StatusStore {
             "dup" => Err(Error::invalid(format!("task {:?} already exists in job {job:?}", reply.at(0)?))),
             _ => Err(reply.unexpected()),
         }
+    }
+
+    /// Puts the messages of those of `ids` that are active and runnable in an outbox named
+    /// `@<tag>` (unique per call), for an operator who decides they should run again: publish it
+    /// with `queue::Publisher::publish_outbox`. Idempotent: a task runs once however many of its
+    /// messages are queued.
+    pub async fn requeue_tasks(&self, job: &str, ids: &[&str], tag: &str) -> Result<Outbox> {
+        let a = RequeueTasks { job, ids };
+        let keys = self.keys.job(a.job);
+        let outbox = keys.batch_outbox(tag);
+        let mut inv = REQUEUE_TASKS.prepare();
+        inv.key(keys.hash())
+            .key(keys.part("wait"))
+            .key(keys.part("blocked"))
+            .key(keys.part("parkedmsg"))
+            .key(&outbox)
+            .key(keys.part("outboxes"));
+        for id in a.ids {
+            inv.key(keys.task(id));
+        }
+        inv.arg(a.job).arg(a.ids);
+        let reply = REQUEUE_TASKS.run(inv, &mut self.con()).await?;
+        match reply.head.as_str() {
+            "ok" => Ok(Outbox::new(&keys, outbox, reply.from(0))),
+            "nojob" => Err(Error::NotFound { kind: "job", id: job.into() }),
+            "jobstate" => Err(Error::State(format!("job {job:?} is {}: only an active job's tasks run", reply.at(0)?))),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    /// Up to `count` of `job`'s task ids from position `start`, in the order they were added.
+    pub async fn task_ids(&self, job: &str, start: usize, count: usize) -> Result<Vec<String>> {
+        if count == 0 {
+            return Ok(vec![]);
+        }
+        let (first, last) = (start as isize, (start + count - 1) as isize);
+        Ok(redis::cmd("LRANGE")
+            .arg(self.keys.job(job).tasks())
+            .arg(first)
+            .arg(last)
+            .query_async(&mut self.con())
+            .await?)
     }
 
     /// Of `ids`, those that already exist in `job` (one pipelined round trip).
