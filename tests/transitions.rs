@@ -174,6 +174,34 @@ async fn start_task_replies() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn start_task_takes_over_from_a_live_node_that_let_the_attempt_go() {
+    let acct = TestAccount::new("tletgo").await;
+    let store = with_job(&acct, json!({})).await;
+    add(&store, "b", &[json!({"id": "t", "commandLine": "x"})]).await;
+    let first = started(&store, "t", "n1").await;
+    store.heartbeat("n1").await.unwrap();
+    let info = format!("drover:{}:node:n1:info", acct.name());
+    let mut con =
+        redis::Client::open(acct.config.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let beat = |tasks: &'static str, after_ms: i64| {
+        let when = chrono::Utc::now().timestamp_millis() + after_ms;
+        redis::cmd("HSET").arg(&info).arg("beat").arg(when).arg("tasks").arg(tasks).clone()
+    };
+    // A heartbeat too soon after the start to list t: n1 may run it.
+    let () = beat("[]", 0).query_async(&mut con).await.unwrap();
+    assert!(matches!(start(&store, "t", "n2").await, Start::Busy(n) if n == "n1"));
+    // Later heartbeats that list t: n1 runs it.
+    let () = beat(r#"[["j","t"]]"#, 10_000).query_async(&mut con).await.unwrap();
+    assert!(matches!(start(&store, "t", "n2").await, Start::Busy(n) if n == "n1"));
+    // A later heartbeat without t: n1 let the attempt go (its outcome lost with a Redis
+    // failover), so n2 takes the task over and n1's attempt is fenced out.
+    let () = beat("[]", 10_000).query_async(&mut con).await.unwrap();
+    let second = started(&store, "t", "n2").await;
+    assert!(second > first);
+    assert_eq!(store.complete_task(at("t", first), &Outcome::success(), false).await.unwrap(), Completion::Stale);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn run_task_replies() {
     let acct = TestAccount::new("trun").await;
     let store = with_job(&acct, json!({})).await;

@@ -16,8 +16,11 @@ Replies:
   {'busy', node}            a live node runs the task
   {'waiting'}               its parents have not all completed: their completion releases it
   {'parked'}                the job runs maxParallelTasks already: a finishing task releases it
-Reads another node's heartbeat (ARGV[3]..node..':alive'), the one cross-slot read.
+Reads the owner node's heartbeat (ARGV[3]..node..':alive' and ':info'), the one cross-slot read.
 ]]
+-- A heartbeat (every 3 s) written this long after an attempt's last transition lists the task
+-- if its node still runs it (node::heartbeat, status::NODE_LEASE / 5).
+local BEAT_MARGIN_MS = 5000
 --@include task_keys.lua
 --@include counters.lua
 --@include outbox.lua
@@ -35,7 +38,16 @@ local r = cjson.decode(raw)
 if r.state == 'completed' then return with_outbox({'done'}) end
 local from = r.state
 local running = from == 'preparing' or from == 'running'
-local owner_alive = running and r.node ~= node and redis.call('EXISTS', nodes .. r.node .. ':alive') == 1
+-- Whether the node that owns the attempt still runs it: it heartbeats, and its last heartbeat
+-- lists the task or came too soon after the attempt's last transition to list it. A live node
+-- that let the attempt go (its outcome lost with a Redis failover) lists it no more.
+local function owner_runs(owner)
+  if redis.call('EXISTS', nodes .. owner .. ':alive') == 0 then return false end
+  local f = redis.call('HMGET', nodes .. owner .. ':info', 'beat', 'tasks')
+  if tonumber(f[1] or '0') < (r.stime or 0) + BEAT_MARGIN_MS then return true end
+  return string.find(f[2] or '', '["' .. ARGV[5] .. '","' .. T .. '"]', 1, true) ~= nil
+end
+local owner_alive = running and r.node ~= node and owner_runs(r.node)
 local deadline = tonumber(jf[4] or '0')
 if jst == 'active' and deadline > 0 and now > deadline then
   jst = end_job(now, 'MaxWallClockTimeExpiry')
