@@ -7,7 +7,7 @@
 
 use drover_core::model::node::NodeState;
 use drover_core::model::TaskState;
-use drover_tests::{eventually, BrokerStopped, ConsumerTimeout, PrivateS3, Relay, TestAccount};
+use drover_tests::{eventually, BrokerStopped, ConsumerTimeout, PrivateS3, Relay, ReplicatedRedis, TestAccount};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -146,7 +146,21 @@ async fn all_completed_once(acct: &TestAccount, ledger: &std::path::Path, label:
     let runs = executions(ledger);
     assert_eq!(runs.len(), 300);
     let repeated: usize = runs.values().map(|r| r.len() - 1).sum();
-    eprintln!("{label}: 300 tasks completed once each in Redis, {repeated} executions repeated");
+    // The longest time the job went without a task completing.
+    let tasks = acct.ok(&["task", "list", "--job-id", "j", "-o", "json"]).json();
+    let mut ends: Vec<i64> = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["executionInfo"]["endTime"].as_str())
+        .filter_map(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
+        .map(|e| e.timestamp_millis())
+        .collect();
+    ends.sort_unstable();
+    let stall = ends.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    eprintln!(
+        "{label}: 300 tasks completed once each in Redis, {repeated} executions repeated, longest stall {stall} ms"
+    );
     let counts = acct.store().await.task_counts("j").await.unwrap().task_counts;
     assert_eq!((counts.completed, counts.succeeded, counts.active, counts.running), (300, 300, 0, 0));
 }
@@ -542,4 +556,34 @@ async fn a_worker_fails_over_to_the_next_broker_node_and_says_when_none_answers(
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
     assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
     drop(second);
+}
+
+/// Job `j` of [`busy_job`] on a Redis behind sentinels, whose master `fault` fails or removes
+/// once 30 tasks have completed; the job completes with every task once, nothing dead-lettered.
+async fn redis_master_lost_mid_job(test: &str, fault: impl AsyncFnOnce(&ReplicatedRedis) -> u16) {
+    let _serial = SERIAL.lock().await;
+    let mut acct = TestAccount::new(test).await;
+    let ha = ReplicatedRedis::start(&acct.work_dir).await;
+    acct.config.redis_url = ha.url();
+    let ledger = busy_job(&mut acct).await;
+    eventually(Duration::from_secs(30), "some tasks completed", || async {
+        acct.store().await.task_counts("j").await.is_ok_and(|c| c.task_counts.completed >= 30)
+    })
+    .await;
+    let from = ha.master();
+    let started = Instant::now();
+    let to = fault(&ha).await;
+    eprintln!("{test}: master {from} -> {to} in {:?}", started.elapsed());
+    all_completed_once(&acct, &ledger, test).await;
+    assert_eq!(acct.ok(&["dead-letter", "list"]).json(), json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_failover_mid_job_loses_nothing() {
+    redis_master_lost_mid_job("sentinelfailover", async |ha| ha.failover().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_master_killed_mid_job_loses_nothing() {
+    redis_master_lost_mid_job("sentinelkill", async |ha| ha.kill_master().await).await;
 }

@@ -19,7 +19,8 @@ pub struct Config {
         hide_env_values = true
     )]
     pub amqp_url: Vec<String>,
-    /// Redis URL.
+    /// Redis URL: redis://[user:pass@]host:port/db, or through Sentinel:
+    /// redis+sentinel://[user:pass@]host1:port1,host2:port2/MASTER_NAME[/db].
     #[arg(
         long,
         env = "DROVER_REDIS_URL",
@@ -28,6 +29,10 @@ pub struct Config {
         hide_env_values = true
     )]
     pub redis_url: String,
+    /// How many Redis replicas must hold a worker's writes before it acks the message that
+    /// caused them (Redis WAIT); default 1 with a redis+sentinel:// URL, else 0.
+    #[arg(long, env = "DROVER_REDIS_WAIT_REPLICAS", value_name = "N", global = true)]
+    pub redis_wait_replicas: Option<u32>,
     /// S3 endpoint; unset means AWS. When set, path-style addressing is used.
     #[arg(long, env = "DROVER_S3_ENDPOINT", global = true, hide_env_values = true)]
     pub s3_endpoint: Option<String>,

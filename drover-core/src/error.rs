@@ -44,6 +44,9 @@ pub enum Error {
     /// Storage could not be reached or answered with a server error; trying again may work.
     #[error("storage unavailable: {0}")]
     StorageUnavailable(String),
+    /// The status store cannot be reached now (no master found through the sentinels).
+    #[error("the status store is unavailable: {0}")]
+    StoreUnavailable(String),
     /// Local file or process I/O failed.
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
@@ -81,7 +84,7 @@ impl Error {
                         ["READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN"].iter().any(|c| text.contains(c))
                     }
             }
-            Error::Amqp(_) | Error::BrokerLost(_) | Error::StorageUnavailable(_) => true,
+            Error::Amqp(_) | Error::BrokerLost(_) | Error::StorageUnavailable(_) | Error::StoreUnavailable(_) => true,
             _ => false,
         }
     }

@@ -162,6 +162,9 @@ impl Processes {
         if let Some(endpoint) = &self.config.s3_endpoint {
             cmd.env("DROVER_S3_ENDPOINT", endpoint);
         }
+        if let Some(n) = self.config.redis_wait_replicas {
+            cmd.env("DROVER_REDIS_WAIT_REPLICAS", n.to_string());
+        }
         let child = cmd.spawn()?;
         tracing::info!(pool, node = %node_id, pid = child.id(), "worker started");
         workers.push(Worker { index, node_id, child, leaving: false });

@@ -6,8 +6,10 @@
 
 mod private_s3;
 mod relay;
+mod replicated_redis;
 pub use private_s3::PrivateS3;
 pub use relay::Relay;
+pub use replicated_redis::ReplicatedRedis;
 
 use drover_core::queue::Topology;
 use drover_core::Config;
@@ -105,6 +107,7 @@ impl TestAccount {
                 .map(String::from)
                 .collect(),
             redis_url: env_or("DROVER_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_wait_replicas: None,
             s3_endpoint: Some(env_or("DROVER_S3_ENDPOINT", DEFAULT_S3)),
             bucket: BUCKET.into(),
             account: name.clone(),
@@ -137,6 +140,10 @@ impl TestAccount {
             .env("AWS_ACCESS_KEY_ID", env_or("AWS_ACCESS_KEY_ID", "drover"))
             .env("AWS_SECRET_ACCESS_KEY", env_or("AWS_SECRET_ACCESS_KEY", "drover-secret"))
             .env("AWS_REGION", env_or("AWS_REGION", "us-east-1"));
+        match self.config.redis_wait_replicas {
+            Some(n) => cmd.env("DROVER_REDIS_WAIT_REPLICAS", n.to_string()),
+            None => cmd.env_remove("DROVER_REDIS_WAIT_REPLICAS"),
+        };
     }
 
     /// Runs the `drover` CLI for this account and waits for it.
@@ -240,7 +247,7 @@ impl TestAccount {
             .arg("--work-dir")
             .arg(self.work_dir.join("nodes"))
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", env_or("DROVER_TEST_WORKER_LOG", "info"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

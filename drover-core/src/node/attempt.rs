@@ -39,6 +39,8 @@ struct Attempt {
     dir: PathBuf,
     /// Cancelled to stop the task (its job ended, it was terminated, the node hands it back).
     kill: CancellationToken,
+    /// The store's epoch when the delivery arrived (see `StatusStore::replicated`).
+    epoch: u64,
 }
 
 /// Handles one delivery to its ack (or requeue, or dead letter). `slots` are the node's slots
@@ -48,9 +50,11 @@ pub(super) async fn handle(ctx: Arc<NodeContext>, delivery: Delivery, slots: Own
         Ok(m) => m,
         Err(e) => return reject(&ctx, &delivery, &e.to_string()).await,
     };
-    let Some(started) = lease(&ctx, &delivery, &msg).await else { return };
+    // Writes made for this delivery count only if the store's master does not move meanwhile.
+    let epoch = ctx.store.epoch();
+    let Some(started) = lease(&ctx, &delivery, &msg, epoch).await else { return };
     let dir = ctx.task_dir(&msg.job_id, &msg.task_id);
-    let attempt = Attempt { kill: ctx.hand_back.child_token(), ctx, delivery, msg, started, dir };
+    let attempt = Attempt { kill: ctx.hand_back.child_token(), ctx, delivery, msg, started, dir, epoch };
     attempt.ctx.running_insert(&attempt.msg, attempt.kill.clone());
     tracing::debug!(job = %attempt.msg.job_id, task = %attempt.msg.task_id, attempt = attempt.started.attempt, "task started");
     let run = attempt.run().await;
@@ -60,7 +64,7 @@ pub(super) async fn handle(ctx: Arc<NodeContext>, delivery: Delivery, slots: Own
 
 /// Step 1: start a new attempt, or settle the delivery when there is nothing to run. None when
 /// the delivery has been settled.
-async fn lease(ctx: &NodeContext, delivery: &Delivery, msg: &TaskMessage) -> Option<Started> {
+async fn lease(ctx: &NodeContext, delivery: &Delivery, msg: &TaskMessage, epoch: u64) -> Option<Started> {
     let (pool, node) = (ctx.options.pool_id.as_str(), ctx.options.node_id.as_str());
     loop {
         let start = if ctx.runs(msg) {
@@ -72,12 +76,12 @@ async fn lease(ctx: &NodeContext, delivery: &Delivery, msg: &TaskMessage) -> Opt
             Ok(Start::Started(started)) => return Some(*started),
             Ok(Start::Poison(lost, outbox)) => {
                 tracing::warn!(job = %msg.job_id, task = %msg.task_id, lost, "poison task: its node was lost every time; recorded as failed");
-                publish_and_ack(ctx, delivery, &outbox).await;
+                publish_and_ack(ctx, delivery, &outbox, epoch).await;
             }
             // A redelivered message of a completed task: its completion may not have published
             // what it released (the node died between the two).
-            Ok(Start::Done(outbox)) => publish_and_ack(ctx, delivery, &outbox).await,
-            Ok(Start::Gone | Start::Inactive(_) | Start::Waiting | Start::Parked) => ack(delivery).await,
+            Ok(Start::Done(outbox)) => publish_and_ack(ctx, delivery, &outbox, epoch).await,
+            Ok(Start::Gone | Start::Inactive(_) | Start::Waiting | Start::Parked) => settle(ctx, delivery, epoch).await,
             Ok(Start::OtherPool(other)) => {
                 reject(ctx, delivery, &format!("job {:?} runs on pool {other:?}, not {pool:?}", msg.job_id)).await
             }
@@ -220,15 +224,15 @@ impl Attempt {
         match run {
             Run::Stale => {
                 tracing::warn!(job = %msg.job_id, task = %msg.task_id, attempt = self.started.attempt, "a newer attempt owns the task; this attempt's outcome was dropped");
-                ack(&self.delivery).await
+                self.settle_stale().await
             }
             Run::HandedBack => {
                 match ctx.persist("release_task", || ctx.store.release_task(self.at())).await.inspect(|_| drop(slots)) {
                     Ok(Some(outbox)) => {
                         tracing::info!(job = %msg.job_id, task = %msg.task_id, "task handed back");
-                        publish_and_ack(ctx, &self.delivery, &outbox).await
+                        publish_and_ack(ctx, &self.delivery, &outbox, self.epoch).await
                     }
-                    Ok(None) => ack(&self.delivery).await,
+                    Ok(None) => settle(ctx, &self.delivery, self.epoch).await,
                     Err(_) => requeue(&self.delivery).await,
                 }
             }
@@ -247,7 +251,7 @@ impl Attempt {
                     Ok(Completion::Completed(outbox)) => {
                         tracing::debug!(job = %msg.job_id, task = %msg.task_id, exit_code = ?outcome.exit_code, result = ?outcome.result, "task completed");
                         ctx.count_run(msg, success);
-                        publish_and_ack(ctx, &self.delivery, &outbox).await
+                        publish_and_ack(ctx, &self.delivery, &outbox, self.epoch).await
                     }
                     Ok(Completion::Retry(n, outbox)) => {
                         let delay = retry_delay(n);
@@ -259,11 +263,11 @@ impl Attempt {
                             _ = tokio::time::sleep(delay) => {}
                             _ = ctx.hand_back.cancelled() => {}
                         }
-                        publish_and_ack(ctx, &self.delivery, &outbox).await
+                        publish_and_ack(ctx, &self.delivery, &outbox, self.epoch).await
                     }
                     Ok(Completion::Stale) => {
                         tracing::warn!(job = %msg.job_id, task = %msg.task_id, "a newer attempt owns the task; this outcome was dropped");
-                        ack(&self.delivery).await
+                        self.settle_stale().await
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not record the outcome; handing the message back");
@@ -271,6 +275,18 @@ impl Attempt {
                     }
                 }
             }
+        }
+    }
+
+    /// Settles the delivery of an attempt that another one superseded. With a replicated store
+    /// the message goes back instead of being acked: after a failover, "superseded" may only
+    /// mean that the writes that started this attempt were lost, and then nothing else runs the
+    /// task. The redelivery is held while another attempt runs, and is acked once it is done.
+    async fn settle_stale(&self) {
+        if self.ctx.store.is_replicated() {
+            requeue(&self.delivery).await
+        } else {
+            settle(&self.ctx, &self.delivery, self.epoch).await
         }
     }
 
@@ -296,11 +312,28 @@ fn retry_delay(n: u32) -> Duration {
 
 /// Publishes an outbox, then acks; on failure the message goes back, and its redelivery finds
 /// the outbox and publishes it again.
-async fn publish_and_ack(ctx: &NodeContext, delivery: &Delivery, outbox: &Outbox) {
+async fn publish_and_ack(ctx: &NodeContext, delivery: &Delivery, outbox: &Outbox, epoch: u64) {
     match ctx.publisher.publish_outbox(&ctx.store, &ctx.options.pool_id, outbox).await {
-        Ok(()) => ack(delivery).await,
+        Ok(()) => settle(ctx, delivery, epoch).await,
         Err(e) => {
             tracing::warn!(error = %e, "could not publish what the task made runnable; handing the message back");
+            requeue(delivery).await
+        }
+    }
+}
+
+/// Acks a delivery once what it caused is on the store's replicas (when the node must wait for
+/// them); if that cannot be known in time (a failover), the message goes back and is handled
+/// again, on the new master, where its outcome is recorded once.
+async fn settle(ctx: &NodeContext, delivery: &Delivery, epoch: u64) {
+    match ctx.store.replicated(epoch).await {
+        Ok(true) => ack(delivery).await,
+        Ok(false) => {
+            tracing::warn!("the store's master moved, or its replicas did not confirm the writes in time; handing the message back");
+            requeue(delivery).await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot confirm the writes on the store's replicas; handing the message back");
             requeue(delivery).await
         }
     }

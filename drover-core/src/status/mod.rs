@@ -37,6 +37,7 @@ mod outbox;
 mod pool;
 mod progress;
 mod scripts;
+mod sentinel;
 mod stats;
 mod task;
 
@@ -50,8 +51,11 @@ pub use scripts::BUCKETS_MS;
 pub use stats::{Histogram, PoolStats};
 pub use task::{terminated_failure, TaskRecord, Termination};
 
+use crate::retry::Patience;
 use crate::{Config, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 /// How long a node's heartbeat lasts without renewal; a node silent for longer is presumed dead
@@ -61,6 +65,54 @@ pub const NODE_LEASE: Duration = Duration::from_secs(15);
 /// How many attempts of a task may be lost with their node before the task is recorded as
 /// failed instead of run again (a task that kills its node must not loop).
 pub const MAX_LOST_ATTEMPTS: u32 = 5;
+
+/// Loads the Lua scripts on `con` so pipelined EVALSHA calls find them.
+async fn load_scripts(con: &mut ConnectionManager) -> Result<()> {
+    let mut pipe = redis::pipe();
+    for s in scripts::all() {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(s.source());
+    }
+    let _: Vec<String> = pipe.query_async(con).await?;
+    Ok(())
+}
+
+/// Asks the sentinels every [`MASTER_CHECK`] where the master is, and when it has moved, points
+/// the store at the new one (its scripts loaded first). Ends with the last clone of the store.
+async fn follow_master(
+    link: Weak<Link>,
+    mut sentinels: redis::sentinel::SentinelClient,
+    mut master: redis::ConnectionAddr,
+) {
+    loop {
+        tokio::time::sleep(MASTER_CHECK).await;
+        let Some(link) = link.upgrade() else { return };
+        let client = match sentinels.async_get_client().await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!(error = %e, "the sentinels name no master now");
+                continue;
+            }
+        };
+        let addr = client.get_connection_info().addr().clone();
+        if addr == master {
+            continue;
+        }
+        let moved = async {
+            let mut new = manager(client).await?;
+            load_scripts(&mut new).await?;
+            Ok::<_, crate::Error>(new)
+        };
+        match moved.await {
+            Ok(new) => {
+                tracing::warn!(from = %master, to = %addr, "the store's master moved; following it");
+                *link.con.write().unwrap_or_else(|e| e.into_inner()) = new;
+                link.epoch.fetch_add(1, AtomicOrdering::SeqCst);
+                master = addr;
+            }
+            Err(e) => tracing::warn!(to = %addr, error = %e, "cannot reach the store's new master yet"),
+        }
+    }
+}
 
 /// The names of an account's keys: the one owner of the key layout (see the module docs).
 #[derive(Debug, Clone)]
@@ -185,35 +237,75 @@ fn flag(on: bool) -> &'static str {
     }
 }
 
-/// A connection to the status store for one account. Cheap to clone; reconnects by itself.
+/// A connection to the status store for one account. Cheap to clone; reconnects by itself, and
+/// behind sentinels follows the master when it moves.
 #[derive(Clone)]
 pub struct StatusStore {
-    con: ConnectionManager,
+    link: Arc<Link>,
     keys: Keys,
+    /// How many replicas must hold a node's writes before it acks the message that caused them
+    /// (Redis `WAIT`); 0: none.
+    replicas: u32,
+}
+
+/// The connection to the master, replaced when the master moves.
+struct Link {
+    con: RwLock<ConnectionManager>,
+    /// How many times the master has moved: writes made under an earlier epoch may have gone to
+    /// a master that was demoted since (and be lost).
+    epoch: AtomicU64,
+}
+
+/// How long a node waits for its writes to reach the replicas before it hands the message back.
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a program looks for the master through the sentinels before it gives up.
+const MASTER_SEARCH: Duration = Duration::from_secs(30);
+
+/// How often a store behind sentinels asks them where the master is.
+const MASTER_CHECK: Duration = Duration::from_secs(1);
+
+/// A connection manager for `client` (5 s to connect, 30 s for a reply).
+async fn manager(client: redis::Client) -> Result<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(30)))
+        .set_number_of_retries(2);
+    Ok(ConnectionManager::new_with_config(client, config).await?)
 }
 
 impl StatusStore {
-    /// Connects to Redis and loads the transition scripts.
+    /// Connects to Redis (`redis://`, or the master that sentinels name for
+    /// `redis+sentinel://`) and loads the transition scripts.
     pub async fn connect(config: &Config) -> Result<Self> {
-        let client = redis::Client::open(config.redis_url.as_str())?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(30)))
-            .set_number_of_retries(2);
-        let con = ConnectionManager::new_with_config(client, manager_config).await?;
-        let store = StatusStore { con, keys: Keys::new(&config.account) };
+        let (client, follow) = if config.redis_url.starts_with(sentinel::SCHEME) {
+            // While a failover is under way the sentinels may name no master for a moment.
+            let sentinels = tokio::sync::Mutex::new(sentinel::SentinelUrl::parse(&config.redis_url)?.client()?);
+            let find = || async {
+                let found = sentinels.lock().await.async_get_client().await;
+                found.map_err(|e| crate::Error::StoreUnavailable(format!("the sentinels name no master: {e}")))
+            };
+            let client =
+                crate::retry::transient("find the store's master", Patience::For(MASTER_SEARCH), || false, find)
+                    .await?;
+            (client, Some(sentinels.into_inner()))
+        } else {
+            (redis::Client::open(config.redis_url.as_str())?, None)
+        };
+        let master = client.get_connection_info().addr().clone();
+        let replicas = config.redis_wait_replicas.unwrap_or(u32::from(follow.is_some()));
+        let link = Arc::new(Link { con: RwLock::new(manager(client).await?), epoch: AtomicU64::new(0) });
+        let store = StatusStore { link, keys: Keys::new(&config.account), replicas };
         store.load_scripts().await?;
+        if let Some(sentinels) = follow {
+            tokio::spawn(follow_master(Arc::downgrade(&store.link), sentinels, master));
+        }
         Ok(store)
     }
 
     /// Loads the Lua scripts so pipelined EVALSHA calls find them (again after a Redis restart).
     pub async fn load_scripts(&self) -> Result<()> {
-        let mut pipe = redis::pipe();
-        for s in scripts::all() {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(s.source());
-        }
-        let _: Vec<String> = pipe.query_async(&mut self.con()).await?;
-        Ok(())
+        load_scripts(&mut self.con()).await
     }
 
     /// The account's key names.
@@ -222,7 +314,36 @@ impl StatusStore {
     }
 
     pub(crate) fn con(&self) -> ConnectionManager {
-        self.con.clone()
+        self.link.con.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many times the master has moved since this store connected (see [`Self::replicated`]).
+    pub fn epoch(&self) -> u64 {
+        self.link.epoch.load(AtomicOrdering::SeqCst)
+    }
+
+    /// Whether the store waits for replicas (then a write whose outcome is unclear after a
+    /// failover is handed back rather than taken as done).
+    pub fn is_replicated(&self) -> bool {
+        self.replicas > 0
+    }
+
+    /// Whether this store's writes so far, all made in `epoch`, are on the replicas a node must
+    /// wait for (always, when it waits for none). False when the master has moved since `epoch`
+    /// or the writes did not reach the replicas within [`REPLICA_WAIT`].
+    pub async fn replicated(&self, epoch: u64) -> Result<bool> {
+        if self.replicas == 0 {
+            return Ok(true);
+        }
+        if self.epoch() != epoch {
+            return Ok(false);
+        }
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(self.replicas)
+            .arg(REPLICA_WAIT.as_millis() as u64)
+            .query_async(&mut self.con())
+            .await?;
+        Ok(acked >= self.replicas && self.epoch() == epoch)
     }
 
     /// Marks `node` alive for [`NODE_LEASE`]; a node calls this well within the lease.
