@@ -7,7 +7,9 @@
 
 use drover_core::model::node::NodeState;
 use drover_core::model::TaskState;
-use drover_tests::{eventually, BrokerStopped, ConsumerTimeout, PrivateS3, Relay, ReplicatedRedis, TestAccount};
+use drover_tests::{
+    eventually, BrokerStopped, ConsumerTimeout, PrivateS3, RabbitCluster, Relay, ReplicatedRedis, TestAccount,
+};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -586,4 +588,26 @@ async fn a_redis_failover_mid_job_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_master_killed_mid_job_loses_nothing() {
     redis_master_lost_mid_job("sentinelkill", async |ha| ha.kill_master().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quorum_queue_leader_killed_mid_job_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    // Declared first, dropped last: the account's cleanup runs while the cluster lives.
+    let cluster = RabbitCluster::start();
+    let mut acct = TestAccount::new("rabbitcluster").await;
+    acct.config.amqp_url = cluster.urls(0);
+    let ledger = busy_job_tasks(&mut acct);
+    let leader = cluster.leader_of(&drover_core::queue::Topology::new(acct.name()).pool_queue("p"));
+    // One worker connected to the leader's node, one to the next node.
+    acct.config.amqp_url = cluster.urls(leader);
+    acct.start_worker_as("p", "node-a", &[]);
+    acct.config.amqp_url = cluster.urls(leader + 1);
+    acct.start_worker_as("p", "node-b", &[]);
+    eventually(Duration::from_secs(30), "some tasks completed", || async { completed(&acct).await >= 30 }).await;
+    cluster.kill(leader);
+    all_completed_once(&acct, &ledger, "quorum queue leader killed").await;
+    assert!(acct.worker_logs().contains("connected to another broker node"), "{}", acct.worker_logs());
+    assert_eq!(acct.ok(&["dead-letter", "list"]).json(), json!([]));
+    drop(acct);
 }

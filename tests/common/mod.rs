@@ -5,9 +5,11 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod private_s3;
+mod rabbit_cluster;
 mod relay;
 mod replicated_redis;
 pub use private_s3::PrivateS3;
+pub use rabbit_cluster::RabbitCluster;
 pub use relay::Relay;
 pub use replicated_redis::ReplicatedRedis;
 

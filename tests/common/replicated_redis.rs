@@ -138,7 +138,7 @@ impl ReplicatedRedis {
 
     fn kill(&self, port: u16) {
         if let Ok(pid) = std::fs::read_to_string(self.dir.join(format!("{port}.pid"))) {
-            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).stderr(std::process::Stdio::null()).status();
         }
     }
 }
