@@ -284,7 +284,7 @@ impl Attempt {
     /// task. The redelivery is held while another attempt runs, and is acked once it is done.
     async fn settle_stale(&self) {
         if self.ctx.store.is_replicated() {
-            requeue(&self.delivery).await
+            requeue_after_pause(&self.ctx, &self.delivery).await
         } else {
             settle(&self.ctx, &self.delivery, self.epoch).await
         }
@@ -330,13 +330,26 @@ async fn settle(ctx: &NodeContext, delivery: &Delivery, epoch: u64) {
         Ok(true) => ack(delivery).await,
         Ok(false) => {
             tracing::warn!("the store's master moved, or its replicas did not confirm the writes in time; handing the message back");
-            requeue(delivery).await
+            requeue_after_pause(ctx, delivery).await
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot confirm the writes on the store's replicas; handing the message back");
-            requeue(delivery).await
+            requeue_after_pause(ctx, delivery).await
         }
     }
+}
+
+/// How long a message whose writes could not be confirmed waits before it goes back: while a
+/// failover settles, a message handed back at once would come straight back, again and again,
+/// until the broker's delivery limit dead-letters it.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(2);
+
+async fn requeue_after_pause(ctx: &NodeContext, delivery: &Delivery) {
+    tokio::select! {
+        _ = tokio::time::sleep(REQUEUE_PAUSE) => {}
+        _ = ctx.hand_back.cancelled() => {}
+    }
+    requeue(delivery).await
 }
 
 /// Dead-letters a message that cannot be run, with the reason.
