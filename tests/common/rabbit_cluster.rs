@@ -106,6 +106,17 @@ impl Drop for RabbitCluster {
         for i in 0..self.nodes.len() {
             self.kill(i);
         }
+        // A node still starting when the test failed has no pid file yet: find it by the node
+        // name in its environment (it is not on the command line).
+        let names: Vec<String> = self.nodes.iter().map(|(name, _)| format!("RABBITMQ_NODENAME={name}")).collect();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            let environ = String::from_utf8_lossy(&environ);
+            if names.iter().any(|n| environ.split('\0').any(|v| v == n)) {
+                let pid = entry.file_name().to_string_lossy().into_owned();
+                let _ = Command::new("kill").args(["-KILL", &pid]).stderr(std::process::Stdio::null()).status();
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
