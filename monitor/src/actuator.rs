@@ -4,6 +4,7 @@
 //! `taskcompletion` (the default) a leaving worker finishes what it runs (SIGTERM, drain); with
 //! `requeue` it hands its tasks back at once (SIGINT). Idle workers leave first.
 
+use drover_core::model::node::NodeState;
 use drover_core::status::StatusStore;
 use drover_core::Config;
 use std::collections::{HashMap, HashSet};
@@ -33,25 +34,105 @@ pub(crate) enum Actuator {
     Systemd(Systemd),
 }
 
-impl Actuator {
-    /// Workers of `pool` that run and are not leaving.
-    pub(crate) async fn current(&mut self, pool: &str) -> u32 {
-        match self {
-            Actuator::Process(p) => p.current(pool),
-            Actuator::Systemd(s) => s.units(pool).await.iter().filter(|u| !u.leaving).count() as u32,
+/// One of a pool's workers that is not leaving: its instance number and node id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub(crate) index: u32,
+    pub(crate) node_id: String,
+}
+
+/// What the nodes say of a pool's workers: which have no broker connection (state `unknown`)
+/// and how many tasks each runs.
+#[derive(Debug, Default)]
+pub(crate) struct Nodes {
+    cut_off: HashSet<String>,
+    running: HashMap<String, u32>,
+}
+
+impl Nodes {
+    pub(crate) async fn read(store: &StatusStore, pool: &str) -> Nodes {
+        match store.list_nodes(pool).await {
+            Ok(nodes) => Nodes {
+                cut_off: nodes.iter().filter(|n| n.state == NodeState::Unknown).map(|n| n.id.clone()).collect(),
+                running: nodes.into_iter().map(|n| (n.id, n.running_tasks_count)).collect(),
+            },
+            Err(e) => {
+                tracing::warn!(pool, error = %e, "cannot read the pool's nodes; counting every worker, choosing blindly");
+                Nodes::default()
+            }
         }
     }
 
-    /// Starts or stops workers until `target` of them run for `pool`.
+    /// The members that serve the pool (every one but those cut off from the broker).
+    pub(crate) fn live(&self, members: &[Member]) -> u32 {
+        members.iter().filter(|m| !self.cut_off.contains(&m.node_id)).count() as u32
+    }
+}
+
+/// What an actuator does to bring a pool to its target.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    Nothing,
+    /// Start this many workers.
+    Start(u32),
+    /// Stop these members.
+    Stop(Vec<u32>),
+}
+
+/// The step from `members` to `target` live workers. A worker cut off from the broker does not
+/// count: it is replaced, but while the broker stays away the pool holds at most twice its target
+/// (replacements that cannot reach it either are not replaced again), and once enough workers are
+/// live the cut-off ones leave first, then idle ones, then those running the fewest tasks.
+pub(crate) fn plan(members: &[Member], nodes: &Nodes, target: u32) -> Plan {
+    let live = nodes.live(members);
+    let total = members.len() as u32;
+    if live < target {
+        let start = (target - live).min((2 * target).saturating_sub(total));
+        return if start > 0 { Plan::Start(start) } else { Plan::Nothing };
+    }
+    if total == target {
+        return Plan::Nothing;
+    }
+    let mut order: Vec<&Member> = members.iter().collect();
+    order.sort_by_key(|m| {
+        (
+            !nodes.cut_off.contains(&m.node_id),
+            nodes.running.get(&m.node_id).copied().unwrap_or(0),
+            std::cmp::Reverse(m.index),
+        )
+    });
+    Plan::Stop(order.into_iter().take((total - target) as usize).map(|m| m.index).collect())
+}
+
+impl Actuator {
+    /// Workers of `pool` that run, are not leaving, and reach the broker.
+    pub(crate) async fn current(&mut self, store: &StatusStore, pool: &str) -> u32 {
+        let members = self.members(pool).await;
+        Nodes::read(store, pool).await.live(&members)
+    }
+
+    async fn members(&mut self, pool: &str) -> Vec<Member> {
+        match self {
+            Actuator::Process(p) => p.members(pool),
+            Actuator::Systemd(s) => s.members(pool).await,
+        }
+    }
+
+    /// Starts or stops workers until `target` of them serve `pool`.
     pub(crate) async fn scale(&mut self, store: &StatusStore, pool: &str, target: u32, leave: Leave) {
-        let current = self.current(pool).await;
-        if target == current {
+        let members = self.members(pool).await;
+        let nodes = Nodes::read(store, pool).await;
+        let plan = plan(&members, &nodes, target);
+        if plan == Plan::Nothing {
             return;
         }
-        tracing::info!(pool, current, target, ?leave, "scaling");
-        match self {
-            Actuator::Process(p) => p.scale(store, pool, current, target, leave).await,
-            Actuator::Systemd(s) => s.scale(store, pool, current, target, leave).await,
+        tracing::info!(pool, workers = members.len(), live = nodes.live(&members), target, ?leave, "scaling");
+        match (self, plan) {
+            (_, Plan::Nothing) => {}
+            (Actuator::Process(p), Plan::Start(n)) => p.start(pool, n),
+            (Actuator::Process(p), Plan::Stop(indexes)) => p.stop(pool, &indexes, leave),
+            (Actuator::Systemd(s), Plan::Start(n)) => s.start(pool, n).await,
+            (Actuator::Systemd(_), Plan::Stop(indexes)) => Systemd::stop(pool, &indexes, leave).await,
         }
     }
 
@@ -59,18 +140,6 @@ impl Actuator {
     pub(crate) async fn shutdown(&mut self) {
         if let Actuator::Process(p) = self {
             p.shutdown().await;
-        }
-    }
-}
-
-/// The node ids of `pool`'s workers in the order they should leave: idle ones first, then those
-/// running the fewest tasks.
-async fn leaving_order(store: &StatusStore, pool: &str) -> HashMap<String, u32> {
-    match store.list_nodes(pool).await {
-        Ok(nodes) => nodes.into_iter().map(|n| (n.id, n.running_tasks_count)).collect(),
-        Err(e) => {
-            tracing::warn!(pool, error = %e, "cannot read the pool's nodes; choosing workers blindly");
-            HashMap::new()
         }
     }
 }
@@ -108,26 +177,24 @@ impl Processes {
         }
     }
 
-    fn current(&mut self, pool: &str) -> u32 {
+    fn members(&mut self, pool: &str) -> Vec<Member> {
         self.reap(pool);
-        self.workers.get(pool).map_or(0, |w| w.iter().filter(|w| !w.leaving).count() as u32)
+        let workers = self.workers.get(pool).into_iter().flatten();
+        workers.filter(|w| !w.leaving).map(|w| Member { index: w.index, node_id: w.node_id.clone() }).collect()
     }
 
-    async fn scale(&mut self, store: &StatusStore, pool: &str, current: u32, target: u32, leave: Leave) {
-        if target > current {
-            for _ in current..target {
-                if let Err(e) = self.spawn(pool) {
-                    tracing::error!(pool, error = %e, "cannot start a worker");
-                    return;
-                }
+    fn start(&mut self, pool: &str, n: u32) {
+        for _ in 0..n {
+            if let Err(e) = self.spawn(pool) {
+                tracing::error!(pool, error = %e, "cannot start a worker");
+                return;
             }
-            return;
         }
-        let running = leaving_order(store, pool).await;
+    }
+
+    fn stop(&mut self, pool: &str, indexes: &[u32], leave: Leave) {
         let Some(workers) = self.workers.get_mut(pool) else { return };
-        let mut candidates: Vec<&mut Worker> = workers.iter_mut().filter(|w| !w.leaving).collect();
-        candidates.sort_by_key(|w| (running.get(&w.node_id).copied().unwrap_or(0), std::cmp::Reverse(w.index)));
-        for w in candidates.into_iter().take((current - target) as usize) {
+        for w in workers.iter_mut().filter(|w| indexes.contains(&w.index)) {
             let signal = match leave {
                 Leave::Drain => nix::sys::signal::Signal::SIGTERM,
                 Leave::Requeue => nix::sys::signal::Signal::SIGINT,
@@ -217,22 +284,22 @@ impl Systemd {
         }
     }
 
-    async fn scale(&mut self, store: &StatusStore, pool: &str, current: u32, target: u32, leave: Leave) {
+    async fn members(&self, pool: &str) -> Vec<Member> {
         let units = self.units(pool).await;
-        if target > current {
-            let used: HashSet<u32> = units.iter().map(|u| u.index).collect();
-            let free = (1..).filter(|i| !used.contains(i)).take((target - current) as usize);
-            for index in free {
-                systemctl(&["start", "--no-block", &Self::unit(pool, index)]).await;
-            }
-            return;
+        let node = |index| format!("{}-{pool}-{index}", self.host);
+        units.into_iter().filter(|u| !u.leaving).map(|u| Member { index: u.index, node_id: node(u.index) }).collect()
+    }
+
+    async fn start(&self, pool: &str, n: u32) {
+        let used: HashSet<u32> = self.units(pool).await.iter().map(|u| u.index).collect();
+        for index in (1..).filter(|i| !used.contains(i)).take(n as usize) {
+            systemctl(&["start", "--no-block", &Self::unit(pool, index)]).await;
         }
-        let running = leaving_order(store, pool).await;
-        let mut candidates: Vec<&Unit> = units.iter().filter(|u| !u.leaving).collect();
-        let node = |u: &Unit| format!("{}-{pool}-{}", self.host, u.index);
-        candidates.sort_by_key(|u| (running.get(&node(u)).copied().unwrap_or(0), std::cmp::Reverse(u.index)));
-        for u in candidates.into_iter().take((current - target) as usize) {
-            let unit = Self::unit(pool, u.index);
+    }
+
+    async fn stop(pool: &str, indexes: &[u32], leave: Leave) {
+        for &index in indexes {
+            let unit = Self::unit(pool, index);
             match leave {
                 Leave::Drain => systemctl(&["stop", "--no-block", &unit]).await,
                 Leave::Requeue => systemctl(&["kill", "--kill-whom=main", "--signal=SIGINT", &unit]).await,
@@ -282,5 +349,29 @@ mod tests {
         assert_eq!(parse_units("render", text), [Unit { index: 1, leaving: false }, Unit { index: 2, leaving: true }]);
         assert_eq!(Leave::from_option(Some("requeue")), Leave::Requeue);
         assert_eq!(Leave::from_option(None), Leave::Drain);
+    }
+
+    fn members(n: u32) -> Vec<Member> {
+        (1..=n).map(|index| Member { index, node_id: format!("h-p-{index}") }).collect()
+    }
+
+    fn nodes(cut_off: &[u32], running: &[(u32, u32)]) -> Nodes {
+        Nodes {
+            cut_off: cut_off.iter().map(|i| format!("h-p-{i}")).collect(),
+            running: running.iter().map(|(i, n)| (format!("h-p-{i}"), *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_worker_cut_off_from_the_broker_is_not_counted_and_leaves_first() {
+        assert_eq!(plan(&members(2), &nodes(&[], &[]), 2), Plan::Nothing);
+        assert_eq!(plan(&members(2), &nodes(&[1], &[]), 2), Plan::Start(1));
+        // The replacement is live: the cut-off worker goes, not a busy one.
+        assert_eq!(plan(&members(3), &nodes(&[1], &[(2, 3), (3, 0)]), 2), Plan::Stop(vec![1]));
+        // The broker is gone for all: at most twice the target, then no more.
+        assert_eq!(plan(&members(3), &nodes(&[1, 2, 3], &[]), 2), Plan::Start(1));
+        assert_eq!(plan(&members(4), &nodes(&[1, 2, 3, 4], &[]), 2), Plan::Nothing);
+        // Shrinking: idle ones first, then the newest.
+        assert_eq!(plan(&members(4), &nodes(&[], &[(1, 0), (2, 2), (3, 1), (4, 0)]), 2), Plan::Stop(vec![4, 1]));
     }
 }

@@ -69,7 +69,7 @@ async fn step(
         return Ok(());
     }
     state.last_evaluation = Some(Instant::now());
-    let current = actuator.current(id).await;
+    let current = actuator.current(store, id).await;
     let samples: Vec<Sample> = state.samples.iter().copied().collect();
     let inputs =
         autoscale::inputs(&samples, SAMPLE_EVERY.as_secs_f64(), current, pool.spec.task_slots_per_node, state.target);
