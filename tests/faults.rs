@@ -8,7 +8,7 @@
 use drover_core::model::node::NodeState;
 use drover_core::model::TaskState;
 use drover_tests::{
-    eventually, BrokerStopped, ConsumerTimeout, PrivateS3, RabbitCluster, Relay, ReplicatedRedis, TestAccount,
+    eventually, BrokerStopped, ConsumerTimeout, Host, PrivateS3, RabbitCluster, Relay, ReplicatedRedis, TestAccount,
 };
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -118,37 +118,42 @@ async fn a_task_longer_than_the_consumer_timeout_completes_once() {
     assert_eq!(executions(&ledger)["long"].len(), 1);
 }
 
-/// Adds 300 short tasks (each logging its execution to the returned ledger) to job `j` on a
-/// pool `p` served by two workers.
-async fn busy_job(acct: &mut TestAccount) -> std::path::PathBuf {
-    let ledger = busy_job_tasks(acct);
+/// A job `j` of `n` short tasks on pool `p`; each task logs its execution to `ledger`.
+struct BusyJob {
+    ledger: std::path::PathBuf,
+    n: usize,
+}
+
+/// Adds [`BusyJob`] `j` of `n` tasks on a pool `p` served by two workers.
+async fn busy_job(acct: &mut TestAccount, n: usize) -> BusyJob {
+    let job = busy_job_tasks(acct, n);
     acct.start_worker("p", &[]);
     acct.start_worker("p", &[]);
-    ledger
+    job
 }
 
 /// [`busy_job`]'s pool, job and tasks, with no worker.
-fn busy_job_tasks(acct: &mut TestAccount) -> std::path::PathBuf {
+fn busy_job_tasks(acct: &mut TestAccount, n: usize) -> BusyJob {
     acct.pool("p", 4);
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
     let ledger = acct.work_dir.join("ledger.txt");
-    let tasks = (0..300).map(|i| {
-        json!({"id": format!("t{i:03}"), "commandLine": format!("/bin/sh -c 'echo $DROVER_TASK_ID $DROVER_NODE_ID >> {}; sleep 0.05'", ledger.display())})
+    let tasks = (0..n).map(|i| {
+        json!({"id": format!("t{i:04}"), "commandLine": format!("/bin/sh -c 'echo $DROVER_TASK_ID $DROVER_NODE_ID >> {}; sleep 0.02'", ledger.display())})
     });
     let file = acct.file("tasks.jsonl", &jsonl(tasks));
     acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
-    ledger
+    BusyJob { ledger, n }
 }
 
-/// The job of [`busy_job`] ends with every task completed and succeeded once in Redis, every
-/// task executed; prints how many executions were repeated.
-async fn all_completed_once(acct: &TestAccount, ledger: &std::path::Path, label: &str) {
-    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "120"]);
+/// The [`BusyJob`] ends with every task completed and succeeded once in Redis, every task
+/// executed; prints how many executions were repeated and the longest the job went without a
+/// task completing.
+async fn all_completed_once(acct: &TestAccount, job: &BusyJob, label: &str) {
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "300"]);
     assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
-    let runs = executions(ledger);
-    assert_eq!(runs.len(), 300);
+    let runs = executions(&job.ledger);
+    assert_eq!(runs.len(), job.n);
     let repeated: usize = runs.values().map(|r| r.len() - 1).sum();
-    // The longest time the job went without a task completing.
     let tasks = acct.ok(&["task", "list", "--job-id", "j", "-o", "json"]).json();
     let mut ends: Vec<i64> = tasks
         .as_array()
@@ -161,17 +166,69 @@ async fn all_completed_once(acct: &TestAccount, ledger: &std::path::Path, label:
     ends.sort_unstable();
     let stall = ends.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     eprintln!(
-        "{label}: 300 tasks completed once each in Redis, {repeated} executions repeated, longest stall {stall} ms"
+        "{label}: {} tasks completed once each in Redis, {repeated} executions repeated, longest stall {stall} ms",
+        job.n
     );
+    let n = job.n as u64;
     let counts = acct.store().await.task_counts("j").await.unwrap().task_counts;
-    assert_eq!((counts.completed, counts.succeeded, counts.active, counts.running), (300, 300, 0, 0));
+    assert_eq!((counts.completed, counts.succeeded, counts.active, counts.running), (n, n, 0, 0));
+}
+
+/// Workers started after this log each outcome they ack (for [`outcomes_are_the_acked_ones`]).
+fn log_acked_outcomes(acct: &mut TestAccount) {
+    acct.worker_log = "info,drover_core::node::attempt=debug".into();
+}
+
+/// Every task's recorded outcome is the one acked: the outcome a worker acked, or found recorded
+/// when the message came back (its ack had waited in vain for the replicas), and no later
+/// than any acked outcome: none was lost (to a failover) or recorded over by an older attempt.
+async fn outcomes_are_the_acked_ones(acct: &TestAccount, job: &BusyJob) {
+    let logs = acct.worker_logs();
+    let field = |line: &str, name: &str| {
+        line.split_whitespace().find_map(|w| w.strip_prefix(name).map(|v| v.trim_matches('"').to_string()))
+    };
+    // task -> (attempt, node) of each acked outcome; tasks whose recorded outcome was acked on a
+    // redelivery
+    let mut acked: std::collections::HashMap<String, Vec<(u32, String)>> = Default::default();
+    let mut found: std::collections::HashSet<String> = Default::default();
+    for line in logs.lines() {
+        if line.contains("the recorded outcome acked") {
+            found.insert(field(line, "task=").unwrap_or_else(|| panic!("unreadable log line: {line}")));
+        } else if line.contains("outcome acked") {
+            let (Some(task), Some(attempt), Some(node)) =
+                (field(line, "task="), field(line, "attempt="), field(line, "node="))
+            else {
+                panic!("unreadable log line: {line}")
+            };
+            acked.entry(task).or_default().push((attempt.parse().unwrap(), node));
+        }
+    }
+    let store = acct.store().await;
+    let (mut again, mut on_redelivery) = (0, 0);
+    for i in 0..job.n {
+        let task = format!("t{i:04}");
+        let record = store.task_record("j", &task).await.unwrap();
+        let recorded = (record.attempt, record.node.clone().unwrap_or_default());
+        let outcomes = acked.get(&task).cloned().unwrap_or_default();
+        if let Some(last) = outcomes.iter().max() {
+            assert!(recorded.0 >= last.0, "{task}: recorded {recorded:?}, yet acked {outcomes:?}");
+        }
+        if !outcomes.contains(&recorded) {
+            assert!(found.contains(&task), "{task}: recorded {recorded:?}, never acked (acked {outcomes:?})");
+            on_redelivery += 1;
+        }
+        again += usize::from(outcomes.len() > 1);
+    }
+    eprintln!(
+        "every recorded outcome is the one acked: {on_redelivery} acked when their message came back, {again} with an earlier acked outcome run again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_broker_restarted_mid_job_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let mut acct = TestAccount::new("brokerrestart").await;
-    let ledger = busy_job(&mut acct).await;
+    let job = busy_job(&mut acct, 300).await;
     eventually(Duration::from_secs(30), "some tasks completed", || async {
         acct.store().await.task_counts("j").await.unwrap().task_counts.completed >= 30
     })
@@ -180,7 +237,7 @@ async fn the_broker_restarted_mid_job_loses_nothing() {
         let _stopped = BrokerStopped::stop();
         tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself
     }
-    all_completed_once(&acct, &ledger, "broker restart").await;
+    all_completed_once(&acct, &job, "broker restart").await;
 }
 
 /// A Redis of the test's own, with the production persistence setting (AOF, fsync every second),
@@ -247,13 +304,13 @@ async fn redis_restarted_mid_job_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let mut acct = TestAccount::new("redisrestart").await;
     let redis = PrivateRedis::start(&mut acct).await;
-    let ledger = busy_job(&mut acct).await;
+    let job = busy_job(&mut acct, 300).await;
     eventually(Duration::from_secs(30), "some tasks completed", || async {
-        std::fs::read_to_string(&ledger).unwrap_or_default().lines().count() >= 30
+        std::fs::read_to_string(&job.ledger).unwrap_or_default().lines().count() >= 30
     })
     .await;
     redis.restart(Duration::from_secs(3)).await;
-    all_completed_once(&acct, &ledger, "redis restart").await;
+    all_completed_once(&acct, &job, "redis restart").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -531,7 +588,7 @@ async fn a_worker_fails_over_to_the_next_broker_node_and_says_when_none_answers(
         direct.split_once('@').map_or("127.0.0.1:5672", |(_, r)| r.split('/').next().unwrap_or(r)).to_string();
     let first = Relay::start(&upstream, 0).await;
     let second = Relay::start(&upstream, 0).await;
-    let ledger = busy_job_tasks(&mut acct);
+    let job = busy_job_tasks(&mut acct, 300);
     // Only the worker goes through the relays; the test's own commands and the account's
     // cleanup (even when the test fails, after the relays are gone) reach the broker directly.
     acct.config.amqp_url = vec![first.amqp_url(&direct), second.amqp_url(&direct)];
@@ -541,7 +598,7 @@ async fn a_worker_fails_over_to_the_next_broker_node_and_says_when_none_answers(
 
     // The node the worker uses dies mid-job: it goes on through the other.
     first.cut();
-    all_completed_once(&acct, &ledger, "broker node lost").await;
+    all_completed_once(&acct, &job, "broker node lost").await;
     assert!(acct.worker_logs().contains("connected to another broker node"), "{}", acct.worker_logs());
     eventually(Duration::from_secs(10), "node-a idle", || async { node_state(&acct).await == Some(NodeState::Idle) })
         .await;
@@ -563,14 +620,16 @@ async fn a_worker_fails_over_to_the_next_broker_node_and_says_when_none_answers(
     drop(second);
 }
 
-/// Job `j` of [`busy_job`] on a Redis behind sentinels, whose master `fault` fails or removes
-/// once 30 tasks have completed; the job completes with every task once, nothing dead-lettered.
+/// A 5,000-task [`BusyJob`] on a Redis behind sentinels, whose master `fault` fails or removes
+/// once 30 tasks have completed; the job completes with every task once, each recorded outcome
+/// the one acked, nothing dead-lettered.
 async fn redis_master_lost_mid_job(test: &str, fault: impl AsyncFnOnce(&ReplicatedRedis) -> u16) {
     let _serial = SERIAL.lock().await;
     let mut acct = TestAccount::new(test).await;
     let ha = ReplicatedRedis::start(&acct.work_dir).await;
     acct.config.redis_url = ha.url();
-    let ledger = busy_job(&mut acct).await;
+    log_acked_outcomes(&mut acct);
+    let job = busy_job(&mut acct, 5000).await;
     eventually(Duration::from_secs(30), "some tasks completed", || async {
         acct.store().await.task_counts("j").await.is_ok_and(|c| c.task_counts.completed >= 30)
     })
@@ -579,7 +638,8 @@ async fn redis_master_lost_mid_job(test: &str, fault: impl AsyncFnOnce(&Replicat
     let started = Instant::now();
     let to = fault(&ha).await;
     eprintln!("{test}: master {from} -> {to} in {:?}", started.elapsed());
-    all_completed_once(&acct, &ledger, test).await;
+    all_completed_once(&acct, &job, test).await;
+    outcomes_are_the_acked_ones(&acct, &job).await;
     assert_eq!(acct.ok(&["dead-letter", "list"]).json(), json!([]));
 }
 
@@ -600,7 +660,8 @@ async fn the_quorum_queue_leader_killed_mid_job_loses_nothing() {
     let cluster = RabbitCluster::start();
     let mut acct = TestAccount::new("rabbitcluster").await;
     acct.config.amqp_url = cluster.urls(0);
-    let ledger = busy_job_tasks(&mut acct);
+    let job = busy_job_tasks(&mut acct, 2000);
+    log_acked_outcomes(&mut acct);
     let leader = cluster.leader_of(&drover_core::queue::Topology::new(acct.name()).pool_queue("p"));
     // One worker connected to the leader's node, one to the next node.
     acct.config.amqp_url = cluster.urls(leader);
@@ -609,8 +670,74 @@ async fn the_quorum_queue_leader_killed_mid_job_loses_nothing() {
     acct.start_worker_as("p", "node-b", &[]);
     eventually(Duration::from_secs(30), "some tasks completed", || async { completed(&acct).await >= 30 }).await;
     cluster.kill(leader);
-    all_completed_once(&acct, &ledger, "quorum queue leader killed").await;
+    all_completed_once(&acct, &job, "quorum queue leader killed").await;
+    outcomes_are_the_acked_ones(&acct, &job).await;
     assert!(acct.worker_logs().contains("connected to another broker node"), "{}", acct.worker_logs());
+    assert_eq!(acct.ok(&["dead-letter", "list"]).json(), json!([]));
+    drop(acct);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_cut_off_mid_task_has_its_tasks_finished_elsewhere_and_its_late_results_refused() {
+    let _serial = SERIAL.lock().await;
+    let mut acct = TestAccount::new("netsplit").await;
+    let (amqp, redis) = (acct.config.amqp_url[0].clone(), acct.config.redis_url.clone());
+    let s3 = acct.config.s3_endpoint.clone().unwrap();
+    let services = [amqp.as_str(), redis.as_str(), s3.as_str()];
+    // Two hosts, each reaching the services only through its own link.
+    let (a, b) = (Host::start(0, &services).await, Host::start(1, &services).await);
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let ledger = acct.work_dir.join("ledger.txt");
+    for t in ["t1", "t2"] {
+        let cmd = format!("/bin/sh -c 'echo $DROVER_TASK_ID $DROVER_NODE_ID >> {}; sleep 3'", ledger.display());
+        acct.ok(&["task", "create", "--job-id", "j", "--task-id", t, "--command-line", &cmd]);
+    }
+    let direct = acct.config.clone();
+    let start_on = |acct: &mut TestAccount, host: &Host, node: &str| {
+        acct.config.amqp_url = vec![host.url(&amqp)];
+        acct.config.redis_url = host.url(&redis);
+        acct.config.s3_endpoint = Some(host.url(&s3));
+        acct.start_worker_in(&host.exec(), "p", node, &[]);
+        acct.config = direct.clone();
+    };
+    start_on(&mut acct, &a, "node-a");
+    eventually(Duration::from_secs(30), "both tasks running on node-a", || async {
+        let mut on_a = 0;
+        for t in ["t1", "t2"] {
+            on_a += usize::from(state_of(&acct, "j", t).await == Some((TaskState::Running, Some("node-a".into()))));
+        }
+        on_a == 2
+    })
+    .await;
+    start_on(&mut acct, &b, "node-b");
+
+    a.cut();
+    let cut = Instant::now();
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "120"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    eprintln!("host cut off: node-b completed its tasks {:.1?} after node-a lost the network", cut.elapsed());
+    let store = acct.store().await;
+    let mut before = vec![];
+    for t in ["t1", "t2"] {
+        let record = store.task_record("j", t).await.unwrap();
+        assert_eq!((record.node.as_deref(), record.attempt, record.state), (Some("node-b"), 2, TaskState::Completed));
+        before.push(record);
+    }
+
+    // Back on the network, node-a's late outcomes are refused.
+    a.reconnect();
+    eventually(Duration::from_secs(90), "node-a reports both stale outcomes", || async {
+        acct.worker_logs().matches("a newer attempt owns the task").count() >= 2
+    })
+    .await;
+    for (t, before) in ["t1", "t2"].into_iter().zip(before) {
+        assert_eq!(store.task_record("j", t).await.unwrap(), before, "{t}: the late outcome changed nothing");
+    }
+    let runs = executions(&ledger);
+    assert_eq!((runs["t1"].len(), runs["t2"].len()), (2, 2), "each ran on both hosts: {runs:?}");
+    let counts = acct.store().await.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.completed, counts.succeeded), (2, 2));
     assert_eq!(acct.ok(&["dead-letter", "list"]).json(), json!([]));
     drop(acct);
 }

@@ -375,9 +375,13 @@ impl Publisher {
 
 /// Acknowledges a delivery whose outcome is recorded. A lost ack is only a redelivery, which the
 /// status store recognises.
-pub async fn ack(delivery: &lapin::message::Delivery) {
-    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-        tracing::debug!(error = %e, "ack failed (the message will come back and be recognised)");
+pub async fn ack(delivery: &lapin::message::Delivery) -> bool {
+    match delivery.acker.ack(BasicAckOptions::default()).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::debug!(error = %e, "ack failed (the message will come back and be recognised)");
+            false
+        }
     }
 }
 

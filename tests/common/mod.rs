@@ -4,10 +4,12 @@
 
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod netns;
 mod private_s3;
 mod rabbit_cluster;
 mod relay;
 mod replicated_redis;
+pub use netns::Host;
 pub use private_s3::PrivateS3;
 pub use rabbit_cluster::RabbitCluster;
 pub use relay::Relay;
@@ -70,6 +72,8 @@ pub struct TestAccount {
     /// The pids of monitors among `workers`: stopped gently, so their workers leave first.
     monitors: Vec<u32>,
     pools: Vec<String>,
+    /// `RUST_LOG` of the workers it starts (`DROVER_TEST_WORKER_LOG`, default `info`).
+    pub worker_log: String,
 }
 
 /// What a CLI run printed and how it exited.
@@ -117,7 +121,8 @@ impl TestAccount {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let work_dir = root.join("target/test-work").join(&name);
         std::fs::create_dir_all(&work_dir).unwrap();
-        let account = TestAccount { config, work_dir, workers: vec![], monitors: vec![], pools: vec![] };
+        let worker_log = env_or("DROVER_TEST_WORKER_LOG", "info");
+        let account = TestAccount { config, work_dir, workers: vec![], monitors: vec![], pools: vec![], worker_log };
         account.s3().await.create_bucket().bucket(BUCKET).send().await.ok();
         account
     }
@@ -241,15 +246,28 @@ impl TestAccount {
 
     /// Starts a worker with the node id `node_id` (a restart under the same id).
     pub fn start_worker_as(&mut self, pool: &str, node_id: &str, extra: &[&str]) -> u32 {
+        self.start_worker_in(&[], pool, node_id, extra)
+    }
+
+    /// Starts a worker through the command `prefix` (e.g. `ip netns exec NS`), which must exec it.
+    pub fn start_worker_in(&mut self, prefix: &[&str], pool: &str, node_id: &str, extra: &[&str]) -> u32 {
         let n = self.workers.len();
         let log = std::fs::File::create(self.work_dir.join(format!("worker-{n}.log"))).unwrap();
-        let mut cmd = Command::new(bin_dir().join("drover-worker"));
+        let worker = bin_dir().join("drover-worker");
+        let mut cmd = match prefix {
+            [] => Command::new(&worker),
+            [program, args @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&worker);
+                cmd
+            }
+        };
         self.env(&mut cmd);
         cmd.args(["--pool-id", pool, "--node-id", node_id])
             .arg("--work-dir")
             .arg(self.work_dir.join("nodes"))
             .args(extra)
-            .env("RUST_LOG", env_or("DROVER_TEST_WORKER_LOG", "info"))
+            .env("RUST_LOG", &self.worker_log)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -438,6 +456,7 @@ impl Drop for TestAccount {
             workers: vec![],
             monitors: vec![],
             pools: std::mem::take(&mut self.pools),
+            worker_log: String::new(),
         };
         let cleanup = std::thread::spawn(move || {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -80,8 +80,14 @@ async fn lease(ctx: &NodeContext, delivery: &Delivery, msg: &TaskMessage, epoch:
             }
             // A redelivered message of a completed task: its completion may not have published
             // what it released (the node died between the two).
-            Ok(Start::Done(outbox)) => publish_and_ack(ctx, delivery, &outbox, epoch).await,
-            Ok(Start::Gone | Start::Inactive(_) | Start::Waiting | Start::Parked) => settle(ctx, delivery, epoch).await,
+            Ok(Start::Done(outbox)) => {
+                if publish_and_ack(ctx, delivery, &outbox, epoch).await {
+                    tracing::debug!(job = %msg.job_id, task = %msg.task_id, "redelivered; the recorded outcome acked");
+                }
+            }
+            Ok(Start::Gone | Start::Inactive(_) | Start::Waiting | Start::Parked) => {
+                settle(ctx, delivery, epoch).await;
+            }
             Ok(Start::OtherPool(other)) => {
                 reject(ctx, delivery, &format!("job {:?} runs on pool {other:?}, not {pool:?}", msg.job_id)).await
             }
@@ -230,9 +236,11 @@ impl Attempt {
                 match ctx.persist("release_task", || ctx.store.release_task(self.at())).await.inspect(|_| drop(slots)) {
                     Ok(Some(outbox)) => {
                         tracing::info!(job = %msg.job_id, task = %msg.task_id, "task handed back");
-                        publish_and_ack(ctx, &self.delivery, &outbox, self.epoch).await
+                        publish_and_ack(ctx, &self.delivery, &outbox, self.epoch).await;
                     }
-                    Ok(None) => settle(ctx, &self.delivery, self.epoch).await,
+                    Ok(None) => {
+                        settle(ctx, &self.delivery, self.epoch).await;
+                    }
                     Err(_) => requeue(&self.delivery).await,
                 }
             }
@@ -251,7 +259,9 @@ impl Attempt {
                     Ok(Completion::Completed(outbox)) => {
                         tracing::debug!(job = %msg.job_id, task = %msg.task_id, exit_code = ?outcome.exit_code, result = ?outcome.result, "task completed");
                         ctx.count_run(msg, success);
-                        publish_and_ack(ctx, &self.delivery, &outbox, self.epoch).await
+                        if publish_and_ack(ctx, &self.delivery, &outbox, self.epoch).await {
+                            tracing::debug!(job = %msg.job_id, task = %msg.task_id, attempt = self.started.attempt, node = %ctx.options.node_id, "outcome acked");
+                        }
                     }
                     Ok(Completion::Retry(n, outbox)) => {
                         let delay = retry_delay(n);
@@ -263,7 +273,7 @@ impl Attempt {
                             _ = tokio::time::sleep(delay) => {}
                             _ = ctx.hand_back.cancelled() => {}
                         }
-                        publish_and_ack(ctx, &self.delivery, &outbox, self.epoch).await
+                        publish_and_ack(ctx, &self.delivery, &outbox, self.epoch).await;
                     }
                     Ok(Completion::Stale) => {
                         tracing::warn!(job = %msg.job_id, task = %msg.task_id, "a newer attempt owns the task; this outcome was dropped");
@@ -286,7 +296,7 @@ impl Attempt {
         if self.ctx.store.is_replicated() {
             requeue_after_pause(&self.ctx, &self.delivery).await
         } else {
-            settle(&self.ctx, &self.delivery, self.epoch).await
+            settle(&self.ctx, &self.delivery, self.epoch).await;
         }
     }
 
@@ -310,33 +320,34 @@ fn retry_delay(n: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << n.saturating_sub(1).min(6))).min(Duration::from_secs(30))
 }
 
-/// Publishes an outbox, then acks; on failure the message goes back, and its redelivery finds
-/// the outbox and publishes it again.
-async fn publish_and_ack(ctx: &NodeContext, delivery: &Delivery, outbox: &Outbox, epoch: u64) {
+/// Publishes an outbox, then acks (true if it did); on failure the message goes back, and its
+/// redelivery finds the outbox and publishes it again.
+async fn publish_and_ack(ctx: &NodeContext, delivery: &Delivery, outbox: &Outbox, epoch: u64) -> bool {
     match ctx.publisher.publish_outbox(&ctx.store, &ctx.options.pool_id, outbox).await {
         Ok(()) => settle(ctx, delivery, epoch).await,
         Err(e) => {
             tracing::warn!(error = %e, "could not publish what the task made runnable; handing the message back");
-            requeue(delivery).await
+            requeue(delivery).await;
+            false
         }
     }
 }
 
 /// Acks a delivery once what it caused is on the store's replicas (when the node must wait for
 /// them); if that cannot be known in time (a failover), the message goes back and is handled
-/// again, on the new master, where its outcome is recorded once.
-async fn settle(ctx: &NodeContext, delivery: &Delivery, epoch: u64) {
+/// again, on the new master, where its outcome is recorded once. True if it acked.
+async fn settle(ctx: &NodeContext, delivery: &Delivery, epoch: u64) -> bool {
     match ctx.store.replicated(epoch).await {
-        Ok(true) => ack(delivery).await,
+        Ok(true) => return ack(delivery).await,
         Ok(false) => {
             tracing::warn!("the store's master moved, or its replicas did not confirm the writes in time; handing the message back");
-            requeue_after_pause(ctx, delivery).await
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot confirm the writes on the store's replicas; handing the message back");
-            requeue_after_pause(ctx, delivery).await
         }
     }
+    requeue_after_pause(ctx, delivery).await;
+    false
 }
 
 /// How long a message whose writes could not be confirmed waits before it goes back: while a
@@ -356,7 +367,9 @@ async fn requeue_after_pause(ctx: &NodeContext, delivery: &Delivery) {
 async fn reject(ctx: &NodeContext, delivery: &Delivery, reason: &str) {
     tracing::warn!(reason, "dead-lettering a message that is not a runnable task");
     match ctx.publisher.dead_letter(&ctx.options.pool_id, &delivery.data, reason).await {
-        Ok(()) => ack(delivery).await,
+        Ok(()) => {
+            ack(delivery).await;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "could not dead-letter; handing the message back");
             requeue(delivery).await
