@@ -1,5 +1,6 @@
-//! A TCP relay to the test broker, standing for one node of a broker cluster: `cut` closes its
-//! listener and every connection through it at once, as a node that dies would.
+//! A TCP relay to a test service, standing for one node of a broker cluster (`cut` closes its
+//! listener and every connection through it at once, as a node that dies would), or for the
+//! way from a network namespace to a service.
 
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
@@ -8,6 +9,7 @@ use tokio::task::JoinHandle;
 /// One relay; cut when dropped.
 pub struct Relay {
     pub port: u16,
+    bind: String,
     upstream: String,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -15,7 +17,12 @@ pub struct Relay {
 impl Relay {
     /// Listens on `port` (0: a free one) and relays every connection to `upstream` (`host:port`).
     pub async fn start(upstream: &str, port: u16) -> Relay {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        Relay::start_on("127.0.0.1", upstream, port).await
+    }
+
+    /// A relay listening on the address `bind`.
+    pub async fn start_on(bind: &str, upstream: &str, port: u16) -> Relay {
+        let listener = TcpListener::bind((bind, port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let (to, conns) = (upstream.to_string(), tasks.clone());
@@ -31,7 +38,7 @@ impl Relay {
             }
         });
         tasks.lock().unwrap().push(accept);
-        Relay { port, upstream: upstream.to_string(), tasks }
+        Relay { port, bind: bind.to_string(), upstream: upstream.to_string(), tasks }
     }
 
     /// An AMQP URL through this relay, with the user, password and vhost of `url`.
@@ -50,7 +57,7 @@ impl Relay {
 
     /// A new relay on the same port and upstream (the node is back).
     pub async fn restart(&self) -> Relay {
-        Relay::start(&self.upstream, self.port).await
+        Relay::start_on(&self.bind, &self.upstream, self.port).await
     }
 }
 
