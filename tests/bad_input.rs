@@ -36,6 +36,9 @@ async fn bad_task_files_add_nothing() {
         ("dup-in-job", format!("{good}\n{{\"id\":\"existing\",\"commandLine\":\"y\"}}\n"), vec!["\"existing\"", "already exists"]),
         ("escape", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"resourceFiles\":[{{\"httpUrl\":\"s3://b-b/k\",\"filePath\":\"../x\"}}]}}\n"), vec!["task \"x\"", "resourceFiles[0].filePath", "escapes"]),
         ("absolute", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"resourceFiles\":[{{\"httpUrl\":\"s3://b-b/k\",\"filePath\":\"/etc/passwd\"}}]}}\n"), vec!["resourceFiles[0].filePath", "relative"]),
+        ("setuid", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"resourceFiles\":[{{\"httpUrl\":\"s3://b-b/k\",\"filePath\":\"k\",\"fileMode\":\"4755\"}}]}}\n"), vec!["task \"x\"", "resourceFiles[0]", "fileMode \"4755\"", "setuid"]),
+        ("dotdot-path", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"outputFiles\":[{{\"filePattern\":\"o\",\"destination\":{{\"container\":{{\"containerUrl\":\"s3://b-b/out\",\"path\":\"a/../../other/o\"}}}},\"uploadOptions\":{{\"uploadCondition\":\"taskSuccess\"}}}}]}}\n"), vec!["outputFiles[0]", "destination.container.path", "\"..\" path segment"]),
+        ("empty-segment", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"outputFiles\":[{{\"filePattern\":\"o\",\"destination\":{{\"container\":{{\"containerUrl\":\"s3://b-b/out//x\"}}}},\"uploadOptions\":{{\"uploadCondition\":\"taskSuccess\"}}}}]}}\n"), vec!["outputFiles[0]", "containerUrl", "empty path segment"]),
         ("bad-duration", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"constraints\":{{\"maxWallClockTime\":\"10 minutes\"}}}}\n"), vec!["ISO 8601"]),
     ];
     for (name, content, words) in cases {

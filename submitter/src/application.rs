@@ -51,7 +51,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: ApplicationCommand
             let staging = Staging::new(config).await?;
             staging.s3.ensure_bucket(&config.bucket).await?;
             let at = staging.application_package(&application_id, &version, &name);
-            staging.upload(&package_file, &at.bucket, &at.key).await?;
+            staging.upload_path(&package_file, &at.bucket, &at.key).await?;
             let package = PackageVersion { version, file: name, size, last_activation_time: rfc3339(now_ms()) };
             store.add_package(&application_id, &package).await?;
             output::one(format, &package)

@@ -91,7 +91,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: StorageCommand) ->
                 .map(|(path, key)| {
                     let (staging, bucket, bar) = (&staging, &dest.bucket, &bar);
                     async move {
-                        let n = staging.s3.upload(path, bucket, key).await?;
+                        let n = staging.upload_path(path, bucket, key).await?;
                         if let Some(bar) = bar {
                             bar.inc(1);
                         }

@@ -17,6 +17,7 @@ impl S3Url {
         if !valid_bucket {
             return Err(format!("{url:?}: {bucket:?} is not a valid bucket name"));
         }
+        check_key(key).map_err(|e| format!("{url:?}: {e}"))?;
         Ok(S3Url { bucket: bucket.into(), key: key.into() })
     }
 
@@ -28,6 +29,21 @@ impl S3Url {
         } else {
             format!("{k}/")
         }
+    }
+}
+
+/// Refuses an object key or prefix with an empty, `.` or `..` segment (one trailing `/` is
+/// allowed): such a key names no single place, and `..` would reach another prefix wherever keys
+/// are read as paths.
+pub(crate) fn check_key(key: &str) -> Result<(), String> {
+    let key = key.strip_suffix('/').unwrap_or(key);
+    if key.is_empty() {
+        return Ok(());
+    }
+    match key.split('/').find(|s| s.is_empty() || *s == "." || *s == "..") {
+        Some("") => Err("an empty path segment (//, or a leading /) is not allowed".into()),
+        Some(s) => Err(format!("a {s:?} path segment is not allowed")),
+        None => Ok(()),
     }
 }
 

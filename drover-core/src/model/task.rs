@@ -421,8 +421,12 @@ impl ResourceFile {
             check_relative(p).map_err(|e| format!("filePath {p:?}: {e}"))?;
         }
         if let Some(mode) = &self.file_mode {
-            if u32::from_str_radix(mode, 8).map_or(true, |m| m > 0o7777) {
-                return Err(format!("fileMode {mode:?}: must be an octal mode such as 0755"));
+            match u32::from_str_radix(mode, 8) {
+                Err(_) => return Err(format!("fileMode {mode:?}: must be an octal mode such as 0755")),
+                Ok(m) if m > 0o777 => return Err(format!(
+                    "fileMode {mode:?}: only permission bits (at most 0777) are allowed, not setuid, setgid or sticky"
+                )),
+                Ok(_) => {}
             }
         }
         Ok(())
@@ -430,7 +434,7 @@ impl ResourceFile {
 
     /// The file mode to set after download, if any.
     pub fn mode(&self) -> Option<u32> {
-        self.file_mode.as_deref().and_then(|m| u32::from_str_radix(m, 8).ok())
+        self.file_mode.as_deref().and_then(|m| u32::from_str_radix(m, 8).ok()).map(|m| m & 0o777)
     }
 }
 
@@ -446,6 +450,9 @@ impl OutputFile {
         globset::Glob::new(inner).map_err(|e| format!("filePattern {pattern:?}: {e}"))?;
         super::S3Url::parse(&self.destination.container.container_url)
             .map_err(|e| format!("destination.container.containerUrl: {e}"))?;
+        if let Some(path) = &self.destination.container.path {
+            super::storage::check_key(path).map_err(|e| format!("destination.container.path {path:?}: {e}"))?;
+        }
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use crate::queue::{ack, requeue};
 use crate::status::{AttemptRef, Completion, Outbox, Outcome, Start, Started, NODE_LEASE};
 use crate::{Error, Result};
 use lapin::message::Delivery;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
@@ -177,12 +177,12 @@ impl Attempt {
             (_, Some(failure)) => Outcome::failed(failure, ended.exit_code()),
         };
         outcome.staged_in = staged_in;
-        self.stage_out(&command, outcome).await
+        self.stage_out(outcome).await
     }
 
     /// Step 6: uploads the non-empty stdout.txt and stderr.txt and the output files whose
     /// condition holds, if this attempt still owns the task.
-    async fn stage_out(&self, command: &Command<'_>, mut outcome: Outcome) -> Run {
+    async fn stage_out(&self, mut outcome: Outcome) -> Run {
         let std_files = std_files_to_keep(&self.dir).await;
         let spec = &self.started.spec;
         if std_files.is_empty() && spec.output_files.is_empty() {
@@ -194,7 +194,7 @@ impl Attempt {
             Err(_) => return Run::HandedBack,
         }
         let success = outcome.result == TaskResult::Success;
-        match self.upload(command, &std_files, success).await {
+        match self.upload(&std_files, success).await {
             Ok(n) => outcome.staged_out = n,
             Err(e) => {
                 let failure = FailureInfo::user(FailureCode::FileUploadError, e.to_string());
@@ -204,20 +204,20 @@ impl Attempt {
         Run::Ended(outcome)
     }
 
-    async fn upload(&self, command: &Command<'_>, std_files: &[&str], success: bool) -> Result<u64> {
+    async fn upload(&self, std_files: &[&str], success: bool) -> Result<u64> {
         let staging = &self.ctx.staging;
         let own = staging.task_files(&self.msg.job_id, &self.msg.task_id);
         let mut bytes = 0;
         for name in std_files {
-            bytes += staging.upload(&self.dir.join(name), &own.bucket, &format!("{}/{name}", own.key)).await?;
+            bytes += staging.upload(&self.dir, Path::new(name), &own.bucket, &format!("{}/{name}", own.key)).await?;
         }
         for (i, output) in self.started.spec.output_files.iter().enumerate() {
             if !output.upload_options.upload_condition.applies(success) {
                 continue;
             }
             let at = |e: Error| Error::Storage(format!("outputFiles[{i}]: {e}"));
-            for m in crate::staging::matching_files(output, &command.wd(), &self.dir).map_err(at)? {
-                bytes += staging.upload(&m.file, &m.bucket, &m.key).await.map_err(at)?;
+            for m in crate::staging::matching_files(output, &self.dir).map_err(at)? {
+                bytes += staging.upload(&self.dir, &m.file, &m.bucket, &m.key).await.map_err(at)?;
             }
         }
         Ok(bytes)
@@ -384,7 +384,7 @@ async fn std_files_to_keep(task_dir: &std::path::Path) -> Vec<&'static str> {
     tokio::task::spawn_blocking(move || {
         ["stdout.txt", "stderr.txt"]
             .into_iter()
-            .filter(|name| std::fs::metadata(task_dir.join(name)).is_ok_and(|m| m.len() > 0))
+            .filter(|name| std::fs::symlink_metadata(task_dir.join(name)).is_ok_and(|m| !m.is_file() || m.len() > 0))
             .collect()
     })
     .await

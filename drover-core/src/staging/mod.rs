@@ -5,6 +5,7 @@
 //! retry transient errors and time out when a peer stalls. A download lands under a temporary
 //! name and is renamed into place, so a task never sees a half-written input.
 
+pub mod beneath;
 mod http;
 mod outputs;
 mod s3;
@@ -64,9 +65,19 @@ impl Staging {
         }
     }
 
-    /// Uploads `src` to `bucket/key`, retrying while storage is unavailable.
-    pub async fn upload(&self, src: &Path, bucket: &str, key: &str) -> Result<u64> {
-        self.retrying(|| self.s3.upload(src, bucket, key)).await
+    /// Uploads the file `rel` beneath `dir` to `bucket/key`, retrying while storage is
+    /// unavailable; a path that leads outside `dir` (through a link the task made) is refused.
+    pub async fn upload(&self, dir: &Path, rel: &Path, bucket: &str, key: &str) -> Result<u64> {
+        self.retrying(|| async { self.s3.upload(beneath::open_file(dir, rel)?, bucket, key).await }).await
+    }
+
+    /// Uploads the operator's own file `src` (an application package), retrying likewise.
+    pub async fn upload_path(&self, src: &Path, bucket: &str, key: &str) -> Result<u64> {
+        self.retrying(|| async {
+            let file = std::fs::File::open(src).map_err(|e| Error::io(format!("read {}", src.display()), e))?;
+            self.s3.upload(file, bucket, key).await
+        })
+        .await
     }
 
     /// Where a task's own files (stdout.txt, stderr.txt) are kept in the account's bucket.

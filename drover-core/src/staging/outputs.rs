@@ -5,7 +5,7 @@ use crate::model::S3Url;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
-/// A file to upload and the object key it goes to.
+/// A file to upload (relative to the task directory) and the object key it goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputMatch {
     pub file: PathBuf,
@@ -17,14 +17,15 @@ fn has_wildcard(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-/// The files `output` matches in the task directory (`wd` is its working directory; a pattern
-/// starting with `../` is relative to `task_dir`, as in Azure), with their destination keys.
-/// Without wildcards, `path` names the object; with them, it is the prefix for each file's path
-/// relative to the pattern's fixed leading directories.
-pub fn matching_files(output: &OutputFile, wd: &Path, task_dir: &Path) -> Result<Vec<OutputMatch>> {
+/// The files `output` matches in the task directory `task_dir` (patterns are relative to its
+/// working directory `wd`; one starting with `../` to `task_dir`, as in Azure), with their
+/// destination keys. Without wildcards, `path` names the object; with them, it is the prefix
+/// for each file's path relative to the pattern's fixed leading directories. The files are
+/// only named here: [`super::Staging::upload`] opens each without leaving `task_dir`.
+pub fn matching_files(output: &OutputFile, task_dir: &Path) -> Result<Vec<OutputMatch>> {
     let (root, pattern) = match output.file_pattern.strip_prefix("../") {
-        Some(rest) => (task_dir, rest),
-        None => (wd, output.file_pattern.as_str()),
+        Some(rest) => (PathBuf::new(), rest),
+        None => (PathBuf::from("wd"), output.file_pattern.as_str()),
     };
     let container = S3Url::parse(&output.destination.container.container_url).map_err(Error::invalid)?;
     let path = output.destination.container.path.as_deref().unwrap_or("").trim_matches('/');
@@ -35,7 +36,8 @@ pub fn matching_files(output: &OutputFile, wd: &Path, task_dir: &Path) -> Result
     };
     if !has_wildcard(pattern) {
         let file = root.join(pattern);
-        if !file.is_file() {
+        // Present, even as a link: the upload refuses a link that leads out.
+        if std::fs::symlink_metadata(task_dir.join(&file)).is_err() {
             return Ok(vec![]);
         }
         let name = Path::new(pattern).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -51,7 +53,7 @@ pub fn matching_files(output: &OutputFile, wd: &Path, task_dir: &Path) -> Result
     let fixed: Vec<&str> = pattern.split('/').take_while(|c| !has_wildcard(c)).collect();
     let fixed = if fixed.len() == pattern.split('/').count() { fixed.len() - 1 } else { fixed.len() };
     let mut out = Vec::new();
-    for rel in walk(root)? {
+    for rel in walk(&task_dir.join(&root))? {
         let rel_str = rel.to_string_lossy();
         if glob.is_match(rel_str.as_ref()) {
             let dest_rel: Vec<&str> = rel_str.split('/').skip(fixed).collect();
@@ -67,6 +69,9 @@ pub fn matching_files(output: &OutputFile, wd: &Path, task_dir: &Path) -> Result
 
 /// Every regular file under `root`, as paths relative to it (symlinks are not followed).
 fn walk(root: &Path) -> Result<Vec<PathBuf>> {
+    if std::fs::symlink_metadata(root).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::Storage(format!("{}: a link, not the task's directory", root.display())));
+    }
     let mut files = Vec::new();
     let mut dirs = vec![PathBuf::new()];
     while let Some(dir) = dirs.pop() {
@@ -107,15 +112,13 @@ mod tests {
     #[test]
     fn patterns_map_to_keys() {
         let dir = std::env::temp_dir().join(format!("drover-outputs-{}", std::process::id()));
-        let wd = dir.join("wd");
         for f in ["wd/a.txt", "wd/b.log", "wd/sub/c.txt", "wd/sub/deep/d.txt", "stdout.txt", "stderr.txt"] {
             let p = dir.join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, f).unwrap();
         }
-        let keys = |o: OutputFile| -> Vec<String> {
-            matching_files(&o, &wd, &dir).unwrap().into_iter().map(|m| m.key).collect()
-        };
+        let keys =
+            |o: OutputFile| -> Vec<String> { matching_files(&o, &dir).unwrap().into_iter().map(|m| m.key).collect() };
         assert_eq!(keys(output("*.txt", None)), vec!["out/a.txt"]);
         assert_eq!(keys(output("**/*.txt", Some("r"))), vec!["out/r/a.txt", "out/r/sub/c.txt", "out/r/sub/deep/d.txt"]);
         assert_eq!(keys(output("sub/**/*.txt", None)), vec!["out/c.txt", "out/deep/d.txt"]);

@@ -93,11 +93,14 @@ impl S3Store {
         Ok(bytes)
     }
 
-    /// Uploads a file as one object (streamed from disk; S3 stores it whole or not at all).
-    pub async fn upload(&self, src: &Path, bucket: &str, key: &str) -> Result<u64> {
+    /// Uploads an open file as one object (streamed from disk; S3 stores it whole or not at all).
+    pub async fn upload(&self, file: std::fs::File, bucket: &str, key: &str) -> Result<u64> {
         let what = format!("s3://{bucket}/{key}");
-        let body =
-            ByteStream::from_path(src).await.map_err(|e| Error::Storage(format!("read {}: {e}", src.display())))?;
+        let body = ByteStream::read_from()
+            .file(tokio::fs::File::from_std(file))
+            .build()
+            .await
+            .map_err(|e| Error::Storage(format!("{what}: read the file: {e}")))?;
         let len = body.size_hint().0;
         self.client
             .put_object()

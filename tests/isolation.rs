@@ -1,0 +1,93 @@
+//! A task touches nothing but its own work: what a task leaves in its directory (links out of
+//! it, a link in place of its working directory, of stdout.txt or of the worker's retention
+//! marker) never makes the worker read or write outside it.
+
+#![allow(clippy::unwrap_used)]
+
+use drover_tests::TestAccount;
+use serde_json::json;
+
+const SECRET: &str = "TOP-SECRET-OUTSIDE-THE-TASK";
+
+/// Every object of the account's prefix and of `extra`, with its contents.
+async fn objects(acct: &TestAccount, prefixes: &[&str]) -> Vec<(String, String)> {
+    let s3 = acct.s3().await;
+    let mut out = vec![];
+    for prefix in prefixes {
+        let list = s3.list_objects_v2().bucket(drover_tests::BUCKET).prefix(*prefix).send().await.unwrap();
+        for key in list.contents().iter().filter_map(|o| o.key()) {
+            let body = s3.get_object().bucket(drover_tests::BUCKET).key(key).send().await.unwrap().body;
+            let bytes = body.collect().await.unwrap().into_bytes();
+            out.push((key.to_string(), String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn links_a_task_leaves_never_lead_the_worker_outside_its_directory() {
+    let mut acct = TestAccount::new("links").await;
+    // What lies outside every task directory: a secret file, a directory holding one, a victim.
+    let outside = acct.work_dir.join("outside");
+    std::fs::create_dir_all(outside.join("dir")).unwrap();
+    let (secret, secret_dir, victim) = (outside.join("secret.txt"), outside.join("dir"), outside.join("victim.txt"));
+    std::fs::write(&secret, SECRET).unwrap();
+    std::fs::write(secret_dir.join("secret.txt"), SECRET).unwrap();
+    std::fs::write(&victim, "untouched").unwrap();
+    let (secret, secret_dir, victim) = (secret.display(), secret_dir.display(), victim.display());
+
+    acct.pool("p", 4);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let out = acct.s3_url("out");
+    let output = |pattern: &str, path: &str| {
+        json!({"filePattern": pattern, "destination": {"container": {"containerUrl": out, "path": path}},
+               "uploadOptions": {"uploadCondition": "taskCompletion"}})
+    };
+    let tasks = [
+        // An output that is a link to a file outside.
+        json!({"id": "file-link", "commandLine": format!("/bin/sh -c 'ln -s {secret} out.txt'"),
+               "outputFiles": [output("out.txt", "file-link/out.txt")]}),
+        // The working directory replaced by a link to a directory outside.
+        json!({"id": "wd-link", "commandLine": format!("/bin/sh -c 'cd .. && rm -rf wd && ln -s {secret_dir} wd'"),
+               "outputFiles": [output("secret.txt", "wd-link/secret.txt")]}),
+        json!({"id": "wd-link-glob", "commandLine": format!("/bin/sh -c 'cd .. && rm -rf wd && ln -s {secret_dir} wd'"),
+               "outputFiles": [output("**/*.txt", "wd-link-glob")]}),
+        // A link to a directory outside, under a `**` pattern: not followed; the rest uploads.
+        json!({"id": "dir-link", "commandLine": format!("/bin/sh -c 'mkdir d && echo mine > d/own.txt && ln -s {secret_dir} d/link'"),
+               "outputFiles": [output("**/*.txt", "dir-link")]}),
+        // stdout.txt replaced by a link to a file outside.
+        json!({"id": "stdout-link", "commandLine": format!("/bin/sh -c 'echo hi; ln -sf {secret} ../stdout.txt'")}),
+        // The retention marker planted as a link to a file outside.
+        json!({"id": "marker-link", "commandLine": format!("/bin/sh -c 'ln -s {victim} ../.drover-expires'")}),
+    ];
+    let file = acct.file("tasks.jsonl", &tasks.iter().map(|t| format!("{t}\n")).collect::<String>());
+    acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert!(wait.code == 0 || wait.code == 1, "{wait:?}\n{}", acct.worker_logs());
+
+    let show = |t: &str| acct.ok(&["task", "show", "--job-id", "j", "--task-id", t]).json();
+    for t in ["file-link", "wd-link", "wd-link-glob", "stdout-link"] {
+        let task = show(t);
+        let failure = &task["executionInfo"]["failureInfo"];
+        assert_eq!(failure["code"], "FileUploadError", "{t}: {task}");
+        let message = failure["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("leads outside the task directory")
+                || message.contains("a link, not the task's directory"),
+            "{t}: {message}"
+        );
+        assert!(!message.contains(SECRET), "{t}: {message}");
+    }
+    for t in ["dir-link", "marker-link"] {
+        let task = show(t);
+        assert_eq!(task["executionInfo"]["result"], "success", "{t}: {task}");
+    }
+    let stored = objects(&acct, &[&format!("{}/", acct.name())]).await;
+    for (key, body) in &stored {
+        assert!(!body.contains(SECRET), "{key} holds the secret");
+    }
+    let keys: Vec<&str> = stored.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(keys.iter().any(|k| k.ends_with("out/dir-link/d/own.txt")), "the task's own file uploads: {keys:?}");
+    assert_eq!(std::fs::read_to_string(outside.join("victim.txt")).unwrap(), "untouched");
+}
