@@ -307,3 +307,37 @@ async fn the_autoscaler_follows_the_backlog_from_zero_to_four_and_back() {
     assert_eq!(pool["autoScaleRun"]["targetDedicatedNodes"], 0, "{pool}");
     assert_eq!(pool["currentDedicatedNodes"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_autoscaler_never_runs_more_workers_than_its_limits() {
+    let mut acct = TestAccount::new("autoscalelimits").await;
+    let huge = acct.file("huge.json", &json!({"id": "huge", "targetDedicatedNodes": 4_000_000_000u32}).to_string());
+    let refused = acct.drover(&["pool", "create", "--json-file", huge.to_str().unwrap()]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("targetDedicatedNodes 4000000000: at most 10000"), "{refused:?}");
+
+    // Pools list in id order: "a" asks for four billion and gets the per-pool limit, "b" asks
+    // for three and gets what is left of the total.
+    let formula = "$TargetDedicatedNodes = 4000000000;";
+    create_pool(
+        &mut acct,
+        json!({"id": "a", "enableAutoScale": true, "autoScaleFormula": formula, "autoScaleEvaluationInterval": "PT1S"}),
+    );
+    create_pool(&mut acct, json!({"id": "b", "targetDedicatedNodes": 3}));
+    let listen = format!("127.0.0.1:{}", drover_tests::free_port());
+    acct.start_monitor(&["--listen", &listen, "--max-pool-nodes", "2", "--max-nodes", "3"]);
+    let store = acct.store().await;
+    let counts = || async { (store.list_nodes("a").await.unwrap().len(), store.list_nodes("b").await.unwrap().len()) };
+    eventually(Duration::from_secs(30), "pool a at 2 workers and b at 1", || async { counts().await == (2, 1) }).await;
+    assert!(acct.worker_logs().contains("more workers than drover-monitor's limits"), "{}", acct.worker_logs());
+    // Three more evaluations of a's formula change nothing.
+    let run_time = || async {
+        let pool = acct.ok(&["pool", "show", "--pool-id", "a"]).json();
+        pool["autoScaleRun"]["timestamp"].as_str().unwrap_or_default().to_string()
+    };
+    for _ in 0..3 {
+        let before = run_time().await;
+        eventually(Duration::from_secs(10), "a new evaluation", || async { run_time().await != before }).await;
+    }
+    assert_eq!(counts().await, (2, 1));
+}

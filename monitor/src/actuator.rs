@@ -111,6 +111,11 @@ impl Actuator {
         Nodes::read(store, pool).await.live(&members)
     }
 
+    /// Workers of `pool` that run and are not leaving, live or not.
+    pub(crate) async fn held(&mut self, pool: &str) -> u32 {
+        self.members(pool).await.len() as u32
+    }
+
     async fn members(&mut self, pool: &str) -> Vec<Member> {
         match self {
             Actuator::Process(p) => p.members(pool),

@@ -41,6 +41,13 @@ struct Cli {
     /// The drover-worker binary for the process actuator (default: beside this one).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
+    /// The most workers the autoscaler runs for one pool, whatever the pool asks for.
+    #[arg(long, env = "DROVER_MAX_POOL_NODES", default_value_t = 32)]
+    max_pool_nodes: u32,
+    /// The most workers the autoscaler runs for all pools together (pools take from it in the
+    /// order they are listed).
+    #[arg(long, env = "DROVER_MAX_NODES", default_value_t = 64)]
+    max_nodes: u32,
     /// The work directory of the process actuator's workers (and their logs).
     #[arg(long, default_value = "/var/lib/drover")]
     work_dir: PathBuf,
@@ -93,8 +100,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     });
     let server = tokio::spawn(http::serve(cli.listen, exporter, shutdown.clone()));
     if cli.autoscale {
-        tracing::info!(actuator = ?cli.actuator, "autoscaler started");
-        autoscaler::run(store, actuator, shutdown.clone()).await;
+        let limits = autoscaler::Limits { pool: cli.max_pool_nodes, total: cli.max_nodes };
+        tracing::info!(actuator = ?cli.actuator, max_pool_nodes = limits.pool, max_nodes = limits.total, "autoscaler started");
+        autoscaler::run(store, actuator, limits, shutdown.clone()).await;
     }
     match server.await {
         Ok(result) => result,

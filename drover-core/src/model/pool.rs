@@ -6,6 +6,10 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// A pool to create.
+/// The most nodes a pool may ask for (`targetDedicatedNodes`); the autoscaler has its own,
+/// lower limits (`drover-monitor --max-pool-nodes`, `--max-nodes`).
+pub const MAX_POOL_NODES: u32 = 10_000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PoolAddParameter {
@@ -108,6 +112,9 @@ impl PoolAddParameter {
             if matches!(t.max_task_retry_count, Some(n) if n < -1) {
                 return Err(at("startTask.maxTaskRetryCount: must be -1 (unlimited) or more".into()));
             }
+        }
+        if let Some(n) = self.target_dedicated_nodes.filter(|n| *n > MAX_POOL_NODES) {
+            return Err(at(format!("targetDedicatedNodes {n}: at most {MAX_POOL_NODES} nodes in a pool")));
         }
         if self.autoscales() {
             let formula = self.auto_scale_formula.as_deref().unwrap_or_default();

@@ -349,7 +349,11 @@ impl TaskAddParameter {
     /// The ids this task depends on: `dependsOn.taskIds` and every id in `taskIdRanges`, each once.
     pub fn parent_ids(&self) -> Result<Vec<String>> {
         let Some(d) = &self.depends_on else { return Ok(vec![]) };
-        let span: i64 = d.task_id_ranges.iter().map(|r| (r.end - r.start).saturating_add(1)).sum();
+        // Saturating: two ranges up to 2^63 must not wrap around to a small count.
+        let span = d
+            .task_id_ranges
+            .iter()
+            .fold(0i64, |n, r| n.saturating_add(r.end.saturating_sub(r.start).saturating_add(1)));
         if span.saturating_add(d.task_ids.len() as i64) > MAX_PARENTS as i64 {
             return Err(Error::invalid(format!(
                 "task {:?}: dependsOn: more than {MAX_PARENTS} parent tasks (split the dependency, e.g. through intermediate tasks)",
@@ -423,9 +427,11 @@ impl ResourceFile {
         if let Some(mode) = &self.file_mode {
             match u32::from_str_radix(mode, 8) {
                 Err(_) => return Err(format!("fileMode {mode:?}: must be an octal mode such as 0755")),
-                Ok(m) if m > 0o777 => return Err(format!(
+                Ok(m) if m > 0o777 => {
+                    return Err(format!(
                     "fileMode {mode:?}: only permission bits (at most 0777) are allowed, not setuid, setgid or sticky"
-                )),
+                ))
+                }
                 Ok(_) => {}
             }
         }
@@ -684,6 +690,13 @@ mod tests {
         )
         .unwrap();
         assert!(big.parent_ids().unwrap_err().to_string().contains("dependsOn"));
+        // Two ranges of 2^63 each: refused, not wrapped around to a small count.
+        let huge: TaskAddParameter = serde_json::from_str(&format!(
+            r#"{{"id":"m","commandLine":"x","dependsOn":{{"taskIdRanges":[{{"start":0,"end":{m}}},{{"start":0,"end":{m}}}]}}}}"#,
+            m = i64::MAX
+        ))
+        .unwrap();
+        assert!(huge.parent_ids().unwrap_err().to_string().contains("more than 100000 parent tasks"));
     }
 
     #[test]
