@@ -91,3 +91,27 @@ async fn links_a_task_leaves_never_lead_the_worker_outside_its_directory() {
     assert!(keys.iter().any(|k| k.ends_with("out/dir-link/d/own.txt")), "the task's own file uploads: {keys:?}");
     assert_eq!(std::fs::read_to_string(outside.join("victim.txt")).unwrap(), "untouched");
 }
+
+/// Whether process `pid` still runs (not gone, not a zombie).
+fn runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_ends_with_what_it_left_running_in_the_background() {
+    let mut acct = TestAccount::new("background").await;
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let pid_file = acct.work_dir.join("background.pid");
+    let cmd = format!("/bin/sh -c 'sleep 300 & echo $! > {}'", pid_file.display());
+    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "t", "--command-line", &cmd]);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    drover_tests::eventually(std::time::Duration::from_secs(10), "the background sleep is gone", || async {
+        !runs(pid)
+    })
+    .await;
+}

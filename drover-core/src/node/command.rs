@@ -37,6 +37,9 @@ pub(super) struct Staged {
     stdout: std::fs::File,
     stderr: std::fs::File,
     wall_clock: Option<Duration>,
+    /// A start task's background processes outlive it (services it starts for the node);
+    /// every other command ends with its process group.
+    keep_background: bool,
     /// Bytes downloaded for it (resource files, packages).
     pub(super) staged_in: u64,
 }
@@ -117,7 +120,8 @@ impl Command<'_> {
                 return Err((failure, staged_in));
             }
         };
-        Ok(Staged { argv, env, wd, stdout, stderr, wall_clock: self.wall_clock, staged_in })
+        let keep_background = self.job.is_none();
+        Ok(Staged { argv, env, wd, stdout, stderr, wall_clock: self.wall_clock, keep_background, staged_in })
     }
 
     /// Stages and runs the command to its end (a start, preparation or release task).
@@ -166,6 +170,7 @@ impl Staged {
             stdout: self.stdout,
             stderr: self.stderr,
             wall_clock: self.wall_clock,
+            keep_background: self.keep_background,
         };
         match process::run(spec, kill).await {
             Ok(Exit::Code(code)) => Ended::Exited(code),

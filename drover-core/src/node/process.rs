@@ -26,6 +26,8 @@ pub(super) struct ProcessSpec<'a> {
     pub stdout: std::fs::File,
     pub stderr: std::fs::File,
     pub wall_clock: Option<Duration>,
+    /// Leave what the process started in the background running after it exits.
+    pub keep_background: bool,
 }
 
 /// Environment variables passed through from the node to tasks; everything else (credentials in
@@ -68,14 +70,17 @@ pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std:
     };
     let ended = tokio::select! {
         status = child.wait() => {
-            let status = status?;
             use std::os::unix::process::ExitStatusExt;
-            return Ok(Exit::Code(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))));
+            let status = status?;
+            Exit::Code(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
         }
         _ = limit => Exit::TimedOut,
         _ = stop.cancelled() => Exit::Killed,
     };
-    if let Some(pgid) = pgid {
+    // The command ends with its process group: what it left running in the background goes
+    // too (unless it may stay). A process that left the group with setsid escapes this; see the
+    // README's security model.
+    if let Some(pgid) = pgid.filter(|_| !(spec.keep_background && matches!(ended, Exit::Code(_)))) {
         let _ = killpg(pgid, Signal::SIGKILL);
     }
     let _ = child.wait().await;
