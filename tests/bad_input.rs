@@ -39,6 +39,8 @@ async fn bad_task_files_add_nothing() {
         ("setuid", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"resourceFiles\":[{{\"httpUrl\":\"s3://b-b/k\",\"filePath\":\"k\",\"fileMode\":\"4755\"}}]}}\n"), vec!["task \"x\"", "resourceFiles[0]", "fileMode \"4755\"", "setuid"]),
         ("dotdot-path", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"outputFiles\":[{{\"filePattern\":\"o\",\"destination\":{{\"container\":{{\"containerUrl\":\"s3://b-b/out\",\"path\":\"a/../../other/o\"}}}},\"uploadOptions\":{{\"uploadCondition\":\"taskSuccess\"}}}}]}}\n"), vec!["outputFiles[0]", "destination.container.path", "\"..\" path segment"]),
         ("empty-segment", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"outputFiles\":[{{\"filePattern\":\"o\",\"destination\":{{\"container\":{{\"containerUrl\":\"s3://b-b/out//x\"}}}},\"uploadOptions\":{{\"uploadCondition\":\"taskSuccess\"}}}}]}}\n"), vec!["outputFiles[0]", "containerUrl", "empty path segment"]),
+        ("long-command", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"echo {}\"}}\n", "a".repeat(40_000)), vec!["task \"x\"", "commandLine", "more than 32768"]),
+        ("huge-task", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"environmentSettings\":[{}]}}\n", (0..40).map(|i| format!("{{\"name\":\"V{i}\",\"value\":\"{}\"}}", "v".repeat(30_000))).collect::<Vec<_>>().join(",")), vec!["task \"x\"", "bytes of JSON, more than the 1048576"]),
         ("bad-duration", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"constraints\":{{\"maxWallClockTime\":\"10 minutes\"}}}}\n"), vec!["ISO 8601"]),
     ];
     for (name, content, words) in cases {

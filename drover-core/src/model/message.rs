@@ -36,6 +36,9 @@ fn one() -> u32 {
     1
 }
 
+/// The largest body a worker reads as a task message (one holds two ids and a few numbers).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
 impl TaskMessage {
     /// The message for `task_id` of `job_id`.
     pub fn new(job_id: &str, task_id: &str, stage: bool) -> Self {
@@ -60,6 +63,12 @@ impl TaskMessage {
 
     /// Parses and checks a message body; the error says why it is not a valid task message.
     pub fn parse(body: &[u8]) -> Result<Self> {
+        if body.len() > MAX_MESSAGE_BYTES {
+            return Err(Error::invalid(format!(
+                "not a task message: {} bytes, more than the {MAX_MESSAGE_BYTES} a task message can take",
+                body.len()
+            )));
+        }
         let msg: TaskMessage =
             serde_json::from_slice(body).map_err(|e| Error::invalid(format!("not a task message: {e}")))?;
         if msg.v != MESSAGE_VERSION {
@@ -99,6 +108,8 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_task() {
         assert!(TaskMessage::parse(b"hello").is_err());
+        let padded = format!(r#"{{"v":1,"jobId":"j","taskId":"t","pad":"{}"}}"#, " ".repeat(MAX_MESSAGE_BYTES));
+        assert!(TaskMessage::parse(padded.as_bytes()).unwrap_err().to_string().contains("bytes, more than"));
         assert!(TaskMessage::parse(br#"{"v":2,"jobId":"j","taskId":"t"}"#).is_err());
         assert!(TaskMessage::parse(br#"{"v":1,"jobId":"j/..","taskId":"t"}"#).is_err());
     }

@@ -204,6 +204,16 @@ impl TaskAddParameter {
         if self.command_line.trim().is_empty() {
             return Err("commandLine: must not be empty".into());
         }
+        if self.command_line.len() > MAX_COMMAND_LINE {
+            return Err(format!(
+                "commandLine: {} bytes, more than {MAX_COMMAND_LINE} (put a long script in a resource file)",
+                self.command_line.len()
+            ));
+        }
+        let size = serde_json::to_vec(self).map_or(0, |json| json.len());
+        if size > MAX_TASK_JSON {
+            return Err(format!("{size} bytes of JSON, more than the {MAX_TASK_JSON} a task may hold"));
+        }
         let words = shell_words::split(&self.command_line)
             .map_err(|e| format!("commandLine: cannot be split into words ({e})"))?;
         if words.is_empty() {
@@ -341,6 +351,11 @@ pub fn dependency_cycles(edges: &HashMap<String, Vec<String>>) -> Vec<Vec<String
     }
     found
 }
+
+/// The longest `commandLine`, in bytes.
+pub const MAX_COMMAND_LINE: usize = 32 * 1024;
+/// The largest task, as JSON (Azure's limit on a request that adds tasks).
+pub const MAX_TASK_JSON: usize = 1024 * 1024;
 
 /// The most tasks one task may depend on (ids and expanded ranges together).
 pub const MAX_PARENTS: usize = 100_000;
