@@ -115,3 +115,33 @@ async fn a_task_ends_with_what_it_left_running_in_the_background() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_downloads_no_more_than_the_node_allows() {
+    let mut acct = TestAccount::new("downloadlimit").await;
+    let key = format!("{}/inputs/blob.bin", acct.name());
+    let s3 = acct.s3().await;
+    s3.put_object().bucket(drover_tests::BUCKET).key(&key).body(vec![7u8; 3000].into()).send().await.unwrap();
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let url = acct.s3_url("inputs/blob.bin");
+    let input = |path: &str| json!({"httpUrl": url, "filePath": path});
+    let tasks = [
+        json!({"id": "within", "commandLine": "/bin/true", "resourceFiles": [input("a")]}),
+        json!({"id": "beyond", "commandLine": "/bin/true", "resourceFiles": [input("a"), input("b")]}),
+    ];
+    let file = acct.file("tasks.jsonl", &tasks.iter().map(|t| format!("{t}\n")).collect::<String>());
+    acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    acct.start_worker("p", &["--max-task-download-bytes", "5000"]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 1, "{wait:?}\n{}", acct.worker_logs());
+    let show = |t: &str| acct.ok(&["task", "show", "--job-id", "j", "--task-id", t]).json();
+    assert_eq!(show("within")["executionInfo"]["result"], "success");
+    let beyond = show("beyond");
+    let failure = &beyond["executionInfo"]["failureInfo"];
+    assert_eq!(failure["code"], "ResourceFileDownloadError", "{beyond}");
+    let message = failure["message"].as_str().unwrap();
+    assert!(message.starts_with("resourceFiles[1]") && message.contains("--max-task-download-bytes"), "{message}");
+    let dir = beyond["nodeInfo"]["taskRootDirectory"].as_str().unwrap();
+    assert!(!std::path::Path::new(dir).join("wd/b").exists(), "nothing past the limit is left in place");
+}

@@ -41,6 +41,10 @@ struct Cli {
     /// Seconds a file transfer keeps retrying while storage is unavailable before the task fails.
     #[arg(long, default_value_t = 60)]
     storage_retry_seconds: u64,
+    /// The most bytes of resource files one task may download; past it the task fails with
+    /// ResourceFileDownloadError (default: no limit).
+    #[arg(long, env = "DROVER_MAX_TASK_DOWNLOAD_BYTES")]
+    max_task_download_bytes: Option<u64>,
 }
 
 #[tokio::main]
@@ -74,6 +78,7 @@ async fn main() -> ExitCode {
         work_dir,
         drain_timeout: Duration::from_secs(cli.drain_timeout),
         storage_retry: Duration::from_secs(cli.storage_retry_seconds),
+        max_task_download_bytes: cli.max_task_download_bytes,
     };
     let shutdown = CancellationToken::new();
     let hand_back = CancellationToken::new();

@@ -99,7 +99,8 @@ impl Command<'_> {
         let mut env = self.environment(ctx, &wd);
         if stage {
             for (i, rf) in self.resource_files.iter().enumerate() {
-                match ctx.staging.stage_in(rf, &wd).await {
+                let limit = ctx.options.max_task_download_bytes.map_or(u64::MAX, |m| m.saturating_sub(staged_in));
+                match ctx.staging.stage_in(rf, &wd, limit).await {
                     Ok(n) => staged_in += n,
                     Err(e) => {
                         let failure = FailureInfo::user(

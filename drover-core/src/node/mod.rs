@@ -43,6 +43,8 @@ pub struct NodeOptions {
     pub drain_timeout: Duration,
     /// How long a transfer keeps retrying while storage is unavailable.
     pub storage_retry: Duration,
+    /// The most bytes of resource files one task may download (None: no limit).
+    pub max_task_download_bytes: Option<u64>,
 }
 
 /// The host name plus a suffix unique on the host.

@@ -15,7 +15,8 @@ pub(super) fn client() -> Result<reqwest::Client> {
 }
 
 /// Streams `url` into `dest` (the caller retries while the server is unavailable).
-pub(super) async fn download(client: &reqwest::Client, url: &str, dest: &Path) -> Result<u64> {
+/// Refused (nothing left in place) past `limit` bytes.
+pub(super) async fn download(client: &reqwest::Client, url: &str, dest: &Path, limit: u64) -> Result<u64> {
     let response = client.get(url).send().await.map_err(|e| {
         if e.is_connect() || e.is_timeout() {
             Error::StorageUnavailable(format!("GET {url}: {e}"))
@@ -38,6 +39,11 @@ pub(super) async fn download(client: &reqwest::Client, url: &str, dest: &Path) -
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| Error::StorageUnavailable(format!("GET {url}: {e}")))?;
         bytes += chunk.len() as u64;
+        if bytes > limit {
+            drop(file);
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(super::over_limit(&format!("GET {url}"), limit));
+        }
         file.write_all(&chunk).await.map_err(|e| Error::io(format!("write {}", part.display()), e))?;
     }
     file.flush().await.map_err(|e| Error::io(format!("write {}", part.display()), e))?;

@@ -99,21 +99,21 @@ impl Staging {
     }
 
     /// Downloads one resource file (or every object of a container) into `wd`, retrying while
-    /// storage is unavailable. Returns bytes written.
-    pub async fn stage_in(&self, rf: &ResourceFile, wd: &Path) -> Result<u64> {
-        self.retrying(|| self.try_stage_in(rf, wd)).await
+    /// storage is unavailable, refused past `limit` bytes. Returns bytes written.
+    pub async fn stage_in(&self, rf: &ResourceFile, wd: &Path, limit: u64) -> Result<u64> {
+        self.retrying(|| self.try_stage_in(rf, wd, limit)).await
     }
 
-    async fn try_stage_in(&self, rf: &ResourceFile, wd: &Path) -> Result<u64> {
+    async fn try_stage_in(&self, rf: &ResourceFile, wd: &Path, limit: u64) -> Result<u64> {
         let file_path = rf.file_path.as_deref().unwrap_or("");
         let mut bytes = 0;
         if let Some(url) = &rf.http_url {
             let dest = wd.join(file_path);
             bytes += if url.starts_with("s3://") {
                 let u = S3Url::parse(url).map_err(Error::invalid)?;
-                self.s3.download(&u.bucket, &u.key, &dest).await?
+                self.s3.download_within(&u.bucket, &u.key, &dest, limit).await?
             } else {
-                http::download(&self.http, url, &dest).await?
+                http::download(&self.http, url, &dest, limit).await?
             };
             set_mode(&dest, rf.mode()).await?;
             return Ok(bytes);
@@ -133,11 +133,18 @@ impl Staging {
             }
             check_relative(relative).map_err(|e| Error::Storage(format!("object {key:?}: {e}")))?;
             let dest: PathBuf = wd.join(file_path).join(relative);
-            bytes += self.s3.download(&container.bucket, &key, &dest).await?;
+            bytes += self.s3.download_within(&container.bucket, &key, &dest, limit.saturating_sub(bytes)).await?;
             set_mode(&dest, rf.mode()).await?;
         }
         Ok(bytes)
     }
+}
+
+/// The error for a download past the bytes a task may still download.
+fn over_limit(what: &str, limit: u64) -> Error {
+    Error::Storage(format!(
+        "{what}: more than the {limit} bytes the task may still download (drover-worker --max-task-download-bytes)"
+    ))
 }
 
 async fn set_mode(path: &Path, mode: Option<u32>) -> Result<()> {

@@ -80,13 +80,27 @@ impl S3Store {
 
     /// Streams an object into `dest` (written under a temporary name, then renamed).
     pub async fn download(&self, bucket: &str, key: &str, dest: &Path) -> Result<u64> {
+        self.download_within(bucket, key, dest, u64::MAX).await
+    }
+
+    /// [`S3Store::download`], refused (nothing left in place) past `limit` bytes.
+    pub async fn download_within(&self, bucket: &str, key: &str, dest: &Path, limit: u64) -> Result<u64> {
         let what = format!("s3://{bucket}/{key}");
         let out = self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| storage_error(&what, e))?;
+        let declared = out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        if declared > limit {
+            return Err(super::over_limit(&what, limit));
+        }
         let (mut file, part) = super::part_file(dest).await?;
-        let mut body = out.body.into_async_read();
+        use tokio::io::AsyncReadExt;
+        let mut body = out.body.into_async_read().take(limit.saturating_add(1));
         let bytes = tokio::io::copy(&mut body, &mut file)
             .await
             .map_err(|e| Error::Storage(format!("{what}: transfer failed: {e}")))?;
+        if bytes > limit {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(super::over_limit(&what, limit));
+        }
         use tokio::io::AsyncWriteExt;
         file.flush().await.map_err(|e| Error::io(format!("write {}", part.display()), e))?;
         super::finish(&part, dest).await?;
