@@ -9,6 +9,9 @@
 : "${AWS_ACCESS_KEY_ID:=drover}"; export AWS_ACCESS_KEY_ID
 : "${AWS_SECRET_ACCESS_KEY:=drover-secret}"; export AWS_SECRET_ACCESS_KEY
 : "${AWS_REGION:=us-east-1}"; export AWS_REGION
+# Not root: a worker cannot run tasks as their own users, so it is told to run them as you
+# (it says so when it starts). As root, each non-admin task gets a uid of its own.
+if [ "$(id -u)" != 0 ]; then : "${DROVER_TASKS_AS_WORKER_USER:=true}"; export DROVER_TASKS_AS_WORKER_USER; fi
 _drover_root="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
 : "${DROVER_BIN_DIR:=${CARGO_TARGET_DIR:-$_drover_root/target}/release}"; export DROVER_BIN_DIR
 case ":$PATH:" in

@@ -138,10 +138,11 @@ async fn dependencies_run_end_to_end_with_dependency_actions() {
     acct.ok(&["job", "create", "--json-file", job.to_str().unwrap()]);
     // A sweep of 20 tasks and a merge on them; a failing task whose exit code 3 satisfies its
     // dependent; a failing task that blocks its dependent (the default).
+    let shared = acct.work_dir.display().to_string();
     let mut tasks: Vec<serde_json::Value> = (1..=20)
-        .map(|n| json!({"id": n.to_string(), "commandLine": format!("/bin/sh -c 'echo {n} > $DROVER_TASK_DIR/../n{n}'")}))
+        .map(|n| json!({"id": n.to_string(), "commandLine": format!("/bin/sh -c 'echo {n} > {shared}/n{n}'")}))
         .collect();
-    tasks.push(json!({"id": "merge", "commandLine": "/bin/sh -c 'cat ../../n* | wc -l'",
+    tasks.push(json!({"id": "merge", "commandLine": format!("/bin/sh -c 'cat {shared}/n* | wc -l'"),
         "dependsOn": {"taskIdRanges": [{"start": 1, "end": 20}]}}));
     tasks.push(json!({"id": "soft", "commandLine": "/bin/sh -c 'exit 3'",
         "exitConditions": {"exitCodes": [{"code": 3, "exitOptions": {"dependencyAction": "satisfy", "jobAction": "none"}}]}}));

@@ -347,17 +347,12 @@ async fn a_task_that_kills_its_worker_every_time_is_failed_not_looped() {
     let mut acct = TestAccount::new("poison").await;
     acct.pool("p", 1);
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
-    // The worker is the task's parent: the task kills it, every time it runs.
-    acct.ok(&[
-        "task",
-        "create",
-        "--job-id",
-        "j",
-        "--task-id",
-        "poison",
-        "--command-line",
-        "/bin/sh -c 'kill -9 $PPID'",
-    ]);
+    // The worker is the task's parent: the task (an admin, as only an admin may) kills it, every
+    // time it runs.
+    let task = json!({"id": "poison", "commandLine": "/bin/sh -c 'kill -9 $PPID'",
+                      "userIdentity": {"autoUser": {"elevationLevel": "admin"}}});
+    let file = acct.file("poison.json", &task.to_string());
+    acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
     // Act as the node's supervisor: restart the worker under the same id whenever it dies.
     let mut pid = acct.start_worker_as("p", "node-a", &[]);
     let mut restarts = 0;

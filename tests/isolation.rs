@@ -145,3 +145,86 @@ async fn a_task_downloads_no_more_than_the_node_allows() {
     let dir = beyond["nodeInfo"]["taskRootDirectory"].as_str().unwrap();
     assert!(!std::path::Path::new(dir).join("wd/b").exists(), "nothing past the limit is left in place");
 }
+
+/// The first line of a task's stdout.txt on this machine's node.
+fn stdout_of(acct: &TestAccount, task: &str) -> String {
+    let shown = acct.ok(&["task", "show", "--job-id", "j", "--task-id", task]).json();
+    let dir = shown["nodeInfo"]["taskRootDirectory"].as_str().unwrap_or_else(|| panic!("{shown}")).to_string();
+    std::fs::read_to_string(std::path::Path::new(&dir).join("stdout.txt")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_run_as_their_own_users_and_reach_no_one_elses_work() {
+    // Account B runs a task that leaves a secret in its working directory.
+    let mut b = TestAccount::new("usersb").await;
+    b.pool("p", 1);
+    b.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    b.ok(&[
+        "task",
+        "create",
+        "--job-id",
+        "j",
+        "--task-id",
+        "t",
+        "--command-line",
+        &format!("/bin/sh -c 'echo {SECRET} > secret.txt'"),
+    ]);
+    b.start_worker("p", &[]);
+    assert_eq!(b.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]).code, 0);
+    let b_task = b.ok(&["task", "show", "--job-id", "j", "--task-id", "t"]).json();
+    let b_dir = b_task["nodeInfo"]["taskRootDirectory"].as_str().unwrap().to_string();
+    let b_account_dir = std::path::Path::new(&b_dir).ancestors().nth(3).unwrap().display().to_string();
+
+    let mut a = TestAccount::new("usersa").await;
+    let pool = json!({"id": "p", "taskSlotsPerNode": 4, "userAccounts": [
+        {"name": "render", "linuxUserConfiguration": {"uid": 4321, "gid": 4321}},
+        {"name": "ops", "elevationLevel": "admin"}]});
+    let file = a.file("pool.json", &pool.to_string());
+    a.ok(&["pool", "create", "--json-file", file.to_str().unwrap()]);
+    a.remember_pool("p");
+    let job = json!({"id": "j", "poolInfo": {"poolId": "p"},
+                     "jobPreparationTask": {"commandLine": "/bin/sh -c 'echo prepared > prepared'"}});
+    let file = a.file("job.json", &job.to_string());
+    a.ok(&["job", "create", "--json-file", file.to_str().unwrap()]);
+    let probe = format!(
+        "/bin/sh -c 'id -u; cat /proc/$PPID/environ >/dev/null 2>&1 && echo read-worker-env; cat {b_dir}/wd/secret.txt 2>/dev/null; ls {b_account_dir} >/dev/null 2>&1 && echo listed-b; cat $AZ_BATCH_JOB_PREP_WORKING_DIR/prepared; echo changed 2>/dev/null >> $AZ_BATCH_JOB_PREP_WORKING_DIR/prepared && echo wrote-prep; sleep 1'"
+    );
+    let task = |id: &str, identity: serde_json::Value| {
+        let mut t = json!({"id": id, "commandLine": probe});
+        if !identity.is_null() {
+            t["userIdentity"] = identity;
+        }
+        t
+    };
+    let tasks = [
+        task("default", serde_json::Value::Null),
+        task("task-1", json!({"autoUser": {"scope": "task", "elevationLevel": "nonadmin"}})),
+        task("task-2", json!({"autoUser": {"scope": "task"}})),
+        task("admin", json!({"autoUser": {"scope": "pool", "elevationLevel": "admin"}})),
+        task("render", json!({"userName": "render"})),
+        task("ops", json!({"userName": "ops"})),
+    ];
+    let file = a.file("tasks.jsonl", &tasks.iter().map(|t| format!("{t}\n")).collect::<String>());
+    a.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    a.start_worker("p", &[]);
+    let wait = a.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", a.worker_logs());
+
+    let uid = |t: &str| -> u32 { stdout_of(&a, t).lines().next().unwrap_or_default().trim().parse().unwrap() };
+    let (pool_uid, t1, t2) = (uid("default"), uid("task-1"), uid("task-2"));
+    assert!(pool_uid >= 200_000 && t1 >= 200_000 && t2 >= 200_000, "{pool_uid} {t1} {t2}");
+    assert!(t1 != t2 && t1 != pool_uid && t2 != pool_uid, "task scope gets a uid of its own: {pool_uid} {t1} {t2}");
+    assert_eq!((uid("admin"), uid("render"), uid("ops")), (0, 4321, 0));
+    for t in ["default", "task-1", "task-2", "render"] {
+        let out = stdout_of(&a, t);
+        assert!(!out.contains("read-worker-env"), "{t} read the worker's environment: {out}");
+        assert!(!out.contains(SECRET), "{t} read account B's task: {out}");
+        assert!(!out.contains("listed-b"), "{t} listed account B's directory: {out}");
+        assert!(
+            out.contains("prepared") && !out.contains("wrote-prep"),
+            "{t} reads, never writes, the preparation: {out}"
+        );
+    }
+    // The admin (the worker's user, root here) reaches everything: the probe itself works.
+    assert!(stdout_of(&a, "admin").contains("read-worker-env"));
+}

@@ -261,8 +261,8 @@ async fn preparation_runs_once_per_node_and_release_when_the_job_ends() {
     acct.pool("p", 3);
     let spec = json!({
         "onAllTasksComplete": "terminatejob",
-        "jobPreparationTask": {"commandLine": "/bin/sh -c 'echo ready > prepared; echo run >> ../../prep-runs'"},
-        "jobReleaseTask": {"commandLine": "/bin/sh -c 'echo done > ../../released'"},
+        "jobPreparationTask": {"commandLine": format!("/bin/sh -c 'echo ready > prepared; echo run >> {}/prep-runs'", acct.work_dir.display())},
+        "jobReleaseTask": {"commandLine": format!("/bin/sh -c 'echo done > {}/released'", acct.work_dir.display())},
     });
     // A task may be called like the preparation's directory: it must not share (and wipe) it.
     let mut tasks = vec![json!({"id": "jobpreparation", "commandLine": "/bin/sh -c 'echo mine > here'"})];
@@ -274,11 +274,11 @@ async fn preparation_runs_once_per_node_and_release_when_the_job_ends() {
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
     assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
     let job_dir = acct.work_dir.join("nodes").join(acct.name()).join("jobs/j");
-    assert_eq!(std::fs::read_to_string(job_dir.join("prep-runs")).unwrap(), "run\n", "once on the node");
+    assert_eq!(std::fs::read_to_string(acct.work_dir.join("prep-runs")).unwrap(), "run\n", "once on the node");
     assert!(job_dir.join(".jobpreparation/wd/prepared").exists(), "the preparation's files survive");
     assert!(job_dir.join("jobpreparation/wd/here").exists(), "the task ran in a directory of its own");
     eventually(Duration::from_secs(15), "the release task runs when the job ends", || async {
-        job_dir.join("released").exists()
+        acct.work_dir.join("released").exists()
     })
     .await;
     let status = acct.ok(&["job", "prep-release-status", "--job-id", "j"]).json();
@@ -311,8 +311,8 @@ async fn a_restarted_node_still_runs_the_release_of_jobs_it_prepared() {
     let mut acct = TestAccount::new("prepagain").await;
     acct.pool("p", 2);
     let spec = json!({
-        "jobPreparationTask": {"commandLine": "/bin/sh -c 'echo run >> ../../prep-runs'"},
-        "jobReleaseTask": {"commandLine": "/bin/sh -c 'echo done > ../../released'"},
+        "jobPreparationTask": {"commandLine": format!("/bin/sh -c 'echo run >> {}/prep-runs'", acct.work_dir.display())},
+        "jobReleaseTask": {"commandLine": format!("/bin/sh -c 'echo done > {}/released'", acct.work_dir.display())},
     });
     job_with_tasks(&acct, spec, &[json!({"id": "t0", "commandLine": "/bin/true"})]);
     let node = format!("{}-n", acct.name());
@@ -334,19 +334,18 @@ async fn a_restarted_node_still_runs_the_release_of_jobs_it_prepared() {
     })
     .await;
     acct.ok(&["job", "terminate", "--job-id", "j"]);
-    let job_dir = acct.work_dir.join("nodes").join(acct.name()).join("jobs/j");
     eventually(Duration::from_secs(15), "the release task runs on the restarted node", || async {
-        job_dir.join("released").exists()
+        acct.work_dir.join("released").exists()
     })
     .await;
-    assert_eq!(std::fs::read_to_string(job_dir.join("prep-runs")).unwrap(), "run\n", "not prepared again");
+    assert_eq!(std::fs::read_to_string(acct.work_dir.join("prep-runs")).unwrap(), "run\n", "not prepared again");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_of_a_failing_task_back_off() {
     let mut acct = TestAccount::new("backoff").await;
     acct.pool("p", 2);
-    let task = json!({"id": "f", "commandLine": "/bin/sh -c 'date +%s%N >> ../../attempts; exit 1'",
+    let task = json!({"id": "f", "commandLine": format!("/bin/sh -c 'date +%s%N >> {}/attempts; exit 1'", acct.work_dir.display()),
         "constraints": {"maxTaskRetryCount": 3}});
     job_with_tasks(&acct, json!({}), &[task]);
     acct.start_worker("p", &[]);
@@ -354,8 +353,7 @@ async fn retries_of_a_failing_task_back_off() {
     assert_eq!(wait.code, 1, "{wait:?}");
     let info = &show_task(&acct, "f")["executionInfo"];
     assert_eq!(info["retryCount"], 3, "{info}");
-    let attempts =
-        std::fs::read_to_string(acct.work_dir.join("nodes").join(acct.name()).join("jobs/j/attempts")).unwrap();
+    let attempts = std::fs::read_to_string(acct.work_dir.join("attempts")).unwrap();
     let starts: Vec<i64> = attempts.lines().map(|l| l.trim().parse::<i64>().unwrap() / 1_000_000).collect();
     assert_eq!(starts.len(), 4, "{attempts}");
     // Each retry waits at least 0.5 s, doubling (lower bounds only: a slow machine waits longer).

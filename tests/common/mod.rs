@@ -121,6 +121,8 @@ impl TestAccount {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let work_dir = root.join("target/test-work").join(&name);
         std::fs::create_dir_all(&work_dir).unwrap();
+        // Tasks run as their own users (the tests run as root): they may write here, as to /tmp.
+        std::fs::set_permissions(&work_dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
         let worker_log = env_or("DROVER_TEST_WORKER_LOG", "info");
         let account = TestAccount { config, work_dir, workers: vec![], monitors: vec![], pools: vec![], worker_log };
         account.s3().await.create_bucket().bucket(BUCKET).send().await.ok();

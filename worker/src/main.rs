@@ -45,6 +45,11 @@ struct Cli {
     /// ResourceFileDownloadError (default: no limit).
     #[arg(long, env = "DROVER_MAX_TASK_DOWNLOAD_BYTES")]
     max_task_download_bytes: Option<u64>,
+    /// Run every task as this worker's own user, non-admin ones included (for a worker that is
+    /// not root, e.g. on a development machine). Without it, a worker that cannot switch users
+    /// refuses to start.
+    #[arg(long, env = "DROVER_TASKS_AS_WORKER_USER")]
+    tasks_as_worker_user: bool,
 }
 
 #[tokio::main]
@@ -79,6 +84,7 @@ async fn main() -> ExitCode {
         drain_timeout: Duration::from_secs(cli.drain_timeout),
         storage_retry: Duration::from_secs(cli.storage_retry_seconds),
         max_task_download_bytes: cli.max_task_download_bytes,
+        tasks_as_worker_user: cli.tasks_as_worker_user,
     };
     let shutdown = CancellationToken::new();
     let hand_back = CancellationToken::new();

@@ -70,6 +70,9 @@ pub struct JobPreparationTask {
     /// Accepted for compatibility; a node runs the preparation once per job per worker process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun_on_node_reboot_after_success: Option<bool>,
+    /// Who it runs as (default: a non-admin auto-user of pool scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_identity: Option<super::UserIdentity>,
 }
 
 /// Runs on every node that ran the job's preparation when the job ends (Azure's JobReleaseTask).
@@ -87,6 +90,9 @@ pub struct JobReleaseTask {
     pub max_wall_clock_time: Option<IsoDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_time: Option<IsoDuration>,
+    /// Who it runs as (default: a non-admin auto-user of pool scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_identity: Option<super::UserIdentity>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! Nothing outside this module derives `Serialize` for what users or other programs read.
 
 mod duration;
+pub mod identity;
 pub mod job;
 pub mod message;
 pub mod node;
@@ -11,6 +12,7 @@ mod storage;
 pub mod task;
 
 pub use duration::IsoDuration;
+pub use identity::{RunAs, UserAccount, UserIdentity};
 pub use job::{CloudJob, JobAddParameter, JobState};
 pub use message::TaskMessage;
 pub use pool::{CloudPool, PoolAddParameter};

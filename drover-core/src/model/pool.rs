@@ -37,6 +37,9 @@ pub struct PoolAddParameter {
     pub auto_scale_evaluation_interval: Option<IsoDuration>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metadata: Vec<MetadataItem>,
+    /// Users its commands may name in `userIdentity.userName`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_accounts: Vec<super::UserAccount>,
 }
 
 /// Azure's StartTask: runs on a node when it joins the pool.
@@ -58,6 +61,9 @@ pub struct StartTask {
     /// drover's addition: application packages for the start task, as on tasks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub application_package_references: Vec<ApplicationPackageReference>,
+    /// Who it runs as (default: a non-admin auto-user of pool scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_identity: Option<super::UserIdentity>,
 }
 
 /// The default and smallest autoscale evaluation intervals.
@@ -82,6 +88,7 @@ impl PoolAddParameter {
             auto_scale_formula: None,
             auto_scale_evaluation_interval: None,
             metadata: vec![],
+            user_accounts: vec![],
         }
     }
 
@@ -112,6 +119,17 @@ impl PoolAddParameter {
             if matches!(t.max_task_retry_count, Some(n) if n < -1) {
                 return Err(at("startTask.maxTaskRetryCount: must be -1 (unlimited) or more".into()));
             }
+        }
+        for (i, account) in self.user_accounts.iter().enumerate() {
+            account.validate().map_err(|e| at(format!("userAccounts[{i}] {e}")))?;
+            if self.user_accounts[..i].iter().any(|a| a.name == account.name) {
+                return Err(at(format!("userAccounts[{i}]: {:?} is named twice", account.name)));
+            }
+        }
+        if let Some(identity) = self.start_task.as_ref().and_then(|t| t.user_identity.as_ref()) {
+            identity.validate().map_err(|e| at(format!("startTask.{e}")))?;
+            super::UserIdentity::run_as(Some(identity), &self.user_accounts)
+                .map_err(|e| at(format!("startTask.{e}")))?;
         }
         if let Some(n) = self.target_dedicated_nodes.filter(|n| *n > MAX_POOL_NODES) {
             return Err(at(format!("targetDedicatedNodes {n}: at most {MAX_POOL_NODES} nodes in a pool")));

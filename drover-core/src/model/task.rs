@@ -30,6 +30,9 @@ pub struct TaskAddParameter {
     pub required_slots: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub application_package_references: Vec<ApplicationPackageReference>,
+    /// Who it runs as (default: a non-admin auto-user of pool scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_identity: Option<super::UserIdentity>,
 }
 
 /// A file to download into the task's working directory before it runs.
@@ -253,6 +256,9 @@ impl TaskAddParameter {
                     return Err(format!("dependsOn.taskIdRanges[{i}]: start must be >= 0 and <= end"));
                 }
             }
+        }
+        if let Some(identity) = &self.user_identity {
+            identity.validate()?;
         }
         if self.required_slots == Some(0) {
             return Err("requiredSlots: must be at least 1".into());
@@ -751,7 +757,8 @@ mod tests {
     fn refusals_name_the_field() {
         let cases = [
             (r#"{"id":"t1"}"#, "commandLine"),
-            (r#"{"id":"t1","commandLine":"x","userIdentity":{}}"#, "userIdentity"),
+            (r#"{"id":"t1","commandLine":"x","multiInstanceSettings":{}}"#, "multiInstanceSettings"),
+            (r#"{"id":"t1","commandLine":"x","userIdentity":{"userName":"u","autoUser":{}}}"#, "not both"),
             (r#"{"id":"t/1","commandLine":"x"}"#, "task id"),
             (
                 r#"{"id":"t1","commandLine":"x","resourceFiles":[{"httpUrl":"s3://bkt/k","filePath":"../x"}]}"#,
@@ -790,6 +797,7 @@ mod tests {
                 depends_on: None,
                 required_slots: None,
                 application_package_references: vec![],
+                user_identity: None,
             },
             state: TaskState::Completed,
             creation_time: super::super::rfc3339(0),

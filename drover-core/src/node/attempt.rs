@@ -141,6 +141,7 @@ impl Attempt {
             prep_wd: None,
             dir: self.dir.clone(),
             wall_clock: spec.constraints.as_ref().and_then(|c| c.max_wall_clock_time).map(|d| d.0),
+            identity: spec.user_identity.as_ref(),
         };
         let run = match super::job::prepared(&self.ctx, &self.msg.job_id).await {
             Ok(prep_wd) => self.execute(Command { prep_wd, ..command }).await,
@@ -166,7 +167,7 @@ impl Attempt {
                 Err(_) => return Run::HandedBack,
             }
         }
-        let ended = staged.run(&self.kill).await;
+        let ended = staged.run(&self.ctx, &self.kill).await;
         let mut outcome = match (&ended, ended.failure()) {
             (Ended::Killed, _) if self.ctx.hand_back.is_cancelled() => return Run::HandedBack,
             (Ended::Killed, _) => {

@@ -4,9 +4,10 @@
 //! and stderr.txt beside its working directory and a wall-clock limit.
 
 use super::process::{self, Exit, ProcessSpec};
+use super::users::TaskUser;
 use super::NodeContext;
 use crate::model::task::{ApplicationPackageReference, FailureCode, FailureInfo, ResourceFile};
-use crate::model::EnvironmentSetting;
+use crate::model::{EnvironmentSetting, UserIdentity};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,8 @@ pub(super) struct Command<'a> {
     /// Its directory: `wd/` (the working directory), `stdout.txt`, `stderr.txt`.
     pub(super) dir: PathBuf,
     pub(super) wall_clock: Option<Duration>,
+    /// Who it runs as (`userIdentity`; None: a non-admin auto-user of pool scope).
+    pub(super) identity: Option<&'a UserIdentity>,
 }
 
 /// A command whose directory, files and packages are in place.
@@ -40,6 +43,11 @@ pub(super) struct Staged {
     /// A start task's background processes outlive it (services it starts for the node);
     /// every other command ends with its process group.
     keep_background: bool,
+    /// The user it runs as (None: the worker's), and its directory.
+    user: Option<TaskUser>,
+    dir: PathBuf,
+    /// Not a task's: a start, preparation or release task's directory, which tasks read.
+    shared: bool,
     /// Bytes downloaded for it (resource files, packages).
     pub(super) staged_in: u64,
 }
@@ -121,14 +129,65 @@ impl Command<'_> {
                 return Err((failure, staged_in));
             }
         };
+        let user = self.user(ctx).await.map_err(|f| (f, staged_in))?;
+        if user.is_some() {
+            env.retain(|(k, _)| k != "HOME");
+            env.push(("HOME".into(), wd.to_string_lossy().into_owned()));
+        }
         let keep_background = self.job.is_none();
-        Ok(Staged { argv, env, wd, stdout, stderr, wall_clock: self.wall_clock, keep_background, staged_in })
+        let (dir, shared) = (self.dir.clone(), self.task.is_none());
+        Ok(Staged {
+            argv,
+            env,
+            wd,
+            stdout,
+            stderr,
+            wall_clock: self.wall_clock,
+            keep_background,
+            user,
+            dir,
+            shared,
+            staged_in,
+        })
+    }
+
+    /// The user the command runs as, its directory made its own: a task's private (0700), a
+    /// start, preparation or release task's readable by the node's tasks (0755).
+    async fn user(&self, ctx: &NodeContext) -> Result<Option<TaskUser>, FailureInfo> {
+        let refused = |e: String| FailureInfo::user(FailureCode::CommandStartError, e);
+        let run_as = UserIdentity::run_as(self.identity, &ctx.user_accounts).map_err(refused)?;
+        let user = ctx
+            .users
+            .acquire(&run_as, &ctx.config.account, &ctx.options.pool_id)
+            .map_err(|e| refused(format!("userIdentity: {e}")))?;
+        let Some(user) = user else { return Ok(None) };
+        let (dir, (uid, gid)) = (self.dir.clone(), (user.uid, user.gid));
+        let mode = if self.task.is_some() { 0o700 } else { 0o755 };
+        let owned = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::PermissionsExt;
+            super::users::chown_tree(&dir, uid, gid)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
+            // The job's directory: passable, not listable.
+            match dir.parent() {
+                Some(job_dir) => std::fs::set_permissions(job_dir, std::fs::Permissions::from_mode(0o711)),
+                None => Ok(()),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        match owned {
+            Ok(()) => Ok(Some(user)),
+            Err(e) => {
+                ctx.users.release(user, &self.dir);
+                Err(FailureInfo::server(FailureCode::TaskDirectoryError, format!("{}: {e}", self.dir.display())))
+            }
+        }
     }
 
     /// Stages and runs the command to its end (a start, preparation or release task).
     pub(super) async fn run(&self, ctx: &NodeContext, kill: &CancellationToken) -> Ended {
         match self.stage(ctx, true).await {
-            Ok(staged) => staged.run(kill).await,
+            Ok(staged) => staged.run(ctx, kill).await,
             Err((failure, _)) => Ended::NotStarted(failure),
         }
     }
@@ -163,7 +222,7 @@ impl Command<'_> {
 
 impl Staged {
     /// Runs the process to its end, its wall-clock limit, or `kill`.
-    pub(super) async fn run(self, kill: &CancellationToken) -> Ended {
+    pub(super) async fn run(self, ctx: &NodeContext, kill: &CancellationToken) -> Ended {
         let spec = ProcessSpec {
             argv: &self.argv,
             cwd: &self.wd,
@@ -172,8 +231,25 @@ impl Staged {
             stderr: self.stderr,
             wall_clock: self.wall_clock,
             keep_background: self.keep_background,
+            user: self.user.as_ref().map(|u| (u.uid, u.gid)),
         };
-        match process::run(spec, kill).await {
+        let ended = process::run(spec, kill).await;
+        if let Some(user) = self.user {
+            let (users, dir, shared) = (ctx.users.clone(), self.dir.clone(), self.shared);
+            let _ = tokio::task::spawn_blocking(move || {
+                // What a start, preparation or release task leaves is read by the node's tasks,
+                // never written: its directory goes back to the worker.
+                if shared {
+                    let me = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+                    if let Err(e) = super::users::chown_tree(&dir, me.0, me.1) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot hand a directory back to the worker");
+                    }
+                }
+                users.release(user, &dir)
+            })
+            .await;
+        }
+        match ended {
             Ok(Exit::Code(code)) => Ended::Exited(code),
             Ok(Exit::TimedOut) => Ended::TimedOut,
             Ok(Exit::Killed) => Ended::Killed,

@@ -11,6 +11,7 @@ mod process;
 mod retention;
 mod start;
 mod systemd;
+pub mod users;
 
 pub use process::Exit;
 
@@ -23,7 +24,7 @@ use crate::status::{NodeBeat, NodeJoin, StatusStore, NODE_LEASE};
 use crate::{Config, Result};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct NodeOptions {
     pub storage_retry: Duration,
     /// The most bytes of resource files one task may download (None: no limit).
     pub max_task_download_bytes: Option<u64>,
+    /// Run every command as the worker's user, non-admin ones included.
+    pub tasks_as_worker_user: bool,
 }
 
 /// The host name plus a suffix unique on the host.
@@ -87,6 +90,23 @@ pub(crate) struct NodeContext {
     pub(crate) state: Mutex<(NodeState, i64)>,
     pub(crate) total_run: AtomicU64,
     pub(crate) total_succeeded: AtomicU64,
+    /// Who non-admin commands run as, and the pool's userAccounts they may name.
+    pub(crate) users: users::Users,
+    pub(crate) user_accounts: Vec<crate::model::UserAccount>,
+}
+
+/// Makes the account's directory and its `jobs`. With task users, both are 0711: a task reaches
+/// its own directory (0700) and the job's preparation, but lists no other job or account.
+async fn create_account_dir(root: &Path, users: &users::Users) -> std::io::Result<()> {
+    let jobs = root.join("jobs");
+    tokio::fs::create_dir_all(&jobs).await?;
+    if matches!(users, users::Users::Switch) {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in [root, jobs.as_path()] {
+            tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).await?;
+        }
+    }
+    Ok(())
 }
 
 /// How many ended tasks a node lists in its recentTasks.
@@ -180,6 +200,7 @@ pub async fn run(
 ) -> Result<()> {
     config.validate()?;
     crate::model::validate_id("pool id", &options.pool_id)?;
+    let users = users::Users::new(options.tasks_as_worker_user)?;
     let store = StatusStore::connect(&config).await?;
     let pool = store.get_pool(&options.pool_id).await?;
     let slots = options.task_slots.unwrap_or(pool.spec.task_slots_per_node).max(1);
@@ -203,6 +224,8 @@ pub async fn run(
         state: Mutex::new((NodeState::Starting, crate::model::now_ms())),
         total_run: AtomicU64::new(0),
         total_succeeded: AtomicU64::new(0),
+        users,
+        user_accounts: pool.spec.user_accounts.clone(),
     });
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let work_dir = ctx.options.work_dir.to_string_lossy().into_owned();
@@ -219,7 +242,7 @@ pub async fn run(
     let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
     job::restore(&ctx).await;
     let root = ctx.account_dir();
-    let usable = match tokio::fs::create_dir_all(&root).await {
+    let usable = match create_account_dir(&root, &ctx.users).await {
         Err(e) => {
             tracing::error!(dir = %root.display(), error = %e, "the work directory is unusable: this node takes no task");
             ctx.set_state(NodeState::Unusable).await;

@@ -28,6 +28,8 @@ pub(super) struct ProcessSpec<'a> {
     pub wall_clock: Option<Duration>,
     /// Leave what the process started in the background running after it exits.
     pub keep_background: bool,
+    /// The uid and gid it runs as (None: the worker's).
+    pub user: Option<(u32, u32)>,
 }
 
 /// Environment variables passed through from the node to tasks; everything else (credentials in
@@ -59,6 +61,10 @@ pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std:
     }
     for (k, v) in spec.env {
         cmd.env(k, v);
+    }
+    if let Some((uid, gid)) = spec.user {
+        // As root, std also drops every supplementary group before switching.
+        cmd.uid(uid).gid(gid).env("USER", format!("drover{uid}")).env("LOGNAME", format!("drover{uid}"));
     }
     let mut child = cmd.spawn()?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));

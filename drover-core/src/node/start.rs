@@ -40,6 +40,7 @@ async fn run_to_end(ctx: &NodeContext, task: &StartTask) -> bool {
         prep_wd: None,
         dir: ctx.account_dir().join("startup"),
         wall_clock: None,
+        identity: task.user_identity.as_ref(),
     };
     let runs = runs_allowed(task.max_task_retry_count);
     let started = crate::model::rfc3339(crate::model::now_ms());
