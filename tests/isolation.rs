@@ -228,3 +228,43 @@ async fn tasks_run_as_their_own_users_and_reach_no_one_elses_work() {
     // The admin (the worker's user, root here) reaches everything: the probe itself works.
     assert!(stdout_of(&a, "admin").contains("read-worker-env"));
 }
+
+/// A .tar.gz at `path` holding `bin/tool.sh` that prints `says`.
+fn package(acct: &TestAccount, path: &std::path::Path, says: &str) {
+    let src = acct.work_dir.join(format!("src-{says}"));
+    std::fs::create_dir_all(src.join("bin")).unwrap();
+    std::fs::write(src.join("bin/tool.sh"), format!("#!/bin/sh\necho {says}\n")).unwrap();
+    let tar = std::process::Command::new("tar").arg("czf").arg(path).arg("-C").arg(&src).arg("bin").status().unwrap();
+    assert!(tar.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_package_changed_in_storage_after_upload_is_refused() {
+    let mut acct = TestAccount::new("poisonpkg").await;
+    let file = acct.work_dir.join("tool.tar.gz");
+    package(&acct, &file, "genuine");
+    let upload = ["application", "package", "upload", "--application-id", "tool", "--version", "1.0"];
+    let shown = acct.ok(&[&upload[..], &["--package-file", file.to_str().unwrap()]].concat()).json();
+    assert_eq!(shown["sha256"].as_str().map(str::len), Some(64), "{shown}");
+    // Someone with write access to the bucket replaces the stored package.
+    let planted = acct.work_dir.join("planted.tar.gz");
+    package(&acct, &planted, "planted");
+    let key = format!("{}/applications/tool/1.0/tool.tar.gz", acct.name());
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(&planted).await.unwrap();
+    acct.s3().await.put_object().bucket(drover_tests::BUCKET).key(&key).body(body).send().await.unwrap();
+
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let task = json!({"id": "t", "commandLine": "/bin/sh -c '$AZ_BATCH_APP_PACKAGE_tool/bin/tool.sh'",
+                      "applicationPackageReferences": [{"applicationId": "tool"}]});
+    let tasks = acct.file("task.json", &task.to_string());
+    acct.ok(&["task", "create", "--job-id", "j", "--json-file", tasks.to_str().unwrap()]);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 1, "{wait:?}\n{}", acct.worker_logs());
+    let shown = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "t"]).json();
+    let failure = &shown["executionInfo"]["failureInfo"];
+    assert_eq!(failure["code"], "ApplicationPackageError", "{shown}");
+    assert!(failure["message"].as_str().unwrap().contains("changed since it was uploaded"), "{shown}");
+    assert!(!stdout_of(&acct, "t").contains("planted"));
+}

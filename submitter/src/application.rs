@@ -3,7 +3,7 @@
 use crate::output::{self, Format};
 use drover_core::model::{now_ms, rfc3339, validate_id};
 use drover_core::staging::Staging;
-use drover_core::status::{PackageVersion, StatusStore};
+use drover_core::status::{file_sha256, PackageVersion, StatusStore};
 use drover_core::Config;
 use std::path::PathBuf;
 
@@ -52,7 +52,15 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: ApplicationCommand
             staging.s3.ensure_bucket(&config.bucket).await?;
             let at = staging.application_package(&application_id, &version, &name);
             staging.upload_path(&package_file, &at.bucket, &at.key).await?;
-            let package = PackageVersion { version, file: name, size, last_activation_time: rfc3339(now_ms()) };
+            let sha256 = file_sha256(&package_file)
+                .map_err(|e| anyhow::anyhow!("--package-file {}: {e}", package_file.display()))?;
+            let package = PackageVersion {
+                version,
+                file: name,
+                size,
+                last_activation_time: rfc3339(now_ms()),
+                sha256: Some(sha256),
+            };
             store.add_package(&application_id, &package).await?;
             output::one(format, &package)
         }

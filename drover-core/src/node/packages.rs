@@ -5,6 +5,7 @@
 
 use super::NodeContext;
 use crate::model::task::{ApplicationPackageReference, FailureCode, FailureInfo};
+use crate::status::{file_sha256, PackageVersion};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,10 +39,7 @@ pub(super) async fn install(
             let mut unpacked = ctx.packages.unpacked.lock().await;
             unpacked.entry((r.application_id.clone(), package.version.clone())).or_default().clone()
         };
-        let dir = cell
-            .get_or_try_init(|| unpack(ctx, &r.application_id, &package.version, &package.file))
-            .await
-            .map_err(at)?;
+        let dir = cell.get_or_try_init(|| unpack(ctx, &r.application_id, &package)).await.map_err(at)?;
         let path = dir.to_string_lossy().into_owned();
         for name in variable_names(&r.application_id, r.version.as_deref()) {
             env.push((format!("DROVER_APP_PACKAGE_{name}"), path.clone()));
@@ -69,7 +67,9 @@ fn variable_names(application: &str, version: Option<&str>) -> Vec<String> {
 
 /// Downloads and unpacks a version (unless an earlier run of this node did), atomically: into a
 /// temporary directory renamed into place, so a half-unpacked package is never used.
-async fn unpack(ctx: &NodeContext, application: &str, version: &str, file: &str) -> Result<PathBuf> {
+/// The file must be the one uploaded (its SHA-256, when recorded, matches).
+async fn unpack(ctx: &NodeContext, application: &str, package: &PackageVersion) -> Result<PathBuf> {
+    let (version, file) = (package.version.as_str(), package.file.as_str());
     let root = ctx.options.work_dir.join(&ctx.config.account).join("applications").join(application);
     let dir = root.join(version);
     if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
@@ -79,6 +79,19 @@ async fn unpack(ctx: &NodeContext, application: &str, version: &str, file: &str)
     let archive = root.join(format!(".{version}.download"));
     let at = ctx.staging.application_package(application, version, file);
     ctx.staging.retrying(|| ctx.staging.s3.download(&at.bucket, &at.key, &archive)).await?;
+    if let Some(want) = &package.sha256 {
+        let path = archive.clone();
+        let got = tokio::task::spawn_blocking(move || file_sha256(&path))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::io(archive.display().to_string(), e))?;
+        if got != *want {
+            let _ = tokio::fs::remove_file(&archive).await;
+            return Err(Error::Storage(format!(
+                "{at}: the stored package changed since it was uploaded (SHA-256 {got}, recorded {want}); upload it again"
+            )));
+        }
+    }
     let (archive2, dir2, file) = (archive.clone(), dir.clone(), file.to_string());
     tokio::task::spawn_blocking(move || extract(&archive2, &dir2, &file))
         .await

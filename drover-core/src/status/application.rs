@@ -15,6 +15,17 @@ pub struct PackageVersion {
     pub file: String,
     pub size: u64,
     pub last_activation_time: String,
+    /// The SHA-256 of the package file at upload (hex); a node refuses a file that differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// The SHA-256 of the file at `path`, in hex (read in a stream).
+pub fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// An application and its versions (Azure's ApplicationSummary, with the versions' details).

@@ -41,7 +41,7 @@ mod sentinel;
 mod stats;
 mod task;
 
-pub use application::{Application, PackageVersion};
+pub use application::{file_sha256, Application, PackageVersion};
 pub use attempt::{AttemptRef, Completion, Outcome, Start, Started};
 pub use job::{JobBacklog, Watch};
 pub use node::{NodeBeat, NodeJoin};
