@@ -99,21 +99,47 @@ fn runs(pid: u32) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_task_ends_with_what_it_left_running_in_the_background() {
+async fn a_task_ends_with_everything_it_started_even_what_left_its_session() {
     let mut acct = TestAccount::new("background").await;
-    acct.pool("p", 1);
+    acct.pool("p", 4);
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
-    let pid_file = acct.work_dir.join("background.pid");
-    let cmd = format!("/bin/sh -c 'sleep 300 & echo $! > {}'", pid_file.display());
-    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "t", "--command-line", &cmd]);
+    // Each task leaves a `sleep 300` behind, writes its pid, and ends (or runs out of time).
+    let work_dir = acct.work_dir.clone();
+    let pid_file = |task: &str| work_dir.join(format!("{task}.pid"));
+    let leave = |task: &str, how: &str, then: &str| {
+        let file = pid_file(task);
+        let file = file.display();
+        format!(
+            "/bin/sh -c '{how} /bin/sh -c \"echo \\$\\$ > {file}; exec sleep 300\" & until [ -s {file} ]; do sleep 0.02; done{then}'"
+        )
+    };
+    let admin = json!({"autoUser": {"elevationLevel": "admin"}});
+    let tasks = [
+        // In the background of its process group,
+        json!({"id": "background", "commandLine": leave("background", "", "")}),
+        // in a session of its own (pool scope: its uid is shared with the pool's other tasks),
+        json!({"id": "setsid", "commandLine": leave("setsid", "setsid", "")}),
+        // the same as admin (the worker's own user),
+        json!({"id": "admin", "commandLine": leave("admin", "setsid", ""), "userIdentity": admin}),
+        // and from a task that ran out of time.
+        json!({"id": "timeout", "commandLine": leave("timeout", "setsid", "; sleep 300"),
+            "constraints": {"maxWallClockTime": "PT3S", "maxTaskRetryCount": 0}}),
+    ];
+    acct.add_tasks("j", &tasks);
     acct.start_worker("p", &[]);
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
-    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    drover_tests::eventually(std::time::Duration::from_secs(10), "the background sleep is gone", || async {
-        !runs(pid)
-    })
-    .await;
+    assert_eq!(wait.code, 1, "only the task that timed out failed: {wait:?}\n{}", acct.worker_logs());
+    let timed_out = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "timeout"]).json();
+    assert_eq!(timed_out["executionInfo"]["failureInfo"]["code"], "MaxWallClockTimeExceeded", "{timed_out}");
+    for task in ["background", "setsid", "admin", "timeout"] {
+        let pid: u32 = std::fs::read_to_string(pid_file(task)).unwrap().trim().parse().unwrap();
+        drover_tests::eventually(
+            std::time::Duration::from_secs(10),
+            &format!("the sleep {task} left is gone"),
+            || async { !runs(pid) },
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

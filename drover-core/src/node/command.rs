@@ -232,6 +232,7 @@ impl Staged {
             wall_clock: self.wall_clock,
             keep_background: self.keep_background,
             user: self.user.as_ref().map(|u| (u.uid, u.gid)),
+            cgroups: &ctx.cgroups,
         };
         let ended = process::run(spec, kill).await;
         if let Some(user) = self.user {

@@ -3,6 +3,7 @@
 //! heartbeat in Redis so others can tell it is alive, and drains on shutdown.
 
 mod attempt;
+mod cgroups;
 mod command;
 mod dispatch;
 mod job;
@@ -93,6 +94,8 @@ pub(crate) struct NodeContext {
     /// Who non-admin commands run as, and the pool's userAccounts they may name.
     pub(crate) users: users::Users,
     pub(crate) user_accounts: Vec<crate::model::UserAccount>,
+    /// The cgroups commands run in.
+    pub(crate) cgroups: cgroups::Cgroups,
 }
 
 /// Makes the account's directory and its `jobs`. With task users, both are 0711: a task reaches
@@ -226,6 +229,7 @@ pub async fn run(
         total_succeeded: AtomicU64::new(0),
         users,
         user_accounts: pool.spec.user_accounts.clone(),
+        cgroups: cgroups::Cgroups::new(),
     });
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let work_dir = ctx.options.work_dir.to_string_lossy().into_owned();
@@ -286,6 +290,8 @@ pub async fn run(
     heartbeat.abort();
     sweeper.abort();
     outboxes.abort();
+    // Nothing a command of this node started outlives it (a start task's background services).
+    ctx.cgroups.close();
     if let Err(e) = ctx.store.leave_pool(&ctx.options.pool_id, &ctx.options.node_id).await {
         tracing::warn!(error = %e, "could not record that the node left the pool");
     }

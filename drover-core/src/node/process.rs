@@ -1,4 +1,5 @@
-//! Running a task's process: its own process group, stdout/stderr to files, a wall-clock limit.
+//! Running a task's process: its own process group and cgroup, stdout/stderr to files, a
+//! wall-clock limit.
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -30,6 +31,7 @@ pub(super) struct ProcessSpec<'a> {
     pub keep_background: bool,
     /// The uid and gid it runs as (None: the worker's).
     pub user: Option<(u32, u32)>,
+    pub cgroups: &'a super::cgroups::Cgroups,
 }
 
 /// Environment variables passed through from the node to tasks; everything else (credentials in
@@ -66,7 +68,7 @@ pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std:
         // As root, std also drops every supplementary group before switching.
         cmd.uid(uid).gid(gid).env("USER", format!("drover{uid}")).env("LOGNAME", format!("drover{uid}"));
     }
-    let mut child = cmd.spawn()?;
+    let (mut child, group) = spec.cgroups.spawn(|| cmd.spawn(), tokio::process::Child::id)?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let limit = async {
         match spec.wall_clock {
@@ -83,12 +85,16 @@ pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std:
         _ = limit => Exit::TimedOut,
         _ = stop.cancelled() => Exit::Killed,
     };
-    // The command ends with its process group: what it left running in the background goes
-    // too (unless it may stay). A process that left the group with setsid escapes this; see the
-    // README's security model.
-    if let Some(pgid) = pgid.filter(|_| !(spec.keep_background && matches!(ended, Exit::Code(_)))) {
+    // The command ends with its process group and its cgroup: what it left running in the
+    // background goes too (unless it may stay), whether it left the group or not.
+    let keep = spec.keep_background && matches!(ended, Exit::Code(_));
+    if let Some(pgid) = pgid.filter(|_| !keep) {
         let _ = killpg(pgid, Signal::SIGKILL);
     }
     let _ = child.wait().await;
+    match group {
+        Some(group) if keep => group.keep(),
+        group => drop(group),
+    }
     Ok(ended)
 }

@@ -1,0 +1,194 @@
+//! Task cgroups: every command runs in a cgroup (v2) of its own, so when it ends every process it
+//! started ends with it, those that left its process group or session included.
+//!
+//! The worker moves itself into `<its cgroup>/drover-<pid>` and makes each command's cgroup
+//! beneath it. A child starts in its parent's cgroup, so the worker spawns and moves each child
+//! under one lock and then moves whatever else is left in its own cgroup (what the child forked
+//! before it was moved) after it: only the worker itself stays there. Moving a single process is
+//! cheap; moving the multi-threaded worker per command would not be. Without a writable cgroup v2
+//! hierarchy (no root, or v1 only) commands run without one and the worker says so once.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The worker's cgroups, if it has them.
+#[derive(Debug)]
+pub(crate) struct Cgroups {
+    inner: Option<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The worker's own cgroup, holding only the worker.
+    own: PathBuf,
+    /// Held from a spawn until the child and what it forked are in the child's cgroup.
+    spawning: Mutex<()>,
+    next: AtomicU64,
+    /// Cgroups whose processes were killed but had not all exited yet: removed later.
+    dying: Mutex<Vec<PathBuf>>,
+}
+
+/// The cgroup of one command; dropping it kills what is left in it.
+#[derive(Debug)]
+pub(crate) struct Group<'a> {
+    dir: PathBuf,
+    cgroups: &'a Cgroups,
+    /// Left alone when dropped (a start task's background services).
+    keep: bool,
+}
+
+impl Cgroups {
+    /// Moves the worker into a cgroup of its own; without one, commands run without cgroups.
+    pub(crate) fn new() -> Cgroups {
+        match Inner::new() {
+            Ok(inner) => {
+                tracing::debug!(cgroup = %inner.own.display(), "commands run in cgroups of their own");
+                Cgroups { inner: Some(inner) }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no cgroup v2 this worker can write: a process a task starts outside its process group outlives the task");
+                Cgroups { inner: None }
+            }
+        }
+    }
+
+    /// Spawns with `spawn` and puts the child, and all it forked meanwhile, in a new cgroup.
+    pub(crate) fn spawn<T>(
+        &self,
+        spawn: impl FnOnce() -> std::io::Result<T>,
+        pid: impl Fn(&T) -> Option<u32>,
+    ) -> std::io::Result<(T, Option<Group<'_>>)> {
+        let Some(inner) = &self.inner else { return Ok((spawn()?, None)) };
+        let dir = inner.own.join(format!("c{}", inner.next.fetch_add(1, Ordering::Relaxed)));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            tracing::warn!(cgroup = %dir.display(), error = %e, "cannot make a command's cgroup");
+            return Ok((spawn()?, None));
+        }
+        let group = Group { dir, cgroups: self, keep: false };
+        let _one = inner.spawning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let child = spawn()?;
+        let Some(first) = pid(&child) else { return Ok((child, Some(group))) };
+        let procs = group.dir.join("cgroup.procs");
+        let me = std::process::id();
+        let mut moving = vec![first];
+        for _ in 0..100 {
+            for pid in moving.drain(..) {
+                // A process that exited meanwhile cannot be moved (ESRCH) and needs not be.
+                let _ = std::fs::write(&procs, pid.to_string());
+            }
+            moving = members(&inner.own).into_iter().filter(|p| *p != me).collect();
+            if moving.is_empty() {
+                return Ok((child, Some(group)));
+            }
+        }
+        // Forking faster than it is moved: what is left here is that command's, and dies.
+        for pid in moving {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        Ok((child, Some(group)))
+    }
+
+    /// Kills what is left in the worker's cgroups and removes them (the worker is leaving).
+    pub(crate) fn close(&self) {
+        let Some(inner) = &self.inner else { return };
+        let base = inner.own.parent().map(Path::to_path_buf).unwrap_or_default();
+        let _ = std::fs::write(base.join("cgroup.procs"), std::process::id().to_string());
+        remove_tree(&inner.own);
+    }
+}
+
+impl Group<'_> {
+    /// Leaves what is still running in it alone.
+    pub(crate) fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        let Some(inner) = &self.cgroups.inner else { return };
+        if self.keep {
+            return;
+        }
+        kill(&self.dir);
+        let mut dying = inner.dying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        dying.push(self.dir.clone());
+        // Killed processes take a moment to exit: a cgroup still busy is removed next time.
+        dying.retain(|d| std::fs::remove_dir(d).is_err_and(|e| e.kind() != std::io::ErrorKind::NotFound));
+    }
+}
+
+impl Inner {
+    fn new() -> std::io::Result<Inner> {
+        let mount = std::fs::read_to_string("/proc/self/mountinfo")?
+            .lines()
+            .find_map(|l| {
+                let (before, after) = l.split_once(" - ")?;
+                after.starts_with("cgroup2 ").then(|| before.split(' ').nth(4).map(PathBuf::from))?
+            })
+            .ok_or_else(|| std::io::Error::other("no cgroup2 file system is mounted"))?;
+        let own = std::fs::read_to_string("/proc/self/cgroup")?
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").map(|p| p.trim_start_matches('/').to_string()))
+            .ok_or_else(|| std::io::Error::other("this process is in no cgroup v2"))?;
+        let base = mount.join(own);
+        sweep_dead(&base);
+        let own = base.join(format!("drover-{}", std::process::id()));
+        let described = |what: &str, e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"));
+        std::fs::create_dir(&own).map_err(|e| described(&format!("create {}", own.display()), e))?;
+        let moved = std::fs::write(own.join("cgroup.procs"), std::process::id().to_string());
+        if let Err(e) = moved {
+            let _ = std::fs::remove_dir(&own);
+            return Err(described(&format!("move into {}", own.display()), e));
+        }
+        Ok(Inner { own, spawning: Mutex::new(()), next: AtomicU64::new(0), dying: Mutex::new(Vec::new()) })
+    }
+}
+
+/// The processes directly in a cgroup.
+fn members(dir: &Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// Kills every process in a cgroup and beneath it (`cgroup.kill`, or one by one before Linux 5.14).
+fn kill(dir: &Path) {
+    if std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    for _ in 0..100 {
+        let pids = members(dir);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Kills and removes a worker's cgroup and its commands' (those still busy are left).
+fn remove_tree(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            kill(&entry.path());
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Removes the cgroups of workers that died here, with whatever they left running.
+fn sweep_dead(base: &Path) {
+    for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("drover-")).and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            remove_tree(&entry.path());
+        }
+    }
+}
