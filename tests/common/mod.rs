@@ -371,9 +371,9 @@ impl TestAccount {
         conn.create_channel().await.unwrap()
     }
 
-    /// Stops the workers and removes every key, queue, exchange and object of the account. Runs
-    /// on drop too, so a failing test cleans up as well.
-    async fn cleanup(&mut self) {
+    /// Stops the workers and removes every key, queue, exchange and object of the account, and
+    /// its work directory unless `keep_dir`. Runs on drop, so a failing test cleans up as well.
+    async fn cleanup(&mut self, keep_dir: bool) {
         self.stop_workers();
         let topology = Topology::new(self.name());
         if let Ok(conn) = drover_core::queue::connect(&self.config.amqp_url, "drover-tests-cleanup").await {
@@ -407,7 +407,9 @@ impl TestAccount {
                 let _ = s3.delete_object().bucket(BUCKET).key(o.key().unwrap_or_default()).send().await;
             }
         }
-        let _ = std::fs::remove_dir_all(&self.work_dir);
+        if !keep_dir {
+            let _ = std::fs::remove_dir_all(&self.work_dir);
+        }
     }
 
     /// Sends `signal` (e.g. "KILL", "STOP", "CONT", "TERM") to a worker process.
@@ -450,7 +452,15 @@ impl TestAccount {
 
 impl Drop for TestAccount {
     fn drop(&mut self) {
+        let failed = std::thread::panicking();
+        let logs = if failed { self.worker_logs() } else { String::new() };
         self.stop_workers();
+        if failed {
+            // A failing test shows the end of what its workers said, and keeps their directory.
+            let tail: Vec<&str> = logs.lines().filter(|l| !l.contains(" DEBUG ")).rev().take(60).collect();
+            eprintln!("== the last worker log lines (all in {}):", self.work_dir.display());
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
         // Drop may run inside the test's runtime: clean up on a thread with a runtime of its own.
         let mut this = TestAccount {
             config: self.config.clone(),
@@ -462,7 +472,7 @@ impl Drop for TestAccount {
         };
         let cleanup = std::thread::spawn(move || {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                rt.block_on(this.cleanup());
+                rt.block_on(this.cleanup(failed));
             }
             std::mem::forget(this);
         });
