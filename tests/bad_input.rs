@@ -146,3 +146,18 @@ async fn a_message_that_is_not_a_task_is_dead_lettered_with_its_reason() {
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "30"]);
     assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_refuses_a_node_id_that_cannot_name_its_directories() {
+    let mut acct = TestAccount::new("nodeid").await;
+    acct.pool("p", 1);
+    for bad in ["../x", ".x", "a/b"] {
+        let mut cmd = std::process::Command::new(drover_tests::bin_dir().join("drover-worker"));
+        acct.env(&mut cmd);
+        let work = acct.work_dir.join("nodes");
+        let out = cmd.args(["--pool-id", "p", "--node-id", bad, "--work-dir"]).arg(&work).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(&format!("node id {bad:?}")), "{bad}: {stderr}");
+        assert!(!work.join(acct.name()).exists(), "{bad}: nothing was made");
+    }
+}

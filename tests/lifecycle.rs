@@ -262,31 +262,46 @@ async fn preparation_runs_once_per_node_and_release_when_the_job_ends() {
     let spec = json!({
         "onAllTasksComplete": "terminatejob",
         "jobPreparationTask": {"commandLine": format!("/bin/sh -c 'echo ready > prepared; echo run >> {}/prep-runs'", acct.work_dir.display())},
-        "jobReleaseTask": {"commandLine": format!("/bin/sh -c 'echo done > {}/released'", acct.work_dir.display())},
+        "jobReleaseTask": {"commandLine": format!("/bin/sh -c 'echo done >> {}/released'", acct.work_dir.display())},
     });
     // A task may be called like the preparation's directory: it must not share (and wipe) it.
     let mut tasks = vec![json!({"id": "jobpreparation", "commandLine": "/bin/sh -c 'echo mine > here'"})];
     tasks.extend((0..6).map(
-        |n| json!({"id": format!("t{n}"), "commandLine": "/bin/sh -c 'cat \"$AZ_BATCH_JOB_PREP_WORKING_DIR/prepared\"'"}),
+        |n| json!({"id": format!("t{n}"), "commandLine": "/bin/sh -c 'sleep 0.5; cat \"$AZ_BATCH_JOB_PREP_WORKING_DIR/prepared\"'"}),
     ));
     job_with_tasks(&acct, spec, &tasks);
+    // Two nodes on one host share the work directory, not their preparations.
+    acct.start_worker("p", &[]);
     acct.start_worker("p", &[]);
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
     assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let list = acct.ok(&["task", "list", "--job-id", "j"]).json();
+    let nodes: std::collections::BTreeSet<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["nodeInfo"]["nodeId"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let runs = std::fs::read_to_string(acct.work_dir.join("prep-runs")).unwrap();
+    assert_eq!(runs.lines().count(), nodes.len(), "once on each node that ran a task: {nodes:?}");
     let job_dir = acct.work_dir.join("nodes").join(acct.name()).join("jobs/j");
-    assert_eq!(std::fs::read_to_string(acct.work_dir.join("prep-runs")).unwrap(), "run\n", "once on the node");
-    assert!(job_dir.join(".jobpreparation/wd/prepared").exists(), "the preparation's files survive");
+    for node in &nodes {
+        let prepared = job_dir.join(".jobpreparation").join(node).join("wd/prepared");
+        assert!(prepared.exists(), "the preparation's files survive on {node}");
+    }
     assert!(job_dir.join("jobpreparation/wd/here").exists(), "the task ran in a directory of its own");
-    eventually(Duration::from_secs(15), "the release task runs when the job ends", || async {
-        acct.work_dir.join("released").exists()
+    eventually(Duration::from_secs(15), "the release task runs on each node when the job ends", || async {
+        std::fs::read_to_string(acct.work_dir.join("released")).is_ok_and(|r| r.lines().count() == nodes.len())
     })
     .await;
-    let status = acct.ok(&["job", "prep-release-status", "--job-id", "j"]).json();
-    let node = &status[0];
-    assert_eq!(node["jobPreparationTaskExecutionInfo"]["result"], "success", "{status}");
-    eventually(Duration::from_secs(10), "the release is recorded", || async {
-        acct.ok(&["job", "prep-release-status", "--job-id", "j"]).json()[0]["jobReleaseTaskExecutionInfo"]["result"]
-            == "success"
+    eventually(Duration::from_secs(10), "the releases are recorded", || async {
+        let status = acct.ok(&["job", "prep-release-status", "--job-id", "j"]).json();
+        let all = status.as_array().cloned().unwrap_or_default();
+        all.len() == nodes.len()
+            && all.iter().all(|n| {
+                n["jobPreparationTaskExecutionInfo"]["result"] == "success"
+                    && n["jobReleaseTaskExecutionInfo"]["result"] == "success"
+            })
     })
     .await;
 }

@@ -42,14 +42,15 @@ async fn a_start_task_gates_the_node_and_nodes_show_their_tasks() {
     acct.start_worker("bad", &[]);
 
     // The start task runs until the test lets it finish: the node waits for it meanwhile.
-    // (The node waits from its registration; its start task shows once it began to run.)
+    // (The node waits from its registration; its start task shows once it began to run.) The
+    // two nodes share the work directory, not their start tasks' directories.
     acct.until_json(&["node", "list", "--pool-id", "good"], "the node waits for its running start task", |nodes| {
         nodes.as_array().is_some_and(|n| {
             n.iter().any(|n| n["state"] == "waitingForStartTask" && n["startTaskInfo"]["state"] == "running")
         })
     })
     .await;
-    std::fs::write(acct.work_dir.join("nodes").join(acct.name()).join("go"), "").unwrap();
+    std::fs::write(acct.work_dir.join("nodes").join(acct.name()).join("startup/go"), "").unwrap();
     let idle = node_state(&acct, "good", "idle").await;
     assert_eq!(idle["startTaskInfo"]["result"], "success", "{idle}");
     assert_eq!(idle["taskSlots"], 2);

@@ -66,8 +66,7 @@ async fn main() -> ExitCode {
     let (pool_id, node_id) = match (&cli.instance, cli.pool_id) {
         (Some(instance), _) => match instance.rsplit_once('-') {
             Some((pool, n)) if !pool.is_empty() && n.parse::<u32>().is_ok() => {
-                let host = gethostname::gethostname().to_string_lossy().into_owned();
-                (pool.to_string(), format!("{host}-{instance}"))
+                (pool.to_string(), format!("{}-{instance}", node::host_name()))
             }
             _ => {
                 eprintln!("drover-worker: --instance {instance:?}: must be <pool>-<number>");

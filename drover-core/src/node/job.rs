@@ -231,7 +231,7 @@ async fn release_job(ctx: &NodeContext, job: &str, task: &JobReleaseTask, job_en
         job: Some(job),
         task: None,
         prep_wd: Some(ctx.prep_dir(job).join("wd")),
-        dir: ctx.job_dir(job).join(".jobrelease"),
+        dir: ctx.release_dir(job),
         wall_clock: Some(task.max_wall_clock_time.map_or(RELEASE_LIMIT, |d| d.0)),
         identity: task.user_identity.as_ref(),
     };

@@ -51,13 +51,31 @@ pub struct NodeOptions {
     pub tasks_as_worker_user: bool,
 }
 
-/// The host name plus a suffix unique on the host.
-pub fn default_node_id() -> String {
-    let host = gethostname::gethostname()
+/// This host's name as a node id may hold it: letters, digits and '-', at most 40 of them.
+pub fn host_name() -> String {
+    gethostname::gethostname()
         .to_string_lossy()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect::<String>();
+        .take(40)
+        .collect()
+}
+
+/// A node id names the node's directories: letters, digits, '-', '_' and '.', not first.
+fn check_node_id(id: &str) -> Result<()> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if id.is_empty() || id.len() > 128 || id.starts_with('.') || !id.chars().all(fine) {
+        let shown: String = id.chars().take(80).collect();
+        return Err(crate::Error::invalid(format!(
+            "node id {shown:?}: must be 1 to 128 letters, digits, '-', '_' or '.', not starting with '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// The host name plus a suffix unique on the host.
+pub fn default_node_id() -> String {
+    let host = host_name();
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{host}-{}-{:04x}", std::process::id(), nanos & 0xffff)
@@ -178,13 +196,23 @@ impl NodeContext {
     }
 
     /// A job's directory: its tasks' directories, and `.jobpreparation` / `.jobrelease` (a dot
-    /// cannot start a task id, so no task shares them).
+    /// cannot start a task id, so no task shares them) holding one directory per node: the
+    /// workers of a host share the work directory.
     pub(crate) fn job_dir(&self, job: &str) -> PathBuf {
         self.account_dir().join("jobs").join(job)
     }
 
     pub(crate) fn prep_dir(&self, job: &str) -> PathBuf {
-        self.job_dir(job).join(".jobpreparation")
+        self.job_dir(job).join(".jobpreparation").join(&self.options.node_id)
+    }
+
+    pub(crate) fn release_dir(&self, job: &str) -> PathBuf {
+        self.job_dir(job).join(".jobrelease").join(&self.options.node_id)
+    }
+
+    /// `<work-dir>/<account>/startup/<node>`: where this node's start task runs.
+    pub(crate) fn startup_dir(&self) -> PathBuf {
+        self.account_dir().join("startup").join(&self.options.node_id)
     }
 
     pub(crate) fn task_dir(&self, job: &str, task: &str) -> PathBuf {
@@ -203,6 +231,7 @@ pub async fn run(
 ) -> Result<()> {
     config.validate()?;
     crate::model::validate_id("pool id", &options.pool_id)?;
+    check_node_id(&options.node_id)?;
     let users = users::Users::new(options.tasks_as_worker_user)?;
     let store = StatusStore::connect(&config).await?;
     let pool = store.get_pool(&options.pool_id).await?;

@@ -38,7 +38,7 @@ async fn run_to_end(ctx: &NodeContext, task: &StartTask) -> bool {
         job: None,
         task: None,
         prep_wd: None,
-        dir: ctx.account_dir().join("startup"),
+        dir: ctx.startup_dir(),
         wall_clock: None,
         identity: task.user_identity.as_ref(),
     };
