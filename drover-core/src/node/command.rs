@@ -178,7 +178,7 @@ impl Command<'_> {
         match owned {
             Ok(()) => Ok(Some(user)),
             Err(e) => {
-                ctx.users.release(user, &self.dir);
+                ctx.users.release(user, &self.dir, true); // nothing ran as it
                 Err(FailureInfo::server(FailureCode::TaskDirectoryError, format!("{}: {e}", self.dir.display())))
             }
         }
@@ -234,7 +234,8 @@ impl Staged {
             user: self.user.as_ref().map(|u| (u.uid, u.gid)),
             cgroups: &ctx.cgroups,
         };
-        let ended = process::run(spec, kill).await;
+        let ran = process::run(spec, kill).await;
+        let contained = ran.as_ref().is_ok_and(|(_, contained)| *contained);
         if let Some(user) = self.user {
             let (users, dir, shared) = (ctx.users.clone(), self.dir.clone(), self.shared);
             let _ = tokio::task::spawn_blocking(move || {
@@ -246,11 +247,11 @@ impl Staged {
                         tracing::warn!(dir = %dir.display(), error = %e, "cannot hand a directory back to the worker");
                     }
                 }
-                users.release(user, &dir)
+                users.release(user, &dir, contained)
             })
             .await;
         }
-        match ended {
+        match ran.map(|(exit, _)| exit) {
             Ok(Exit::Code(code)) => Ended::Exited(code),
             Ok(Exit::TimedOut) => Ended::TimedOut,
             Ok(Exit::Killed) => Ended::Killed,

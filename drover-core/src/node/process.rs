@@ -38,8 +38,10 @@ pub(super) struct ProcessSpec<'a> {
 /// particular) stays out of the task's environment.
 const PASS_THROUGH: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR"];
 
-/// Runs the process to its end, its limit, or `stop`. An error means it could not be started.
-pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std::io::Result<Exit> {
+/// Runs the process to its end, its limit, or `stop`, and says whether its cgroup ended all it
+/// started (false without cgroups, or when its background may stay). An error means it could not
+/// be started.
+pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std::io::Result<(Exit, bool)> {
     let program = &spec.argv[0];
     // A relative program path is relative to the working directory, as in Azure Batch.
     let program: PathBuf = if program.contains('/') && !program.starts_with('/') {
@@ -92,9 +94,10 @@ pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std:
         let _ = killpg(pgid, Signal::SIGKILL);
     }
     let _ = child.wait().await;
+    let contained = group.is_some() && !keep;
     match group {
         Some(group) if keep => group.keep(),
         group => drop(group),
     }
-    Ok(ended)
+    Ok((ended, contained))
 }

@@ -74,11 +74,13 @@ impl Users {
     }
 
     /// Gives back a task-scope user once its command ended: every process still running as it
-    /// is killed and `dir` is handed back to the worker, so the next holder of the uid reaches
-    /// nothing of this task.
-    pub(crate) fn release(&self, user: TaskUser, dir: &Path) {
+    /// is killed (already done when its cgroup ended everything, `contained`) and `dir` is handed
+    /// back to the worker, so the next holder of the uid reaches nothing of this task.
+    pub(crate) fn release(&self, user: TaskUser, dir: &Path, contained: bool) {
         let Some(lease) = user.lease else { return };
-        kill_all(user.uid);
+        if !contained {
+            kill_all(user.uid);
+        }
         let me = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
         if let Err(e) = chown_tree(dir, me.0, me.1) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot hand a task directory back to the worker");
