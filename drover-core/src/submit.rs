@@ -192,6 +192,19 @@ impl Submission<'_> {
         }
         let pool = job.spec.pool_info.pool_id.clone();
         let mut report = AddReport::default();
+        // The file is read twice (to stream any size): what the second read stores must be what
+        // the first checked. A pipe or device could give something else each time.
+        let shown = path.display();
+        let stamp = || -> Result<(u64, Option<std::time::SystemTime>)> {
+            let meta = std::fs::metadata(path).map_err(|e| Error::io(format!("--json-file {shown}"), e))?;
+            if !meta.is_file() {
+                return Err(Error::invalid(format!(
+                    "--json-file {shown}: not a regular file (a pipe or device cannot be read twice): save it to a file first"
+                )));
+            }
+            Ok((meta.len(), meta.modified().ok()))
+        };
+        let before = stamp()?;
 
         // Pass 1: validate everything, find duplicates (a 64-bit hash per id keeps memory small
         // for millions of tasks; hash collisions are settled exactly afterwards).
@@ -287,7 +300,13 @@ impl Submission<'_> {
             }
         }
 
-        // Pass 2: write the records batch by batch, then publish their messages.
+        // Pass 2: write the records batch by batch, then publish their messages. Each task is
+        // checked again as it is read, so a file changed meanwhile stores nothing unchecked.
+        if stamp()? != before {
+            return Err(Error::invalid(format!(
+                "--json-file {shown}: the file changed while it was read; nothing was added"
+            )));
+        }
         let mut tasks: Vec<TaskAddParameter> = Vec::with_capacity(BATCH);
         let max_retry = job.spec.max_task_retry_count();
         let mut skipped: Vec<(usize, String)> = bad.into_iter().collect();
@@ -295,17 +314,24 @@ impl Submission<'_> {
         let bad_set: HashSet<usize> = skipped.iter().map(|(i, _)| *i).collect();
         // Reading is synchronous; batches are handed over one at a time to keep memory bounded.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<TaskAddParameter>>(2);
-        let path_owned = path.to_path_buf();
+        let (path_owned, pool_id) = (path.to_path_buf(), pool.clone());
         let reader = tokio::task::spawn_blocking(move || {
             let mut parents = 0usize;
             read_tasks(&path_owned, |i, entry| {
-                match entry {
-                    Ok(t) if !bad_set.contains(&i) => {
-                        parents += t.depends_on.as_ref().map_or(0, |_| t.parent_ids().map_or(0, |p| p.len()));
-                        tasks.push(t)
-                    }
-                    _ => return Ok(()),
+                if bad_set.contains(&i) {
+                    return Ok(());
                 }
+                let changed = || {
+                    Error::invalid(format!(
+                        "--json-file {}: task #{} changed while the file was read; the tasks before it were added",
+                        path_owned.display(),
+                        i + 1
+                    ))
+                };
+                let t = entry.map_err(|_| changed())?;
+                t.validate().and_then(|()| check_slots(&t, &pool_id, pool_slots)).map_err(|_| changed())?;
+                parents += t.depends_on.as_ref().map_or(0, |_| t.parent_ids().map_or(0, |p| p.len()));
+                tasks.push(t);
                 if tasks.len() == BATCH || parents >= BATCH_PARENTS {
                     parents = 0;
                     tx.blocking_send(std::mem::take(&mut tasks))
