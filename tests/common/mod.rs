@@ -117,6 +117,7 @@ impl TestAccount {
             s3_endpoint: Some(env_or("DROVER_S3_ENDPOINT", DEFAULT_S3)),
             bucket: BUCKET.into(),
             account: name.clone(),
+            signing_key_file: None,
         };
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let work_dir = root.join("target/test-work").join(&name);
@@ -153,6 +154,20 @@ impl TestAccount {
             Some(n) => cmd.env("DROVER_REDIS_WAIT_REPLICAS", n.to_string()),
             None => cmd.env_remove("DROVER_REDIS_WAIT_REPLICAS"),
         };
+        match &self.config.signing_key_file {
+            Some(path) => cmd.env("DROVER_SIGNING_KEY_FILE", path),
+            None => cmd.env_remove("DROVER_SIGNING_KEY_FILE"),
+        };
+    }
+
+    /// Gives the account signing keys (`<key-id> <secret>` lines): every program signs or checks
+    /// its tasks with them from now on.
+    pub fn sign_with(&mut self, keys: &str) -> PathBuf {
+        let path = self.work_dir.join("signing.keys");
+        std::fs::write(&path, keys).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        self.config.signing_key_file = Some(path.clone());
+        path
     }
 
     /// Runs the `drover` CLI for this account and waits for it.

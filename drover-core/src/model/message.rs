@@ -24,6 +24,11 @@ pub struct TaskMessage {
     /// The task's `requiredSlots`: a node starts it only when that many of its slots are free.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub slots: u32,
+    /// The signature over the job, task, slots and stage, when the account signs its tasks
+    /// ([`crate::signing`]). The priority is not signed: a job's priority changes, and it only
+    /// orders the messages a node holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -42,7 +47,28 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 impl TaskMessage {
     /// The message for `task_id` of `job_id`.
     pub fn new(job_id: &str, task_id: &str, stage: bool) -> Self {
-        TaskMessage { v: MESSAGE_VERSION, job_id: job_id.into(), task_id: task_id.into(), stage, priority: 0, slots: 1 }
+        TaskMessage {
+            v: MESSAGE_VERSION,
+            job_id: job_id.into(),
+            task_id: task_id.into(),
+            stage,
+            priority: 0,
+            slots: 1,
+            sig: None,
+        }
+    }
+
+    /// What its signature covers.
+    pub fn signed_fields(job_id: &str, task_id: &str, slots: u32, stage: bool) -> [String; 4] {
+        [job_id.to_string(), task_id.to_string(), slots.to_string(), u8::from(stage).to_string()]
+    }
+
+    /// Checks the message's signature against the account's keys, if it has them.
+    pub fn verify(&self, signer: Option<&crate::signing::Signer>) -> std::result::Result<(), String> {
+        let Some(signer) = signer else { return Ok(()) };
+        let fields = TaskMessage::signed_fields(&self.job_id, &self.task_id, self.slots, self.stage);
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        signer.verify(crate::signing::Kind::Message, &fields, self.sig.as_deref())
     }
 
     /// The message for `task` of `job_id`.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Component, Path};
 
 /// A task to add to a job (Azure's TaskAddParameter, the parts drover runs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TaskAddParameter {
     pub id: String,
@@ -641,11 +641,14 @@ pub enum FailureCode {
     TaskTerminated,
     /// The nodes running the task were lost too often (recorded by `start_task.lua`).
     NodeLostRepeatedly,
+    /// Its record does not verify against the account's signing keys, or its stored spec is not
+    /// valid: it was changed in the store, and it is not run.
+    TaskRecordRefused,
 }
 
 impl FailureCode {
     /// Every code.
-    pub const ALL: [FailureCode; 11] = [
+    pub const ALL: [FailureCode; 12] = [
         FailureCode::FailureExitCode,
         FailureCode::MaxWallClockTimeExceeded,
         FailureCode::CommandStartError,
@@ -657,6 +660,7 @@ impl FailureCode {
         FailureCode::JobPreparationTaskFailed,
         FailureCode::TaskTerminated,
         FailureCode::NodeLostRepeatedly,
+        FailureCode::TaskRecordRefused,
     ];
 
     /// The code as Azure writes it.
@@ -673,6 +677,7 @@ impl FailureCode {
             FailureCode::JobPreparationTaskFailed => "JobPreparationTaskFailed",
             FailureCode::TaskTerminated => "TaskTerminated",
             FailureCode::NodeLostRepeatedly => "NodeLostRepeatedly",
+            FailureCode::TaskRecordRefused => "TaskRecordRefused",
         }
     }
 }

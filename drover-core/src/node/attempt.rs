@@ -46,9 +46,9 @@ struct Attempt {
 /// Handles one delivery to its ack (or requeue, or dead letter). `slots` are the node's slots
 /// it holds, freed as soon as its outcome is recorded (the task's endTime).
 pub(super) async fn handle(ctx: Arc<NodeContext>, delivery: Delivery, slots: OwnedSemaphorePermit) {
-    let msg = match TaskMessage::parse(&delivery.data) {
+    let msg = match read_message(&ctx, &delivery.data) {
         Ok(m) => m,
-        Err(e) => return reject(&ctx, &delivery, &e.to_string()).await,
+        Err(e) => return reject(&ctx, &delivery, &e).await,
     };
     // Writes made for this delivery count only if the store's master does not move meanwhile.
     let epoch = ctx.store.epoch();
@@ -60,6 +60,14 @@ pub(super) async fn handle(ctx: Arc<NodeContext>, delivery: Delivery, slots: Own
     let run = attempt.run().await;
     attempt.ctx.running_remove(&attempt.msg);
     attempt.record(run, slots).await;
+}
+
+/// A delivery's task message, its signature checked when the account signs its tasks; else why
+/// it is no runnable task message.
+pub(super) fn read_message(ctx: &NodeContext, body: &[u8]) -> std::result::Result<TaskMessage, String> {
+    let msg = TaskMessage::parse(body).map_err(|e| e.to_string())?;
+    msg.verify(ctx.store.signer()).map_err(|e| format!("task message of {}/{}: {e}", msg.job_id, msg.task_id))?;
+    Ok(msg)
 }
 
 /// Step 1: start a new attempt, or settle the delivery when there is nothing to run. None when
@@ -129,6 +137,16 @@ impl Attempt {
 
     /// Steps 2 to 6: prepare the job, stage in, mark running, run, stage out.
     async fn run(&self) -> Run {
+        if let Some(why) = &self.started.refused {
+            // Changed in the store since it was added: it fails without running, and its message
+            // goes to the dead letters too, with the reason, for the operator.
+            tracing::error!(job = %self.msg.job_id, task = %self.msg.task_id, reason = %why, "task refused");
+            if let Err(e) = self.ctx.publisher.dead_letter(&self.ctx.options.pool_id, &self.delivery.data, why).await {
+                tracing::warn!(error = %e, "could not dead-letter a copy of the refused task's message");
+            }
+            let failure = FailureInfo::server(FailureCode::TaskRecordRefused, why.clone());
+            return Run::Ended(Outcome { retryable: false, ..Outcome::failed(failure, None) });
+        }
         let spec = &self.started.spec;
         let command = Command {
             command_line: &spec.command_line,

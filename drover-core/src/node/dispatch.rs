@@ -3,7 +3,6 @@
 
 use super::{attempt, NodeContext};
 use crate::model::node::NodeState;
-use crate::model::TaskMessage;
 use crate::queue::{self, Band};
 use crate::retry::Patience;
 use crate::{Error, Result};
@@ -124,7 +123,7 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
                     // more slots than the node has takes all of them (submission refuses more
                     // than the pool's taskSlotsPerNode; this node was started with fewer).
                     let (priority, need) =
-                        TaskMessage::parse(&delivery.data).map_or((i32::MAX, 1), |m| (m.priority, m.slots.clamp(1, slots)));
+                        super::attempt::read_message(ctx, &delivery.data).map_or((i32::MAX, 1), |m| (m.priority, m.slots.clamp(1, slots)));
                     seq += 1;
                     held.push(Held { priority, seq: std::cmp::Reverse(seq), slots: need, delivery });
                 }

@@ -234,6 +234,9 @@ pub async fn run(
     check_node_id(&options.node_id)?;
     let users = users::Users::new(options.tasks_as_worker_user)?;
     let store = StatusStore::connect(&config).await?;
+    if store.signer().is_none() {
+        tracing::info!("no signing keys (--signing-key-file): this node runs tasks nobody signed");
+    }
     let pool = store.get_pool(&options.pool_id).await?;
     let slots = options.task_slots.unwrap_or(pool.spec.task_slots_per_node).max(1);
     let staging = Staging::new(&config).await?.with_retry_budget(options.storage_retry);

@@ -26,6 +26,9 @@ pub struct Started {
     pub job_env: Vec<EnvironmentSetting>,
     /// Whether a failure applies the task's exit options to the job (onTaskFailure).
     pub exit_actions: bool,
+    /// Why the task must not run: its record does not verify against the account's signing keys,
+    /// or its spec is not valid (then `spec` is empty but for the id).
+    pub refused: Option<String>,
 }
 
 /// What `start_task` decided.
@@ -155,11 +158,16 @@ impl StatusStore {
                 } else {
                     serde_json::from_str(env).map_err(|e| Error::Corrupt(format!("job {job:?}'s environment: {e}")))?
                 };
+                let (spec, refused) = match self.checked_spec(job, task, reply.at(1)?, reply.at(4).ok()) {
+                    Ok(spec) => (spec, None),
+                    Err(why) => (TaskAddParameter { id: task.to_string(), ..Default::default() }, Some(why)),
+                };
                 Start::Started(Box::new(Started {
                     attempt: reply.number(0)?,
-                    spec: stored_spec(task, reply.at(1)?)?,
+                    spec,
                     job_env,
                     exit_actions: reply.at(3)? == "1",
+                    refused,
                 }))
             }
             "done" => Start::Done(self.task_outbox(job, task, reply.from(0))),
@@ -175,6 +183,25 @@ impl StatusStore {
             "parked" => Start::Parked,
             _ => return Err(reply.unexpected()),
         })
+    }
+
+    /// The spec a worker may run: it verifies against the account's signing keys (when it has
+    /// them) and is valid, as when it was added; else why not.
+    fn checked_spec(
+        &self,
+        job: &str,
+        task: &str,
+        text: &str,
+        sig: Option<&str>,
+    ) -> std::result::Result<TaskAddParameter, String> {
+        if let Some(signer) = self.signer() {
+            signer
+                .verify(crate::signing::Kind::Task, &[job, task, text], sig)
+                .map_err(|e| format!("the task's record was refused: {e}"))?;
+        }
+        let spec = stored_spec(task, text).map_err(|e| e.to_string())?;
+        spec.validate().map_err(|e| format!("the task's stored spec is not valid: {e}"))?;
+        Ok(spec)
     }
 
     /// preparing -> running for the attempt; false if a newer attempt owns the task.

@@ -246,6 +246,8 @@ pub struct StatusStore {
     /// How many replicas must hold a node's writes before it acks the message that caused them
     /// (Redis `WAIT`); 0: none.
     replicas: u32,
+    /// The account's signing keys: tasks are signed when added and checked when started.
+    signer: Option<Arc<crate::signing::Signer>>,
 }
 
 /// The connection to the master, replaced when the master moves.
@@ -295,12 +297,21 @@ impl StatusStore {
         let master = client.get_connection_info().addr().clone();
         let replicas = config.redis_wait_replicas.unwrap_or(u32::from(follow.is_some()));
         let link = Arc::new(Link { con: RwLock::new(manager(client).await?), epoch: AtomicU64::new(0) });
-        let store = StatusStore { link, keys: Keys::new(&config.account), replicas };
+        let signer = match &config.signing_key_file {
+            Some(path) => Some(Arc::new(crate::signing::Signer::load(path, &config.account)?)),
+            None => None,
+        };
+        let store = StatusStore { link, keys: Keys::new(&config.account), replicas, signer };
         store.load_scripts().await?;
         if let Some(sentinels) = follow {
             tokio::spawn(follow_master(Arc::downgrade(&store.link), sentinels, master));
         }
         Ok(store)
+    }
+
+    /// The account's signing keys, if it has them.
+    pub fn signer(&self) -> Option<&crate::signing::Signer> {
+        self.signer.as_deref()
     }
 
     /// Loads the Lua scripts so pipelined EVALSHA calls find them (again after a Redis restart).

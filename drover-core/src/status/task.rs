@@ -5,6 +5,7 @@ use super::scripts::{CREATE_TASKS, REQUEUE_TASKS, TERMINATE_TASK};
 use super::{flag, StatusStore};
 use crate::model::task::{FailureCode, FailureInfo, NodeInfo, TaskExecutionInfo, TaskResult};
 use crate::model::{now_ms, rfc3339, CloudTask, TaskAddParameter, TaskMessage, TaskState};
+use crate::signing::{Kind, Signer};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -55,6 +56,12 @@ pub struct TaskRecord {
     /// 1 when an attempt stages files first (resource files or packages): it starts `preparing`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub stg: u32,
+    /// The signature over the job, the task and its spec ([`crate::signing`]), when signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+    /// Its messages' signature, which the status scripts copy into every message they make.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msig: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -93,7 +100,17 @@ impl TaskRecord {
             max_retry: spec.constraints.as_ref().and_then(|c| c.max_task_retry_count).unwrap_or(job_max_retry),
             dblk: 0,
             stg: u32::from(spec.needs_staging()),
+            sig: None,
+            msig: None,
         }
+    }
+
+    /// Signs the record and its messages with the account's first key.
+    pub fn sign(&mut self, signer: &Signer, job: &str, task: &str) {
+        self.sig = Some(signer.sign(Kind::Task, &[job, task, &self.spec]));
+        let fields = TaskMessage::signed_fields(job, task, self.slots, self.stg == 1);
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        self.msig = Some(signer.sign(Kind::Message, &fields));
     }
 
     /// The task as users see it. `pool` is its job's pool; `root` its directory on its node.
@@ -214,11 +231,15 @@ impl StatusStore {
         }
         inv.arg(a.now);
         for t in a.tasks {
-            let record = TaskRecord::new(t, a.job_max_retry, a.now);
+            let mut record = TaskRecord::new(t, a.job_max_retry, a.now);
+            if let Some(signer) = self.signer() {
+                record.sign(signer, a.job, &t.id);
+            }
+            let message =
+                TaskMessage { sig: record.msig.clone(), ..TaskMessage::for_task(a.job, t).with_priority(a.priority) };
             let record =
                 serde_json::to_string(&record).map_err(|e| Error::Internal(format!("task {:?}: {e}", t.id)))?;
             let parents = t.parent_ids()?;
-            let message = TaskMessage::for_task(a.job, t).with_priority(a.priority);
             inv.arg(&t.id).arg(record).arg(t.slots()).arg(message.to_bytes());
             inv.arg(parents.len()).arg(parents);
         }

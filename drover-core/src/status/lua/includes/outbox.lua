@@ -9,6 +9,7 @@ local function message(J, T, r, prio)
   local m = {v = 1, jobId = J, taskId = T, stage = (r.stg == 1)}
   if prio ~= 0 then m.priority = prio end
   if (r.slots or 1) ~= 1 then m.slots = r.slots end
+  if r.msig then m.sig = r.msig end
   return cjson.encode(m)
 end
 

@@ -1,0 +1,135 @@
+//! What someone who can write to Redis or publish to the broker can make a worker run: with
+//! signing keys, nothing that was not submitted; without them, nothing that is not a valid task.
+
+#![allow(clippy::unwrap_used)]
+
+use drover_tests::TestAccount;
+use lapin::options::BasicPublishOptions;
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+const KEYS: &str = "k2 this-is-the-new-signing-key-0123456789\nk1 this-is-the-old-signing-key-0123456789\n";
+
+/// Rewrites the stored record of `task` of job `j` with `edit`.
+async fn edit_record(acct: &TestAccount, task: &str, edit: impl FnOnce(&mut Value)) {
+    let client = redis::Client::open(acct.config.redis_url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("drover:{{{}:j}}:t:{task}", acct.name());
+    let raw: String = con.get(&key).await.unwrap();
+    let mut record: Value = serde_json::from_str(&raw).unwrap();
+    let mut spec: Value = serde_json::from_str(record["spec"].as_str().unwrap()).unwrap();
+    edit(&mut spec);
+    record["spec"] = spec.to_string().into();
+    let _: () = con.set(&key, record.to_string()).await.unwrap();
+}
+
+async fn publish(acct: &TestAccount, pool: &str, body: &Value) {
+    let topology = drover_core::queue::Topology::new(acct.name());
+    let ch = acct.channel().await;
+    let confirm = ch
+        .basic_publish(
+            topology.tasks_exchange().into(),
+            pool.into(),
+            BasicPublishOptions::default(),
+            body.to_string().as_bytes(),
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    confirm.await.unwrap();
+}
+
+fn failure(acct: &TestAccount, task: &str) -> Value {
+    acct.ok(&["task", "show", "--job-id", "j", "--task-id", task]).json()["executionInfo"]["failureInfo"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_signing_keys_a_worker_runs_only_what_was_submitted() {
+    let mut acct = TestAccount::new("signed").await;
+    acct.sign_with(KEYS);
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let work_dir = acct.work_dir.clone();
+    let out = |name: &str| work_dir.join(name);
+    let writes = |name: &str| format!("/bin/sh -c 'echo ran > {}'", out(name).display());
+    let tasks = [
+        json!({"id": "genuine", "commandLine": writes("genuine")}),
+        json!({"id": "edited", "commandLine": writes("edited")}),
+        json!({"id": "wide", "commandLine": writes("wide"), "requiredSlots": 2}),
+    ];
+    acct.add_tasks("j", &tasks);
+    // A Redis writer changes what a queued task runs.
+    edit_record(&acct, "edited", |spec| spec["commandLine"] = writes("injected").into()).await;
+    // A broker publisher forges messages: unsigned, and a signed one with its slots changed.
+    publish(&acct, "p", &json!({"v": 1, "jobId": "j", "taskId": "genuine"})).await;
+    let client = redis::Client::open(acct.config.redis_url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let raw: String = con.get(format!("drover:{{{}:j}}:t:wide", acct.name())).await.unwrap();
+    let msig = serde_json::from_str::<Value>(&raw).unwrap()["msig"].as_str().unwrap().to_string();
+    publish(&acct, "p", &json!({"v": 1, "jobId": "j", "taskId": "wide", "sig": msig})).await;
+    // A task added without the keys (by a submitter that has none) is not signed.
+    let keys = acct.config.signing_key_file.take();
+    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "unsigned", "--command-line", &writes("unsigned")]);
+    acct.config.signing_key_file = keys;
+
+    acct.start_worker("p", &[]);
+    // The forged messages and the refused record's message are dead letters, with the reason.
+    let want = [
+        ("the unsigned message", "j/genuine: it is not signed"),
+        ("the message with changed slots", "j/wide: its signature (key \"k2\") does not verify"),
+        ("the edited record's message", "the task's record was refused"),
+        ("the unsigned task's message", "j/unsigned: it is not signed"),
+    ];
+    let dead = acct
+        .until_json(&["dead-letter", "list"], "the dead letters of what was forged", |dead| {
+            let reasons: Vec<&str> = dead.as_array().unwrap().iter().filter_map(|d| d["reason"].as_str()).collect();
+            want.iter().all(|(_, reason)| reasons.iter().any(|r| r.contains(reason)))
+        })
+        .await;
+    assert_eq!(dead.as_array().unwrap().len(), want.len(), "{dead}");
+    let counts = acct
+        .until_json(&["job", "task-counts", "--job-id", "j"], "the submitted tasks end", |c| {
+            c["taskCounts"]["completed"] == 3
+        })
+        .await;
+    assert_eq!(
+        (counts["taskCounts"]["succeeded"].as_i64(), counts["taskCounts"]["failed"].as_i64()),
+        (Some(2), Some(1))
+    );
+    assert!(out("genuine").exists() && out("wide").exists(), "the genuine tasks ran");
+    assert!(!out("injected").exists() && !out("edited").exists(), "the edited task did not run");
+    let edited = failure(&acct, "edited");
+    assert_eq!(edited["code"], "TaskRecordRefused", "{edited}");
+    assert!(edited["message"].as_str().unwrap().contains("changed after it was signed"), "{edited}");
+    // What the workers cannot verify stays where the operator sees it, never run.
+    let unsigned = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "unsigned"]).json();
+    assert_eq!(unsigned["state"], "active", "{unsigned}");
+    assert!(!out("unsigned").exists(), "the unsigned task did not run");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_keys_a_worker_still_runs_only_valid_tasks_and_files_are_read_as_checked() {
+    let mut acct = TestAccount::new("revalid").await;
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    acct.add_tasks("j", &[json!({"id": "t", "commandLine": "/bin/true"})]);
+    // A resource file written outside the task's directory, stored behind the submitter's back.
+    let escape = acct.work_dir.join("escaped");
+    edit_record(&acct, "t", |spec| {
+        spec["resourceFiles"] =
+            json!([{"httpUrl": "http://127.0.0.1:1/x", "filePath": format!("../../../../{}", escape.display())}])
+    })
+    .await;
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 1, "{wait:?}");
+    let refused = failure(&acct, "t");
+    assert_eq!(refused["code"], "TaskRecordRefused", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("filePath"), "{refused}");
+
+    // A task file that is not a regular file could read differently the second time.
+    let fifo = acct.work_dir.join("tasks.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let piped = acct.drover(&["task", "create", "--job-id", "j", "--json-file", fifo.to_str().unwrap()]);
+    assert!(piped.code == 1 && piped.stderr.contains("not a regular file"), "{piped:?}");
+}
