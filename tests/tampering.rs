@@ -133,3 +133,41 @@ async fn without_keys_a_worker_still_runs_only_valid_tasks_and_files_are_read_as
     let piped = acct.drover(&["task", "create", "--job-id", "j", "--json-file", fifo.to_str().unwrap()]);
     assert!(piped.code == 1 && piped.stderr.contains("not a regular file"), "{piped:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_signing_keys_job_and_pool_records_are_checked_too() {
+    let mut acct = TestAccount::new("signedjob").await;
+    acct.sign_with(KEYS);
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let marker = acct.work_dir.join("injected");
+    acct.add_tasks("j", &[json!({"id": "t", "commandLine": "/bin/sh -c 'echo \"$INJECTED\"'"})]);
+    let client = redis::Client::open(acct.config.redis_url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    // A Redis writer gives the job an environment, and the pool a start task.
+    let job_key = format!("drover:{{{}:j}}:job", acct.name());
+    let spec: String = con.hget(&job_key, "spec").await.unwrap();
+    let mut spec: Value = serde_json::from_str(&spec).unwrap();
+    spec["commonEnvironmentSettings"] = json!([{"name": "INJECTED", "value": "from-redis"}]);
+    let _: () = con.hset(&job_key, "spec", spec.to_string()).await.unwrap();
+    acct.start_worker("p", &[]);
+    let counts = acct
+        .until_json(&["job", "task-counts", "--job-id", "j"], "the task ends", |c| c["taskCounts"]["completed"] == 1)
+        .await;
+    assert_eq!(counts["taskCounts"]["failed"], 1, "{counts}");
+    let refused = failure(&acct, "t");
+    assert_eq!(refused["code"], "TaskRecordRefused", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("job \"j\"'s record was refused"), "{refused}");
+
+    let pool_key = format!("drover:{}:pool:p", acct.name());
+    let raw: String = con.get(&pool_key).await.unwrap();
+    let mut record: Value = serde_json::from_str(&raw).unwrap();
+    record["spec"]["startTask"] = json!({"commandLine": format!("/bin/touch {}", marker.display())});
+    let _: () = con.set(&pool_key, record.to_string()).await.unwrap();
+    let mut worker = std::process::Command::new(drover_tests::bin_dir().join("drover-worker"));
+    acct.env(&mut worker);
+    let run = worker.args(["--pool-id", "p", "--work-dir"]).arg(acct.work_dir.join("nodes")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && stderr.contains("pool \"p\"'s record was refused"), "{stderr}");
+    assert!(!marker.exists(), "the start task did not run");
+}

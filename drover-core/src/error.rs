@@ -23,6 +23,10 @@ pub enum Error {
     /// A stored record cannot be read (written by an incompatible build, or edited by hand).
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A stored record does not verify against the account's signing keys, or is not valid: it
+    /// was changed in the store, and nothing it describes is run.
+    #[error("{0}")]
+    Refused(String),
     /// The broker refused a message: the queue is missing, full or unavailable.
     #[error("rabbitmq refused: {0}")]
     BrokerRefused(String),

@@ -21,6 +21,10 @@ pub enum Kind {
     Task,
     /// A task message: ["job id", "task id", slots, stage].
     Message,
+    /// A job's stored spec: ["job id", spec JSON].
+    Job,
+    /// A pool's spec: ["pool id", spec JSON].
+    Pool,
 }
 
 impl Kind {
@@ -28,6 +32,8 @@ impl Kind {
         match self {
             Kind::Task => b"drover task v1",
             Kind::Message => b"drover message v1",
+            Kind::Job => b"drover job v1",
+            Kind::Pool => b"drover pool v1",
         }
     }
 }

@@ -152,7 +152,7 @@ impl Attempt {
             command_line: &spec.command_line,
             resource_files: &spec.resource_files,
             packages: &spec.application_package_references,
-            job_env: &self.started.job_env,
+            job_env: &[],
             own_env: &spec.environment_settings,
             job: Some(&self.msg.job_id),
             task: Some(&self.msg.task_id),
@@ -162,7 +162,7 @@ impl Attempt {
             identity: spec.user_identity.as_ref(),
         };
         let run = match super::job::prepared(&self.ctx, &self.msg.job_id).await {
-            Ok(prep_wd) => self.execute(Command { prep_wd, ..command }).await,
+            Ok(ready) => self.execute(Command { prep_wd: ready.prep_wd, job_env: &ready.env, ..command }).await,
             Err(failure) => Run::Ended(Outcome::failed(failure, None)),
         };
         let retention =

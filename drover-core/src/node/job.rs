@@ -37,35 +37,50 @@ pub(crate) struct NodeJobs {
 
 #[derive(Debug, Clone)]
 struct Prepared {
-    /// Where the job's tasks may find the preparation's working directory, or why they may not run.
-    result: Result<Option<PathBuf>, FailureInfo>,
+    /// What the job's tasks need from it on this node, or why they may not run.
+    result: Result<JobReady, FailureInfo>,
     /// The release task and the job's environment, kept here because the job may be deleted
     /// before the release runs. Only set when the preparation ran on this node.
     release: Option<(JobReleaseTask, Vec<EnvironmentSetting>)>,
 }
 
+/// What a job's tasks take from the job on this node, read once from its checked record.
+#[derive(Debug, Clone)]
+pub(super) struct JobReady {
+    /// The preparation's working directory, if the job has a preparation task.
+    pub(super) prep_wd: Option<PathBuf>,
+    /// The job's commonEnvironmentSettings.
+    pub(super) env: Vec<EnvironmentSetting>,
+}
+
 /// Runs the job's preparation task on this node before its first task here (once; concurrent
-/// first tasks wait for it). Ok holds the preparation's working directory, if there is one; Err
+/// first tasks wait for it), once its record verified. Ok holds what its tasks need; Err
 /// the failure to record for the task when the preparation failed and `waitForSuccess` holds.
-pub(super) async fn prepared(ctx: &NodeContext, job: &str) -> Result<Option<PathBuf>, FailureInfo> {
+pub(super) async fn prepared(ctx: &NodeContext, job: &str) -> Result<JobReady, FailureInfo> {
     let cell = ctx.jobs.jobs.lock().await.entry(job.to_string()).or_default().clone();
     cell.get_or_init(|| prepare(ctx, job)).await.result.clone()
 }
 
 async fn prepare(ctx: &NodeContext, job: &str) -> Prepared {
-    let spec = match ctx.persist("get_job", || ctx.store.get_job(job)).await {
+    let spec = match ctx.persist("get_job", || ctx.store.get_job_checked(job)).await {
         Ok(j) => j.spec,
         Err(e) => {
-            let failure =
-                FailureInfo::server(FailureCode::JobPreparationTaskFailed, format!("cannot read job {job:?}: {e}"));
+            let failure = match e {
+                crate::Error::Refused(why) => FailureInfo::server(FailureCode::TaskRecordRefused, why),
+                e => {
+                    FailureInfo::server(FailureCode::JobPreparationTaskFailed, format!("cannot read job {job:?}: {e}"))
+                }
+            };
             return Prepared { result: Err(failure), release: None };
         }
     };
-    let Some(prep) = spec.job_preparation_task else { return Prepared { result: Ok(None), release: None } };
-    let release = spec.job_release_task.map(|r| (r, spec.common_environment_settings.clone()));
-    let env = &spec.common_environment_settings;
+    let env = spec.common_environment_settings.clone();
+    let Some(prep) = spec.job_preparation_task else {
+        return Prepared { result: Ok(JobReady { prep_wd: None, env }), release: None };
+    };
+    let release = spec.job_release_task.map(|r| (r, env.clone()));
     let wait = prep.wait_for_success.unwrap_or(true);
-    let (dir, info) = run_prep(ctx, job, &prep, env).await;
+    let (dir, info) = run_prep(ctx, job, &prep, &env).await;
     // Remember the job, so a restart of this node (same id) still runs its release.
     if let Err(e) = ctx.persist("add_node_job", || ctx.store.add_node_job(&ctx.options.node_id, job)).await {
         tracing::warn!(job, error = %e, "could not record the prepared job");
@@ -75,7 +90,7 @@ async fn prepare(ctx: &NodeContext, job: &str) -> Prepared {
             FailureCode::JobPreparationTaskFailed,
             format!("the job preparation task failed on node {}: {}", ctx.options.node_id, f.message),
         )),
-        _ => Ok(Some(dir)),
+        _ => Ok(JobReady { prep_wd: Some(dir), env }),
     };
     Prepared { result, release }
 }
@@ -164,11 +179,12 @@ pub(super) async fn restore(ctx: &NodeContext) {
         Err(e) => return tracing::warn!(error = %e, "cannot read the jobs this node prepared"),
     };
     for job in jobs {
-        match ctx.store.get_job(&job).await {
+        match ctx.store.get_job_checked(&job).await {
             Ok(j) => {
-                let wd = ctx.prep_dir(&job).join("wd");
-                let release = j.spec.job_release_task.map(|r| (r, j.spec.common_environment_settings.clone()));
-                let prepared = Prepared { result: Ok(Some(wd)), release };
+                let prep_wd = Some(ctx.prep_dir(&job).join("wd"));
+                let env = j.spec.common_environment_settings;
+                let release = j.spec.job_release_task.map(|r| (r, env.clone()));
+                let prepared = Prepared { result: Ok(JobReady { prep_wd, env }), release };
                 ctx.jobs.jobs.lock().await.insert(job.clone(), Arc::new(OnceCell::new_with(Some(prepared))));
                 tracing::info!(job, "job prepared by an earlier run of this node");
             }

@@ -237,7 +237,7 @@ pub async fn run(
     if store.signer().is_none() {
         tracing::info!("no signing keys (--signing-key-file): this node runs tasks nobody signed");
     }
-    let pool = store.get_pool(&options.pool_id).await?;
+    let pool = store.get_pool_checked(&options.pool_id).await?;
     let slots = options.task_slots.unwrap_or(pool.spec.task_slots_per_node).max(1);
     let staging = Staging::new(&config).await?.with_retry_budget(options.storage_retry);
     let publisher =

@@ -6,7 +6,7 @@ use super::scripts::{Reply, COMPLETE_TASK, RELEASE_TASK, RUN_TASK, START_TASK};
 use super::task::stored_spec;
 use super::{flag, StatusStore, MAX_LOST_ATTEMPTS};
 use crate::model::task::{FailureInfo, TaskResult};
-use crate::model::{now_ms, EnvironmentSetting, TaskAddParameter};
+use crate::model::{now_ms, TaskAddParameter};
 use crate::{Error, Result};
 
 /// A task a node runs now: the ids and the attempt that owns it.
@@ -22,8 +22,8 @@ pub struct AttemptRef<'a> {
 #[derive(Debug)]
 pub struct Started {
     pub attempt: u32,
+    /// Its spec; the job's environment comes from the job's checked record (`get_job_checked`).
     pub spec: TaskAddParameter,
-    pub job_env: Vec<EnvironmentSetting>,
     /// Whether a failure applies the task's exit options to the job (onTaskFailure).
     pub exit_actions: bool,
     /// Why the task must not run: its record does not verify against the account's signing keys,
@@ -152,21 +152,14 @@ impl StatusStore {
         let reply = START_TASK.run(inv, &mut self.con()).await?;
         Ok(match reply.head.as_str() {
             "ok" => {
-                let env = reply.at(2)?;
-                let job_env = if env.is_empty() {
-                    vec![]
-                } else {
-                    serde_json::from_str(env).map_err(|e| Error::Corrupt(format!("job {job:?}'s environment: {e}")))?
-                };
-                let (spec, refused) = match self.checked_spec(job, task, reply.at(1)?, reply.at(4).ok()) {
+                let (spec, refused) = match self.checked_spec(job, task, reply.at(1)?, reply.at(3).ok()) {
                     Ok(spec) => (spec, None),
                     Err(why) => (TaskAddParameter { id: task.to_string(), ..Default::default() }, Some(why)),
                 };
                 Start::Started(Box::new(Started {
                     attempt: reply.number(0)?,
                     spec,
-                    job_env,
-                    exit_actions: reply.at(3)? == "1",
+                    exit_actions: reply.at(2)? == "1",
                     refused,
                 }))
             }

@@ -7,6 +7,7 @@ use crate::model::job::{
     DependencyReport, HeldTask, JobExecutionInfo, JobProgress, OnAllTasksComplete, TaskCounts, TaskCountsResult,
 };
 use crate::model::{now_ms, rfc3339, CloudJob, JobAddParameter, JobState};
+use crate::signing::Kind;
 use crate::{Error, Result};
 
 /// A job's counters as one read gives them ([`StatusStore::job_backlogs`]).
@@ -37,19 +38,18 @@ impl StatusStore {
     /// Creates `job` on its pool; refuses an unknown pool or an existing job id.
     pub async fn create_job(&self, job: &JobAddParameter) -> Result<()> {
         job.validate()?;
-        let env = serde_json::to_string(&job.common_environment_settings)
-            .map_err(|e| Error::Internal(format!("job {:?}: {e}", job.id)))?;
         let now = now_ms();
         let pool = &job.pool_info.pool_id;
+        let spec = serde_json::to_string(job).map_err(|e| Error::Internal(format!("job {:?}: {e}", job.id)))?;
+        let sig = self.signer().map(|s| s.sign(Kind::Job, &[&job.id, &spec])).unwrap_or_default();
         let mut inv = CREATE_JOB.prepare();
         inv.key(self.keys.job(&job.id).hash())
             .key(self.keys.jobs())
             .key(self.keys.pool(pool))
             .key(self.keys.pool_part(pool, "jobs"))
             .arg(&job.id)
-            .arg(serde_json::to_string(job).map_err(|e| Error::Internal(format!("job {:?}: {e}", job.id)))?)
+            .arg(&spec)
             .arg(now)
-            .arg(env)
             .arg(job.max_task_retry_count())
             .arg(pool)
             .arg(flag(job.performs_exit_actions()))
@@ -57,7 +57,8 @@ impl StatusStore {
             .arg(flag(job.on_all_tasks_complete == Some(OnAllTasksComplete::TerminateJob)))
             .arg(job.max_parallel_tasks.filter(|n| *n > 0).unwrap_or(0))
             .arg(job.priority.unwrap_or(0))
-            .arg(job.deadline_ms(now).unwrap_or(0));
+            .arg(job.deadline_ms(now).unwrap_or(0))
+            .arg(sig);
         let reply = CREATE_JOB.run(inv, &mut self.con()).await?;
         match reply.head.as_str() {
             "ok" => Ok(()),
@@ -85,9 +86,27 @@ impl StatusStore {
 
     /// The job's spec and its state (Azure's CloudJob).
     pub async fn get_job(&self, job: &str) -> Result<CloudJob> {
+        self.read_job(job, false).await
+    }
+
+    /// The job as a node may act on it: its spec verifies against the account's signing keys
+    /// (when it has them) and is valid, else [`Error::Refused`].
+    pub async fn get_job_checked(&self, job: &str) -> Result<CloudJob> {
+        self.read_job(job, true).await
+    }
+
+    async fn read_job(&self, job: &str, checked: bool) -> Result<CloudJob> {
         let f = self.job_fields(job).await?;
-        let spec: JobAddParameter = serde_json::from_str(f.get("spec").map_or("", String::as_str))
-            .map_err(|e| Error::Corrupt(format!("stored job {job:?} is unreadable: {e}")))?;
+        let text = f.get("spec").map_or("", String::as_str);
+        let refused = |e: String| Error::Refused(format!("job {job:?}'s record was refused: {e}"));
+        if let Some(signer) = self.signer().filter(|_| checked) {
+            signer.verify(Kind::Job, &[job, text], f.get("sig").map(String::as_str)).map_err(refused)?;
+        }
+        let spec: JobAddParameter =
+            serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored job {job:?} is unreadable: {e}")))?;
+        if checked {
+            spec.validate().map_err(|e| refused(e.to_string()))?;
+        }
         let ms = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok());
         Ok(CloudJob {
             spec,

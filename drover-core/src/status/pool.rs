@@ -3,6 +3,7 @@
 use super::StatusStore;
 use crate::model::node::NodeState;
 use crate::model::{now_ms, rfc3339, CloudPool, PoolAddParameter};
+use crate::signing::Kind;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +11,9 @@ use serde::{Deserialize, Serialize};
 struct PoolRecord {
     spec: PoolAddParameter,
     ctime: i64,
+    /// The spec's signature (over its JSON as this build writes it), when the account signs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sig: Option<String>,
 }
 
 impl StatusStore {
@@ -17,7 +21,8 @@ impl StatusStore {
     /// id is refused.
     pub async fn create_pool(&self, pool: &PoolAddParameter) -> Result<()> {
         crate::autoscale::validate_pool(pool)?;
-        let record = serde_json::to_string(&PoolRecord { spec: pool.clone(), ctime: now_ms() }).unwrap_or_default();
+        let record = PoolRecord { spec: pool.clone(), ctime: now_ms(), sig: self.pool_sig(pool)? };
+        let record = serde_json::to_string(&record).map_err(|e| Error::Internal(format!("pool {:?}: {e}", pool.id)))?;
         let (created, _): (bool, i64) = redis::pipe()
             .atomic()
             .cmd("SET")
@@ -40,10 +45,41 @@ impl StatusStore {
 
     /// One pool.
     pub async fn get_pool(&self, pool: &str) -> Result<CloudPool> {
+        self.read_pool(pool, false).await
+    }
+
+    /// The pool as a node may act on it (its start task, its user accounts): its spec verifies
+    /// against the account's signing keys (when it has them) and is valid, else [`Error::Refused`].
+    pub async fn get_pool_checked(&self, pool: &str) -> Result<CloudPool> {
+        self.read_pool(pool, true).await
+    }
+
+    /// The signature of a pool's spec, when the account signs.
+    fn pool_sig(&self, pool: &PoolAddParameter) -> Result<Option<String>> {
+        let Some(signer) = self.signer() else { return Ok(None) };
+        let text = serde_json::to_string(pool).map_err(|e| Error::Internal(format!("pool {:?}: {e}", pool.id)))?;
+        Ok(Some(signer.sign(Kind::Pool, &[&pool.id, &text])))
+    }
+
+    /// The stored record of `pool`; `checked`: only if it verifies and is valid.
+    async fn pool_record(&self, pool: &str, checked: bool) -> Result<PoolRecord> {
         let raw: Option<String> = redis::cmd("GET").arg(self.keys.pool(pool)).query_async(&mut self.con()).await?;
         let raw = raw.ok_or_else(|| Error::NotFound { kind: "pool", id: pool.into() })?;
         let r: PoolRecord = serde_json::from_str(&raw)
             .map_err(|e| Error::Corrupt(format!("stored pool {pool:?} is unreadable: {e}")))?;
+        if checked {
+            let refused = |e: String| Error::Refused(format!("pool {pool:?}'s record was refused: {e}"));
+            if let Some(signer) = self.signer() {
+                let text = serde_json::to_string(&r.spec).map_err(|e| refused(e.to_string()))?;
+                signer.verify(Kind::Pool, &[pool, &text], r.sig.as_deref()).map_err(refused)?;
+            }
+            crate::autoscale::validate_pool(&r.spec).map_err(|e| refused(e.to_string()))?;
+        }
+        Ok(r)
+    }
+
+    async fn read_pool(&self, pool: &str, checked: bool) -> Result<CloudPool> {
+        let r = self.pool_record(pool, checked).await?;
         Ok(CloudPool {
             spec: r.spec,
             state: "active",
@@ -69,16 +105,15 @@ impl StatusStore {
         formula: Option<&str>,
         interval: Option<crate::model::IsoDuration>,
     ) -> Result<CloudPool> {
-        let raw: Option<String> = redis::cmd("GET").arg(self.keys.pool(pool)).query_async(&mut self.con()).await?;
-        let raw = raw.ok_or_else(|| Error::NotFound { kind: "pool", id: pool.into() })?;
-        let mut r: PoolRecord = serde_json::from_str(&raw)
-            .map_err(|e| Error::Corrupt(format!("stored pool {pool:?} is unreadable: {e}")))?;
+        // A record changed behind the account's back is not signed again.
+        let mut r = self.pool_record(pool, self.signer().is_some()).await?;
         r.spec.enable_auto_scale = Some(formula.is_some());
         r.spec.auto_scale_formula = formula.map(str::to_string);
         r.spec.auto_scale_evaluation_interval = interval.or(r.spec.auto_scale_evaluation_interval);
         r.spec.target_dedicated_nodes = None;
         crate::autoscale::validate_pool(&r.spec)?;
-        let record = serde_json::to_string(&r).unwrap_or_default();
+        r.sig = self.pool_sig(&r.spec)?;
+        let record = serde_json::to_string(&r).map_err(|e| Error::Internal(format!("pool {pool:?}: {e}")))?;
         let _: () = redis::cmd("SET").arg(self.keys.pool(pool)).arg(record).query_async(&mut self.con()).await?;
         self.pool_status(pool).await
     }

@@ -6,8 +6,8 @@ ARGV[1] node id         ARGV[2] now (ms)          ARGV[3] node key prefix (drove
 ARGV[4] lost-attempt limit                        ARGV[5] job id J   ARGV[6] task id T
 ARGV[7] the pool the node serves
 Replies:
-  {'ok', attempt, spec, job env JSON or '', exit actions '1'|'0', signature or ''}   a new
-      attempt (preparing when the task stages files, else running)
+  {'ok', attempt, spec, exit actions '1'|'0', signature or ''}   a new attempt (preparing
+      when the task stages files, else running)
   {'done', outbox...}       already completed (a duplicate message); publish the outbox
   {'poison', lost, outbox...} its node was lost `lost` times: recorded as failed (NodeLostRepeatedly)
   {'gone'}                  no such task or job, or the job is being deleted
@@ -101,5 +101,4 @@ r.result = nil
 r.fail = nil
 redis.call('SET', K.task, cjson.encode(r))
 if from == 'active' then move(K.job, 'active', 'running', r.slots or 1) end
-local j = redis.call('HMGET', K.job, 'env', 'exitActions')
-return {'ok', tostring(r.attempt), r.spec, j[1] or '', j[2] or '0', r.sig or ''}
+return {'ok', tostring(r.attempt), r.spec, redis.call('HGET', K.job, 'exitActions') or '0', r.sig or ''}
