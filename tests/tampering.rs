@@ -171,3 +171,22 @@ async fn with_signing_keys_job_and_pool_records_are_checked_too() {
     assert!(!run.status.success() && stderr.contains("pool \"p\"'s record was refused"), "{stderr}");
     assert!(!marker.exists(), "the start task did not run");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_whose_message_was_taken_by_someone_else_still_runs() {
+    let mut acct = TestAccount::new("stolen").await;
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    acct.add_tasks("j", &[json!({"id": "t", "commandLine": "/bin/true"})]);
+    // Something that is not a node takes the message and acks it.
+    let ch = acct.channel().await;
+    let queue = drover_core::queue::Topology::new(acct.name()).pool_queue("p");
+    let taken = ch.basic_get(queue.as_str().into(), lapin::options::BasicGetOptions::default()).await.unwrap();
+    let taken = taken.expect("the task's message is queued");
+    taken.delivery.ack(lapin::options::BasicAckOptions::default()).await.unwrap();
+    acct.start_worker("p", &[]);
+    // An idle node of the pool finds it queued with nothing to deliver it and publishes it again.
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "90"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    assert!(acct.worker_logs().contains("publishing them again"), "{}", acct.worker_logs());
+}

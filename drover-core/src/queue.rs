@@ -265,6 +265,24 @@ impl Publisher {
         Ok(channel)
     }
 
+    /// How many messages `pool`'s band queues hold ready for a consumer (those delivered and not
+    /// yet acked are not counted). On a channel of its own: a missing queue closes it.
+    pub async fn ready_messages(&self, pool: &str) -> Result<u32> {
+        self.channel().await?;
+        let ch = match self.link.lock().await.as_ref() {
+            Some((connection, _)) => connection.create_channel().await?,
+            None => return Err(Error::BrokerLost("no connection".into())),
+        };
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let mut ready = 0u32;
+        for band in Band::ALL {
+            let queue = ch.queue_declare(self.topology.band_queue(pool, band).into(), passive, FieldTable::default());
+            ready = ready.saturating_add(queue.await?.message_count());
+        }
+        let _ = ch.close(200, "done".into()).await;
+        Ok(ready)
+    }
+
     /// Publishes `messages` to `pool`'s queues (each to its priority band) and returns once the
     /// broker has confirmed every one. A connection failure is waited out; a refusal is an error.
     pub async fn publish(&self, pool: &str, messages: &[TaskMessage]) -> Result<()> {

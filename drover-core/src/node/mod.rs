@@ -350,11 +350,17 @@ pub(super) async fn drain(ctx: &NodeContext, tracker: &TaskTracker) {
 /// (a submitter, a node) died between recording the tasks and publishing their messages.
 const OUTBOX_STALE_AFTER: Duration = Duration::from_secs(60);
 
-/// Every 15 s: publishes the stale outboxes of the pool's active jobs, so nothing a dead writer
-/// recorded is stranded (a task it did publish is then published twice: harmless).
+/// How long a runnable task may stay queued, while a node of its pool idles and the pool's queues
+/// hold nothing ready, before that node publishes its message again: the message was taken by
+/// something that is not a node of the pool (consumed and acked), or lost.
+const STRANDED_AFTER: Duration = Duration::from_secs(20);
+
+/// Every 10 s: publishes the stale outboxes of the pool's active jobs, so nothing a dead writer
+/// recorded is stranded (a task it did publish is then published twice: harmless), and, while
+/// the node is idle, the messages of tasks stranded without one.
 async fn sweep_outboxes(ctx: Arc<NodeContext>) {
     loop {
-        tokio::time::sleep(Duration::from_secs(15)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
         let jobs = match ctx.store.pool_jobs(&ctx.options.pool_id).await {
             Ok(jobs) => jobs,
             Err(e) => {
@@ -362,6 +368,9 @@ async fn sweep_outboxes(ctx: Arc<NodeContext>) {
                 continue;
             }
         };
+        if let Err(e) = requeue_stranded(&ctx, &jobs).await {
+            tracing::debug!(error = %e, "stranded task sweep failed");
+        }
         for job in jobs {
             let stale = match ctx.store.stale_outboxes(&job, OUTBOX_STALE_AFTER).await {
                 Ok(stale) => stale,
@@ -385,6 +394,30 @@ async fn sweep_outboxes(ctx: Arc<NodeContext>) {
             }
         }
     }
+}
+
+/// Publishes again the messages of `jobs`' tasks queued longer than [`STRANDED_AFTER`] when
+/// this node runs nothing and the pool's queues hold nothing ready: a message for them would have
+/// reached it. A task whose message is only held elsewhere gets a second one (it runs once).
+async fn requeue_stranded(ctx: &NodeContext, jobs: &[String]) -> crate::Result<()> {
+    let idle = || ctx.free.available_permits() as u32 == ctx.slots && ctx.state_is(NodeState::Idle);
+    if !idle() || ctx.publisher.ready_messages(&ctx.options.pool_id).await? > 0 {
+        return Ok(());
+    }
+    for job in jobs {
+        let ids = ctx.store.queued_since(job, STRANDED_AFTER, 1000).await?;
+        if ids.is_empty() || !idle() {
+            continue;
+        }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let tag = format!("stranded-{}-{}", ctx.options.node_id, crate::model::now_ms());
+        let outbox = ctx.store.requeue_tasks(job, &ids, &tag).await?;
+        if !outbox.messages().is_empty() {
+            tracing::warn!(%job, tasks = outbox.messages().len(), "tasks queued without a message (taken by something else, or lost): publishing them again");
+        }
+        ctx.publisher.publish_outbox(&ctx.store, &ctx.options.pool_id, &outbox).await?;
+    }
+    Ok(())
 }
 
 /// Renews the node's lease every few seconds, with its state and running tasks, and pings the

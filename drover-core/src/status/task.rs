@@ -255,10 +255,10 @@ impl StatusStore {
         }
     }
 
-    /// Puts the messages of those of `ids` that are active and runnable in an outbox named
-    /// `@<tag>` (unique per call), for an operator who decides they should run again: publish it
-    /// with `queue::Publisher::publish_outbox`. Idempotent: a task runs once however many of its
-    /// messages are queued.
+    /// Puts the messages of those of `ids` that are active and runnable (and signed, when the
+    /// account signs) in an outbox named `@<tag>` (unique per call), for an operator who decides
+    /// they should run again: publish it with `queue::Publisher::publish_outbox`. Idempotent: a
+    /// task runs once however many of its messages are queued.
     pub async fn requeue_tasks(&self, job: &str, ids: &[&str], tag: &str) -> Result<Outbox> {
         let a = RequeueTasks { job, ids };
         let keys = self.keys.job(a.job);
@@ -269,11 +269,12 @@ impl StatusStore {
             .key(keys.part("blocked"))
             .key(keys.part("parkedmsg"))
             .key(&outbox)
-            .key(keys.part("outboxes"));
+            .key(keys.part("outboxes"))
+            .key(keys.part("queued"));
         for id in a.ids {
             inv.key(keys.task(id));
         }
-        inv.arg(a.job).arg(a.ids);
+        inv.arg(a.job).arg(flag(self.signer().is_some())).arg(a.ids);
         let reply = REQUEUE_TASKS.run(inv, &mut self.con()).await?;
         match reply.head.as_str() {
             "ok" => Ok(Outbox::new(&keys, outbox, reply.from(0))),
@@ -281,6 +282,21 @@ impl StatusStore {
             "jobstate" => Err(Error::State(format!("job {job:?} is {}: only an active job's tasks run", reply.at(0)?))),
             _ => Err(reply.unexpected()),
         }
+    }
+
+    /// Up to `limit` of `job`'s runnable active tasks that have been queued longer than `after`
+    /// (their message should have been taken long since).
+    pub async fn queued_since(&self, job: &str, after: std::time::Duration, limit: usize) -> Result<Vec<String>> {
+        let before = now_ms().saturating_sub(after.as_millis() as i64);
+        Ok(redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.job(job).part("queued"))
+            .arg("-inf")
+            .arg(before)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.con())
+            .await?)
     }
 
     /// Up to `count` of `job`'s task ids from position `start`, in the order they were added.
