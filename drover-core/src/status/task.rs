@@ -285,18 +285,24 @@ impl StatusStore {
     }
 
     /// Up to `limit` of `job`'s runnable active tasks that have been queued longer than `after`
-    /// (their message should have been taken long since).
+    /// (their message should have been taken long since); none while the job has outboxes not
+    /// yet published (their messages are on the way, or the outbox sweep publishes them).
     pub async fn queued_since(&self, job: &str, after: std::time::Duration, limit: usize) -> Result<Vec<String>> {
+        let keys = self.keys.job(job);
         let before = now_ms().saturating_sub(after.as_millis() as i64);
-        Ok(redis::cmd("ZRANGEBYSCORE")
-            .arg(self.keys.job(job).part("queued"))
+        let (outboxes, queued): (u64, Vec<String>) = redis::pipe()
+            .cmd("ZCARD")
+            .arg(keys.part("outboxes"))
+            .cmd("ZRANGEBYSCORE")
+            .arg(keys.part("queued"))
             .arg("-inf")
             .arg(before)
             .arg("LIMIT")
             .arg(0)
             .arg(limit)
             .query_async(&mut self.con())
-            .await?)
+            .await?;
+        Ok(if outboxes > 0 { vec![] } else { queued })
     }
 
     /// Up to `count` of `job`'s task ids from position `start`, in the order they were added.
