@@ -65,13 +65,14 @@ if command -v flock >/dev/null 2>&1; then
 fi
 
 # ---- install what is absent ------------------------------------------------
-# Debian packages: the broker and Redis, iproute2 (the tests' network namespaces); Prometheus
-# (with promtool) only when asked.
+# Debian packages: the broker and Redis, iproute2 (the tests' network namespaces), openssl (the
+# tests' TLS certificates); Prometheus (with promtool) only when asked.
 missing=()
-needed=(rabbitmq-server redis-server ip)
+needed=(rabbitmq-server redis-server ip openssl)
 command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((WITH_PROMETHEUS)); then
   needed+=(prometheus promtool)
   { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)

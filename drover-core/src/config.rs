@@ -42,6 +42,10 @@ pub struct Config {
     /// The account: every key, queue and default storage prefix carries it.
     #[arg(long, env = "DROVER_ACCOUNT", default_value = "default", global = true)]
     pub account: String,
+    /// A PEM file of the certificate authorities to trust for rediss:// (default: the system's,
+    /// or SSL_CERT_FILE's).
+    #[arg(long, env = "DROVER_CA_FILE", value_name = "PATH", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// The account's signing keys (`<key-id> <secret>` per line, mode 600; the first signs): the
     /// submitter signs every task, a worker runs only tasks whose signature verifies.
     #[arg(long, env = "DROVER_SIGNING_KEY_FILE", value_name = "PATH", global = true)]

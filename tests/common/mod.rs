@@ -118,6 +118,7 @@ impl TestAccount {
             bucket: BUCKET.into(),
             account: name.clone(),
             signing_key_file: None,
+            ca_file: None,
         };
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let work_dir = root.join("target/test-work").join(&name);
@@ -157,6 +158,10 @@ impl TestAccount {
         match &self.config.signing_key_file {
             Some(path) => cmd.env("DROVER_SIGNING_KEY_FILE", path),
             None => cmd.env_remove("DROVER_SIGNING_KEY_FILE"),
+        };
+        match &self.config.ca_file {
+            Some(path) => cmd.env("DROVER_CA_FILE", path),
+            None => cmd.env_remove("DROVER_CA_FILE"),
         };
     }
 

@@ -267,6 +267,19 @@ const MASTER_SEARCH: Duration = Duration::from_secs(30);
 /// How often a store behind sentinels asks them where the master is.
 const MASTER_CHECK: Duration = Duration::from_secs(1);
 
+/// A client for `url`; a rediss:// one trusts `ca_file`'s authorities when given (else the
+/// system's, or those of SSL_CERT_FILE).
+fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<redis::Client> {
+    match ca_file.filter(|_| url.starts_with("rediss://")) {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| crate::Error::io(format!("ca-file {}", path.display()), e))?;
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+            Ok(redis::Client::build_with_tls(url, certs)?)
+        }
+        None => Ok(redis::Client::open(url)?),
+    }
+}
+
 /// A connection manager for `client` (5 s to connect, 30 s for a reply).
 async fn manager(client: redis::Client) -> Result<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
@@ -292,7 +305,7 @@ impl StatusStore {
                     .await?;
             (client, Some(sentinels.into_inner()))
         } else {
-            (redis::Client::open(config.redis_url.as_str())?, None)
+            (client(&config.redis_url, config.ca_file.as_deref())?, None)
         };
         let master = client.get_connection_info().addr().clone();
         let replicas = config.redis_wait_replicas.unwrap_or(u32::from(follow.is_some()));
