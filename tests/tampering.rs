@@ -190,3 +190,73 @@ async fn a_task_whose_message_was_taken_by_someone_else_still_runs() {
     assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
     assert!(acct.worker_logs().contains("publishing them again"), "{}", acct.worker_logs());
 }
+
+/// A broker user of the test's own (on the default vhost); deleted when dropped.
+struct BrokerUser(String);
+
+impl BrokerUser {
+    fn new(name: &str, configure: &str, write: &str, read: &str) -> Self {
+        drover_tests::rabbitmqctl(&["add_user", name, "pw"]);
+        let user = BrokerUser(name.to_string());
+        drover_tests::rabbitmqctl(&["set_permissions", "-p", "/", name, configure, write, read]);
+        user
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://{}:pw@127.0.0.1:5672/%2f", self.0)
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl").args(["delete_user", &self.0]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_needs_no_configure_right_and_names_a_right_it_lacks() {
+    let mut acct = TestAccount::new("rights").await;
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    acct.add_tasks("j", &[json!({"id": "t", "commandLine": "/bin/true"})]);
+    let a = regex_escape(acct.name());
+    // The worker's rights: consume its pool's queues, publish to its account's exchanges.
+    let worker = BrokerUser::new(
+        &format!("{}-worker", acct.name()),
+        "^$",
+        &format!("^drover\\.{a}\\.(tasks|dead)$"),
+        &format!("^drover\\.{a}\\.(pool\\.p(\\.high|\\.low)?|tasks|dead)$"),
+    );
+    let admin_urls = std::mem::replace(&mut acct.config.amqp_url, vec![worker.url()]);
+    acct.start_worker("p", &[]);
+    acct.config.amqp_url = admin_urls.clone();
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+
+    // Without the right to read its queues, a worker says so and stops, instead of retrying.
+    let blind = BrokerUser::new(&format!("{}-blind", acct.name()), "^$", "^$", "^$");
+    let mut cmd = std::process::Command::new(drover_tests::bin_dir().join("drover-worker"));
+    acct.config.amqp_url = vec![blind.url()];
+    acct.env(&mut cmd);
+    acct.config.amqp_url = admin_urls;
+    let mut child = cmd
+        .args(["--pool-id", "p", "--work-dir"])
+        .arg(acct.work_dir.join("nodes"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drover_tests::eventually(std::time::Duration::from_secs(30), "the worker without rights exits", || {
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        async move { exited }
+    })
+    .await;
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("ACCESS_REFUSED") && said.contains(&format!("drover.{}.", acct.name())), "{said}");
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars().flat_map(|c| if c.is_ascii_alphanumeric() { vec![c] } else { vec!['\\', c] }).collect()
+}

@@ -88,8 +88,22 @@ impl Error {
                         ["READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN"].iter().any(|c| text.contains(c))
                     }
             }
-            Error::Amqp(_) | Error::BrokerLost(_) | Error::StorageUnavailable(_) | Error::StoreUnavailable(_) => true,
+            // The broker refusing a right, or naming something that does not exist, says so
+            // again on every retry: it is for the operator to fix, not to wait out.
+            Error::Amqp(e) => !broker_refusal(e),
+            Error::BrokerLost(_) | Error::StorageUnavailable(_) | Error::StoreUnavailable(_) => true,
             _ => false,
         }
     }
+}
+
+/// Whether the broker refused a right (ACCESS_REFUSED, which names it) or named a queue or
+/// exchange that does not exist (NOT_FOUND).
+fn broker_refusal(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED | AMQPSoftError::NOTFOUND))
+    )
 }

@@ -62,6 +62,25 @@ impl Band {
     }
 }
 
+/// A worker's broker error on `what`, with what to do when the broker refused it (a right the
+/// worker's user lacks, or a queue nobody made); any other error stays as it is.
+pub(crate) fn worker_refusal(what: &str, e: lapin::Error) -> Error {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    let hint = match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
+                "the worker's broker user needs the read right on its pool's queues and on the account's exchanges, and write on the exchanges; no configure (see broker-config/README.md)"
+            }
+            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => {
+                "create the pool with `drover pool create`, or load broker-config's definitions"
+            }
+            _ => return Error::Amqp(e),
+        },
+        _ => return Error::Amqp(e),
+    };
+    Error::BrokerRefused(format!("{what}: {e} ({hint})"))
+}
+
 /// Names of an account's exchanges and queues.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -116,6 +135,28 @@ impl Topology {
             FieldTable::default(),
         )
         .await?;
+        Ok(())
+    }
+
+    /// Checks that a pool's queues and the account's exchanges exist (as `drover pool create` or
+    /// broker-config's definitions made them), declaring nothing: a worker needs no `configure`
+    /// right. The error names what is missing and how to make it.
+    pub async fn check_pool(&self, ch: &Channel, pool: &str) -> Result<()> {
+        let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
+        let missing = |what: String| move |e: lapin::Error| worker_refusal(&what, e);
+        for exchange in [self.tasks_exchange(), self.dead_letters()] {
+            let kind = if exchange == self.dead_letters() { ExchangeKind::Fanout } else { ExchangeKind::Direct };
+            ch.exchange_declare(exchange.as_str().into(), kind, passive, FieldTable::default())
+                .await
+                .map_err(missing(format!("exchange {exchange}")))?;
+        }
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        for band in Band::ALL {
+            let queue = self.band_queue(pool, band);
+            ch.queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await
+                .map_err(missing(format!("queue {queue}")))?;
+        }
         Ok(())
     }
 

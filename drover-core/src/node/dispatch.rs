@@ -16,7 +16,8 @@ use tokio_util::task::TaskTracker;
 
 /// Consumes until `shutdown`, reconnecting to the broker (the next of its nodes when one goes)
 /// whenever the connection is lost. Meanwhile the node's state is `unknown`: it takes no task.
-pub(super) async fn consume(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &CancellationToken) {
+/// An error means the broker refused what the node needs (a right, a missing queue).
+pub(super) async fn consume(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &CancellationToken) -> Result<()> {
     let result = crate::retry::transient(
         "consuming",
         Patience::Forever,
@@ -30,10 +31,12 @@ pub(super) async fn consume(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutd
         },
     )
     .await;
-    if let Err(e) = result {
-        if !shutdown.is_cancelled() {
-            tracing::error!(error = %e, "cannot consume the pool's queues; the node takes no more tasks");
+    match result {
+        Err(e) if !shutdown.is_cancelled() => {
+            tracing::error!(error = %e, "cannot consume the pool's queues; the node leaves");
+            Err(e)
         }
+        _ => Ok(()),
     }
 }
 
@@ -75,7 +78,7 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
     let (slots, free) = (ctx.slots, &ctx.free);
     let connection = queue::connect(&ctx.config.amqp_url, &format!("drover-worker {}", ctx.options.node_id)).await?;
     let channel = connection.create_channel().await?;
-    ctx.topology.declare_pool(&channel, &ctx.options.pool_id).await?;
+    ctx.topology.check_pool(&channel, &ctx.options.pool_id).await?;
     let prefetch = slots.saturating_mul(2).min(u16::MAX as u32) as u16;
     channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let mut consumers = Vec::new();
@@ -91,7 +94,8 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
-                .await?,
+                .await
+                .map_err(|e| queue::worker_refusal(&format!("consume {queue}"), e))?,
         );
         tags.push(tag);
     }

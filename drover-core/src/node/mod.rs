@@ -308,8 +308,9 @@ pub async fn run(
         }
     });
     let tracker = TaskTracker::new();
+    let mut consumed = Ok(());
     if usable {
-        dispatch::consume(&ctx, &tracker, &shutdown).await;
+        consumed = dispatch::consume(&ctx, &tracker, &shutdown).await;
     } else {
         // A node whose start task failed (or that is unusable) takes no task; it stays, visible,
         // until stopped.
@@ -328,7 +329,7 @@ pub async fn run(
         tracing::warn!(error = %e, "could not record that the node left the pool");
     }
     tracing::info!("node left the pool");
-    Ok(())
+    consumed
 }
 
 /// Lets running tasks finish within the drain timeout, then hands the rest back.
