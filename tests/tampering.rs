@@ -260,3 +260,62 @@ async fn a_worker_needs_no_configure_right_and_names_a_right_it_lacks() {
 fn regex_escape(s: &str) -> String {
     s.chars().flat_map(|c| if c.is_ascii_alphanumeric() { vec![c] } else { vec!['\\', c] }).collect()
 }
+
+/// A Redis ACL user of the test's own; deleted when dropped.
+struct RedisUser(String);
+
+impl RedisUser {
+    fn new(name: &str, rules: &[&str]) -> Self {
+        let user = RedisUser(name.to_string());
+        let mut args = vec!["ACL", "SETUSER", name, "reset", "on", ">pw"];
+        args.extend_from_slice(rules);
+        let out = std::process::Command::new("redis-cli").args(&args).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK", "{args:?}: {out:?}");
+        user
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}:pw@127.0.0.1:6379/0", self.0)
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["--user", &self.0, "--pass", "pw", "--no-auth-warning"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for RedisUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("redis-cli").args(["ACL", "DELUSER", &self.0]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_runs_with_redis_users_that_reach_only_its_keys() {
+    let mut acct = TestAccount::new("redisacl").await;
+    let a = acct.name().to_string();
+    // What README's security model gives the submitter and the worker: the account's keys only,
+    // no dangerous or administrative command.
+    let account_keys = [format!("~drover:{a}:*"), format!("~drover:{{{a}:*")];
+    let rules: Vec<&str> = account_keys.iter().map(String::as_str).chain(["+@all", "-@dangerous", "-@admin"]).collect();
+    let submitter = RedisUser::new(&format!("{a}-submitter"), &rules);
+    let worker = RedisUser::new(&format!("{a}-worker"), &rules);
+    let admin_url = std::mem::replace(&mut acct.config.redis_url, submitter.url());
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let tasks: Vec<Value> = (0..4).map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/true"})).collect();
+    acct.add_tasks("j", &tasks);
+    acct.config.redis_url = worker.url();
+    acct.start_worker("p", &[]);
+    acct.config.redis_url = submitter.url();
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    acct.config.redis_url = admin_url;
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    // Another account's keys are out of reach.
+    assert!(worker.run(&["GET", "drover:someone-else:pool:p"]).contains("NOPERM"));
+    assert!(worker.run(&["KEYS", "*"]).contains("NOPERM"));
+}
