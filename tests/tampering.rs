@@ -319,3 +319,64 @@ async fn an_account_runs_with_redis_users_that_reach_only_its_keys() {
     assert!(worker.run(&["GET", "drover:someone-else:pool:p"]).contains("NOPERM"));
     assert!(worker.run(&["KEYS", "*"]).contains("NOPERM"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_show_in_help_logs_records_or_tables() {
+    let mut acct = TestAccount::new("secrets").await;
+    // --help never echoes a value from the environment that may hold a password.
+    for (program, args) in [
+        ("drover", vec!["--help"]),
+        ("drover", vec!["task", "create", "--help"]),
+        ("drover-worker", vec!["--help"]),
+        ("drover-monitor", vec!["--help"]),
+    ] {
+        let out = std::process::Command::new(drover_tests::bin_dir().join(program))
+            .args(&args)
+            .env("DROVER_AMQP_URL", "amqp://u:HELP-SECRET-1@h:5672/%2f")
+            .env("DROVER_REDIS_URL", "redis://u:HELP-SECRET-2@h:6379/0")
+            .env("DROVER_RABBITMQ_API", "http://u:HELP-SECRET-3@h:15672/")
+            .output()
+            .unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && !said.contains("HELP-SECRET"), "{program} {args:?}: {said}");
+    }
+
+    // A SAS signature in a failing httpUrl stays out of the logs and the task's record.
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let sas = "http://127.0.0.1:1/c/in.txt?sv=2022-11-02&sp=r&sig=SAS-SECRET-4";
+    let task =
+        json!({"id": "t", "commandLine": "/bin/true", "resourceFiles": [{"httpUrl": sas, "filePath": "in.txt"}]});
+    acct.add_tasks("j", &[task]);
+    acct.start_worker("p", &["--storage-retry-seconds", "2"]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "90"]);
+    assert_eq!(wait.code, 1, "{wait:?}");
+    let failed = failure(&acct, "t");
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.contains("sig=***") && !message.contains("SAS-SECRET"), "{failed}");
+    assert!(!acct.worker_logs().contains("SAS-SECRET"), "{}", acct.worker_logs());
+
+    // Dead letters show in a table without their escape sequences, however long.
+    let topology = drover_core::queue::Topology::new(acct.name());
+    let ch = acct.channel().await;
+    for body in ["\u{1b}[31mRED\u{1b}[0m".to_string(), "x".repeat(70_000)] {
+        let confirm = ch
+            .basic_publish(
+                topology.dead_letters().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        confirm.await.unwrap();
+    }
+    let table = acct.ok(&["dead-letter", "list", "-o", "table"]);
+    assert!(!table.stdout.contains('\u{1b}') && table.stdout.contains("RED"), "{table:?}");
+    let json = acct.ok(&["dead-letter", "list"]).json();
+    assert!(
+        json.as_array().unwrap().iter().any(|d| d["body"].as_str().is_some_and(|b| b.len() == 70_000)),
+        "JSON keeps it whole"
+    );
+}

@@ -83,18 +83,40 @@ impl fmt::Display for Redacted<'_> {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`.
+/// Replaces the password of `scheme://user:password@host` with `***`, whatever characters it
+/// holds (`/`, `@`, `?` included: everything up to the last `@` is the user part), and the
+/// values of signing query parameters (an Azure SAS's `sig`, `se`, `sp`; any `X-Amz-*`) with
+/// `***`. When in doubt it hides more.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_string() };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match (authority.rfind('@'), authority.find(':')) {
-        (Some(at), Some(colon)) if colon < at => {
-            format!("{}{}:***{}", &url[..scheme_end + 3], &authority[..colon], &rest[at..])
+    let Some(scheme_end) = url.find("://") else { return redact_query(url) };
+    let (head, rest) = url.split_at(scheme_end + 3);
+    let rest = match (rest.rfind('@'), rest.find(':')) {
+        // The user name holds no '/': a ':' after one is a port or a path, not a password.
+        (Some(at), Some(colon)) if colon < at && !rest[..colon].contains('/') => {
+            format!("{}:***{}", &rest[..colon], redact_query(&rest[at..]))
         }
-        _ => url.to_string(),
-    }
+        _ => redact_query(rest),
+    };
+    format!("{head}{rest}")
+}
+
+/// Hides the values of a URL's signing query parameters.
+fn redact_query(url: &str) -> String {
+    let Some((path, query)) = url.split_once('?') else { return url.to_string() };
+    let (query, fragment) = query.split_once('#').map_or((query, None), |(q, f)| (q, Some(f)));
+    let secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        ["sig", "se", "sp"].contains(&name.as_str()) || name.starts_with("x-amz-")
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((name, _)) if secret(name) => format!("{name}=***"),
+            _ => p.to_string(),
+        })
+        .collect();
+    let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+    format!("{path}?{}{fragment}", params.join("&"))
 }
 
 #[cfg(test)]
@@ -144,5 +166,29 @@ mod tests {
         assert_eq!(redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
         assert_eq!(redact_url("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        // Any character a password may hold.
+        for password in ["pa/ss", "p@ss", "p:ss", "p?ss", "p#ss", "/@:?#"] {
+            let url = format!("amqp://u:{password}@h1:5672/%2f");
+            assert_eq!(redact_url(&url), "amqp://u:***@h1:5672/%2f", "{password}");
+        }
+        assert_eq!(
+            redact_url("redis+sentinel://u:s3cr/et@h1:26379,h2:26379/mymaster/0"),
+            "redis+sentinel://u:***@h1:26379,h2:26379/mymaster/0"
+        );
+        assert_eq!(redact_url("rediss://:pw@h:6380/0"), "rediss://:***@h:6380/0");
+        assert_eq!(redact_url("http://h:8080/a/b.txt"), "http://h:8080/a/b.txt");
+    }
+
+    #[test]
+    fn signed_query_strings_are_redacted() {
+        assert_eq!(
+            redact_url("https://acct.blob.core.windows.net/c/f.txt?sv=2022-11-02&se=2026-12-05&sp=r&sig=SECRET%3D#x"),
+            "https://acct.blob.core.windows.net/c/f.txt?sv=2022-11-02&se=***&sp=***&sig=***#x"
+        );
+        assert_eq!(
+            redact_url("https://b.s3.amazonaws.com/k?X-Amz-Credential=AKIA&X-Amz-Signature=abc&x=1"),
+            "https://b.s3.amazonaws.com/k?X-Amz-Credential=***&X-Amz-Signature=***&x=1"
+        );
+        assert_eq!(redact_url("http://u:p@h/k?sig=s"), "http://u:***@h/k?sig=***");
     }
 }

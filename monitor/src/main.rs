@@ -30,7 +30,12 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:9464")]
     listen: std::net::SocketAddr,
     /// The RabbitMQ management API, for unacked counts (without it, queues are read over AMQP).
-    #[arg(long, env = "DROVER_RABBITMQ_API", default_value = "http://guest:guest@127.0.0.1:15672/")]
+    #[arg(
+        long,
+        env = "DROVER_RABBITMQ_API",
+        default_value = "http://guest:guest@127.0.0.1:15672/",
+        hide_env_values = true
+    )]
     rabbitmq_api: String,
     /// Also scale the pools that set enableAutoScale (or targetDedicatedNodes).
     #[arg(long)]

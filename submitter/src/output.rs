@@ -43,8 +43,10 @@ pub(crate) fn list<T: Serialize>(format: Format, items: &[T], columns: &[&str]) 
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(items)?)?,
         Format::Table => {
             let values: Vec<Value> = items.iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
-            let cells: Vec<Vec<String>> =
-                values.iter().map(|v| columns.iter().map(|c| cell(lookup(v, c))).collect()).collect();
+            let cells: Vec<Vec<String>> = values
+                .iter()
+                .map(|v| columns.iter().map(|c| shorten(cell(lookup(v, c)), MAX_CELL)).collect())
+                .collect();
             let widths: Vec<usize> = columns
                 .iter()
                 .enumerate()
@@ -72,11 +74,29 @@ fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(v, |v, k| v.get(k))
 }
 
+/// The widest a table cell gets (the JSON output has everything).
+const MAX_CELL: usize = 200;
+
+/// A value as a table shows it: control characters (escape sequences, newlines) from messages
+/// or tasks are shown as `\u{..}` escapes, never sent to the terminal.
 fn cell(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => String::new(),
+    let text = match v {
+        None | Some(Value::Null) => return String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
+    };
+    if text.chars().any(char::is_control) {
+        text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+    } else {
+        text
+    }
+}
+
+/// `text` cut to `max` characters, an ellipsis marking the cut.
+fn shorten(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
     }
 }
 
@@ -89,5 +109,20 @@ fn flatten(prefix: &str, v: &Value, rows: &mut Vec<(String, String)>) {
             }
         }
         other => rows.push((prefix.to_string(), cell(Some(other)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_cells_hold_no_control_characters_and_stay_narrow() {
+        let v = Value::String("\u{1b}[31mRED\nnext".into());
+        assert_eq!(cell(Some(&v)), "\\u{1b}[31mRED\\u{a}next");
+        let long = shorten("é".repeat(70_000), MAX_CELL);
+        assert_eq!(long.chars().count(), MAX_CELL + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(shorten("short".into(), MAX_CELL), "short");
     }
 }

@@ -16,17 +16,20 @@ pub(super) fn client() -> Result<reqwest::Client> {
 
 /// Streams `url` into `dest` (the caller retries while the server is unavailable).
 /// Refused (nothing left in place) past `limit` bytes.
+/// Errors name the URL without its password or signature (`config::redact_url`).
 pub(super) async fn download(client: &reqwest::Client, url: &str, dest: &Path, limit: u64) -> Result<u64> {
+    let shown = crate::config::redact_url(url);
     let response = client.get(url).send().await.map_err(|e| {
+        let e = e.without_url();
         if e.is_connect() || e.is_timeout() {
-            Error::StorageUnavailable(format!("GET {url}: {e}"))
+            Error::StorageUnavailable(format!("GET {shown}: {e}"))
         } else {
-            Error::Storage(format!("GET {url}: {e}"))
+            Error::Storage(format!("GET {shown}: {e}"))
         }
     })?;
     let status = response.status();
     if !status.is_success() {
-        let message = format!("GET {url}: HTTP {status}");
+        let message = format!("GET {shown}: HTTP {status}");
         return Err(if status.is_server_error() {
             Error::StorageUnavailable(message)
         } else {
@@ -37,12 +40,12 @@ pub(super) async fn download(client: &reqwest::Client, url: &str, dest: &Path, l
     let mut stream = response.bytes_stream();
     let mut bytes = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::StorageUnavailable(format!("GET {url}: {e}")))?;
+        let chunk = chunk.map_err(|e| Error::StorageUnavailable(format!("GET {shown}: {}", e.without_url())))?;
         bytes += chunk.len() as u64;
         if bytes > limit {
             drop(file);
             let _ = tokio::fs::remove_file(&part).await;
-            return Err(super::over_limit(&format!("GET {url}"), limit));
+            return Err(super::over_limit(&format!("GET {shown}"), limit));
         }
         file.write_all(&chunk).await.map_err(|e| Error::io(format!("write {}", part.display()), e))?;
     }
