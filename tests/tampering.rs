@@ -380,3 +380,49 @@ async fn secrets_never_show_in_help_logs_records_or_tables() {
         "JSON keeps it whole"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_confined_worker_keeps_tasks_to_their_accounts_storage() {
+    let mut acct = TestAccount::new("confined").await;
+    let (bucket, a) = (acct.config.bucket.clone(), acct.name().to_string());
+    let s3 = acct.s3().await;
+    // Another account's object, and a place this account may also use.
+    let (theirs, extra) = (format!("{a}-other/secret.txt"), format!("{a}-extra/in.txt"));
+    for key in [&theirs, &extra] {
+        let body = aws_sdk_s3::primitives::ByteStream::from_static(b"data");
+        s3.put_object().bucket(&bucket).key(key).body(body).send().await.unwrap();
+    }
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let out_to = |url: String| {
+        json!([{"filePattern": "out.txt", "destination": {"container": {"containerUrl": url}},
+        "uploadOptions": {"uploadCondition": "taskCompletion"}}])
+    };
+    let writes = "/bin/sh -c 'echo x > out.txt'";
+    acct.add_tasks(
+        "j",
+        &[
+            json!({"id": "read-theirs", "commandLine": "/bin/true",
+                "resourceFiles": [{"httpUrl": format!("s3://{bucket}/{theirs}"), "filePath": "in.txt"}]}),
+            json!({"id": "write-theirs", "commandLine": writes, "outputFiles": out_to(format!("s3://{bucket}/{a}-other/out"))}),
+            json!({"id": "allowed", "commandLine": writes,
+                "resourceFiles": [{"httpUrl": format!("s3://{bucket}/{extra}"), "filePath": "in.txt"}],
+                "outputFiles": out_to(acct.s3_url("out"))}),
+        ],
+    );
+    acct.start_worker("p", &["--storage-allow", &format!("s3://{bucket}/{a}-extra")]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 1, "{wait:?}");
+    for (task, code) in [("read-theirs", "ResourceFileDownloadError"), ("write-theirs", "FileUploadError")] {
+        let f = failure(&acct, task);
+        assert_eq!(f["code"], code, "{task}: {f}");
+        assert!(f["message"].as_str().unwrap().contains("outside what this node lets tasks reach"), "{f}");
+    }
+    let allowed = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "allowed"]).json();
+    assert_eq!(allowed["executionInfo"]["result"], "success", "{allowed}");
+    let written = s3.head_object().bucket(&bucket).key(format!("{a}-other/out/out.txt")).send().await;
+    assert!(written.is_err(), "nothing was written to the other account's prefix");
+    for key in [&theirs, &extra] {
+        let _ = s3.delete_object().bucket(&bucket).key(key).send().await;
+    }
+}

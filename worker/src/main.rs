@@ -50,6 +50,11 @@ struct Cli {
     /// refuses to start.
     #[arg(long, env = "DROVER_TASKS_AS_WORKER_USER")]
     tasks_as_worker_user: bool,
+    /// The only S3 places (s3://bucket[/prefix]; repeat, or separate with commas) a task may
+    /// fetch resource files from or upload outputs to, besides its account's own prefix of the
+    /// account's bucket (default: anywhere this worker's S3 credentials reach).
+    #[arg(long, env = "DROVER_STORAGE_ALLOW", value_delimiter = ',', value_name = "S3_URL")]
+    storage_allow: Vec<String>,
 }
 
 #[tokio::main]
@@ -84,6 +89,7 @@ async fn main() -> ExitCode {
         storage_retry: Duration::from_secs(cli.storage_retry_seconds),
         max_task_download_bytes: cli.max_task_download_bytes,
         tasks_as_worker_user: cli.tasks_as_worker_user,
+        storage_allow: cli.storage_allow,
     };
     let shutdown = CancellationToken::new();
     let hand_back = CancellationToken::new();

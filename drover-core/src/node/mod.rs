@@ -49,6 +49,9 @@ pub struct NodeOptions {
     pub max_task_download_bytes: Option<u64>,
     /// Run every command as the worker's user, non-admin ones included.
     pub tasks_as_worker_user: bool,
+    /// The only S3 places (`s3://bucket[/prefix]`) tasks may read from or write to, besides the
+    /// account's own part of its bucket; empty: anywhere the worker's credentials reach.
+    pub storage_allow: Vec<String>,
 }
 
 /// This host's name as a node id may hold it: letters, digits and '-', at most 40 of them.
@@ -239,7 +242,8 @@ pub async fn run(
     }
     let pool = store.get_pool_checked(&options.pool_id).await?;
     let slots = options.task_slots.unwrap_or(pool.spec.task_slots_per_node).max(1);
-    let staging = Staging::new(&config).await?.with_retry_budget(options.storage_retry);
+    let staging =
+        Staging::new(&config).await?.with_retry_budget(options.storage_retry).with_allowed(&options.storage_allow)?;
     let publisher =
         Publisher::new(&config.amqp_url, &format!("drover-worker {}", options.node_id), Topology::new(&config.account));
     let ctx = Arc::new(NodeContext {

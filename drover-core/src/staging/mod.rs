@@ -26,6 +26,8 @@ pub struct Staging {
     bucket: String,
     account: String,
     retry_budget: std::time::Duration,
+    /// Where tasks may read and write besides the account's own prefix (empty: anywhere).
+    allowed: Vec<S3Url>,
 }
 
 /// How long a transfer keeps retrying while storage is unavailable, unless set otherwise.
@@ -40,7 +42,37 @@ impl Staging {
             bucket: config.bucket.clone(),
             account: config.account.clone(),
             retry_budget: DEFAULT_RETRY_BUDGET,
+            allowed: Vec::new(),
         })
+    }
+
+    /// Confines tasks' sources and destinations to `places` (`s3://bucket[/prefix]`) and the
+    /// account's own prefix of its bucket; none: no confinement.
+    pub fn with_allowed(mut self, places: &[String]) -> Result<Self> {
+        for (i, place) in places.iter().enumerate() {
+            let url = S3Url::parse(place).map_err(|e| Error::invalid(format!("storage-allow {}: {e}", i + 1)))?;
+            self.allowed.push(url);
+        }
+        Ok(self)
+    }
+
+    /// Refuses `bucket/key` (a task's source or destination, `what`) outside the allowed places.
+    pub fn check_reach(&self, what: &str, bucket: &str, key: &str) -> Result<()> {
+        if self.allowed.is_empty() {
+            return Ok(());
+        }
+        let under = |prefix: &str| {
+            let prefix = prefix.trim_end_matches('/');
+            prefix.is_empty() || key == prefix || key.starts_with(&format!("{prefix}/"))
+        };
+        let own = bucket == self.bucket && under(&self.account);
+        if own || self.allowed.iter().any(|a| a.bucket == bucket && under(&a.key)) {
+            return Ok(());
+        }
+        Err(Error::Storage(format!(
+            "{what}: s3://{bucket}/{key} is outside what this node lets tasks reach (its --storage-allow and s3://{}/{}/)",
+            self.bucket, self.account
+        )))
     }
 
     /// Keeps retrying transfers for `budget` while storage is unavailable.
@@ -111,6 +143,7 @@ impl Staging {
             let dest = wd.join(file_path);
             bytes += if url.starts_with("s3://") {
                 let u = S3Url::parse(url).map_err(Error::invalid)?;
+                self.check_reach("httpUrl", &u.bucket, &u.key)?;
                 self.s3.download_within(&u.bucket, &u.key, &dest, limit).await?
             } else {
                 http::download(&self.http, url, &dest, limit).await?
@@ -124,6 +157,7 @@ impl Staging {
             (None, None) => return Err(Error::invalid("resource file has no source")),
         };
         let base = container.prefix();
+        self.check_reach("storageContainerUrl", &container.bucket, &container.key)?;
         let list_prefix = format!("{base}{}", rf.blob_prefix.as_deref().unwrap_or(""));
         let objects = self.s3.list(&container.bucket, &list_prefix).await?;
         for (key, _) in objects {
