@@ -426,3 +426,27 @@ async fn a_confined_worker_keeps_tasks_to_their_accounts_storage() {
         let _ = s3.delete_object().bucket(&bucket).key(key).send().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_can_ask_for_a_password() {
+    let mut acct = TestAccount::new("metricsauth").await;
+    let auth = acct.work_dir.join("metrics.auth");
+    std::fs::write(&auth, "prometheus:scrape-secret\n").unwrap();
+    std::fs::set_permissions(&auth, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let listen = format!("127.0.0.1:{}", drover_tests::free_port());
+    acct.start_monitor(&["--listen", &listen, "--metrics-auth-file", auth.to_str().unwrap()]);
+    let url = format!("http://{listen}/metrics");
+    let http = reqwest::Client::new();
+    drover_tests::eventually(std::time::Duration::from_secs(20), "the monitor serves", || async {
+        reqwest::get(format!("http://{listen}/health")).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let anonymous = http.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    let wrong = http.get(&url).basic_auth("prometheus", Some("guess")).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = http.get(&url).basic_auth("prometheus", Some("scrape-secret")).send().await.unwrap();
+    assert_eq!(right.status(), 200);
+    assert!(right.text().await.unwrap().contains("drover_"));
+}

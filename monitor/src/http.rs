@@ -1,4 +1,5 @@
-//! The monitor's HTTP endpoint: `GET /metrics` (Prometheus text format) and `GET /health`.
+//! The monitor's HTTP endpoint: `GET /metrics` (Prometheus text format, behind HTTP basic
+//! authentication when configured) and `GET /health`.
 
 use crate::metrics::Exporter;
 use http_body_util::Full;
@@ -9,11 +10,33 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// The `Authorization` header /metrics asks for, from a `user:password` file only its owner may
+/// read.
+pub(crate) fn basic_auth(path: &std::path::Path) -> anyhow::Result<String> {
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("--metrics-auth-file {shown}: {e}"))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        anyhow::bail!("--metrics-auth-file {shown}: readable by others; chmod 600 it");
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--metrics-auth-file {shown}: {e}"))?;
+    let line = text.lines().next().unwrap_or("").trim();
+    match line.split_once(':') {
+        Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+            Ok(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(line)))
+        }
+        _ => anyhow::bail!("--metrics-auth-file {shown}: expected one line `user:password`"),
+    }
+}
+
 pub(crate) async fn serve(
     listen: SocketAddr,
     exporter: Arc<Exporter>,
+    auth: Option<String>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let auth: Arc<Option<String>> = Arc::new(auth);
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
     tracing::info!(%listen, "serving /metrics");
@@ -22,9 +45,9 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted?,
             _ = shutdown.cancelled() => return Ok(()),
         };
-        let exporter = exporter.clone();
+        let (exporter, auth) = (exporter.clone(), auth.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| respond(exporter.clone(), req));
+            let service = hyper::service::service_fn(move |req| respond(exporter.clone(), auth.clone(), req));
             if let Err(e) =
                 hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
             {
@@ -34,7 +57,16 @@ pub(crate) async fn serve(
     }
 }
 
-async fn respond(exporter: Arc<Exporter>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+/// Whether `given` is the expected header, compared in constant time.
+fn same(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+}
+
+async fn respond(
+    exporter: Arc<Exporter>,
+    auth: Arc<Option<String>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let reply = |status: StatusCode, kind: &str, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -43,7 +75,17 @@ async fn respond(exporter: Arc<Exporter>, req: Request<Incoming>) -> Result<Resp
         }
         r
     };
+    let given = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or_default();
+    let allowed = auth.as_deref().is_none_or(|expected| same(given, expected.as_bytes()));
     Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") if !allowed => {
+            let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", "authentication required\n".into());
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Basic realm=\"drover\""),
+            );
+            r
+        }
         (&Method::GET, "/metrics") => match exporter.render().await {
             Ok(text) => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text),
             Err(e) => {

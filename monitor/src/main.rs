@@ -53,6 +53,10 @@ struct Cli {
     /// order they are listed).
     #[arg(long, env = "DROVER_MAX_NODES", default_value_t = 64)]
     max_nodes: u32,
+    /// A file holding `user:password` (mode 600): /metrics then asks for HTTP basic
+    /// authentication with them (Prometheus: `basic_auth` with `password_file`).
+    #[arg(long, env = "DROVER_METRICS_AUTH_FILE", value_name = "PATH")]
+    metrics_auth_file: Option<PathBuf>,
     /// The work directory of the process actuator's workers (and their logs).
     #[arg(long, default_value = "/var/lib/drover")]
     work_dir: PathBuf,
@@ -103,7 +107,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         signals.cancel();
     });
-    let server = tokio::spawn(http::serve(cli.listen, exporter, shutdown.clone()));
+    let auth = match &cli.metrics_auth_file {
+        Some(path) => Some(http::basic_auth(path)?),
+        None => None,
+    };
+    let server = tokio::spawn(http::serve(cli.listen, exporter, auth, shutdown.clone()));
     if cli.autoscale {
         let limits = autoscaler::Limits { pool: cli.max_pool_nodes, total: cli.max_nodes };
         tracing::info!(actuator = ?cli.actuator, max_pool_nodes = limits.pool, max_nodes = limits.total, "autoscaler started");
