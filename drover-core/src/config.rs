@@ -84,39 +84,82 @@ impl fmt::Display for Redacted<'_> {
 }
 
 /// Replaces the password of `scheme://user:password@host` with `***`, whatever characters it
-/// holds (`/`, `@`, `?` included: everything up to the last `@` is the user part), and the
-/// values of signing query parameters (an Azure SAS's `sig`, `se`, `sp`; any `X-Amz-*`) with
-/// `***`. When in doubt it hides more.
+/// holds (`/`, `@`, `:`, `?`, `#` included), and the values of signing query parameters (an
+/// Azure SAS's `sig`, `se`, `sp`, `st`, `sk*`; S3's `Signature`, `AWSAccessKeyId` and any
+/// `X-Amz-*`; any `X-Goog-*`) with `***`, keeping their names. A URL without a password keeps
+/// its user, host and path. When in doubt it hides more.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else { return redact_query(url) };
     let (head, rest) = url.split_at(scheme_end + 3);
-    let rest = match (rest.rfind('@'), rest.find(':')) {
-        // The user name holds no '/': a ':' after one is a port or a path, not a password.
-        (Some(at), Some(colon)) if colon < at && !rest[..colon].contains('/') => {
-            format!("{}:***{}", &rest[..colon], redact_query(&rest[at..]))
-        }
-        _ => redact_query(rest),
+    match password_span(rest) {
+        Some((colon, at)) => format!("{head}{}:***{}", &rest[..colon], redact_query(&rest[at..])),
+        None => format!("{head}{}", redact_query(rest)),
+    }
+}
+
+/// Where the password in `user:password@hosts/path?query` (a URL after its `scheme://`) starts
+/// (its ':') and ends (its '@'). The user name ends at the first ':', before any '@', '/', '?'
+/// or '#'. The password may hold any character, so it ends at the last '@' that is followed by
+/// something shaped like hosts (`h`, `h:1`, `h1:1,h2:2`, `[::1]:1`) up to a path, query or
+/// fragment: an '@' in a path or a query (`?to=a@b.com&x=1`) is not taken for one. Failing
+/// that, it ends where a plain parser would end it (the last '@' before any '/', '?' or '#').
+fn password_span(rest: &str) -> Option<(usize, usize)> {
+    let colon = rest.find([':', '@', '/', '?', '#']).filter(|&i| rest[i..].starts_with(':'))?;
+    let authority_end = |s: &str| s.find(['/', '?', '#']).unwrap_or(s.len());
+    let hosts_follow = |after: &str| {
+        after[..authority_end(after)].chars().all(|c| c.is_ascii_alphanumeric() || ".-_~%:,[]".contains(c))
     };
-    format!("{head}{rest}")
+    let at = rest
+        .rmatch_indices('@')
+        .map(|(at, _)| at)
+        .find(|&at| at > colon && hosts_follow(&rest[at + 1..]))
+        .or_else(|| rest[..authority_end(rest)].rfind('@'))?;
+    Some((colon, at))
 }
 
 /// Hides the values of a URL's signing query parameters.
 fn redact_query(url: &str) -> String {
     let Some((path, query)) = url.split_once('?') else { return url.to_string() };
     let (query, fragment) = query.split_once('#').map_or((query, None), |(q, f)| (q, Some(f)));
-    let secret = |name: &str| {
-        let name = name.to_ascii_lowercase();
-        ["sig", "se", "sp"].contains(&name.as_str()) || name.starts_with("x-amz-")
-    };
     let params: Vec<String> = query
         .split('&')
         .map(|p| match p.split_once('=') {
-            Some((name, _)) if secret(name) => format!("{name}=***"),
+            Some((name, _)) if signs(name) => format!("{name}=***"),
             _ => p.to_string(),
         })
         .collect();
     let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
     format!("{path}?{}{fragment}", params.join("&"))
+}
+
+/// Whether a query parameter (named as the server reads it: case and percent-escapes aside)
+/// signs the URL or says who signed it.
+fn signs(name: &str) -> bool {
+    const SIGNING: [&str; 12] =
+        ["sig", "se", "sp", "st", "skoid", "sktid", "skt", "ske", "sks", "skv", "signature", "awsaccesskeyid"];
+    let name = percent_decoded(name).to_ascii_lowercase();
+    SIGNING.contains(&name.as_str()) || name.starts_with("x-amz-") || name.starts_with("x-goog-")
+}
+
+/// `text` with its `%XX` escapes decoded (a malformed one is kept as it is).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).filter(|h| bytes[i] == b'%' && h.iter().all(u8::is_ascii_hexdigit));
+        match hex.and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -190,5 +233,39 @@ mod tests {
             "https://b.s3.amazonaws.com/k?X-Amz-Credential=***&X-Amz-Signature=***&x=1"
         );
         assert_eq!(redact_url("http://u:p@h/k?sig=s"), "http://u:***@h/k?sig=***");
+    }
+
+    #[test]
+    fn an_at_sign_in_a_path_or_query_is_no_password_end() {
+        // Without a password the URL stays as it is.
+        for url in ["http://h:8080/p?to=a@b.com&x=1", "https://h/@scope/pkg", "amqp://u@h:5672/%2f", "mailto:a@b"] {
+            assert_eq!(redact_url(url), url);
+        }
+        // With one, its end is the '@' before the hosts, and the query is still redacted.
+        assert_eq!(redact_url("http://u:p@h/k?to=a@b.com&sig=s"), "http://u:***@h/k?to=a@b.com&sig=***");
+        assert_eq!(redact_url("amqp://u:p/w@[::1]:5672/%2f"), "amqp://u:***@[::1]:5672/%2f");
+        assert_eq!(redact_url("amqp://u:p@s/s@h:5672/%2f"), "amqp://u:***@h:5672/%2f");
+        assert_eq!(redact_url("http://u:p@odd+host!/k"), "http://u:***@odd+host!/k");
+    }
+
+    #[test]
+    fn every_signing_parameter_is_redacted_by_name() {
+        let sas = "https://a.blob.core.windows.net/c/f?sv=2022-11-02&st=1&se=2&sr=b&sp=r&skoid=OID&sktid=TID\
+                   &skt=3&ske=4&sks=b&skv=5&sig=S";
+        assert_eq!(
+            redact_url(sas),
+            "https://a.blob.core.windows.net/c/f?sv=2022-11-02&st=***&se=***&sr=b&sp=***&skoid=***&sktid=***\
+             &skt=***&ske=***&sks=***&skv=***&sig=***"
+        );
+        // S3's older presigned URLs, Google's, and names as the server reads them.
+        assert_eq!(
+            redact_url("https://b.s3.amazonaws.com/k?AWSAccessKeyId=AKIA&Expires=1&Signature=S"),
+            "https://b.s3.amazonaws.com/k?AWSAccessKeyId=***&Expires=1&Signature=***"
+        );
+        assert_eq!(
+            redact_url("https://storage.googleapis.com/b/k?X-Goog-Credential=C&X-Goog-Signature=S"),
+            "https://storage.googleapis.com/b/k?X-Goog-Credential=***&X-Goog-Signature=***"
+        );
+        assert_eq!(redact_url("http://h/k?SIG=S&%73ig=S&%7"), "http://h/k?SIG=***&%73ig=***&%7");
     }
 }
