@@ -8,16 +8,18 @@ pub struct S3Url {
 }
 
 impl S3Url {
-    /// Parses an `s3://` URL; the key may be empty (a whole bucket).
+    /// Parses an `s3://` URL; the key may be empty (a whole bucket). Errors show the URL without
+    /// its password or signature (an Azure SAS URL given by mistake keeps its `sig` hidden).
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("s3://").ok_or_else(|| format!("{url:?} is not an s3:// URL"))?;
+        let shown = format!("{:?}", crate::config::redact_url(url));
+        let rest = url.strip_prefix("s3://").ok_or_else(|| format!("{shown} is not an s3:// URL"))?;
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         let valid_bucket = (3..=63).contains(&bucket.len())
             && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
         if !valid_bucket {
-            return Err(format!("{url:?}: {bucket:?} is not a valid bucket name"));
+            return Err(format!("{shown}: {bucket:?} is not a valid bucket name"));
         }
-        check_key(key).map_err(|e| format!("{url:?}: {e}"))?;
+        check_key(key).map_err(|e| format!("{shown}: {e}"))?;
         Ok(S3Url { bucket: bucket.into(), key: key.into() })
     }
 
@@ -64,5 +66,13 @@ mod tests {
         assert_eq!(S3Url::parse("s3://bucket/p/").unwrap().prefix(), "p/");
         assert!(S3Url::parse("http://x/y").is_err());
         assert!(S3Url::parse("s3://Bad_Bucket/x").is_err());
+    }
+
+    #[test]
+    fn refusals_hide_signatures() {
+        for url in ["https://a.blob.core.windows.net/c?sv=1&sig=SECRET", "s3://bucket/a//b?sig=SECRET"] {
+            let err = S3Url::parse(url).unwrap_err();
+            assert!(err.contains("sig=***") && !err.contains("SECRET"), "{err}");
+        }
     }
 }

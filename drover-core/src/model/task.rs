@@ -425,7 +425,8 @@ impl ResourceFile {
         }
         if let Some(url) = &self.http_url {
             if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("s3://")) {
-                return Err(format!("httpUrl {url:?}: must be an http, https or s3:// URL"));
+                let shown = crate::config::redact_url(url);
+                return Err(format!("httpUrl {shown:?}: must be an http, https or s3:// URL"));
             }
             if url.starts_with("s3://") {
                 super::S3Url::parse(url).map_err(|e| format!("httpUrl: {e}"))?;
@@ -784,6 +785,18 @@ mod tests {
         for (json, want) in cases {
             let err = parse(json).unwrap_err().to_string();
             assert!(err.contains(want), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn refusals_hide_passwords_and_signatures() {
+        for rf in [
+            r#"{"httpUrl":"ftp://u:SECRET@h/f?sig=SECRET","filePath":"f"}"#,
+            r#"{"storageContainerUrl":"https://a.blob.core.windows.net/c?sv=1&sig=SECRET"}"#,
+        ] {
+            let err = parse(&format!(r#"{{"id":"t1","commandLine":"x","resourceFiles":[{rf}]}}"#)).unwrap_err();
+            let err = err.to_string();
+            assert!(err.contains("sig=***") && !err.contains("SECRET"), "{err}");
         }
     }
 
