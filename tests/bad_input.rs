@@ -6,6 +6,7 @@ use drover_tests::TestAccount;
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
+use serde_json::json;
 use std::time::Duration;
 
 /// The CLI refused with exit 1 and one stderr line containing every one of `words`.
@@ -159,5 +160,40 @@ async fn a_worker_refuses_a_node_id_that_cannot_name_its_directories() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(&format!("node id {bad:?}")), "{bad}: {stderr}");
         assert!(!work.join(acct.name()).exists(), "{bad}: nothing was made");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_urls_stay_hidden_in_refusals_records_and_logs() {
+    let mut acct = TestAccount::new("signedurl").await;
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    // An Azure SAS URL where an s3:// container belongs is refused without its signature.
+    let sas = "https://a.blob.core.windows.net/c?sv=1&sig=SECRETSIG123";
+    let file = acct.file(
+        "sas.jsonl",
+        &format!("{}\n", json!({"id": "x", "commandLine": "y", "resourceFiles": [{"storageContainerUrl": sas}]})),
+    );
+    let run = acct.drover(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    refused(&run, &["storageContainerUrl", "sig=***"]);
+    assert!(!run.stderr.contains("SECRETSIG123"), "{run:?}");
+
+    // A failing httpUrl with a password, and an '@' in its query before the signature, keeps
+    // both out of the task's record and the worker's log.
+    let url = "http://u:SECRETPW456@127.0.0.1:1/x?to=a@b.com&sv=1&sig=SECRETSIG123";
+    acct.add_tasks(
+        "j",
+        &[json!({"id": "t", "commandLine": "/bin/true", "resourceFiles": [{"httpUrl": url, "filePath": "x"}]})],
+    );
+    acct.start_worker("p", &["--storage-retry-seconds", "2"]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "90"]);
+    assert_eq!(wait.code, 1, "{wait:?}");
+    let task = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "t"]).json();
+    let message = task["executionInfo"]["failureInfo"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("127.0.0.1:1/x?to=a@b.com&sv=1&sig=***"), "{task}");
+    let logs = acct.worker_logs();
+    for secret in ["SECRETSIG123", "SECRETPW456"] {
+        assert!(!message.contains(secret), "{task}");
+        assert!(!logs.contains(secret), "{logs}");
     }
 }
