@@ -87,10 +87,10 @@ impl fmt::Display for Redacted<'_> {
 /// holds (`/`, `@`, `:`, `?`, `#` included), and the values of signing query parameters (an
 /// Azure SAS's `sig`, `se`, `sp`, `st`, `sk*`; S3's `Signature`, `AWSAccessKeyId` and any
 /// `X-Amz-*`; any `X-Goog-*`) with `***`, keeping their names. A URL without a password keeps
-/// its user, host and path. When in doubt it hides more.
+/// its user, host and path. When in doubt it hides more: without `://` (`amqp:u:pw@h`, a typo,
+/// or `u:pw@h`) everything before the password's ':' counts as the user name.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return redact_query(url) };
-    let (head, rest) = url.split_at(scheme_end + 3);
+    let (head, rest) = url.find("://").map_or(("", url), |i| url.split_at(i + 3));
     match password_span(rest) {
         Some((colon, at)) => format!("{head}{}:***{}", &rest[..colon], redact_query(&rest[at..])),
         None => format!("{head}{}", redact_query(rest)),
@@ -197,11 +197,17 @@ mod tests {
 
     #[test]
     fn a_bad_broker_url_is_named_by_its_position_without_its_password() {
-        let cli = Cli::try_parse_from(["drover", "--amqp-url", "amqp://u:secret@h1:5672/%2f,http://u:secret@h2/x"]);
-        let error = cli.map_err(|e| e.to_string()).and_then(|c| c.config.validate().map_err(|e| e.to_string()));
-        let message = error.err().unwrap_or_default();
-        assert!(message.starts_with("amqp-url 2 (http://u:***@h2/x)"), "{message}");
-        assert!(!message.contains("secret"), "{message}");
+        for (urls, shown) in [
+            ("amqp://u:secret@h1:5672/%2f,http://u:secret@h2/x", "amqp-url 2 (http://u:***@h2/x)"),
+            // The parser's own error quotes this one whole.
+            ("amqp:u:secret@h1:5672", "amqp-url 1 (amqp:***@h1:5672)"),
+        ] {
+            let cli = Cli::try_parse_from(["drover", "--amqp-url", urls]);
+            let error = cli.map_err(|e| e.to_string()).and_then(|c| c.config.validate().map_err(|e| e.to_string()));
+            let message = error.err().unwrap_or_default();
+            assert!(message.starts_with(shown), "{message}");
+            assert!(!message.contains("secret"), "{message}");
+        }
     }
 
     #[test]
@@ -238,9 +244,12 @@ mod tests {
     #[test]
     fn an_at_sign_in_a_path_or_query_is_no_password_end() {
         // Without a password the URL stays as it is.
-        for url in ["http://h:8080/p?to=a@b.com&x=1", "https://h/@scope/pkg", "amqp://u@h:5672/%2f", "mailto:a@b"] {
+        for url in ["http://h:8080/p?to=a@b.com&x=1", "https://h/@scope/pkg", "amqp://u@h:5672/%2f", "h/k?to=a@b"] {
             assert_eq!(redact_url(url), url);
         }
+        // Without `//` the password is still found.
+        assert_eq!(redact_url("amqp:u:pw@h:5672"), "amqp:***@h:5672");
+        assert_eq!(redact_url("u:p/w@h:5672/%2f"), "u:***@h:5672/%2f");
         // With one, its end is the '@' before the hosts, and the query is still redacted.
         assert_eq!(redact_url("http://u:p@h/k?to=a@b.com&sig=s"), "http://u:***@h/k?to=a@b.com&sig=***");
         assert_eq!(redact_url("amqp://u:p/w@[::1]:5672/%2f"), "amqp://u:***@[::1]:5672/%2f");

@@ -203,10 +203,12 @@ static CURRENT_NODE: AtomicUsize = AtomicUsize::new(0);
 
 /// Parses the broker URL at `position` (0-based) of the list, naming it in the error.
 pub fn parse_url(url: &str, position: usize) -> Result<lapin::uri::AMQPUri> {
-    let mut uri: lapin::uri::AMQPUri = url
-        .trim()
-        .parse()
-        .map_err(|e| Error::invalid(format!("amqp-url {} ({}): {e}", position + 1, Redacted(url))))?;
+    let url = url.trim();
+    let mut uri: lapin::uri::AMQPUri = url.parse().map_err(|e: String| {
+        // Some of the parser's errors quote the whole URL.
+        let e = e.replace(url, &Redacted(url).to_string());
+        Error::invalid(format!("amqp-url {} ({}): {e}", position + 1, Redacted(url)))
+    })?;
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(HEARTBEAT_SECS);
     }
