@@ -43,10 +43,16 @@ struct Attempt {
     epoch: u64,
 }
 
-/// Handles one delivery to its ack (or requeue, or dead letter). `slots` are the node's slots
-/// it holds, freed as soon as its outcome is recorded (the task's endTime).
-pub(super) async fn handle(ctx: Arc<NodeContext>, delivery: Delivery, slots: OwnedSemaphorePermit) {
-    let msg = match read_message(&ctx, &delivery.data) {
+/// Handles one delivery to its ack (or requeue, or dead letter). `msg` is its task message as
+/// dispatch read it (`read_message`); `slots` are the node's slots it holds, freed as soon as
+/// its outcome is recorded (the task's endTime).
+pub(super) async fn handle(
+    ctx: Arc<NodeContext>,
+    delivery: Delivery,
+    msg: std::result::Result<TaskMessage, String>,
+    slots: OwnedSemaphorePermit,
+) {
+    let msg = match msg {
         Ok(m) => m,
         Err(e) => return reject(&ctx, &delivery, &e).await,
     };

@@ -47,6 +47,8 @@ struct Held {
     /// The slots it takes (its `requiredSlots`, at most the node's).
     slots: u32,
     delivery: lapin::message::Delivery,
+    /// Its task message, read (and its signature checked) once; else why it is none.
+    msg: std::result::Result<crate::model::TaskMessage, String>,
 }
 
 impl PartialEq for Held {
@@ -119,17 +121,17 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
             }
             permit = free.clone().acquire_many_owned(held.peek().map_or(1, |h| h.slots)), if !held.is_empty() => {
                 let (Ok(permit), Some(next)) = (permit, held.pop()) else { continue };
-                tracker.spawn(attempt::handle(ctx.clone(), next.delivery, permit));
+                tracker.spawn(attempt::handle(ctx.clone(), next.delivery, next.msg, permit));
             }
             next = deliveries.next() => match next {
                 Some(Ok(delivery)) => {
                     // A malformed message sorts first, to be dead-lettered at once. A task that needs
                     // more slots than the node has takes all of them (submission refuses more
                     // than the pool's taskSlotsPerNode; this node was started with fewer).
-                    let (priority, need) =
-                        super::attempt::read_message(ctx, &delivery.data).map_or((i32::MAX, 1), |m| (m.priority, m.slots.clamp(1, slots)));
+                    let msg = super::attempt::read_message(ctx, &delivery.data);
+                    let (priority, need) = msg.as_ref().map_or((i32::MAX, 1), |m| (m.priority, m.slots.clamp(1, slots)));
                     seq += 1;
-                    held.push(Held { priority, seq: std::cmp::Reverse(seq), slots: need, delivery });
+                    held.push(Held { priority, seq: std::cmp::Reverse(seq), slots: need, delivery, msg });
                 }
                 Some(Err(e)) => return Err(Error::Amqp(e)),
                 None => return Err(Error::BrokerLost("the broker cancelled the consumer".into())),
