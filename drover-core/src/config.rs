@@ -42,8 +42,9 @@ pub struct Config {
     /// The account: every key, queue and default storage prefix carries it.
     #[arg(long, env = "DROVER_ACCOUNT", default_value = "default", global = true)]
     pub account: String,
-    /// A PEM file of the certificate authorities to trust for rediss:// (default: the system's,
-    /// or SSL_CERT_FILE's).
+    /// A PEM file of certificate authorities to trust on amqps://, https:// (S3 and resource
+    /// files) and rediss:// links, besides the system's or SSL_CERT_FILE's (for rediss://,
+    /// instead of them).
     #[arg(long, env = "DROVER_CA_FILE", value_name = "PATH", global = true)]
     pub ca_file: Option<std::path::PathBuf>,
     /// The account's signing keys (`<key-id> <secret>` per line, mode 600; the first signs): the
@@ -53,6 +54,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The broker nodes and the authorities to trust on them.
+    pub fn broker(&self) -> crate::queue::Broker {
+        crate::queue::Broker { urls: self.amqp_url.clone(), ca_file: self.ca_file.clone() }
+    }
+
     /// The broker URLs as `DROVER_AMQP_URL` holds them (comma-separated), for a child process.
     pub fn amqp_url_list(&self) -> String {
         self.amqp_url.join(",")

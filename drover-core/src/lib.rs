@@ -33,6 +33,7 @@ pub mod staging;
 pub mod status;
 pub mod submit;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::Config;
 pub use error::{Error, Result};

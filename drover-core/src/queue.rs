@@ -215,17 +215,32 @@ pub fn parse_url(url: &str, position: usize) -> Result<lapin::uri::AMQPUri> {
     Ok(uri)
 }
 
-/// Connects to one of the broker nodes `urls`, naming the connection after the program (shown
-/// in the management UI). It starts with the node the program last reached and tries each in
-/// turn; the error is the last node's when none answers.
-pub async fn connect(urls: &[String], name: &str) -> Result<Connection> {
+/// The broker: its nodes' URLs and, for `amqps://`, the authorities to trust besides the
+/// system's.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    pub urls: Vec<String>,
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Connects to one of the broker's nodes, naming the connection after the program (shown in the
+/// management UI). It starts with the node the program last reached and tries each in turn; the
+/// error is the last node's when none answers.
+pub async fn connect(broker: &Broker, name: &str) -> Result<Connection> {
+    let urls = &broker.urls;
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: broker.ca_file.as_deref().map(crate::tls::ca_pem).transpose()?,
+    };
     let start = CURRENT_NODE.load(AtomicOrdering::Relaxed);
     let mut last = Error::invalid("amqp-url: at least one broker URL is needed");
     for k in 0..urls.len() {
         let i = (start + k) % urls.len();
         let uri = parse_url(&urls[i], i)?;
         let props = ConnectionProperties::default().with_connection_name(name.into());
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, props)).await;
+        let runtime = lapin::runtime::default_runtime()?;
+        let connect = Connection::connect_uri_with_config(uri, props, tls.clone(), runtime);
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect).await;
         match attempt {
             Ok(Ok(connection)) => {
                 if i != start {
@@ -260,7 +275,7 @@ pub fn task_properties(task_id: &str) -> BasicProperties {
 /// the connection fails are published again on a new one (a duplicate is harmless: the status
 /// store starts a task once).
 pub struct Publisher {
-    urls: Vec<String>,
+    broker: Broker,
     name: String,
     topology: Topology,
     /// The open connection and its confirm-mode channel, opened on first use and after a failure.
@@ -271,9 +286,9 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher that connects when first used; `name` is shown in the broker's management UI.
-    pub fn new(urls: &[String], name: &str, topology: Topology) -> Self {
+    pub fn new(broker: &Broker, name: &str, topology: Topology) -> Self {
         Publisher {
-            urls: urls.to_vec(),
+            broker: broker.clone(),
             name: name.into(),
             topology,
             link: tokio::sync::Mutex::new(None),
@@ -282,10 +297,15 @@ impl Publisher {
     }
 
     /// A publisher connected now (so a command fails at once when the broker is unreachable).
-    pub async fn connect(urls: &[String], topology: Topology) -> Result<Self> {
-        let publisher = Publisher::new(urls, "drover", topology);
+    pub async fn connect(broker: &Broker, topology: Topology) -> Result<Self> {
+        let publisher = Publisher::new(broker, "drover", topology);
         publisher.channel().await?;
         Ok(publisher)
+    }
+
+    /// The broker it publishes to.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
     }
 
     /// The topology it publishes into.
@@ -301,7 +321,7 @@ impl Publisher {
                 return Ok(channel.clone());
             }
         }
-        let connection = connect(&self.urls, &self.name).await?;
+        let connection = connect(&self.broker, &self.name).await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         *link = Some((connection, channel.clone()));

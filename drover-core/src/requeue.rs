@@ -48,14 +48,9 @@ pub struct Replay {
 /// is active is published again to its job's pool, then removed; one whose task has nothing to
 /// run is removed; anything else stays. A crash in between leaves the dead letters to replay
 /// again (a task starts once).
-pub async fn replay_dead_letters(
-    store: &StatusStore,
-    publisher: &Publisher,
-    urls: &[String],
-    limit: usize,
-) -> Result<Replay> {
+pub async fn replay_dead_letters(store: &StatusStore, publisher: &Publisher, limit: usize) -> Result<Replay> {
     let topology = publisher.topology();
-    let connection = queue::connect(urls, "drover").await?;
+    let connection = queue::connect(publisher.broker(), "drover").await?;
     let channel = connection.create_channel().await?;
     topology.declare_account(&channel).await?;
     let mut by_job: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();

@@ -1,5 +1,5 @@
 //! The monitor's HTTP endpoint: `GET /metrics` (Prometheus text format, behind HTTP basic
-//! authentication when configured) and `GET /health`.
+//! authentication and over TLS when configured) and `GET /health`.
 
 use crate::metrics::Exporter;
 use http_body_util::Full;
@@ -8,6 +8,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// The `Authorization` header /metrics asks for, from a `user:password` file only its owner may
@@ -30,27 +31,56 @@ pub(crate) fn basic_auth(path: &std::path::Path) -> anyhow::Result<String> {
     }
 }
 
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A TLS acceptor for the PEM certificate chain `cert` and private key `key`.
+pub(crate) fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<TlsAcceptor> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("--metrics-tls-cert {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("--metrics-tls-cert {}: no PEM certificate in it", cert.display());
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("--metrics-tls-key {}: {e}", key.display()))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| anyhow::anyhow!("--metrics-tls-key {}: {e}", key.display()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 pub(crate) async fn serve(
     listen: SocketAddr,
     exporter: Arc<Exporter>,
     auth: Option<String>,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let auth: Arc<Option<String>> = Arc::new(auth);
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
-    tracing::info!(%listen, "serving /metrics");
+    tracing::info!(%listen, tls = tls.is_some(), "serving /metrics");
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => accepted?,
             _ = shutdown.cancelled() => return Ok(()),
         };
-        let (exporter, auth) = (exporter.clone(), auth.clone());
+        let (exporter, auth, tls) = (exporter.clone(), auth.clone(), tls.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| respond(exporter.clone(), auth.clone(), req));
-            if let Err(e) =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-            {
+            let http = hyper::server::conn::http1::Builder::new();
+            let served = match tls {
+                Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => http.serve_connection(TokioIo::new(stream), service).await,
+                    Ok(Err(e)) => return tracing::debug!(error = %e, "metrics TLS handshake failed"),
+                    Err(_) => return tracing::debug!("metrics TLS handshake timed out"),
+                },
+                None => http.serve_connection(TokioIo::new(stream), service).await,
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "metrics connection failed");
             }
         });

@@ -57,6 +57,12 @@ struct Cli {
     /// authentication with them (Prometheus: `basic_auth` with `password_file`).
     #[arg(long, env = "DROVER_METRICS_AUTH_FILE", value_name = "PATH")]
     metrics_auth_file: Option<PathBuf>,
+    /// Serve /metrics over https with this PEM certificate chain (and --metrics-tls-key).
+    #[arg(long, env = "DROVER_METRICS_TLS_CERT", value_name = "PATH", requires = "metrics_tls_key")]
+    metrics_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --metrics-tls-cert (mode 600).
+    #[arg(long, env = "DROVER_METRICS_TLS_KEY", value_name = "PATH", requires = "metrics_tls_cert")]
+    metrics_tls_key: Option<PathBuf>,
     /// The work directory of the process actuator's workers (and their logs).
     #[arg(long, default_value = "/var/lib/drover")]
     work_dir: PathBuf,
@@ -111,7 +117,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(path) => Some(http::basic_auth(path)?),
         None => None,
     };
-    let server = tokio::spawn(http::serve(cli.listen, exporter, auth, shutdown.clone()));
+    let tls = match (&cli.metrics_tls_cert, &cli.metrics_tls_key) {
+        (Some(cert), Some(key)) => Some(http::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let server = tokio::spawn(http::serve(cli.listen, exporter, auth, tls, shutdown.clone()));
     if cli.autoscale {
         let limits = autoscaler::Limits { pool: cli.max_pool_nodes, total: cli.max_nodes };
         tracing::info!(actuator = ?cli.actuator, max_pool_nodes = limits.pool, max_nodes = limits.total, "autoscaler started");

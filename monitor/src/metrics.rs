@@ -136,7 +136,8 @@ fn band_name(band: Band) -> &'static str {
 
 impl Exporter {
     pub(crate) fn new(store: StatusStore, config: Config, api: Option<String>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?;
+        let builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5));
+        let http = drover_core::tls::http_client(builder, config.ca_file.as_deref())?;
         let topology = Topology::new(&config.account);
         Ok(Exporter { store, config, topology, http, api })
     }
@@ -246,7 +247,14 @@ impl Exporter {
         }
         let url = reqwest::Url::parse(api)?;
         let (user, pass) = (url.username().to_string(), url.password().unwrap_or_default().to_string());
-        let mut list = url.join("api/queues")?;
+        // The queues of the broker's vhost (names alone may repeat on other vhosts).
+        let first = self.config.amqp_url.first().ok_or_else(|| anyhow::anyhow!("amqp-url: none given"))?;
+        let vhost = drover_core::queue::parse_url(first, 0)?.vhost;
+        let mut list = url.join("api/queues/")?;
+        list.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("rabbitmq-api: not a base URL"))?
+            .pop_if_empty()
+            .push(&vhost);
         list.set_username("").ok();
         list.set_password(None).ok();
         list.set_query(Some("columns=name,messages_ready,messages_unacknowledged,consumers"));
@@ -268,7 +276,7 @@ impl Exporter {
     }
 
     async fn queues_from_amqp(&self) -> anyhow::Result<HashMap<String, QueueFigures>> {
-        let connection = drover_core::queue::connect(&self.config.amqp_url, "drover-monitor").await?;
+        let connection = drover_core::queue::connect(&self.config.broker(), "drover-monitor").await?;
         let mut names = vec![self.topology.dead_letters()];
         for pool in self.store.list_pools().await? {
             names.extend(Band::ALL.iter().map(|b| self.topology.band_queue(&pool.spec.id, *b)));

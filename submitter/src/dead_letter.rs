@@ -50,7 +50,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: DeadLetterCommand)
         DeadLetterCommand::Replay { limit } => return replay(config, format, limit).await,
     };
     let topology = Topology::new(&config.account);
-    let connection = queue::connect(&config.amqp_url, "drover").await?;
+    let connection = queue::connect(&config.broker(), "drover").await?;
     let channel = connection.create_channel().await?;
     topology.declare_account(&channel).await?;
     let mut letters = Vec::new();
@@ -77,8 +77,8 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: DeadLetterCommand)
 
 async fn replay(config: &Config, format: Format, limit: usize) -> anyhow::Result<()> {
     let store = StatusStore::connect(config).await?;
-    let publisher = Publisher::connect(&config.amqp_url, Topology::new(&config.account)).await?;
-    let replay = drover_core::requeue::replay_dead_letters(&store, &publisher, &config.amqp_url, limit).await;
+    let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
+    let replay = drover_core::requeue::replay_dead_letters(&store, &publisher, limit).await;
     publisher.close().await;
     output::one(format, &replay?)
 }

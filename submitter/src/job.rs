@@ -120,7 +120,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
             output::one(format, &store.get_job(&job_id).await?)
         }
         JobCommand::Requeue(JobId { job_id }) => {
-            let publisher = Publisher::connect(&config.amqp_url, Topology::new(&config.account)).await?;
+            let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
             let requeued = drover_core::requeue::requeue_job(&store, &publisher, &job_id).await;
             publisher.close().await;
             output::one(format, &serde_json::json!({"jobId": job_id, "requeued": requeued?}))

@@ -81,7 +81,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
                 (None, None) => anyhow::bail!("give --pool-id, or --json-file"),
             };
             autoscale::validate_pool(&spec)?;
-            let connection = queue::connect(&config.amqp_url, "drover").await?;
+            let connection = queue::connect(&config.broker(), "drover").await?;
             let channel = connection.create_channel().await?;
             Topology::new(&config.account).declare_pool(&channel, &spec.id).await?;
             let _ = connection.close(200, "bye".into()).await;
@@ -125,7 +125,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
         }
         PoolCommand::Delete(PoolId { pool_id }) => {
             store.get_pool(&pool_id).await?;
-            let connection = queue::connect(&config.amqp_url, "drover").await?;
+            let connection = queue::connect(&config.broker(), "drover").await?;
             let channel = connection.create_channel().await?;
             Topology::new(&config.account).delete_pool(&channel, &pool_id).await?;
             let _ = connection.close(200, "bye".into()).await;

@@ -86,7 +86,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
     let store = StatusStore::connect(config).await?;
     match cmd {
         TaskCommand::Create { job_id, task_id, command_line, json_file, continue_on_error } => {
-            let publisher = Publisher::connect(&config.amqp_url, Topology::new(&config.account)).await?;
+            let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
             let bar = std::io::stderr().is_terminal().then(|| {
                 let bar = indicatif::ProgressBar::new_spinner();
                 bar.set_style(
@@ -186,7 +186,7 @@ async fn terminate(config: &Config, store: &StatusStore, job_id: &str, task_id: 
         Termination::Terminated(outbox) => {
             if !outbox.is_empty() {
                 let pool = store.get_job(job_id).await?.spec.pool_info.pool_id;
-                let publisher = Publisher::connect(&config.amqp_url, Topology::new(&config.account)).await?;
+                let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
                 publisher.publish_outbox(store, &pool, &outbox).await?;
                 publisher.close().await;
             }

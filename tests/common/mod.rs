@@ -387,7 +387,7 @@ impl TestAccount {
 
     /// A raw AMQP channel on the broker.
     pub async fn channel(&self) -> lapin::Channel {
-        let conn = drover_core::queue::connect(&self.config.amqp_url, "drover-tests").await.unwrap();
+        let conn = drover_core::queue::connect(&self.config.broker(), "drover-tests").await.unwrap();
         conn.create_channel().await.unwrap()
     }
 
@@ -396,7 +396,7 @@ impl TestAccount {
     async fn cleanup(&mut self, keep_dir: bool) {
         self.stop_workers();
         let topology = Topology::new(self.name());
-        if let Ok(conn) = drover_core::queue::connect(&self.config.amqp_url, "drover-tests-cleanup").await {
+        if let Ok(conn) = drover_core::queue::connect(&self.config.broker(), "drover-tests-cleanup").await {
             if let Ok(ch) = conn.create_channel().await {
                 for pool in &self.pools {
                     let _ = topology.delete_pool(&ch, pool).await;

@@ -78,7 +78,7 @@ impl Ord for Held {
 /// and a node always has its next task at hand when a slot frees.
 async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &CancellationToken) -> Result<()> {
     let (slots, free) = (ctx.slots, &ctx.free);
-    let connection = queue::connect(&ctx.config.amqp_url, &format!("drover-worker {}", ctx.options.node_id)).await?;
+    let connection = queue::connect(&ctx.config.broker(), &format!("drover-worker {}", ctx.options.node_id)).await?;
     let channel = connection.create_channel().await?;
     ctx.topology.check_pool(&channel, &ctx.options.pool_id).await?;
     let prefetch = slots.saturating_mul(2).min(u16::MAX as u32) as u16;

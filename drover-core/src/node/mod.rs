@@ -245,7 +245,7 @@ pub async fn run(
     let staging =
         Staging::new(&config).await?.with_retry_budget(options.storage_retry).with_allowed(&options.storage_allow)?;
     let publisher =
-        Publisher::new(&config.amqp_url, &format!("drover-worker {}", options.node_id), Topology::new(&config.account));
+        Publisher::new(&config.broker(), &format!("drover-worker {}", options.node_id), Topology::new(&config.account));
     let ctx = Arc::new(NodeContext {
         topology: Topology::new(&config.account),
         publisher,

@@ -6,12 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-pub(super) fn client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| Error::Storage(format!("http client: {e}")))
+/// The client for resource files, trusting `ca_file`'s authorities too.
+pub(super) fn client(ca_file: Option<&Path>) -> Result<reqwest::Client> {
+    let builder =
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).read_timeout(Duration::from_secs(60));
+    crate::tls::http_client(builder, ca_file)
 }
 
 /// Streams `url` into `dest` (the caller retries while the server is unavailable).

@@ -38,7 +38,7 @@ impl Staging {
     pub async fn new(config: &Config) -> Result<Self> {
         Ok(Staging {
             s3: S3Store::connect(config).await?,
-            http: http::client()?,
+            http: http::client(config.ca_file.as_deref())?,
             bucket: config.bucket.clone(),
             account: config.account.clone(),
             retry_budget: DEFAULT_RETRY_BUDGET,

@@ -38,7 +38,7 @@ fn storage_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
 
 impl S3Store {
     /// A client for the configured endpoint; credentials and region come the standard AWS way
-    /// (region defaults to us-east-1).
+    /// (region defaults to us-east-1); https trusts the authorities of `--ca-file` too.
     pub async fn connect(config: &Config) -> Result<Self> {
         use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Region};
         let sdk = aws_config::defaults(BehaviorVersion::latest())
@@ -56,6 +56,19 @@ impl S3Store {
             .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
         if sdk.region().is_none() {
             builder = builder.region(Region::new("us-east-1"));
+        }
+        if let Some(path) = &config.ca_file {
+            use aws_smithy_http_client::tls;
+            let trust = tls::TrustStore::default().with_pem_certificate(crate::tls::ca_pem(path)?);
+            let context = tls::TlsContext::builder()
+                .with_trust_store(trust)
+                .build()
+                .map_err(|e| Error::invalid(format!("ca-file {}: {e}", path.display())))?;
+            let client = aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+                .tls_context(context)
+                .build_https();
+            builder = builder.http_client(client);
         }
         if let Some(endpoint) = &config.s3_endpoint {
             tracing::debug!(endpoint = %Redacted(endpoint), "using S3 endpoint");
