@@ -66,13 +66,15 @@ fi
 
 # ---- install what is absent ------------------------------------------------
 # Debian packages: the broker and Redis, iproute2 (the tests' network namespaces), openssl (the
-# tests' TLS certificates); Prometheus (with promtool) only when asked.
+# tests' TLS certificates), socat (the tests' TLS fronts for the broker and S3); Prometheus (with
+# promtool) only when asked.
 missing=()
-needed=(rabbitmq-server redis-server ip openssl)
+needed=(rabbitmq-server redis-server ip openssl socat)
 command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
 if ((WITH_PROMETHEUS)); then
   needed+=(prometheus promtool)
   { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
