@@ -1,4 +1,5 @@
-//! TLS on the links: Redis over `rediss://`, trusting a certificate authority the test makes.
+//! TLS on the links, trusting a certificate authority the test makes: Redis over `rediss://` and
+//! `rediss+sentinel://`, and a least-privilege deployment with every link on TLS.
 
 #![allow(clippy::unwrap_used)]
 
@@ -95,7 +96,7 @@ fn start_tls_redis(dir: &Path, port: u16) -> TlsRedis {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_workflow_runs_with_redis_over_tls() {
+async fn the_workflow_runs_with_redis_over_tls_directly_and_behind_a_sentinel() {
     let mut acct = TestAccount::new("tlsredis").await;
     let dir = acct.work_dir.join("tls");
     make_certificates(&dir);
@@ -121,6 +122,40 @@ async fn the_workflow_runs_with_redis_over_tls() {
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
     assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
     let counts = acct.ok(&["job", "task-counts", "--job-id", "j"]).json();
+    assert_eq!(counts["taskCounts"]["succeeded"], 5, "{counts}");
+
+    // The same master found through a sentinel that speaks TLS only: rediss+sentinel://.
+    let sentinel_port = drover_tests::free_port();
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port 0\ntls-port {sentinel_port}\nbind 127.0.0.1\ntls-cert-file server.pem\ntls-key-file server.key\n\
+             tls-ca-cert-file ca.pem\ntls-auth-clients no\ntls-replication yes\nsentinel monitor drover 127.0.0.1 {port} 1\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _sentinel = TlsRedis(child);
+    drover_tests::eventually(std::time::Duration::from_secs(10), "the TLS sentinel listens", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", sentinel_port)).await.is_ok()
+    })
+    .await;
+    acct.config.redis_url = format!("rediss+sentinel://127.0.0.1:{sentinel_port}/drover/0");
+    acct.config.redis_wait_replicas = Some(0); // a master without replicas
+    acct.pool("q", 2);
+    acct.ok(&["job", "create", "--job-id", "k", "--pool-id", "q"]);
+    acct.add_tasks("k", &tasks);
+    acct.start_worker("q", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "k", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let counts = acct.ok(&["job", "task-counts", "--job-id", "k"]).json();
     assert_eq!(counts["taskCounts"]["succeeded"], 5, "{counts}");
 }
 

@@ -19,8 +19,9 @@ pub struct Config {
         hide_env_values = true
     )]
     pub amqp_url: Vec<String>,
-    /// Redis URL: redis://[user:pass@]host:port/db, or through Sentinel:
-    /// redis+sentinel://[user:pass@]host1:port1,host2:port2/MASTER_NAME[/db].
+    /// Redis URL: redis://[user:pass@]host:port/db (rediss:// for TLS), or through Sentinel:
+    /// redis+sentinel://[user:pass@]host1:port1,host2:port2/MASTER_NAME[/db] (rediss+sentinel://
+    /// for TLS to the sentinels and the master).
     #[arg(
         long,
         env = "DROVER_REDIS_URL",
@@ -148,7 +149,7 @@ fn signs(name: &str) -> bool {
 }
 
 /// `text` with its `%XX` escapes decoded (a malformed one is kept as it is).
-fn percent_decoded(text: &str) -> String {
+pub(crate) fn percent_decoded(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

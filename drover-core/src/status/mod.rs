@@ -272,7 +272,7 @@ const MASTER_CHECK: Duration = Duration::from_secs(1);
 fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<redis::Client> {
     match ca_file.filter(|_| url.starts_with("rediss://")) {
         Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| crate::Error::io(format!("ca-file {}", path.display()), e))?;
+            let pem = crate::tls::ca_pem(path)?.into_bytes();
             let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
             Ok(redis::Client::build_with_tls(url, certs)?)
         }
@@ -291,11 +291,13 @@ async fn manager(client: redis::Client) -> Result<ConnectionManager> {
 
 impl StatusStore {
     /// Connects to Redis (`redis://`, or the master that sentinels name for
-    /// `redis+sentinel://`) and loads the transition scripts.
+    /// `redis+sentinel://` or `rediss+sentinel://`) and loads the transition scripts.
     pub async fn connect(config: &Config) -> Result<Self> {
-        let (client, follow) = if config.redis_url.starts_with(sentinel::SCHEME) {
+        let (client, follow) = if sentinel::is_sentinel_url(&config.redis_url) {
             // While a failover is under way the sentinels may name no master for a moment.
-            let sentinels = tokio::sync::Mutex::new(sentinel::SentinelUrl::parse(&config.redis_url)?.client()?);
+            let ca = config.ca_file.as_deref().map(crate::tls::ca_pem).transpose()?.map(String::into_bytes);
+            let url = sentinel::SentinelUrl::parse(&config.redis_url)?;
+            let sentinels = tokio::sync::Mutex::new(url.client(ca)?);
             let find = || async {
                 let found = sentinels.lock().await.async_get_client().await;
                 found.map_err(|e| crate::Error::StoreUnavailable(format!("the sentinels name no master: {e}")))

@@ -2,14 +2,23 @@
 //!
 //! `redis+sentinel://[user:pass@]host1:port1,host2:port2/MASTER_NAME[/db]`: the hosts are the
 //! sentinels; the user and password are the master's (the sentinels are asked without).
+//! `rediss+sentinel://` speaks TLS to the sentinels and to the master.
 
-use crate::config::Redacted;
+use crate::config::{percent_decoded, Redacted};
 use crate::{Error, Result};
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{ConnectionAddr, RedisConnectionInfo};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{ConnectionAddr, TlsMode};
 
 /// The URL scheme of a store behind sentinels.
-pub(super) const SCHEME: &str = "redis+sentinel://";
+const SCHEME: &str = "redis+sentinel://";
+
+/// The same over TLS.
+const TLS_SCHEME: &str = "rediss+sentinel://";
+
+/// Whether `url` names a store behind sentinels.
+pub(super) fn is_sentinel_url(url: &str) -> bool {
+    url.starts_with(SCHEME) || url.starts_with(TLS_SCHEME)
+}
 
 /// A parsed sentinel URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,13 +28,18 @@ pub(super) struct SentinelUrl {
     pub(super) db: i64,
     pub(super) username: Option<String>,
     pub(super) password: Option<String>,
+    pub(super) tls: bool,
 }
 
 impl SentinelUrl {
     /// Parses `url`, or says which part is wrong (without its password).
     pub(super) fn parse(url: &str) -> Result<SentinelUrl> {
         let bad = |why: &str| Error::invalid(format!("redis-url ({}): {why}", Redacted(url)));
-        let rest = url.strip_prefix(SCHEME).ok_or_else(|| bad("not a redis+sentinel:// URL"))?;
+        let (rest, tls) = match (url.strip_prefix(SCHEME), url.strip_prefix(TLS_SCHEME)) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(bad("not a redis+sentinel:// or rediss+sentinel:// URL")),
+        };
         let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no /MASTER_NAME after the sentinels"))?;
         let (credentials, hosts) = match authority.rsplit_once('@') {
             Some((c, h)) => (Some(c), h),
@@ -33,7 +47,7 @@ impl SentinelUrl {
         };
         let (username, password) = match credentials.map(|c| c.split_once(':').unwrap_or((c, ""))) {
             None => (None, None),
-            Some((u, p)) => ((!u.is_empty()).then(|| decode(u)), (!p.is_empty()).then(|| decode(p))),
+            Some((u, p)) => ((!u.is_empty()).then(|| percent_decoded(u)), (!p.is_empty()).then(|| percent_decoded(p))),
         };
         let mut sentinels = Vec::new();
         for host in hosts.split(',') {
@@ -51,45 +65,35 @@ impl SentinelUrl {
         if master.is_empty() {
             return Err(bad("no MASTER_NAME"));
         }
-        Ok(SentinelUrl { sentinels, master: master.to_string(), db, username, password })
+        Ok(SentinelUrl { sentinels, master: master.to_string(), db, username, password, tls })
     }
 
-    /// A client that asks the sentinels for the master (and checks its role) on each call.
-    pub(super) fn client(&self) -> Result<SentinelClient> {
-        let nodes: Vec<ConnectionAddr> =
-            self.sentinels.iter().map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p)).collect();
-        let mut info = RedisConnectionInfo::default().set_db(self.db);
+    /// A client that asks the sentinels for the master (and checks its role) on each call; over
+    /// TLS it trusts `ca_pem`'s authorities when given (else the system's).
+    pub(super) fn client(&self, ca_pem: Option<Vec<u8>>) -> Result<SentinelClient> {
+        let nodes = self.sentinels.iter().map(|(host, port)| match self.tls {
+            true => ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None },
+            false => ConnectionAddr::Tcp(host.clone(), *port),
+        });
+        let mut builder = SentinelClientBuilder::new(nodes, self.master.clone(), SentinelServerType::Master)?
+            .set_client_to_redis_db(self.db);
         if let Some(u) = &self.username {
-            info = info.set_username(u);
+            builder = builder.set_client_to_redis_username(u);
         }
         if let Some(p) = &self.password {
-            info = info.set_password(p);
+            builder = builder.set_client_to_redis_password(p);
         }
-        let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
-        Ok(SentinelClient::build(nodes, self.master.clone(), Some(node), SentinelServerType::Master)?)
-    }
-}
-
-/// Percent-decodes a URL's user or password.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex =
-            (bytes[i] == b'%').then(|| s.get(i + 1..i + 3)).flatten().and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
+        if self.tls {
+            builder =
+                builder.set_client_to_sentinel_tls_mode(TlsMode::Secure).set_client_to_redis_tls_mode(TlsMode::Secure);
+            if let Some(pem) = ca_pem {
+                let certs = || redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) };
+                builder =
+                    builder.set_client_to_sentinel_certificates(certs()).set_client_to_redis_certificates(certs());
             }
         }
+        Ok(builder.build()?)
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -107,8 +111,11 @@ mod tests {
                 db: 2,
                 username: Some("u".into()),
                 password: Some("p@ss".into()),
+                tls: false,
             })
         );
+        let tls = SentinelUrl::parse("rediss+sentinel://h1:1/m").ok();
+        assert_eq!(tls.map(|u| (u.tls, u.master)), Some((true, "m".into())));
         let plain = SentinelUrl::parse("redis+sentinel://h1/m").ok();
         assert_eq!(plain.map(|u| (u.sentinels, u.db, u.password)), Some((vec![("h1".into(), 26379)], 0, None)));
         for bad in ["redis+sentinel://h1:x/m", "redis+sentinel://h1:1", "redis+sentinel://:secret@h1:1/"] {
