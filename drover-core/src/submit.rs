@@ -1,7 +1,8 @@
 //! Adding tasks to a job: reading task files and the all-or-nothing, confirmed submission.
 //!
 //! A task file is one TaskAddParameter, a JSON array of them, Azure's `{"value":[...]}`
-//! collection, or JSON Lines; it is streamed, never held whole. Submission reads it twice: first
+//! collection, or JSON Lines, read as `az` reads it (`model::lenient`); it is streamed, never
+//! held whole. Submission reads it twice: first
 //! to validate every task (fields, duplicate ids in the file and in the job), then to write the
 //! records to Redis in batches, each with its outbox of runnable tasks, which is published with
 //! confirms and cleared. A file
@@ -35,6 +36,11 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
     let file = std::fs::File::open(path).map_err(|e| Error::io(format!("--json-file {}", path.display()), e))?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let head = reader.fill_buf().map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    // A UTF-8 byte-order mark (Windows editors, PowerShell) is skipped, as az does.
+    if head.starts_with("\u{feff}".as_bytes()) {
+        reader.consume(3);
+    }
+    let head = reader.fill_buf().map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     let start = head.iter().position(|b| !b.is_ascii_whitespace());
     let first = start.map(|i| head[i]);
     let collection = first == Some(b'{') && is_collection(&head[start.unwrap_or(0)..]);
@@ -44,7 +50,7 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
     let at = |e: serde_json::Error| Error::invalid(format!("{name}: {e}"));
     let mut count = 0usize;
     let mut call = |value: serde_json::Value, place: String| -> Result<()> {
-        let entry = serde_json::from_value::<TaskAddParameter>(value)
+        let entry = crate::model::lenient::from_value::<TaskAddParameter>(value)
             .map_err(|e| Error::invalid(format!("{name}: task {place}: {e}")));
         each(count, entry)?;
         count += 1;

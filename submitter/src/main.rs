@@ -143,10 +143,11 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Reads a JSON file into `T`, naming the file and the position of a syntax error.
+/// Reads a JSON file into `T` as `az` reads it (`model::lenient`), naming the file and the
+/// position of a syntax error or the path of the field at fault.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
-    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("--json-file {}: {e}", path.display()))?;
-    serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--json-file {}: {e}", path.display()))?;
+    drover_core::model::lenient::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

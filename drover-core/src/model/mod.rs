@@ -5,6 +5,7 @@
 mod duration;
 pub mod identity;
 pub mod job;
+pub mod lenient;
 pub mod message;
 pub mod node;
 pub mod pool;

@@ -19,7 +19,8 @@ pub struct PoolAddParameter {
     /// Accepted for Azure compatibility; drover's nodes are whatever machines run workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_size: Option<String>,
-    #[serde(default = "one")]
+    /// `maxTasksPerNode` is its older name.
+    #[serde(default = "one", alias = "maxTasksPerNode")]
     pub task_slots_per_node: u32,
     /// Runs on each node as it joins the pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]

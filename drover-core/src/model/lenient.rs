@@ -1,0 +1,289 @@
+//! Reading Azure Batch JSON as `az` does: a leading byte-order mark, enum values in any case,
+//! `null` for an absent field, and numbers and booleans written as strings are accepted; an
+//! error names the path of the field at fault (`resourceFiles[1].fileMode`).
+
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserializer;
+use serde_json::Value;
+use std::fmt;
+
+/// `text` without the UTF-8 byte-order mark some editors (and PowerShell) write first.
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
+/// Reads `value` as a `T` with Azure's leniency.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, LenientError> {
+    T::deserialize(Lenient(value))
+}
+
+/// Reads the JSON document `text` (syntax errors say their line and column) as a `T`.
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, LenientError> {
+    let value: Value = serde_json::from_str(strip_bom(text)).map_err(|e| LenientError::new(e.to_string()))?;
+    from_value(value)
+}
+
+/// What is wrong, and where: the path from the document's root to the field at fault.
+#[derive(Debug)]
+pub struct LenientError {
+    path: Vec<String>,
+    message: String,
+}
+
+impl LenientError {
+    fn new(message: String) -> Self {
+        LenientError { path: Vec::new(), message }
+    }
+
+    /// Adds the step `part` (a field name or `[index]`) in front of the path.
+    fn within(mut self, part: String) -> Self {
+        self.path.push(part);
+        self
+    }
+
+    /// The path, as `a.b[2].c` (empty at the root).
+    pub fn path(&self) -> String {
+        let mut out = String::new();
+        for part in self.path.iter().rev() {
+            if !out.is_empty() && !part.starts_with('[') {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+        out
+    }
+}
+
+impl fmt::Display for LenientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.path() {
+            path if path.is_empty() => f.write_str(&self.message),
+            path => write!(f, "{path}: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for LenientError {}
+
+impl de::Error for LenientError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        LenientError::new(msg.to_string())
+    }
+}
+
+/// A JSON value read leniently, its members and elements too.
+struct Lenient(Value);
+
+/// Forwards to serde_json's own reading of the value, with this module's error type.
+fn plain<'de, V: Visitor<'de>>(
+    value: Value,
+    read: impl FnOnce(Value, Relay<V>) -> Result<V::Value, serde_json::Error>,
+    visitor: V,
+) -> Result<V::Value, LenientError> {
+    // serde_json's own errors (invalid type, ...) and the visitor's, kept apart so the
+    // visitor's keep their path.
+    let mut inner = None;
+    let relay = Relay { visitor, inner: &mut inner };
+    read(value, relay).map_err(|e| inner.take().unwrap_or_else(|| LenientError::new(e.to_string())))
+}
+
+/// A visitor passed through to serde_json's Value; the wrapped visitor's own errors are kept.
+struct Relay<'a, V> {
+    visitor: V,
+    inner: &'a mut Option<LenientError>,
+}
+
+macro_rules! relay_scalar {
+    ($($method:ident: $ty:ty),*) => {$(
+        fn $method<E: de::Error>(self, v: $ty) -> Result<Self::Value, E> {
+            self.visitor.$method::<LenientError>(v).map_err(|e| {
+                let shown = e.to_string();
+                *self.inner = Some(e);
+                E::custom(shown)
+            })
+        }
+    )*};
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Relay<'_, V> {
+    type Value = V::Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.visitor.expecting(f)
+    }
+    relay_scalar!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str, visit_string: String);
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.visitor.visit_unit::<LenientError>().map_err(|e| {
+            let shown = e.to_string();
+            *self.inner = Some(e);
+            E::custom(shown)
+        })
+    }
+}
+
+macro_rules! numbers {
+    ($($method:ident => $visit:ident: $ty:ty),*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, LenientError> {
+            match self.0 {
+                Value::String(s) => match s.trim().parse::<$ty>() {
+                    Ok(n) => visitor.$visit(n.into()),
+                    Err(_) => plain(Value::String(s), |v, r| v.deserialize_any(r), visitor),
+                },
+                other => plain(other, |v, r| v.deserialize_any(r), visitor),
+            }
+        }
+    )*};
+}
+
+impl<'de> Deserializer<'de> for Lenient {
+    type Error = LenientError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, LenientError> {
+        match self.0 {
+            Value::Array(items) => visitor.visit_seq(Elements { items: items.into_iter(), index: 0 }),
+            // A member set to null is a member left out.
+            Value::Object(members) => {
+                let members: Vec<(String, Value)> = members.into_iter().filter(|(_, v)| !v.is_null()).collect();
+                visitor.visit_map(Members { members: members.into_iter(), value: None })
+            }
+            other => plain(other, |v, r| v.deserialize_any(r), visitor),
+        }
+    }
+
+    numbers!(
+        deserialize_i8 => visit_i64: i64, deserialize_i16 => visit_i64: i64, deserialize_i32 => visit_i64: i64,
+        deserialize_i64 => visit_i64: i64, deserialize_u8 => visit_u64: u64, deserialize_u16 => visit_u64: u64,
+        deserialize_u32 => visit_u64: u64, deserialize_u64 => visit_u64: u64, deserialize_f32 => visit_f64: f64,
+        deserialize_f64 => visit_f64: f64
+    );
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, LenientError> {
+        match self.0 {
+            Value::String(s) if s.trim().eq_ignore_ascii_case("true") => visitor.visit_bool(true),
+            Value::String(s) if s.trim().eq_ignore_ascii_case("false") => visitor.visit_bool(false),
+            other => plain(other, |v, r| v.deserialize_any(r), visitor),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, LenientError> {
+        match self.0 {
+            Value::Null => visitor.visit_none(),
+            other => visitor.visit_some(Lenient(other)),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, LenientError> {
+        match self.0 {
+            Value::String(s) => {
+                let name = variants.iter().find(|v| v.eq_ignore_ascii_case(s.trim())).map_or(s, |v| (*v).to_string());
+                visitor.visit_enum(IntoDeserializer::<LenientError>::into_deserializer(name))
+            }
+            other => plain(other, |v, r| v.deserialize_any(r), visitor),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, LenientError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, LenientError> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        char str string bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier i128 u128
+    }
+}
+
+/// An array's elements, each read leniently; an error says its index.
+struct Elements {
+    items: std::vec::IntoIter<Value>,
+    index: usize,
+}
+
+impl<'de> SeqAccess<'de> for Elements {
+    type Error = LenientError;
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, LenientError> {
+        let Some(item) = self.items.next() else { return Ok(None) };
+        let index = self.index;
+        self.index += 1;
+        seed.deserialize(Lenient(item)).map(Some).map_err(|e| e.within(format!("[{index}]")))
+    }
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.items.len())
+    }
+}
+
+/// An object's members, each value read leniently; an error says the member's name.
+struct Members {
+    members: std::vec::IntoIter<(String, Value)>,
+    value: Option<(String, Value)>,
+}
+
+impl<'de> MapAccess<'de> for Members {
+    type Error = LenientError;
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, LenientError> {
+        let Some((key, value)) = self.members.next() else { return Ok(None) };
+        let read = seed.deserialize(IntoDeserializer::<LenientError>::into_deserializer(key.clone()))?;
+        self.value = Some((key, value));
+        Ok(Some(read))
+    }
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, LenientError> {
+        let (key, value) = self.value.take().ok_or_else(|| LenientError::new("a value without its key".into()))?;
+        seed.deserialize(Lenient(value)).map_err(|e| e.within(key))
+    }
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.members.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::job::JobAddParameter;
+    use crate::model::pool::PoolAddParameter;
+    use crate::model::TaskAddParameter;
+
+    #[test]
+    fn reads_what_az_accepts() {
+        let task: TaskAddParameter = from_str(
+            "\u{feff}{\"id\":\"t\",\"commandLine\":\"true\",\"displayName\":null,\
+             \"constraints\":{\"maxTaskRetryCount\":\"3\"},\"requiredSlots\":\"2\",\
+             \"outputFiles\":[{\"filePattern\":\"o\",\"destination\":{\"container\":{\"containerUrl\":\"s3://b/p\"}},\
+             \"uploadOptions\":{\"uploadCondition\":\"TaskSuccess\"}}]}",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(task.required_slots, Some(2));
+        let job: JobAddParameter =
+            from_str(r#"{"id":"j","poolInfo":{"poolId":"p"},"onAllTasksComplete":"TerminateJob","priority":"-5"}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(job.priority, Some(-5));
+        let pool: PoolAddParameter =
+            from_str(r#"{"id":"p","taskSlotsPerNode":"4","enableAutoScale":"false","vmSize":null}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((pool.task_slots_per_node, pool.enable_auto_scale), (4, Some(false)));
+    }
+
+    #[test]
+    fn errors_name_the_path_of_the_field() {
+        let bad = |json: &str| from_str::<TaskAddParameter>(json).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = bad(r#"{"id":"t","commandLine":"x","resourceFiles":[{"httpUrl":"h","filePath":"a"},{"filePath":7}]}"#);
+        assert!(e.starts_with("resourceFiles[1].filePath: invalid type"), "{e}");
+        let e = bad(r#"{"id":"t","commandLine":"x","constraints":{"maxTaskRetryCount":"many"}}"#);
+        assert!(e.starts_with("constraints.maxTaskRetryCount: invalid type: string \"many\""), "{e}");
+        let e = bad(r#"{"id":"t","commandLine":"x","bogus":1}"#);
+        assert!(e.starts_with("unknown field `bogus`"), "{e}");
+        let e = bad(
+            r#"{"id":"t","commandLine":"x","outputFiles":[{"filePattern":"o","destination":{"container":{"containerUrl":"s3://b/p"}},"uploadOptions":{"uploadCondition":"sometimes"}}]}"#,
+        );
+        assert!(e.contains("uploadCondition") && e.contains("sometimes"), "{e}");
+    }
+}

@@ -1,0 +1,86 @@
+//! Azure Batch JSON as `az batch ... --json-file` takes it runs unchanged: a byte-order mark,
+//! enum values in any case, `null` for an absent field, numbers and booleans written as
+//! strings, `maxTasksPerNode` for `taskSlotsPerNode`; a refusal names the field's path.
+
+#![allow(clippy::unwrap_used)]
+
+use drover_tests::TestAccount;
+use serde_json::json;
+
+/// `value` written as a Windows editor or PowerShell writes it: a byte-order mark first.
+fn with_bom(value: &serde_json::Value) -> String {
+    format!("\u{feff}{}", serde_json::to_string_pretty(value).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_written_as_az_accepts_them_run() {
+    let mut acct = TestAccount::new("azlenient").await;
+    let pool = json!({"id": "p", "vmSize": null, "maxTasksPerNode": "2", "enableAutoScale": "false",
+                      "displayName": null});
+    let file = acct.file("pool.json", &with_bom(&pool));
+    acct.ok(&["pool", "create", "--json-file", file.to_str().unwrap()]);
+    acct.remember_pool("p");
+    let shown = acct.ok(&["pool", "show", "--pool-id", "p"]).json();
+    assert_eq!(shown["taskSlotsPerNode"], 2, "{shown}");
+
+    let job = json!({"id": "j", "poolInfo": {"poolId": "p"}, "priority": "10", "displayName": null,
+                     "onAllTasksComplete": "TerminateJob", "usesTaskDependencies": "False"});
+    let file = acct.file("job.json", &with_bom(&job));
+    acct.ok(&["job", "create", "--json-file", file.to_str().unwrap()]);
+    let shown = acct.ok(&["job", "show", "--job-id", "j"]).json();
+    assert_eq!(
+        (shown["priority"].clone(), shown["onAllTasksComplete"].clone()),
+        (json!(10), json!("terminatejob")),
+        "{shown}"
+    );
+
+    let tasks: Vec<serde_json::Value> = (0..3)
+        .map(|n| {
+            json!({"id": format!("t{n}"), "commandLine": "/bin/sh -c 'echo out > o.txt'", "displayName": null,
+                   "requiredSlots": "1", "constraints": {"maxTaskRetryCount": "0", "maxWallClockTime": null},
+                   "userIdentity": {"autoUser": {"scope": "Task", "elevationLevel": "NonAdmin"}},
+                   "outputFiles": [{"filePattern": "o.txt",
+                                    "destination": {"container": {"containerUrl": acct.s3_url(&format!("out/t{n}"))}},
+                                    "uploadOptions": {"uploadCondition": "TaskSuccess"}}]})
+        })
+        .collect();
+    let file = acct.file("tasks.json", &with_bom(&json!(tasks)));
+    acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let counts = acct.ok(&["job", "task-counts", "--job-id", "j"]).json();
+    assert_eq!(counts["taskCounts"]["succeeded"], 3, "{counts}");
+    // TerminateJob, written as Azure's tutorial writes it, ended the job.
+    let job =
+        acct.until_json(&["job", "show", "--job-id", "j"], "the job completes", |j| j["state"] == "completed").await;
+    assert_eq!(job["state"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_names_the_path_of_the_field_and_adds_nothing() {
+    let mut acct = TestAccount::new("azpath").await;
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let tasks = json!([
+        {"id": "a", "commandLine": "true"},
+        {"id": "b", "commandLine": "true", "resourceFiles": [
+            {"httpUrl": "http://127.0.0.1:9/x", "filePath": "x"},
+            {"httpUrl": "http://127.0.0.1:9/y", "filePath": "y", "fileMode": 755}]}
+    ]);
+    let file = acct.file("tasks.json", &serde_json::to_string_pretty(&tasks).unwrap());
+    let run = acct.drover(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("task #2") && run.stderr.contains("resourceFiles[1].fileMode: invalid type"),
+        "{run:?}"
+    );
+    let listed = acct.ok(&["task", "list", "--job-id", "j"]).json();
+    assert_eq!(listed, json!([]));
+
+    let job = json!({"id": "k", "poolInfo": {"poolId": "p"}, "constraints": {"maxTaskRetryCount": "several"}});
+    let file = acct.file("job.json", &job.to_string());
+    let run = acct.drover(&["job", "create", "--json-file", file.to_str().unwrap()]);
+    assert!(run.code == 1 && run.stderr.contains("constraints.maxTaskRetryCount: invalid type"), "{run:?}");
+    assert_eq!(acct.drover(&["job", "show", "--job-id", "k"]).code, 1);
+}
