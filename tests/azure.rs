@@ -84,3 +84,79 @@ async fn a_refusal_names_the_path_of_the_field_and_adds_nothing() {
     assert!(run.code == 1 && run.stderr.contains("constraints.maxTaskRetryCount: invalid type"), "{run:?}");
     assert_eq!(acct.drover(&["job", "show", "--job-id", "k"]).code, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_azure_pool_document_is_created_with_its_cloud_fields_kept() {
+    let mut acct = TestAccount::new("azpool").await;
+    // A pool as Azure's documentation writes one.
+    let pool = json!({
+        "id": "p",
+        "vmSize": "standard_d2s_v3",
+        "virtualMachineConfiguration": {
+            "imageReference": {"publisher": "canonical", "offer": "0001-com-ubuntu-server-jammy",
+                               "sku": "22_04-lts", "version": "latest"},
+            "nodeAgentSKUId": "batch.node.ubuntu 22.04"},
+        "resizeTimeout": "PT15M",
+        "targetDedicatedNodes": 1,
+        "targetLowPriorityNodes": 0,
+        "enableInterNodeCommunication": false,
+        "networkConfiguration": {"subnetId": "/subscriptions/x/resourceGroups/y/providers/Microsoft.Network/virtualNetworks/z/subnets/s"},
+        "maxTasksPerNode": 2,
+        "taskSchedulingPolicy": {"nodeFillType": "Spread"}
+    });
+    let file = acct.file("pool.json", &serde_json::to_string_pretty(&pool).unwrap());
+    let created = acct.ok(&["pool", "create", "--json-file", file.to_str().unwrap()]);
+    acct.remember_pool("p");
+    for field in ["virtualMachineConfiguration", "resizeTimeout", "networkConfiguration", "taskSchedulingPolicy"] {
+        let said: Vec<&str> =
+            created.stderr.lines().filter(|l| l.contains(&format!("{field}: has no effect"))).collect();
+        assert_eq!(said.len(), 1, "one warning for {field}: {created:?}");
+    }
+    let shown = acct.ok(&["pool", "show", "--pool-id", "p"]).json();
+    assert_eq!(shown["virtualMachineConfiguration"], pool["virtualMachineConfiguration"], "{shown}");
+    assert_eq!(shown["resizeTimeout"], "PT15M");
+    assert_eq!(shown["taskSlotsPerNode"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_problem_of_a_document_is_named_at_once_with_its_place() {
+    let mut acct = TestAccount::new("azall").await;
+    acct.pool("p", 1);
+    let job =
+        "{\n  \"id\": \"j\",\n  \"poolInfo\": {\"autoPoolSpecification\": {\"poolLifetimeOption\": \"job\"}},\n  \
+               \"jobManagerTask\": {\"id\": \"m\", \"commandLine\": \"x\"},\n  \"colour\": \"red\"\n}\n";
+    let file = acct.file("job.json", job);
+    let run = acct.drover(&["job", "create", "--json-file", file.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let said = run.stderr.trim();
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.contains("3 problems: line 3 column 16: poolInfo.autoPoolSpecification: an Azure Batch feature"),
+        "{said}"
+    );
+    assert!(said.contains("; line 4 column 3: jobManagerTask:"), "{said}");
+    assert!(said.contains("; line 5 column 3: colour: unknown field"), "{said}");
+    assert_eq!(acct.drover(&["job", "show", "--job-id", "j"]).code, 1, "nothing was created");
+
+    // In a task file: each task's problems, at their own lines.
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let tasks = "{\"id\": \"a\", \"commandLine\": \"true\"}\n\
+                 {\"id\": \"b\", \"commandLine\": \"true\", \"containerSettings\": {\"imageName\": \"ubuntu\"},\n  \
+                 \"resourceFiles\": [{\"httpUrl\": \"http://h/x\", \"filePath\": \"x\", \"identityReference\": {\"resourceId\": \"r\"}}]}\n";
+    let file = acct.file("tasks.jsonl", tasks);
+    let run = acct.drover(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    assert!(run.stderr.contains("task #2: 2 problems: line 2 column 36: containerSettings:"), "{run:?}");
+    assert!(
+        run.stderr.contains("; line 3 column 64: resourceFiles[0].identityReference: an Azure Batch feature"),
+        "{run:?}"
+    );
+    assert_eq!(acct.ok(&["task", "list", "--job-id", "j"]).json(), json!([]));
+}
+
+#[test]
+fn the_readme_field_table_is_the_codes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let table = drover_core::model::fields::markdown();
+    assert!(readme.contains(&table), "README.md's field table differs from model::fields; put this in it:\n{table}");
+}

@@ -28,7 +28,7 @@ async fn bad_task_files_add_nothing() {
     let good = r#"{"id":"good","commandLine":"/bin/true"}"#;
     let cases: Vec<(&str, String, Vec<&str>)> = vec![
         ("malformed", format!("{good}\n{{\"id\": \"x\", \"commandLine\" \"y\"}}\n"), vec!["line 2 column"]),
-        ("unknown-field", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"multiInstanceSettings\":{{}}}}\n"), vec!["unknown field `multiInstanceSettings`"]),
+        ("unknown-field", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"multiInstanceSettings\":{{}}}}\n"), vec!["task #2: line 2 column 29: multiInstanceSettings", "drover does not provide"]),
         ("wrong-type", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"requiredSlots\":\"two\"}}\n"), vec!["invalid type", "line 2"]),
         ("no-command", format!("{good}\n{{\"id\":\"x\"}}\n"), vec!["missing field `commandLine`"]),
         ("long-id", format!("{good}\n{{\"id\":\"{}\",\"commandLine\":\"y\"}}\n", "a".repeat(65)), vec!["task id", "longer than 64"]),

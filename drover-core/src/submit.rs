@@ -8,13 +8,14 @@
 //! confirms and cleared. A file
 //! with one bad task adds none, unless the caller chose to skip bad tasks.
 
-use crate::model::TaskAddParameter;
+use crate::model::{lenient, TaskAddParameter};
 use crate::queue::Publisher;
 use crate::status::StatusStore;
 use crate::{Error, Result};
 use serde::de::{SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::io::Read;
 use std::io::{BufRead, BufReader};
@@ -49,22 +50,35 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
     let name = path.display();
     let at = |e: serde_json::Error| Error::invalid(format!("{name}: {e}"));
     let mut count = 0usize;
-    let mut call = |value: serde_json::Value, place: String| -> Result<()> {
-        let entry = crate::model::lenient::from_value::<TaskAddParameter>(value)
-            .map_err(|e| Error::invalid(format!("{name}: task {place}: {e}")));
+    // `first_line`: where the task starts in the file, when known.
+    let mut call = |raw: &RawValue, place: String, first_line: Option<usize>| -> Result<()> {
+        let entry = match lenient::read_checked::<TaskAddParameter>("TaskAddParameter", raw.get(), first_line) {
+            Ok((task, notes)) => {
+                note_once(&name.to_string(), notes);
+                Ok(task)
+            }
+            // A problem's own line says where the task is; without one, the task's does.
+            Err(e) => match first_line.filter(|_| !e.contains("line ")) {
+                Some(line) => Err(Error::invalid(format!("{name}: task {place} (line {line}): {e}"))),
+                None => Err(Error::invalid(format!("{name}: task {place}: {e}"))),
+            },
+        };
         each(count, entry)?;
         count += 1;
         Ok(())
     };
+    // A task that ends on line `last` (the line counter's reading) starts this many lines above.
+    let start = |raw: &RawValue, last: usize| last - raw.get().matches('\n').count();
     match first {
         None => return Err(Error::invalid(format!("{name}: the file holds no task"))),
         Some(b'[') => {
             let mut de = serde_json::Deserializer::from_reader(reader);
             let mut failure = None;
             let mut n = 0usize;
-            let mut each_value = |v| {
+            let mut each_value = |v: Box<RawValue>| {
                 n += 1;
-                call(v, format!("#{n} (ending at line {})", lines.get()))
+                let line = start(&v, lines.get());
+                call(&v, format!("#{n}"), Some(line))
             };
             serde::Deserializer::deserialize_seq(&mut de, Values { each: &mut each_value, failure: &mut failure })
                 .map_err(|e| failure.take().unwrap_or_else(|| at(e)))?;
@@ -74,17 +88,18 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]
             struct Collection {
-                value: Vec<serde_json::Value>,
+                value: Vec<Box<RawValue>>,
             }
             let c: Collection = serde_json::from_reader(reader).map_err(at)?;
             for (i, v) in c.value.into_iter().enumerate() {
-                call(v, format!("value[{i}]"))?;
+                call(&v, format!("value[{i}]"), None)?;
             }
         }
         Some(_) => {
-            for v in serde_json::Deserializer::from_reader(reader).into_iter::<serde_json::Value>() {
+            for (n, v) in serde_json::Deserializer::from_reader(reader).into_iter::<Box<RawValue>>().enumerate() {
                 let v = v.map_err(at)?;
-                call(v, format!("at line {}", lines.get()))?;
+                let line = start(&v, lines.get());
+                call(&v, format!("#{}", n + 1), Some(line))?;
             }
         }
     }
@@ -92,6 +107,30 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
         return Err(Error::invalid(format!("{name}: the file holds no task")));
     }
     Ok(count)
+}
+
+/// Warns once per process of each field kept without effect (`notes`, from `lenient`) in the
+/// file `name`, whatever task it was in: a file is read more than once, and may hold millions.
+fn note_once(name: &str, notes: Vec<String>) {
+    static NOTED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    for note in notes {
+        // The same field of every task is one note: `outputFiles[3].x` is `outputFiles[].x`.
+        let mut general = String::with_capacity(note.len());
+        let mut in_index = false;
+        for c in note.chars() {
+            match c {
+                '[' => in_index = true,
+                ']' => in_index = false,
+                _ if in_index => continue,
+                _ => {}
+            }
+            general.push(c);
+        }
+        let fresh = NOTED.lock().map(|mut noted| noted.insert(format!("{name}\0{general}"))).unwrap_or(false);
+        if fresh {
+            tracing::warn!("{name}: {general}");
+        }
+    }
 }
 
 /// Counts the lines the JSON parser has consumed, to say where a task is.
@@ -122,13 +161,13 @@ struct Values<'a, F> {
     failure: &'a mut Option<Error>,
 }
 
-impl<'de, F: FnMut(serde_json::Value) -> Result<()>> Visitor<'de> for Values<'_, F> {
+impl<'de, F: FnMut(Box<RawValue>) -> Result<()>> Visitor<'de> for Values<'_, F> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an array of tasks")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(value) = seq.next_element::<serde_json::Value>()? {
+        while let Some(value) = seq.next_element::<Box<RawValue>>()? {
             if let Err(e) = (self.each)(value) {
                 *self.failure = Some(e);
                 return Err(serde::de::Error::custom("stopped"));

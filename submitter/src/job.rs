@@ -89,7 +89,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
     match cmd {
         JobCommand::Create { job_id, pool_id, json_file } => {
             let spec = match (json_file, job_id, pool_id) {
-                (Some(path), _, _) => crate::read_json::<JobAddParameter>(&path)?,
+                (Some(path), _, _) => crate::read_json::<JobAddParameter>(&path, "JobAddParameter")?,
                 (None, Some(job), Some(pool)) => JobAddParameter::new(&job, &pool),
                 _ => anyhow::bail!("give --job-id with --pool-id, or --json-file"),
             };

@@ -143,11 +143,17 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Reads a JSON file into `T` as `az` reads it (`model::lenient`), naming the file and the
-/// position of a syntax error or the path of the field at fault.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+/// Reads a JSON file holding Azure's `kind` into `T` as `az` reads it (`model::lenient`): every
+/// problem is named at once with its line and column; a field kept without effect is noted on
+/// stderr.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path, kind: &str) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--json-file {}: {e}", path.display()))?;
-    drover_core::model::lenient::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let (read, notes) = drover_core::model::lenient::read_checked(kind, &text, Some(1))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for note in notes {
+        tracing::warn!("{}: {note}", path.display());
+    }
+    Ok(read)
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
     match cmd {
         PoolCommand::Create { pool_id, task_slots_per_node, json_file } => {
             let spec = match (json_file, pool_id) {
-                (Some(path), _) => crate::read_json::<PoolAddParameter>(&path)?,
+                (Some(path), _) => crate::read_json::<PoolAddParameter>(&path, "PoolAddParameter")?,
                 (None, Some(id)) => PoolAddParameter::new(&id, task_slots_per_node),
                 (None, None) => anyhow::bail!("give --pool-id, or --json-file"),
             };

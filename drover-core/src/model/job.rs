@@ -6,7 +6,7 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// A job to add to a pool (Azure's JobAddParameter, the parts drover runs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobAddParameter {
     pub id: String,
@@ -33,9 +33,14 @@ pub struct JobAddParameter {
     pub uses_task_dependencies: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metadata: Vec<MetadataItem>,
+    // Accepted and kept, without effect (`fields::KINDS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_task_preemption: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PoolInformation {
     pub pool_id: String,
@@ -116,21 +121,7 @@ pub enum OnTaskFailure {
 impl JobAddParameter {
     /// A job with just an id on a pool.
     pub fn new(id: &str, pool_id: &str) -> Self {
-        JobAddParameter {
-            id: id.into(),
-            display_name: None,
-            pool_info: PoolInformation { pool_id: pool_id.into() },
-            priority: None,
-            max_parallel_tasks: None,
-            constraints: None,
-            job_preparation_task: None,
-            job_release_task: None,
-            common_environment_settings: vec![],
-            on_all_tasks_complete: None,
-            on_task_failure: None,
-            uses_task_dependencies: None,
-            metadata: vec![],
-        }
+        JobAddParameter { id: id.into(), pool_info: PoolInformation { pool_id: pool_id.into() }, ..Default::default() }
     }
 
     /// Checks every field drover can check without touching a service.

@@ -1,6 +1,8 @@
 //! Reading Azure Batch JSON as `az` does: a leading byte-order mark, enum values in any case,
 //! `null` for an absent field, and numbers and booleans written as strings are accepted; an
-//! error names the path of the field at fault (`resourceFiles[1].fileMode`).
+//! error names the path of the field at fault (`resourceFiles[1].fileMode`) and its line and
+//! column. [`read_checked`] first checks a document against Azure's field table
+//! (`model::fields`), reporting every problem at once.
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserializer;
@@ -21,6 +23,171 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, LenientError> 
 pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, LenientError> {
     let value: Value = serde_json::from_str(strip_bom(text)).map_err(|e| LenientError::new(e.to_string()))?;
     from_value(value)
+}
+
+/// How many problems a refusal lists.
+const MAX_PROBLEMS: usize = 20;
+
+/// Reads `text`, a JSON document of Azure's `kind` (`TaskAddParameter`, ...) whose first line is
+/// line `first_line` of its file (unknown: problems are named by path only): checks it against
+/// the field table, then reads it leniently.
+/// The error lists every problem (up to 20), each with its line and column; the notes say which
+/// fields were kept without effect (`path: why`).
+pub fn read_checked<T: DeserializeOwned>(
+    kind: &str,
+    text: &str,
+    first_line: Option<usize>,
+) -> Result<(T, Vec<String>), String> {
+    let text = strip_bom(text);
+    let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let report = super::fields::check(kind, &value);
+    let place = |path: &str| {
+        let first = first_line?;
+        locate(text, path).map(|(line, column)| (line + first - 1, column))
+    };
+    let at = |path: &str| match place(path) {
+        Some((line, column)) => format!("line {line} column {column}: {path}"),
+        None => path.to_string(),
+    };
+    if !report.problems.is_empty() {
+        let n = report.problems.len();
+        // In the order they appear in the file.
+        let mut problems: Vec<(Option<(usize, usize)>, &super::fields::Finding)> =
+            report.problems.iter().map(|f| (place(&f.path), f)).collect();
+        problems.sort_by_key(|(at, _)| *at);
+        let mut listed: Vec<String> =
+            problems.iter().take(MAX_PROBLEMS).map(|(_, f)| format!("{}: {}", at(&f.path), f.message)).collect();
+        if n > MAX_PROBLEMS {
+            listed.push(format!("and {} more", n - MAX_PROBLEMS));
+        }
+        let head = if n == 1 { String::new() } else { format!("{n} problems: ") };
+        return Err(format!("{head}{}", listed.join("; ")));
+    }
+    let notes = report.kept.iter().map(|f| format!("{}: {}", f.path, f.message)).collect();
+    match from_value(value) {
+        Ok(read) => Ok((read, notes)),
+        Err(e) if e.path.is_empty() => Err(e.message),
+        Err(e) => Err(format!("{}: {}", at(&e.path()), e.message)),
+    }
+}
+
+/// The line and column (1-based, in characters) where the member at `path` (`a.b[2].c`) of the
+/// JSON document `text` starts (its name), or where the element `a[2]` starts.
+pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
+    let mut scan = Scan { text: text.as_bytes(), i: 0, line: 1, column: 1, want: path, found: None };
+    scan.value(String::new());
+    scan.found
+}
+
+/// A scan of a JSON document (already known to be valid) for one member's position.
+struct Scan<'a> {
+    text: &'a [u8],
+    i: usize,
+    line: usize,
+    column: usize,
+    want: &'a str,
+    found: Option<(usize, usize)>,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.i).copied()
+    }
+
+    fn bump(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        if c == b'\n' {
+            self.line += 1;
+            self.column = 1;
+        } else if c & 0xC0 != 0x80 {
+            self.column += 1;
+        }
+        Some(c)
+    }
+
+    fn blank(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+            self.bump();
+        }
+    }
+
+    fn string(&mut self) -> String {
+        let start = self.i;
+        self.bump();
+        while let Some(c) = self.bump() {
+            match c {
+                b'\\' => {
+                    self.bump();
+                }
+                b'"' => break,
+                _ => {}
+            }
+        }
+        let raw = std::str::from_utf8(&self.text[start..self.i]).unwrap_or("\"\"");
+        serde_json::from_str(raw).unwrap_or_default()
+    }
+
+    fn value(&mut self, path: String) {
+        self.blank();
+        if self.found.is_some() {
+            return;
+        }
+        match self.peek() {
+            Some(b'{') => {
+                self.bump();
+                loop {
+                    self.blank();
+                    if self.peek() != Some(b'"') {
+                        self.bump();
+                        return;
+                    }
+                    let at = (self.line, self.column);
+                    let name = self.string();
+                    let here = if path.is_empty() { name } else { format!("{path}.{name}") };
+                    if here == self.want {
+                        self.found = Some(at);
+                        return;
+                    }
+                    self.blank();
+                    self.bump(); // ':'
+                    self.value(here);
+                    self.blank();
+                    if self.found.is_some() || self.bump() != Some(b',') {
+                        return;
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.bump();
+                for n in 0.. {
+                    self.blank();
+                    if self.peek() == Some(b']') {
+                        self.bump();
+                        return;
+                    }
+                    let here = format!("{path}[{n}]");
+                    if here == self.want {
+                        self.found = Some((self.line, self.column));
+                        return;
+                    }
+                    self.value(here);
+                    self.blank();
+                    if self.found.is_some() || self.bump() != Some(b',') {
+                        return;
+                    }
+                }
+            }
+            Some(b'"') => {
+                self.string();
+            }
+            _ => {
+                while self.peek().is_some_and(|c| !(c.is_ascii_whitespace() || b",]}".contains(&c))) {
+                    self.bump();
+                }
+            }
+        }
+    }
 }
 
 /// What is wrong, and where: the path from the document's root to the field at fault.
@@ -270,6 +437,32 @@ mod tests {
             from_str(r#"{"id":"p","taskSlotsPerNode":"4","enableAutoScale":"false","vmSize":null}"#)
                 .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((pool.task_slots_per_node, pool.enable_auto_scale), (4, Some(false)));
+    }
+
+    #[test]
+    fn finds_where_a_member_is() {
+        let text = "{\"a\": 1,\n \"b\": [ {\"c\": \"x\\\"y\"},\n  {\"é\": 2, \"d\": {\"e\": null}}]}";
+        assert_eq!(locate(text, "a"), Some((1, 2)));
+        assert_eq!(locate(text, "b[1]"), Some((3, 3)));
+        assert_eq!(locate(text, "b[1].d.e"), Some((3, 18)));
+        assert_eq!(locate(text, "b[0].c"), Some((2, 10)));
+        assert_eq!(locate(text, "z"), None);
+    }
+
+    #[test]
+    fn a_checked_read_lists_every_problem_with_its_place() {
+        let text = "{\"id\": \"t\", \"commandLine\": \"x\",\n \"multiInstanceSettings\": {},\n \"affinityInfo\": {\"affinityId\": \"n\"},\n \"colour\": 1}";
+        let e = read_checked::<TaskAddParameter>("TaskAddParameter", text, Some(10)).err().unwrap_or_default();
+        assert!(e.starts_with("2 problems: line 11 column 2: multiInstanceSettings: an Azure Batch feature"), "{e}");
+        assert!(e.contains("; line 13 column 2: colour: unknown field"), "{e}");
+        let text = "{\"id\": \"t\", \"commandLine\": \"x\",\n \"affinityInfo\": {\"affinityId\": \"n\"},\n \"requiredSlots\": \"two\"}";
+        let e = read_checked::<TaskAddParameter>("TaskAddParameter", text, Some(1)).err().unwrap_or_default();
+        assert!(e.starts_with("line 3 column 2: requiredSlots: invalid type"), "{e}");
+        let text = "{\"id\": \"t\", \"commandLine\": \"x\", \"affinityInfo\": {\"affinityId\": \"n\"}}";
+        let (task, notes) =
+            read_checked::<TaskAddParameter>("TaskAddParameter", text, Some(1)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(task.affinity_info, Some(serde_json::json!({"affinityId": "n"})));
+        assert!(notes.len() == 1 && notes[0].starts_with("affinityInfo: has no effect"), "{notes:?}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Nothing outside this module derives `Serialize` for what users or other programs read.
 
 mod duration;
+pub mod fields;
 pub mod identity;
 pub mod job;
 pub mod lenient;

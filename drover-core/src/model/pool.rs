@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// lower limits (`drover-monitor --max-pool-nodes`, `--max-nodes`).
 pub const MAX_POOL_NODES: u32 = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PoolAddParameter {
     pub id: String,
@@ -41,6 +41,31 @@ pub struct PoolAddParameter {
     /// Users its commands may name in `userIdentity.userName`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub user_accounts: Vec<super::UserAccount>,
+    // Cloud provisioning, accepted and kept, without effect on drover's nodes (`fields::KINDS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_machine_configuration: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_service_configuration: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_timeout: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_tags: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_low_priority_nodes: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_spot_nodes: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_inter_node_communication: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_scheduling_policy: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_node_communication_mode: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_policy: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_licenses: Option<serde_json::Value>,
 }
 
 /// Azure's StartTask: runs on a node when it joins the pool.
@@ -78,19 +103,7 @@ fn one() -> u32 {
 impl PoolAddParameter {
     /// A pool with just an id and its slots per node.
     pub fn new(id: &str, task_slots_per_node: u32) -> Self {
-        PoolAddParameter {
-            id: id.into(),
-            display_name: None,
-            vm_size: None,
-            task_slots_per_node,
-            start_task: None,
-            target_dedicated_nodes: None,
-            enable_auto_scale: None,
-            auto_scale_formula: None,
-            auto_scale_evaluation_interval: None,
-            metadata: vec![],
-            user_accounts: vec![],
-        }
+        PoolAddParameter { id: id.into(), task_slots_per_node, ..Default::default() }
     }
 
     /// Whether the pool's size follows its autoscale formula.

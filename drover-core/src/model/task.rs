@@ -33,6 +33,9 @@ pub struct TaskAddParameter {
     /// Who it runs as (default: a non-admin auto-user of pool scope).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_identity: Option<super::UserIdentity>,
+    /// Accepted and kept, without effect (`fields::KINDS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_info: Option<serde_json::Value>,
 }
 
 /// A file to download into the task's working directory before it runs.
@@ -75,6 +78,9 @@ pub struct OutputFileContainer {
     pub container_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Accepted and kept, without effect (`fields::KINDS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_headers: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -816,6 +822,7 @@ mod tests {
                 required_slots: None,
                 application_package_references: vec![],
                 user_identity: None,
+                affinity_info: None,
             },
             state: TaskState::Completed,
             creation_time: super::super::rfc3339(0),

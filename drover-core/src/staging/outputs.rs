@@ -103,7 +103,11 @@ mod tests {
         OutputFile {
             file_pattern: pattern.into(),
             destination: OutputFileDestination {
-                container: OutputFileContainer { container_url: "s3://bkt/out".into(), path: path.map(Into::into) },
+                container: OutputFileContainer {
+                    container_url: "s3://bkt/out".into(),
+                    path: path.map(Into::into),
+                    upload_headers: None,
+                },
             },
             upload_options: OutputFileUploadOptions::default(),
         }
