@@ -124,7 +124,7 @@ async fn every_problem_of_a_document_is_named_at_once_with_its_place() {
     acct.pool("p", 1);
     let job =
         "{\n  \"id\": \"j\",\n  \"poolInfo\": {\"autoPoolSpecification\": {\"poolLifetimeOption\": \"job\"}},\n  \
-               \"jobManagerTask\": {\"id\": \"m\", \"commandLine\": \"x\"},\n  \"colour\": \"red\"\n}\n";
+               \"jobManagerTask\": {\"id\": \"m\", \"commandLine\": \"x\", \"containerSettings\": {\"imageName\": \"u\"}},\n  \"colour\": \"red\"\n}\n";
     let file = acct.file("job.json", job);
     let run = acct.drover(&["job", "create", "--json-file", file.to_str().unwrap()]);
     assert_eq!(run.code, 1, "{run:?}");
@@ -134,7 +134,7 @@ async fn every_problem_of_a_document_is_named_at_once_with_its_place() {
         said.contains("3 problems: line 3 column 16: poolInfo.autoPoolSpecification: an Azure Batch feature"),
         "{said}"
     );
-    assert!(said.contains("; line 4 column 3: jobManagerTask:"), "{said}");
+    assert!(said.contains("; line 4 column 53: jobManagerTask.containerSettings:"), "{said}");
     assert!(said.contains("; line 5 column 3: colour: unknown field"), "{said}");
     assert_eq!(acct.drover(&["job", "show", "--job-id", "j"]).code, 1, "nothing was created");
 
@@ -159,4 +159,44 @@ fn the_readme_field_table_is_the_codes() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let table = drover_core::model::fields::markdown();
     assert!(readme.contains(&table), "README.md's field table differs from model::fields; put this in it:\n{table}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_manager_runs_first_and_its_completion_ends_the_job() {
+    let mut acct = TestAccount::new("azmanager").await;
+    acct.pool("p", 2);
+    // Azure's defaults: the manager has its node to itself, and the job ends when it completes.
+    let job = json!({"id": "j", "poolInfo": {"poolId": "p"},
+                     "jobManagerTask": {"id": "manager", "commandLine": "/bin/sh -c 'echo managing; sleep 1'"}});
+    let file = acct.file("job.json", &job.to_string());
+    acct.ok(&["job", "create", "--json-file", file.to_str().unwrap()]);
+    let tasks: Vec<serde_json::Value> =
+        (0..3).map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/true"})).collect();
+    acct.add_tasks("j", &tasks);
+    let listed = acct.ok(&["task", "list", "--job-id", "j"]).json();
+    assert_eq!(listed[0]["id"], "manager", "the manager is the job's first task: {listed}");
+    assert_eq!(listed[0]["requiredSlots"], 2, "runExclusive takes the node: {listed}");
+    acct.start_worker("p", &[]);
+    let ended = acct.until_json(&["job", "show", "--job-id", "j"], "the job ends", |j| j["state"] == "completed").await;
+    assert_eq!(ended["executionInfo"]["terminateReason"], "JMComplete", "{ended}");
+    let manager = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "manager"]).json();
+    assert_eq!(manager["executionInfo"]["result"], "success", "{manager}");
+    assert_eq!(acct.task_file("j", "manager", "stdout.txt"), "managing\n");
+    // The other tasks waited for the node the manager held, and the job ended before they ran.
+    let counts = acct.ok(&["job", "task-counts", "--job-id", "j"]).json();
+    assert_eq!(counts["taskCounts"]["succeeded"], 1, "{counts}");
+
+    // killJobOnCompletion false, runExclusive false: the job goes on after its manager.
+    let job = json!({"id": "k", "poolInfo": {"poolId": "p"},
+                     "jobManagerTask": {"id": "m", "commandLine": "/bin/true", "killJobOnCompletion": false,
+                                        "runExclusive": false}});
+    let file = acct.file("job-k.json", &job.to_string());
+    acct.ok(&["job", "create", "--json-file", file.to_str().unwrap()]);
+    acct.add_tasks("k", &tasks);
+    let wait = acct.drover(&["job", "wait", "--job-id", "k", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let counts = acct.ok(&["job", "task-counts", "--job-id", "k"]).json();
+    assert_eq!(counts["taskCounts"]["succeeded"], 4, "{counts}");
+    let shown = acct.ok(&["job", "show", "--job-id", "k"]).json();
+    assert_eq!(shown["state"], "active", "{shown}");
 }

@@ -93,7 +93,27 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
                 (None, Some(job), Some(pool)) => JobAddParameter::new(&job, &pool),
                 _ => anyhow::bail!("give --job-id with --pool-id, or --json-file"),
             };
-            store.create_job(&spec).await?;
+            if let Some(manager) = &spec.job_manager_task {
+                let slots = store.get_pool(&spec.pool_info.pool_id).await?.spec.task_slots_per_node;
+                if manager.task(slots).slots() > slots {
+                    anyhow::bail!(
+                        "jobManagerTask {:?}: requiredSlots {} is more than pool {:?}'s taskSlotsPerNode {slots}",
+                        manager.id,
+                        manager.task(slots).slots(),
+                        spec.pool_info.pool_id
+                    );
+                }
+            }
+            match store.create_job(&spec).await {
+                Ok(()) => {}
+                // Run again after an interruption, the same job gets the manager it lacks.
+                Err(drover_core::Error::Conflict { .. })
+                    if spec.job_manager_task.is_some() && store.get_job(&spec.id).await?.spec == spec => {}
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(manager) = &spec.job_manager_task {
+                add_manager(config, &store, &spec, manager).await?;
+            }
             output::one(format, &store.get_job(&spec.id).await?)
         }
         JobCommand::Show(JobId { job_id }) => {
@@ -130,6 +150,35 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
         }
         JobCommand::Delete(JobId { job_id }) => Ok(store.delete_job(&job_id).await?),
     }
+}
+
+/// Adds the job manager task as the job's first task, unless it is there already.
+async fn add_manager(
+    config: &Config,
+    store: &StatusStore,
+    spec: &JobAddParameter,
+    manager: &drover_core::model::job::JobManagerTask,
+) -> anyhow::Result<()> {
+    match store.get_task(&spec.id, &manager.id).await {
+        Ok(_) => return Ok(()),
+        Err(drover_core::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let slots = store.get_pool(&spec.pool_info.pool_id).await?.spec.task_slots_per_node;
+    let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
+    let mut submission = drover_core::submit::Submission {
+        store,
+        publisher: &publisher,
+        job_id: &spec.id,
+        continue_on_error: false,
+        progress: &|_| {},
+    };
+    let added = submission.add(&[manager.task(slots)]).await;
+    publisher.close().await;
+    added.map_err(|e| {
+        anyhow::anyhow!("jobManagerTask {:?}: {e} (run the same `drover job create` again to add it)", manager.id)
+    })?;
+    Ok(())
 }
 
 /// `3 of 5 tasks completed (2 succeeded, 1 failed), 1 running, 1 active`.

@@ -95,17 +95,37 @@ pub const KINDS: &[(&str, &[(&str, Policy)])] = &[
             ("metadata", Supported),
             ("allowTaskPreemption", Kept("drover preempts no task")),
             ("networkConfiguration", Kept("the nodes' network is the operator's")),
-            (
-                "jobManagerTask",
-                Refused("not provided yet: add the manager as the job's first task, and end the job with `drover job terminate`"),
-            ),
+            ("jobManagerTask", Object("JobManagerTask")),
+        ],
+    ),
+    (
+        "JobManagerTask",
+        &[
+            ("id", Supported),
+            ("displayName", Supported),
+            ("commandLine", Supported),
+            ("resourceFiles", List("ResourceFile")),
+            ("outputFiles", List("OutputFile")),
+            ("environmentSettings", Supported),
+            ("constraints", Supported),
+            ("requiredSlots", Supported),
+            ("killJobOnCompletion", Supported),
+            ("userIdentity", Object("UserIdentity")),
+            ("runExclusive", Supported),
+            ("applicationPackageReferences", Supported),
+            ("allowLowPriorityNode", Kept("no spot capacity")),
+            ("containerSettings", Refused(CONTAINERS)),
+            ("authenticationTokenSettings", Refused("there is no Batch service to call back with a token")),
         ],
     ),
     (
         "PoolInformation",
         &[
             ("poolId", Supported),
-            ("autoPoolSpecification", Refused("not provided yet: create the pool (`drover pool create`) and name it in poolId")),
+            (
+                "autoPoolSpecification",
+                Refused("not provided yet: create the pool (`drover pool create`) and name it in poolId"),
+            ),
         ],
     ),
     (
@@ -170,11 +190,7 @@ pub const KINDS: &[(&str, &[(&str, Policy)])] = &[
     ),
     (
         "OutputFile",
-        &[
-            ("filePattern", Supported),
-            ("destination", Object("OutputFileDestination")),
-            ("uploadOptions", Supported),
-        ],
+        &[("filePattern", Supported), ("destination", Object("OutputFileDestination")), ("uploadOptions", Supported)],
     ),
     ("OutputFileDestination", &[("container", Object("OutputFileBlobContainerDestination"))]),
     (
@@ -291,6 +307,10 @@ mod tests {
             "JobReleaseTask" => {
                 ("job", json!({"id": "x", "poolInfo": {"poolId": "p"}, "jobReleaseTask": {"commandLine": "x"}}))
             }
+            "JobManagerTask" => (
+                "job",
+                json!({"id": "x", "poolInfo": {"poolId": "p"}, "jobManagerTask": {"id": "m", "commandLine": "x"}}),
+            ),
             _ => ("task", json!({"id": "x", "commandLine": "x"})),
         };
         let mut doc = doc;
@@ -300,6 +320,7 @@ mod tests {
             "PoolInformation" => &mut doc["poolInfo"],
             "JobPreparationTask" => &mut doc["jobPreparationTask"],
             "JobReleaseTask" => &mut doc["jobReleaseTask"],
+            "JobManagerTask" => &mut doc["jobManagerTask"],
             "ResourceFile" => {
                 doc["resourceFiles"] = json!([{}]);
                 &mut doc["resourceFiles"][0]

@@ -1,6 +1,6 @@
 //! Jobs: Azure's JobAddParameter (what users submit) and CloudJob (what drover reports).
 
-use super::task::{ResourceFile, TaskConstraints};
+use super::task::{ApplicationPackageReference, OutputFile, ResourceFile, TaskAddParameter, TaskConstraints};
 use super::{validate_env, validate_id, EnvironmentSetting, IsoDuration, MetadataItem};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,9 @@ pub struct JobAddParameter {
     pub max_parallel_tasks: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraints: Option<JobConstraints>,
+    /// Added as the job's first task; by default the job ends when it completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_manager_task: Option<JobManagerTask>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_preparation_task: Option<JobPreparationTask>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,6 +41,68 @@ pub struct JobAddParameter {
     pub allow_task_preemption: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_configuration: Option<serde_json::Value>,
+}
+
+/// Azure's JobManagerTask: the job's first task, typically the one that adds the others. By
+/// default it has its node to itself (`runExclusive`) and the job ends when it completes
+/// (`killJobOnCompletion`, terminate reason `JMComplete`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobManagerTask {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub command_line: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_files: Vec<ResourceFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_files: Vec<OutputFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment_settings: Vec<EnvironmentSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<TaskConstraints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_slots: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_job_on_completion: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_identity: Option<super::UserIdentity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_exclusive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub application_package_references: Vec<ApplicationPackageReference>,
+    /// Accepted and kept, without effect (`fields::KINDS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_low_priority_node: Option<serde_json::Value>,
+}
+
+impl JobManagerTask {
+    /// The task it is, on a pool whose nodes have `pool_slots` slots: `runExclusive` (the
+    /// default) takes them all.
+    pub fn task(&self, pool_slots: u32) -> TaskAddParameter {
+        let slots = match self.run_exclusive {
+            Some(false) => self.required_slots,
+            _ => Some(pool_slots.max(1)),
+        };
+        TaskAddParameter {
+            id: self.id.clone(),
+            display_name: self.display_name.clone(),
+            command_line: self.command_line.clone(),
+            resource_files: self.resource_files.clone(),
+            output_files: self.output_files.clone(),
+            environment_settings: self.environment_settings.clone(),
+            constraints: self.constraints.clone(),
+            required_slots: slots,
+            application_package_references: self.application_package_references.clone(),
+            user_identity: self.user_identity.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Whether the job ends when it completes.
+    pub fn kills_job(&self) -> bool {
+        self.kill_job_on_completion != Some(false)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +206,10 @@ impl JobAddParameter {
             return Err(at("constraints.maxTaskRetryCount: must be -1 (unlimited) or more".into()));
         }
         validate_env("commonEnvironmentSettings", &self.common_environment_settings).map_err(|e| at(e.to_string()))?;
+        if let Some(m) = &self.job_manager_task {
+            // Checked as the task it becomes (slots against the pool when it is added).
+            m.task(1).validate().map_err(|e| at(format!("jobManagerTask: {e}")))?;
+        }
         if let Some(p) = &self.job_preparation_task {
             super::check_command("jobPreparationTask", &p.command_line, &p.resource_files).map_err(at)?;
             validate_env("jobPreparationTask.environmentSettings", &p.environment_settings)

@@ -58,7 +58,8 @@ impl StatusStore {
             .arg(job.max_parallel_tasks.filter(|n| *n > 0).unwrap_or(0))
             .arg(job.priority.unwrap_or(0))
             .arg(job.deadline_ms(now).unwrap_or(0))
-            .arg(sig);
+            .arg(sig)
+            .arg(job.job_manager_task.as_ref().filter(|m| m.kills_job()).map_or("", |m| m.id.as_str()));
         let reply = CREATE_JOB.run(inv, &mut self.con()).await?;
         match reply.head.as_str() {
             "ok" => Ok(()),

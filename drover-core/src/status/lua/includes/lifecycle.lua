@@ -51,8 +51,8 @@ local function end_job(now, reason)
 end
 
 -- Task T (its record `r`) reached `completed` (exactly once) from `from` ('active' or
--- 'running'): count it, release its dependents, free its slot, and end the job if
--- onAllTasksComplete says so.
+-- 'running'): count it, release its dependents, free its slot, and end the job if it is the
+-- job manager that ends it (killJobOnCompletion) or onAllTasksComplete says so.
 local function finish(T, from, r, success, blocks, now)
   local slots = r.slots or 1
   move(K.job, from, 'completed', slots)
@@ -70,8 +70,11 @@ local function finish(T, from, r, success, blocks, now)
   redis.call('SREM', K.killed, T)
   if redis.call('HGET', K.job, 'deps') == '1' then release(T, blocks, now) end
   if from ~= 'active' then freed(now) end
-  local f = redis.call('HMGET', K.job, 'onAll', 'state', 'active', 'running')
-  if f[1] == '1' and f[2] == 'active' and tonumber(f[3]) <= 0 and tonumber(f[4]) <= 0 then
+  local f = redis.call('HMGET', K.job, 'onAll', 'state', 'active', 'running', 'jm')
+  if f[2] ~= 'active' then return end
+  if f[5] == T then
+    end_job(now, 'JMComplete')
+  elseif f[1] == '1' and tonumber(f[3]) <= 0 and tonumber(f[4]) <= 0 then
     end_job(now, 'AllTasksComplete')
   end
 end
