@@ -192,6 +192,9 @@ async fn a_job_manager_runs_first_and_its_completion_ends_the_job() {
                                         "runExclusive": false}});
     let file = acct.file("job-k.json", &job.to_string());
     acct.ok(&["job", "create", "--json-file", file.to_str().unwrap()]);
+    // Created whole, the same job is refused a second time.
+    let again = acct.drover(&["job", "create", "--json-file", file.to_str().unwrap()]);
+    assert!(again.code == 1 && again.stderr.contains("exists"), "{again:?}");
     acct.add_tasks("k", &tasks);
     let wait = acct.drover(&["job", "wait", "--job-id", "k", "--timeout", "60"]);
     assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());

@@ -57,11 +57,7 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
                 note_once(&name.to_string(), notes);
                 Ok(task)
             }
-            // A problem's own line says where the task is; without one, the task's does.
-            Err(e) => match first_line.filter(|_| !e.contains("line ")) {
-                Some(line) => Err(Error::invalid(format!("{name}: task {place} (line {line}): {e}"))),
-                None => Err(Error::invalid(format!("{name}: task {place}: {e}"))),
-            },
+            Err(e) => Err(Error::invalid(format!("{name}: task {place}: {e}"))),
         };
         each(count, entry)?;
         count += 1;

@@ -1,5 +1,6 @@
-//! Trust on TLS links (`rediss://`, `amqps://`, https S3 and http resource files): the
-//! certificate authorities of `--ca-file`, besides the system's (or SSL_CERT_FILE's).
+//! Trust on TLS links (`amqps://`, https S3, resource files and the management API, and
+//! `rediss://`): the certificate authorities of `--ca-file`, besides the system's (or
+//! SSL_CERT_FILE's); for Redis, instead of them (the redis crate takes one set).
 
 use crate::{Error, Result};
 use std::path::Path;

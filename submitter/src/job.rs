@@ -107,12 +107,18 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
             match store.create_job(&spec).await {
                 Ok(()) => {}
                 // Run again after an interruption, the same job gets the manager it lacks.
-                Err(drover_core::Error::Conflict { .. })
-                    if spec.job_manager_task.is_some() && store.get_job(&spec.id).await?.spec == spec => {}
+                Err(e @ drover_core::Error::Conflict { .. }) => match &spec.job_manager_task {
+                    Some(m)
+                        if store.get_job(&spec.id).await?.spec == spec
+                            && !has_task(&store, &spec.id, &m.id).await? => {}
+                    _ => return Err(e.into()),
+                },
                 Err(e) => return Err(e.into()),
             }
             if let Some(manager) = &spec.job_manager_task {
-                add_manager(config, &store, &spec, manager).await?;
+                if !has_task(&store, &spec.id, &manager.id).await? {
+                    add_manager(config, &store, &spec, manager).await?;
+                }
             }
             output::one(format, &store.get_job(&spec.id).await?)
         }
@@ -152,18 +158,22 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
     }
 }
 
-/// Adds the job manager task as the job's first task, unless it is there already.
+/// Whether job `job` has task `task`.
+async fn has_task(store: &StatusStore, job: &str, task: &str) -> anyhow::Result<bool> {
+    match store.get_task(job, task).await {
+        Ok(_) => Ok(true),
+        Err(drover_core::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Adds the job manager task as the job's first task.
 async fn add_manager(
     config: &Config,
     store: &StatusStore,
     spec: &JobAddParameter,
     manager: &drover_core::model::job::JobManagerTask,
 ) -> anyhow::Result<()> {
-    match store.get_task(&spec.id, &manager.id).await {
-        Ok(_) => return Ok(()),
-        Err(drover_core::Error::NotFound { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
     let slots = store.get_pool(&spec.pool_info.pool_id).await?.spec.task_slots_per_node;
     let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
     let mut submission = drover_core::submit::Submission {

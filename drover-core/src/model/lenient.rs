@@ -66,7 +66,11 @@ pub fn read_checked<T: DeserializeOwned>(
     let notes = report.kept.iter().map(|f| format!("{}: {}", f.path, f.message)).collect();
     match from_value(value) {
         Ok(read) => Ok((read, notes)),
-        Err(e) if e.path.is_empty() => Err(e.message),
+        // A problem of the document as a whole (a missing field) is where the document starts.
+        Err(e) if e.path.is_empty() => match first_line {
+            Some(line) => Err(format!("line {line}: {}", e.message)),
+            None => Err(e.message),
+        },
         Err(e) => Err(format!("{}: {}", at(&e.path()), e.message)),
     }
 }
