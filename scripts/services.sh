@@ -4,6 +4,8 @@
 #   s3s-fs (S3) on 127.0.0.1:9014.
 #   --with-prometheus  also install Prometheus (with promtool) for the monitor's tests and the
 #                      README's monitoring section; it is not started (the tests run their own).
+#   --with-azurite     also install Azurite, the Azure Storage emulator (npm, into
+#                      target/tools), for the Azure Blob tests; not started (they run their own).
 # Idempotent: installs only what is absent, starts only what is not running, and
 # leaves everything running when it exits. Meant to be executed (not sourced) as
 # root on Debian with the Rust toolchain; `source scripts/env.sh` afterwards for
@@ -11,10 +13,12 @@
 set -euo pipefail
 
 WITH_PROMETHEUS=0
+WITH_AZURITE=0
 for arg in "$@"; do
   case "$arg" in
     --with-prometheus) WITH_PROMETHEUS=1 ;;
-    *) echo "usage: services.sh [--with-prometheus]" >&2; exit 2 ;;
+    --with-azurite) WITH_AZURITE=1 ;;
+    *) echo "usage: services.sh [--with-prometheus] [--with-azurite]" >&2; exit 2 ;;
   esac
 done
 
@@ -79,6 +83,10 @@ if ((WITH_PROMETHEUS)); then
   needed+=(prometheus promtool)
   { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
 fi
+if ((WITH_AZURITE)); then
+  needed+=(node npm)
+  command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+fi
 if ((${#missing[@]} > 0)); then
   command -v apt-get >/dev/null 2>&1 || die "${missing[*]} missing and apt-get is not available; install them by hand"
   echo "services: installing ${missing[*]} with apt-get (the first time: about a minute)" >&2
@@ -88,6 +96,17 @@ if ((${#missing[@]} > 0)); then
   for cmd in "${needed[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || die "$cmd still not found after apt-get install"
   done
+fi
+
+# Azurite, pinned, into the project's own folder (the tests start it on ports of their own).
+AZURITE_VERSION=3.37.0
+AZURITE="$ROOT/target/tools/node_modules/.bin/azurite-blob"
+if ((WITH_AZURITE)) && ! grep -qs "\"version\": \"$AZURITE_VERSION\"" "$ROOT/target/tools/node_modules/azurite/package.json"; then
+  echo "services: installing Azurite $AZURITE_VERSION with npm into target/tools (the first time: about a minute)" >&2
+  mkdir -p "$ROOT/target/tools"
+  npm install --prefix "$ROOT/target/tools" --no-audit --no-fund --loglevel error "azurite@$AZURITE_VERSION" >&2 \
+    || die "npm install azurite failed"
+  [[ -x "$AZURITE" ]] || die "azurite-blob still not found after npm install"
 fi
 
 S3S_FS="$(command -v s3s-fs 2>/dev/null || true)"

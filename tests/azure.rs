@@ -203,3 +203,121 @@ async fn a_job_manager_runs_first_and_its_completion_ends_the_job() {
     let shown = acct.ok(&["job", "show", "--job-id", "k"]).json();
     assert_eq!(shown["state"], "active", "{shown}");
 }
+
+/// Azurite's Blob service of the test's own, on a free port; stopped when dropped.
+struct Azurite {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The emulator's well-known account (public: every Azure SDK documents it).
+const ACCOUNT: &str = "devstoreaccount1";
+const ACCOUNT_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+impl Azurite {
+    async fn start(dir: &std::path::Path) -> Azurite {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let bin = root.join("target/tools/node_modules/.bin/azurite-blob");
+        assert!(bin.exists(), "{} is missing: run scripts/services.sh --with-azurite", bin.display());
+        let port = drover_tests::free_port();
+        std::fs::create_dir_all(dir).unwrap();
+        let child = std::process::Command::new(bin)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--silent", "--skipApiVersionCheck"])
+            .arg("--location")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let azurite = Azurite { child, port };
+        drover_tests::eventually(std::time::Duration::from_secs(30), "Azurite listens", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+        azurite
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
+    }
+}
+
+/// An account SAS (version 2019-12-12) for the Blob service with every permission, as
+/// `az storage account generate-sas` makes one.
+fn account_sas() -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let (sp, ss, srt, se, sv) = ("rwdlac", "b", "sco", "2099-01-01T00:00:00Z", "2019-12-12");
+    let to_sign = format!("{ACCOUNT}\n{sp}\n{ss}\n{srt}\n\n{se}\n\n\n{sv}\n");
+    let key = base64::engine::general_purpose::STANDARD.decode(ACCOUNT_KEY).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(to_sign.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let enc = |s: &str| s.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D").replace(':', "%3A");
+    format!("sv={sv}&ss={ss}&srt={srt}&sp={sp}&se={}&sig={}", enc(se), enc(&sig))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_stage_through_azure_blob_storage_with_sas_urls() {
+    let mut acct = TestAccount::new("azblob").await;
+    let azurite = Azurite::start(&acct.work_dir.join("azurite")).await;
+    let (base, sas) = (azurite.base(), account_sas());
+    let http = reqwest::Client::new();
+    let put = |url: String, body: &'static str| {
+        http.put(url).header("x-ms-version", "2019-12-12").header("x-ms-blob-type", "BlockBlob").body(body).send()
+    };
+    for container in ["inputs", "outputs"] {
+        let made = put(format!("{base}/{container}?restype=container&{sas}"), "").await.unwrap();
+        assert_eq!(made.status(), 201, "{:?}", made.text().await);
+    }
+    for (name, body) in [("data/a.txt", "alpha "), ("data/sub/b.txt", "beta "), ("other/c.txt", "gamma")] {
+        let stored = put(format!("{base}/inputs/{name}?{sas}"), body).await.unwrap();
+        assert_eq!(stored.status(), 201, "{:?}", stored.text().await);
+    }
+
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let out = |path: &str| {
+        json!({"filePattern": path, "uploadOptions": {"uploadCondition": "taskSuccess"},
+                                  "destination": {"container": {"containerUrl": format!("{base}/outputs?{sas}"),
+                                                                "path": format!("run1/{path}")}}})
+    };
+    let tasks = json!([
+        {"id": "blob", "commandLine": "/bin/sh -c 'cat in/data/a.txt in/data/sub/b.txt c.txt > out.txt; head -c 20000000 /dev/zero > big.bin'",
+         "resourceFiles": [{"storageContainerUrl": format!("{base}/inputs?{sas}"), "blobPrefix": "data/", "filePath": "in"},
+                           {"httpUrl": format!("{base}/inputs/other/c.txt?{sas}"), "filePath": "c.txt"}],
+         "outputFiles": [out("out.txt"), out("big.bin")]},
+        {"id": "forged", "commandLine": "/bin/true",
+         "resourceFiles": [{"storageContainerUrl": format!("{base}/inputs?{}", sas.replace("&sig=", "&sig=AAAA")), "filePath": "in"}]}
+    ]);
+    let file = acct.file("tasks.json", &tasks.to_string());
+    acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "90"]);
+    assert!(wait.code == 0 || wait.code == 1, "{wait:?}");
+
+    let task = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "blob"]).json();
+    assert_eq!(task["executionInfo"]["result"], "success", "{task}\n{}", acct.worker_logs());
+    let got = http.get(format!("{base}/outputs/run1/out.txt?{sas}")).send().await.unwrap();
+    assert_eq!(got.text().await.unwrap(), "alpha beta gamma");
+    // 20 MB went up in blocks.
+    let big = http.head(format!("{base}/outputs/run1/big.bin?{sas}")).send().await.unwrap();
+    assert_eq!(big.headers()["content-length"], "20000000");
+
+    // A SAS that does not verify fails the task; its signature shows in no failure or log.
+    let forged = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "forged"]).json();
+    let failure = &forged["executionInfo"]["failureInfo"];
+    assert_eq!(failure["code"], "ResourceFileDownloadError", "{forged}");
+    assert!(failure["message"].as_str().unwrap().contains("AuthorizationFailure"), "{failure}");
+    let secret = sas.split("&sig=").nth(1).unwrap();
+    assert!(!failure.to_string().contains("AAAA") && !failure.to_string().contains(secret), "{failure}");
+    let logs = acct.worker_logs();
+    assert!(!logs.contains(secret) && !logs.contains("sig=AAAA"), "the worker logged a SAS signature");
+}

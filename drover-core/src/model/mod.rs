@@ -18,7 +18,8 @@ pub use identity::{RunAs, UserAccount, UserIdentity};
 pub use job::{CloudJob, JobAddParameter, JobState};
 pub use message::TaskMessage;
 pub use pool::{CloudPool, PoolAddParameter};
-pub use storage::S3Url;
+pub(crate) use storage::percent_encode;
+pub use storage::{BlobUrl, Container, S3Url};
 pub use task::{CloudTask, TaskAddParameter, TaskState};
 
 use crate::{Error, Result};

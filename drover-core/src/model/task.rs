@@ -442,7 +442,7 @@ impl ResourceFile {
             }
         }
         if let Some(url) = &self.storage_container_url {
-            super::S3Url::parse(url).map_err(|e| format!("storageContainerUrl: {e}"))?;
+            super::Container::parse(url).map_err(|e| format!("storageContainerUrl: {e}"))?;
         }
         if let Some(name) = &self.auto_storage_container_name {
             if name.is_empty() || name.starts_with('/') || name.split('/').any(|p| p == "..") {
@@ -482,7 +482,7 @@ impl OutputFile {
         let inner = pattern.strip_prefix("../").unwrap_or(pattern);
         check_relative(inner).map_err(|e| format!("filePattern {pattern:?}: {e}"))?;
         globset::Glob::new(inner).map_err(|e| format!("filePattern {pattern:?}: {e}"))?;
-        super::S3Url::parse(&self.destination.container.container_url)
+        super::Container::parse(&self.destination.container.container_url)
             .map_err(|e| format!("destination.container.containerUrl: {e}"))?;
         if let Some(path) = &self.destination.container.path {
             super::storage::check_key(path).map_err(|e| format!("destination.container.path {path:?}: {e}"))?;

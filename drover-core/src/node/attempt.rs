@@ -242,8 +242,7 @@ impl Attempt {
             }
             let at = |e: Error| Error::Storage(format!("outputFiles[{i}]: {e}"));
             for m in crate::staging::matching_files(output, &self.dir).map_err(at)? {
-                staging.check_reach("destination", &m.bucket, &m.key).map_err(at)?;
-                bytes += staging.upload(&self.dir, &m.file, &m.bucket, &m.key).await.map_err(at)?;
+                bytes += staging.upload_to(&self.dir, &m.file, &m.dest).await.map_err(at)?;
             }
         }
         Ok(bytes)

@@ -1,11 +1,13 @@
 //! Staging: moving files between storage and a task's directory.
 //!
 //! Resource files come from S3 (`s3://bucket/key`, a container prefix, or a prefix in the
-//! account's bucket) or plain HTTP(S); output files go to S3. Transfers stream to and from disk,
+//! account's bucket), Azure Blob Storage containers (a SAS URL) or plain HTTP(S); output files
+//! go to S3 or to Azure Blob Storage. Transfers stream to and from disk,
 //! retry transient errors and time out when a peer stalls. A download lands under a temporary
 //! name and is renamed into place, so a task never sees a half-written input.
 
 pub mod beneath;
+mod blob;
 mod http;
 mod outputs;
 mod s3;
@@ -14,7 +16,7 @@ pub use outputs::{matching_files, OutputMatch};
 pub use s3::S3Store;
 
 use crate::model::task::{check_relative, ResourceFile};
-use crate::model::S3Url;
+use crate::model::{BlobUrl, Container, S3Url};
 use crate::{Config, Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -73,6 +75,33 @@ impl Staging {
             "{what}: s3://{bucket}/{key} is outside what this node lets tasks reach (its --storage-allow and s3://{}/{}/)",
             self.bucket, self.account
         )))
+    }
+
+    /// Refuses an Azure Blob location when this node confines tasks to S3 places
+    /// (`--storage-allow`).
+    pub fn check_blob_reach(&self, what: &str, blob: &BlobUrl) -> Result<()> {
+        if self.allowed.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Storage(format!(
+            "{what}: {blob} is outside what this node lets tasks reach (its --storage-allow and s3://{}/{}/)",
+            self.bucket, self.account
+        )))
+    }
+
+    /// Uploads the task's file `rel` (opened beneath `dir`) to `dest`, retrying while storage
+    /// is unavailable, after checking that the node lets tasks reach it.
+    pub async fn upload_to(&self, dir: &Path, rel: &Path, dest: &Container) -> Result<u64> {
+        match dest {
+            Container::S3(u) => {
+                self.check_reach("destination", &u.bucket, &u.key)?;
+                self.upload(dir, rel, &u.bucket, &u.key).await
+            }
+            Container::Blob(b) => {
+                self.check_blob_reach("destination", b)?;
+                self.retrying(|| async { blob::upload(&self.http, beneath::open_file(dir, rel)?, b).await }).await
+            }
+        }
     }
 
     /// Keeps retrying transfers for `budget` while storage is unavailable.
@@ -152,7 +181,10 @@ impl Staging {
             return Ok(bytes);
         }
         let container = match (&rf.storage_container_url, &rf.auto_storage_container_name) {
-            (Some(url), _) => S3Url::parse(url).map_err(Error::invalid)?,
+            (Some(url), _) => match Container::parse(url).map_err(Error::invalid)? {
+                Container::S3(u) => u,
+                Container::Blob(b) => return self.stage_in_blobs(rf, &b, wd, limit).await,
+            },
             (None, Some(name)) => self.auto_storage(name),
             (None, None) => return Err(Error::invalid("resource file has no source")),
         };
@@ -168,6 +200,28 @@ impl Staging {
             check_relative(relative).map_err(|e| Error::Storage(format!("object {key:?}: {e}")))?;
             let dest: PathBuf = wd.join(file_path).join(relative);
             bytes += self.s3.download_within(&container.bucket, &key, &dest, limit.saturating_sub(bytes)).await?;
+            set_mode(&dest, rf.mode()).await?;
+        }
+        Ok(bytes)
+    }
+}
+
+impl Staging {
+    /// Downloads every blob of `container` under its path (and `blobPrefix`) into `wd`, each at
+    /// its name below the container's path, under `filePath`.
+    async fn stage_in_blobs(&self, rf: &ResourceFile, container: &BlobUrl, wd: &Path, limit: u64) -> Result<u64> {
+        self.check_blob_reach("storageContainerUrl", container)?;
+        let base = container.prefix();
+        let list_prefix = format!("{base}{}", rf.blob_prefix.as_deref().unwrap_or(""));
+        let mut bytes = 0;
+        for name in blob::list(&self.http, container, &list_prefix).await? {
+            let relative = name.get(base.len()..).unwrap_or("");
+            if relative.is_empty() || relative.ends_with('/') {
+                continue;
+            }
+            check_relative(relative).map_err(|e| Error::Storage(format!("blob {name:?}: {e}")))?;
+            let dest: PathBuf = wd.join(rf.file_path.as_deref().unwrap_or("")).join(relative);
+            bytes += http::download(&self.http, &container.blob(&name, ""), &dest, limit.saturating_sub(bytes)).await?;
             set_mode(&dest, rf.mode()).await?;
         }
         Ok(bytes)

@@ -1,16 +1,15 @@
 //! Output files: which files of a task match an `outputFiles` pattern, and where each goes.
 
 use crate::model::task::OutputFile;
-use crate::model::S3Url;
+use crate::model::Container;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
-/// A file to upload (relative to the task directory) and the object key it goes to.
+/// A file to upload (relative to the task directory) and where it goes (an S3 object or a blob).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputMatch {
     pub file: PathBuf,
-    pub bucket: String,
-    pub key: String,
+    pub dest: Container,
 }
 
 fn has_wildcard(s: &str) -> bool {
@@ -27,12 +26,12 @@ pub fn matching_files(output: &OutputFile, task_dir: &Path) -> Result<Vec<Output
         Some(rest) => (PathBuf::new(), rest),
         None => (PathBuf::from("wd"), output.file_pattern.as_str()),
     };
-    let container = S3Url::parse(&output.destination.container.container_url).map_err(Error::invalid)?;
+    let container = Container::parse(&output.destination.container.container_url).map_err(Error::invalid)?;
     let path = output.destination.container.path.as_deref().unwrap_or("").trim_matches('/');
     let join = |rel: &str| {
         let parts: Vec<&str> =
-            [container.key.trim_matches('/'), path, rel].into_iter().filter(|p| !p.is_empty()).collect();
-        parts.join("/")
+            [container.key().trim_matches('/'), path, rel].into_iter().filter(|p| !p.is_empty()).collect();
+        container.at(parts.join("/"))
     };
     if !has_wildcard(pattern) {
         let file = root.join(pattern);
@@ -42,7 +41,7 @@ pub fn matching_files(output: &OutputFile, task_dir: &Path) -> Result<Vec<Output
         }
         let name = Path::new(pattern).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let key = if path.is_empty() { join(&name) } else { join("") };
-        return Ok(vec![OutputMatch { file, bucket: container.bucket, key }]);
+        return Ok(vec![OutputMatch { file, dest: key }]);
     }
     let glob = globset::GlobBuilder::new(pattern)
         .literal_separator(true)
@@ -57,11 +56,7 @@ pub fn matching_files(output: &OutputFile, task_dir: &Path) -> Result<Vec<Output
         let rel_str = rel.to_string_lossy();
         if glob.is_match(rel_str.as_ref()) {
             let dest_rel: Vec<&str> = rel_str.split('/').skip(fixed).collect();
-            out.push(OutputMatch {
-                file: root.join(&rel),
-                bucket: container.bucket.clone(),
-                key: join(&dest_rel.join("/")),
-            });
+            out.push(OutputMatch { file: root.join(&rel), dest: join(&dest_rel.join("/")) });
         }
     }
     Ok(out)
@@ -121,8 +116,9 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, f).unwrap();
         }
-        let keys =
-            |o: OutputFile| -> Vec<String> { matching_files(&o, &dir).unwrap().into_iter().map(|m| m.key).collect() };
+        let keys = |o: OutputFile| -> Vec<String> {
+            matching_files(&o, &dir).unwrap().into_iter().map(|m| m.dest.key().to_string()).collect()
+        };
         assert_eq!(keys(output("*.txt", None)), vec!["out/a.txt"]);
         assert_eq!(keys(output("**/*.txt", Some("r"))), vec!["out/r/a.txt", "out/r/sub/c.txt", "out/r/sub/deep/d.txt"]);
         assert_eq!(keys(output("sub/**/*.txt", None)), vec!["out/c.txt", "out/deep/d.txt"]);
