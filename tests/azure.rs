@@ -123,7 +123,7 @@ async fn every_problem_of_a_document_is_named_at_once_with_its_place() {
     let mut acct = TestAccount::new("azall").await;
     acct.pool("p", 1);
     let job =
-        "{\n  \"id\": \"j\",\n  \"poolInfo\": {\"autoPoolSpecification\": {\"poolLifetimeOption\": \"job\"}},\n  \
+        "{\n  \"id\": \"j\",\n  \"poolInfo\": {\"poolId\": \"p\", \"autoPoolSpecification\": {\"poolLifetimeOption\": \"job\", \"pool\": {\"mountConfiguration\": []}}},\n  \
                \"jobManagerTask\": {\"id\": \"m\", \"commandLine\": \"x\", \"containerSettings\": {\"imageName\": \"u\"}},\n  \"colour\": \"red\"\n}\n";
     let file = acct.file("job.json", job);
     let run = acct.drover(&["job", "create", "--json-file", file.to_str().unwrap()]);
@@ -131,7 +131,7 @@ async fn every_problem_of_a_document_is_named_at_once_with_its_place() {
     let said = run.stderr.trim();
     assert_eq!(said.lines().count(), 1, "{said}");
     assert!(
-        said.contains("3 problems: line 3 column 16: poolInfo.autoPoolSpecification: an Azure Batch feature"),
+        said.contains("3 problems: line 3 column 95: poolInfo.autoPoolSpecification.pool.mountConfiguration: an Azure Batch feature"),
         "{said}"
     );
     assert!(said.contains("; line 4 column 53: jobManagerTask.containerSettings:"), "{said}");
@@ -320,4 +320,35 @@ async fn tasks_stage_through_azure_blob_storage_with_sas_urls() {
     assert!(!failure.to_string().contains("AAAA") && !failure.to_string().contains(secret), "{failure}");
     let logs = acct.worker_logs();
     assert!(!logs.contains(secret) && !logs.contains("sig=AAAA"), "the worker logged a SAS signature");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_with_an_auto_pool_runs_with_no_worker_started_by_hand_and_its_pool_goes() {
+    let mut acct = TestAccount::new("azautopool").await;
+    let listen = format!("127.0.0.1:{}", drover_tests::free_port());
+    acct.start_monitor(&["--listen", &listen]);
+    let job = json!({"id": "j", "onAllTasksComplete": "terminateJob",
+                     "poolInfo": {"autoPoolSpecification": {"autoPoolIdPrefix": "ap", "poolLifetimeOption": "job",
+                         "pool": {"vmSize": "standard_d2s_v3", "targetDedicatedNodes": 1, "taskSlotsPerNode": 2}}}});
+    let file = acct.file("job.json", &job.to_string());
+    let created = acct.ok(&["job", "create", "--json-file", file.to_str().unwrap()]).json();
+    assert_eq!(created["poolInfo"]["poolId"], "ap_j", "{created}");
+    acct.remember_pool("ap_j");
+    assert_eq!(acct.ok(&["pool", "show", "--pool-id", "ap_j"]).json()["taskSlotsPerNode"], 2);
+    let tasks: Vec<serde_json::Value> =
+        (0..4).map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/true"})).collect();
+    acct.add_tasks("j", &tasks);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "90"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let counts = acct.ok(&["job", "task-counts", "--job-id", "j"]).json();
+    assert_eq!(counts["taskCounts"]["succeeded"], 4, "{counts}");
+    // The job has completed: the monitor stops the pool's worker and removes the pool.
+    drover_tests::eventually(std::time::Duration::from_secs(60), "the auto pool is removed", || async {
+        acct.drover(&["pool", "show", "--pool-id", "ap_j"]).code == 1
+    })
+    .await;
+    let ch = acct.channel().await;
+    let queue = drover_core::queue::Topology::new(acct.name()).pool_queue("ap_j");
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    assert!(ch.queue_declare(queue.as_str().into(), passive, Default::default()).await.is_err(), "its queue is gone");
 }

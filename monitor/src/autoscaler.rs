@@ -1,6 +1,7 @@
 //! The autoscaler: every second it samples the backlog of each pool that autoscales (or has a
 //! fixed `targetDedicatedNodes`), evaluates the pool's formula at its evaluation interval, records
-//! the run, and has the actuator start or stop workers.
+//! the run, and has the actuator start or stop workers. An auto pool whose job has completed is
+//! scaled to nothing and removed.
 
 use crate::actuator::{Actuator, Leave};
 use drover_core::autoscale::{self, Sample, MAX_SAMPLES};
@@ -30,7 +31,18 @@ pub(crate) struct Limits {
     pub(crate) total: u32,
 }
 
-pub(crate) async fn run(store: StatusStore, mut actuator: Actuator, limits: Limits, shutdown: CancellationToken) {
+/// How long an auto pool may wait for the job it was made for (`drover job create` makes the
+/// pool first, then the job).
+const AUTO_POOL_GRACE_MS: i64 = 60_000;
+
+pub(crate) async fn run(
+    store: StatusStore,
+    mut actuator: Actuator,
+    limits: Limits,
+    broker: drover_core::queue::Broker,
+    account: String,
+    shutdown: CancellationToken,
+) {
     let mut pools: HashMap<String, PoolState> = HashMap::new();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -48,7 +60,14 @@ pub(crate) async fn run(store: StatusStore, mut actuator: Actuator, limits: Limi
         };
         // Pools take from the total in the order they are listed.
         let mut budget = limits.total;
-        for pool in list.iter().filter(|p| p.spec.autoscales() || p.spec.target_dedicated_nodes.is_some()) {
+        let mut retiring = Vec::new();
+        for pool in list.iter().filter(|p| p.auto_pool_job.is_some()) {
+            if retire(&store, &mut actuator, pool, &broker, &account).await {
+                retiring.push(pool.spec.id.clone());
+            }
+        }
+        let scaled = |p: &&CloudPool| p.spec.autoscales() || p.spec.target_dedicated_nodes.is_some();
+        for pool in list.iter().filter(scaled).filter(|p| !retiring.contains(&p.spec.id)) {
             let state = pools.entry(pool.spec.id.clone()).or_default();
             let cap = limits.pool.min(budget);
             let held = match step(&store, &mut actuator, pool, state, cap).await {
@@ -63,6 +82,47 @@ pub(crate) async fn run(store: StatusStore, mut actuator: Actuator, limits: Limi
         pools.retain(|id, _| list.iter().any(|p| p.spec.id == *id));
     }
     actuator.shutdown().await;
+}
+
+/// Whether `pool` is an auto pool whose job has completed (or was deleted, or never came): its
+/// workers are stopped, then its queues and record removed.
+async fn retire(
+    store: &StatusStore,
+    actuator: &mut Actuator,
+    pool: &CloudPool,
+    broker: &drover_core::queue::Broker,
+    account: &str,
+) -> bool {
+    let (Some(job), id) = (&pool.auto_pool_job, &pool.spec.id) else { return false };
+    let done = match store.get_job(job).await {
+        Ok(j) => j.state == drover_core::model::JobState::Completed,
+        Err(drover_core::Error::NotFound { .. }) => drover_core::model::now_ms() - pool.ctime_ms > AUTO_POOL_GRACE_MS,
+        Err(_) => false,
+    };
+    if !done {
+        return false;
+    }
+    actuator.scale(store, id, 0, crate::actuator::Leave::Drain).await;
+    if actuator.held(id).await > 0 {
+        return true;
+    }
+    let topology = drover_core::queue::Topology::new(account);
+    let queues = async {
+        let connection = drover_core::queue::connect(broker, "drover-monitor").await?;
+        let channel = connection.create_channel().await?;
+        let deleted = topology.delete_pool(&channel, id).await;
+        let _ = connection.close(200, "bye".into()).await;
+        deleted
+    };
+    if let Err(e) = queues.await {
+        let queue = topology.pool_queue(id);
+        tracing::warn!(pool = %id, error = %e, "cannot delete the auto pool's queues (the monitor's broker user needs configure on them): delete {queue} and its .high and .low with rabbitmqctl delete_queue");
+    }
+    match store.delete_pool(id).await {
+        Ok(()) => tracing::info!(pool = %id, job = %job, "auto pool removed: its job has completed"),
+        Err(e) => tracing::warn!(pool = %id, error = %e, "cannot remove the auto pool"),
+    }
+    true
 }
 
 /// `target` within `cap`, with a warning when it is cut (once per new value).

@@ -125,7 +125,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.autoscale {
         let limits = autoscaler::Limits { pool: cli.max_pool_nodes, total: cli.max_nodes };
         tracing::info!(actuator = ?cli.actuator, max_pool_nodes = limits.pool, max_nodes = limits.total, "autoscaler started");
-        autoscaler::run(store, actuator, limits, shutdown.clone()).await;
+        autoscaler::run(store, actuator, limits, cli.config.broker(), cli.config.account.clone(), shutdown.clone())
+            .await;
     }
     match server.await {
         Ok(result) => result,

@@ -88,11 +88,19 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
     let store = StatusStore::connect(config).await?;
     match cmd {
         JobCommand::Create { job_id, pool_id, json_file } => {
-            let spec = match (json_file, job_id, pool_id) {
+            let mut spec = match (json_file, job_id, pool_id) {
                 (Some(path), _, _) => crate::read_json::<JobAddParameter>(&path, "JobAddParameter")?,
                 (None, Some(job), Some(pool)) => JobAddParameter::new(&job, &pool),
                 _ => anyhow::bail!("give --job-id with --pool-id, or --json-file"),
             };
+            // An auto pool is made first (again, unchanged, when the command is run again).
+            if let Some(auto) = spec.pool_info.auto_pool_specification.clone() {
+                spec.validate()?;
+                let pool = auto.pool_for(&spec.id)?;
+                let owner = auto.ends_with_job().then_some(spec.id.as_str());
+                crate::pool::create(config, &store, &pool, owner).await?;
+                spec.pool_info.pool_id = pool.id;
+            }
             if let Some(manager) = &spec.job_manager_task {
                 let slots = store.get_pool(&spec.pool_info.pool_id).await?.spec.task_slots_per_node;
                 if manager.task(slots).slots() > slots {

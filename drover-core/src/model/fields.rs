@@ -118,14 +118,14 @@ pub const KINDS: &[(&str, &[(&str, Policy)])] = &[
             ("authenticationTokenSettings", Refused("there is no Batch service to call back with a token")),
         ],
     ),
+    ("PoolInformation", &[("poolId", Supported), ("autoPoolSpecification", Object("AutoPoolSpecification"))]),
     (
-        "PoolInformation",
+        "AutoPoolSpecification",
         &[
-            ("poolId", Supported),
-            (
-                "autoPoolSpecification",
-                Refused("not provided yet: create the pool (`drover pool create`) and name it in poolId"),
-            ),
+            ("autoPoolIdPrefix", Supported),
+            ("poolLifetimeOption", Supported),
+            ("keepAlive", Supported),
+            ("pool", Object("PoolAddParameter")),
         ],
     ),
     (
@@ -300,7 +300,7 @@ mod tests {
             "PoolAddParameter" => ("pool", json!({"id": "x"})),
             "StartTask" => ("pool", json!({"id": "x", "startTask": {"commandLine": "x"}})),
             "JobAddParameter" => ("job", json!({"id": "x", "poolInfo": {"poolId": "p"}})),
-            "PoolInformation" => ("job", json!({"id": "x", "poolInfo": {"poolId": "p"}})),
+            "PoolInformation" | "AutoPoolSpecification" => ("job", json!({"id": "x", "poolInfo": {"poolId": "p"}})),
             "JobPreparationTask" => {
                 ("job", json!({"id": "x", "poolInfo": {"poolId": "p"}, "jobPreparationTask": {"commandLine": "x"}}))
             }
@@ -318,6 +318,10 @@ mod tests {
             "PoolAddParameter" | "JobAddParameter" | "TaskAddParameter" => &mut doc,
             "StartTask" => &mut doc["startTask"],
             "PoolInformation" => &mut doc["poolInfo"],
+            "AutoPoolSpecification" => {
+                doc["poolInfo"] = json!({"autoPoolSpecification": {"poolLifetimeOption": "job"}});
+                &mut doc["poolInfo"]["autoPoolSpecification"]
+            }
             "JobPreparationTask" => &mut doc["jobPreparationTask"],
             "JobReleaseTask" => &mut doc["jobReleaseTask"],
             "JobManagerTask" => &mut doc["jobManagerTask"],

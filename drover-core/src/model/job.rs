@@ -108,7 +108,61 @@ impl JobManagerTask {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PoolInformation {
+    /// The pool (with an auto pool, the one `drover job create` made for the job).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pool_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_pool_specification: Option<AutoPoolSpecification>,
+}
+
+/// Azure's AutoPoolSpecification: a pool made with the job, and (`poolLifetimeOption` `job`,
+/// without `keepAlive`) removed once the job has completed. Its workers are the autoscaler's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutoPoolSpecification {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_pool_id_prefix: Option<String>,
+    pub pool_lifetime_option: PoolLifetimeOption,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<bool>,
+    /// Azure's PoolSpecification: a pool without its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<serde_json::Value>,
+}
+
+/// How long an auto pool lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PoolLifetimeOption {
+    Job,
+    JobSchedule,
+}
+
+impl AutoPoolSpecification {
+    /// The pool it makes for job `job`: `<autoPoolIdPrefix or "auto">_<job>` (cut to 64
+    /// characters, the end replaced by a hash of the whole when cut).
+    pub fn pool_for(&self, job: &str) -> Result<super::PoolAddParameter> {
+        let prefix = self.auto_pool_id_prefix.as_deref().unwrap_or("auto");
+        let mut id = format!("{prefix}_{job}");
+        if id.len() > super::MAX_ID_LEN {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(&id);
+            id = format!("{}{hash:016x}", &id[..super::MAX_ID_LEN - 16]);
+        }
+        let mut pool = self.pool.clone().unwrap_or_else(|| serde_json::json!({}));
+        match &mut pool {
+            serde_json::Value::Object(members) => {
+                members.insert("id".into(), serde_json::Value::String(id));
+            }
+            _ => return Err(Error::invalid("poolInfo.autoPoolSpecification.pool: must be an object")),
+        }
+        super::lenient::from_value(pool).map_err(|e| Error::invalid(format!("poolInfo.autoPoolSpecification.pool.{e}")))
+    }
+
+    /// Whether the pool goes once the job has completed.
+    pub fn ends_with_job(&self) -> bool {
+        self.pool_lifetime_option == PoolLifetimeOption::Job && self.keep_alive != Some(true)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,14 +240,32 @@ pub enum OnTaskFailure {
 impl JobAddParameter {
     /// A job with just an id on a pool.
     pub fn new(id: &str, pool_id: &str) -> Self {
-        JobAddParameter { id: id.into(), pool_info: PoolInformation { pool_id: pool_id.into() }, ..Default::default() }
+        JobAddParameter {
+            id: id.into(),
+            pool_info: PoolInformation { pool_id: pool_id.into(), auto_pool_specification: None },
+            ..Default::default()
+        }
     }
 
     /// Checks every field drover can check without touching a service.
     pub fn validate(&self) -> Result<()> {
         validate_id("job id", &self.id)?;
         let at = |e: String| Error::invalid(format!("job {:?}: {e}", self.id));
-        validate_id("poolInfo.poolId", &self.pool_info.pool_id).map_err(|e| at(e.to_string()))?;
+        match &self.pool_info.auto_pool_specification {
+            None => validate_id("poolInfo.poolId", &self.pool_info.pool_id).map_err(|e| at(e.to_string()))?,
+            Some(auto) => {
+                if auto.pool_lifetime_option == PoolLifetimeOption::JobSchedule {
+                    return Err(at("poolInfo.autoPoolSpecification.poolLifetimeOption: jobSchedule needs job schedules, which drover does not provide yet; use job".into()));
+                }
+                if let Some(prefix) = &auto.auto_pool_id_prefix {
+                    validate_id("poolInfo.autoPoolSpecification.autoPoolIdPrefix", prefix)
+                        .map_err(|e| at(e.to_string()))?;
+                }
+                let pool = auto.pool_for(&self.id).map_err(|e| at(e.to_string()))?;
+                crate::autoscale::validate_pool(&pool)
+                    .map_err(|e| at(format!("poolInfo.autoPoolSpecification.pool: {e}")))?;
+            }
+        }
         if let Some(p) = self.priority {
             if !(-1000..=1000).contains(&p) {
                 return Err(at(format!("priority {p}: must be between -1000 and 1000")));

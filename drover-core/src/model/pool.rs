@@ -180,6 +180,12 @@ pub struct CloudPool {
     /// The last autoscale evaluation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auto_scale_run: Option<AutoScaleRun>,
+    /// The job whose auto pool it is, when it goes once that job has completed.
+    #[serde(skip)]
+    pub auto_pool_job: Option<String>,
+    /// When it was created (ms since the epoch).
+    #[serde(skip)]
+    pub ctime_ms: i64,
 }
 
 /// One evaluation of a pool's formula (Azure's AutoScaleRun, plus what drover decided).

@@ -14,14 +14,24 @@ struct PoolRecord {
     /// The spec's signature (over its JSON as this build writes it), when the account signs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sig: Option<String>,
+    /// The job whose auto pool it is, when it goes once that job has completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auto_job: Option<String>,
 }
 
 impl StatusStore {
     /// Records a pool. Creating the same pool again is a no-op; a different spec under an existing
     /// id is refused.
     pub async fn create_pool(&self, pool: &PoolAddParameter) -> Result<()> {
+        self.create_pool_for(pool, None).await
+    }
+
+    /// Records a pool, as [`StatusStore::create_pool`]; with `auto_job`, it is that job's auto
+    /// pool, which goes once the job has completed (`drover-monitor` removes it).
+    pub async fn create_pool_for(&self, pool: &PoolAddParameter, auto_job: Option<&str>) -> Result<()> {
         crate::autoscale::validate_pool(pool)?;
-        let record = PoolRecord { spec: pool.clone(), ctime: now_ms(), sig: self.pool_sig(pool)? };
+        let auto_job = auto_job.map(String::from);
+        let record = PoolRecord { spec: pool.clone(), ctime: now_ms(), sig: self.pool_sig(pool)?, auto_job };
         let record = serde_json::to_string(&record).map_err(|e| Error::Internal(format!("pool {:?}: {e}", pool.id)))?;
         let (created, _): (bool, i64) = redis::pipe()
             .atomic()
@@ -86,6 +96,8 @@ impl StatusStore {
             creation_time: rfc3339(r.ctime),
             current_dedicated_nodes: None,
             auto_scale_run: None,
+            auto_pool_job: r.auto_job,
+            ctime_ms: r.ctime,
         })
     }
 
