@@ -352,3 +352,53 @@ async fn a_job_with_an_auto_pool_runs_with_no_worker_started_by_hand_and_its_poo
     let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
     assert!(ch.queue_declare(queue.as_str().into(), passive, Default::default()).await.is_err(), "its queue is gone");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_makes_each_job_once_with_two_schedulers_running() {
+    let mut acct = TestAccount::new("azschedule").await;
+    acct.pool("p", 1);
+    for _ in 0..2 {
+        let listen = format!("127.0.0.1:{}", drover_tests::free_port());
+        acct.start_monitor(&["--listen", &listen]);
+    }
+    let at = |ms: i64| {
+        (chrono::Utc::now() + chrono::Duration::milliseconds(ms)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    // Due at T, T+2 s and T+4 s; T+6 s is past doNotRunAfter.
+    let schedule = json!({"id": "every2s", "schedule": {"doNotRunUntil": at(1000), "doNotRunAfter": at(6000),
+                                                         "recurrenceInterval": "PT2S"},
+                          "jobSpecification": {"poolInfo": {"poolId": "p"}, "priority": "5"}});
+    let file = acct.file("schedule.json", &schedule.to_string());
+    let created = acct.ok(&["job-schedule", "create", "--json-file", file.to_str().unwrap()]).json();
+    assert_eq!(created["state"], "active", "{created}");
+    assert!(created["executionInfo"]["nextRunTime"].is_string(), "{created}");
+    let done = acct
+        .until_json(&["job-schedule", "show", "--job-schedule-id", "every2s"], "the schedule completes", |s| {
+            s["state"] == "completed"
+        })
+        .await;
+    assert_eq!(done["executionInfo"]["recentJob"]["id"], "every2s-job-3", "{done}");
+    let jobs = acct.ok(&["job", "list"]).json();
+    let mut ids: Vec<&str> = jobs.as_array().unwrap().iter().filter_map(|j| j["id"].as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["every2s-job-1", "every2s-job-2", "every2s-job-3"], "{jobs}");
+    assert_eq!(jobs[0]["priority"], 5, "{jobs}");
+
+    // Disable, enable, terminate and delete, as Azure's commands do.
+    let later = json!({"id": "later", "schedule": {"doNotRunUntil": at(3_600_000)},
+                       "jobSpecification": {"poolInfo": {"poolId": "p"}}});
+    let file = acct.file("later.json", &later.to_string());
+    acct.ok(&["job-schedule", "create", "--json-file", file.to_str().unwrap()]);
+    let again = acct.drover(&["job-schedule", "create", "--json-file", file.to_str().unwrap()]);
+    assert!(again.code == 1 && again.stderr.contains("exists"), "{again:?}");
+    let id = ["--job-schedule-id", "later"];
+    assert_eq!(acct.ok(&[&["job-schedule", "disable"][..], &id].concat()).json()["state"], "disabled");
+    assert_eq!(acct.ok(&[&["job-schedule", "enable"][..], &id].concat()).json()["state"], "active");
+    assert_eq!(acct.ok(&[&["job-schedule", "terminate"][..], &id].concat()).json()["state"], "completed");
+    let refused = acct.drover(&[&["job-schedule", "enable"][..], &id].concat());
+    assert!(refused.code == 1 && refused.stderr.contains("completed"), "{refused:?}");
+    acct.ok(&[&["job-schedule", "delete"][..], &id].concat());
+    assert_eq!(acct.drover(&[&["job-schedule", "show"][..], &id].concat()).code, 1);
+    let listed = acct.ok(&["job-schedule", "list"]).json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}

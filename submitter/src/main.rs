@@ -4,6 +4,7 @@ mod application;
 mod dead_letter;
 mod ids;
 mod job;
+mod job_schedule;
 mod node;
 mod output;
 mod pool;
@@ -44,6 +45,9 @@ enum Command {
     /// Create, watch, terminate and delete jobs.
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Jobs made again and again (Azure's job schedules), by drover-monitor.
+    #[command(subcommand)]
+    JobSchedule(job_schedule::JobScheduleCommand),
     /// Add, show and list tasks; download their files.
     #[command(subcommand)]
     Task(task::TaskCommand),
@@ -125,6 +129,7 @@ async fn main() -> ExitCode {
             Command::Storage(c) => storage::run(&cli.config, format, c).await,
             Command::Pool(c) => pool::run(&cli.config, format, c).await,
             Command::Job(c) => job::run(&cli.config, format, c).await,
+            Command::JobSchedule(c) => job_schedule::run(&cli.config, format, c).await,
             Command::Task(c) => task::run(&cli.config, format, c).await,
             Command::Node(c) => node::run(&cli.config, format, c).await,
             Command::Application(c) => application::run(&cli.config, format, c).await,

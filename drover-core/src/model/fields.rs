@@ -99,6 +99,16 @@ pub const KINDS: &[(&str, &[(&str, Policy)])] = &[
         ],
     ),
     (
+        "JobScheduleAddParameter",
+        &[
+            ("id", Supported),
+            ("displayName", Supported),
+            ("schedule", Supported),
+            ("jobSpecification", Object("JobAddParameter")),
+            ("metadata", Supported),
+        ],
+    ),
+    (
         "JobManagerTask",
         &[
             ("id", Supported),
@@ -311,11 +321,14 @@ mod tests {
                 "job",
                 json!({"id": "x", "poolInfo": {"poolId": "p"}, "jobManagerTask": {"id": "m", "commandLine": "x"}}),
             ),
+            "JobScheduleAddParameter" => {
+                ("schedule", json!({"id": "x", "schedule": {}, "jobSpecification": {"poolInfo": {"poolId": "p"}}}))
+            }
             _ => ("task", json!({"id": "x", "commandLine": "x"})),
         };
         let mut doc = doc;
         let target = match kind {
-            "PoolAddParameter" | "JobAddParameter" | "TaskAddParameter" => &mut doc,
+            "PoolAddParameter" | "JobAddParameter" | "TaskAddParameter" | "JobScheduleAddParameter" => &mut doc,
             "StartTask" => &mut doc["startTask"],
             "PoolInformation" => &mut doc["poolInfo"],
             "AutoPoolSpecification" => {
@@ -348,6 +361,7 @@ mod tests {
         let e = match root {
             "pool" => lenient::from_value::<PoolAddParameter>(doc).err(),
             "job" => lenient::from_value::<JobAddParameter>(doc).err(),
+            "schedule" => lenient::from_value::<crate::model::schedule::JobScheduleAddParameter>(doc).err(),
             _ => lenient::from_value::<TaskAddParameter>(doc).err(),
         };
         e.map(|e| e.to_string())

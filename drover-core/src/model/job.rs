@@ -255,7 +255,7 @@ impl JobAddParameter {
             None => validate_id("poolInfo.poolId", &self.pool_info.pool_id).map_err(|e| at(e.to_string()))?,
             Some(auto) => {
                 if auto.pool_lifetime_option == PoolLifetimeOption::JobSchedule {
-                    return Err(at("poolInfo.autoPoolSpecification.poolLifetimeOption: jobSchedule needs job schedules, which drover does not provide yet; use job".into()));
+                    return Err(at("poolInfo.autoPoolSpecification.poolLifetimeOption: jobSchedule (a pool kept for a schedule's jobs) is not provided yet; use job".into()));
                 }
                 if let Some(prefix) = &auto.auto_pool_id_prefix {
                     validate_id("poolInfo.autoPoolSpecification.autoPoolIdPrefix", prefix)

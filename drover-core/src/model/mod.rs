@@ -10,6 +10,7 @@ pub mod lenient;
 pub mod message;
 pub mod node;
 pub mod pool;
+pub mod schedule;
 mod storage;
 pub mod task;
 

@@ -38,11 +38,22 @@ impl StatusStore {
     /// Creates `job` on its pool; refuses an unknown pool or an existing job id.
     pub async fn create_job(&self, job: &JobAddParameter) -> Result<()> {
         job.validate()?;
-        let now = now_ms();
+        let mut inv = CREATE_JOB.prepare();
+        self.new_job(&mut inv, job, now_ms())?;
+        let reply = CREATE_JOB.run(inv, &mut self.con()).await?;
+        match reply.head.as_str() {
+            "ok" => Ok(()),
+            "nopool" => Err(Error::NotFound { kind: "pool", id: job.pool_info.pool_id.clone() }),
+            "dup" => Err(Error::Conflict { kind: "job", id: job.id.clone() }),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    /// Adds to `inv` the keys and arguments of `includes/new_job.lua` for `job`, made at `now`.
+    pub(super) fn new_job(&self, inv: &mut redis::ScriptInvocation<'_>, job: &JobAddParameter, now: i64) -> Result<()> {
         let pool = &job.pool_info.pool_id;
         let spec = serde_json::to_string(job).map_err(|e| Error::Internal(format!("job {:?}: {e}", job.id)))?;
         let sig = self.signer().map(|s| s.sign(Kind::Job, &[&job.id, &spec])).unwrap_or_default();
-        let mut inv = CREATE_JOB.prepare();
         inv.key(self.keys.job(&job.id).hash())
             .key(self.keys.jobs())
             .key(self.keys.pool(pool))
@@ -60,13 +71,7 @@ impl StatusStore {
             .arg(job.deadline_ms(now).unwrap_or(0))
             .arg(sig)
             .arg(job.job_manager_task.as_ref().filter(|m| m.kills_job()).map_or("", |m| m.id.as_str()));
-        let reply = CREATE_JOB.run(inv, &mut self.con()).await?;
-        match reply.head.as_str() {
-            "ok" => Ok(()),
-            "nopool" => Err(Error::NotFound { kind: "pool", id: pool.clone() }),
-            "dup" => Err(Error::Conflict { kind: "job", id: job.id.clone() }),
-            _ => Err(reply.unexpected()),
-        }
+        Ok(())
     }
 
     async fn job_fields(&self, job: &str) -> Result<HashMap<String, String>> {

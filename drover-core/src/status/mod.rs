@@ -36,6 +36,7 @@ mod node;
 mod outbox;
 mod pool;
 mod progress;
+mod schedule;
 mod scripts;
 mod sentinel;
 mod stats;
@@ -142,6 +143,14 @@ impl Keys {
     }
     fn jobs(&self) -> String {
         format!("{}jobs", self.prefix)
+    }
+    /// A job schedule's hash.
+    fn schedule(&self, id: &str) -> String {
+        format!("{}schedule:{id}", self.prefix)
+    }
+    /// The account's job schedules (a set of ids).
+    fn schedules(&self) -> String {
+        format!("{}schedules", self.prefix)
     }
     /// The keys of one job.
     pub(crate) fn job(&self, job: &str) -> JobKeys {

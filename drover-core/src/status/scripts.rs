@@ -26,6 +26,7 @@ fn include(name: &str) -> Option<&'static str> {
         "counters.lua" => include_str!("lua/includes/counters.lua"),
         "outbox.lua" => include_str!("lua/includes/outbox.lua"),
         "lifecycle.lua" => include_str!("lua/includes/lifecycle.lua"),
+        "new_job.lua" => include_str!("lua/includes/new_job.lua"),
         _ => return None,
     })
 }
@@ -162,6 +163,9 @@ macro_rules! scripts {
 
 scripts! {
     CREATE_JOB => "create_job.lua",
+    CREATE_SCHEDULE => "create_schedule.lua",
+    RUN_SCHEDULE => "run_schedule.lua",
+    SCHEDULE_STATE => "schedule_state.lua",
     TERMINATE_JOB => "terminate_job.lua",
     CREATE_TASKS => "create_tasks.lua",
     START_TASK => "start_task.lua",
