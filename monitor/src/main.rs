@@ -1,4 +1,4 @@
-//! `drover-monitor`: the Prometheus exporter (`/metrics`) and the autoscaler.
+//! `drover-monitor`: the Prometheus exporter (`/metrics`), the job scheduler and the autoscaler.
 
 mod actuator;
 mod autoscaler;
@@ -23,7 +23,7 @@ enum ActuatorKind {
 }
 
 #[derive(Parser)]
-#[command(name = "drover-monitor", version, about = "drover's autoscaler and Prometheus exporter")]
+#[command(name = "drover-monitor", version, about = "drover's autoscaler, job scheduler and Prometheus exporter")]
 struct Cli {
     #[command(flatten)]
     config: Config,
