@@ -232,14 +232,14 @@ pub async fn connect(broker: &Broker, name: &str) -> Result<Connection> {
         identity: None,
         cert_chain: broker.ca_file.as_deref().map(crate::tls::ca_pem).transpose()?,
     };
+    let runtime = lapin::runtime::default_runtime()?;
     let start = CURRENT_NODE.load(AtomicOrdering::Relaxed);
     let mut last = Error::invalid("amqp-url: at least one broker URL is needed");
     for k in 0..urls.len() {
         let i = (start + k) % urls.len();
         let uri = parse_url(&urls[i], i)?;
         let props = ConnectionProperties::default().with_connection_name(name.into());
-        let runtime = lapin::runtime::default_runtime()?;
-        let connect = Connection::connect_uri_with_config(uri, props, tls.clone(), runtime);
+        let connect = Connection::connect_uri_with_config(uri, props, tls.clone(), runtime.clone());
         let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect).await;
         match attempt {
             Ok(Ok(connection)) => {

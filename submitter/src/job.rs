@@ -3,7 +3,7 @@
 use crate::ids::JobId;
 use crate::output::{self, Format};
 use drover_core::model::job::TaskCountsResult;
-use drover_core::model::{CloudJob, CloudTask, JobAddParameter};
+use drover_core::model::{CloudJob, CloudTask, JobAddParameter, TaskAddParameter};
 use drover_core::queue::{Publisher, Topology};
 use drover_core::status::{count, Stall, StallReason, StatusStore};
 use drover_core::Config;
@@ -101,32 +101,38 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
                 crate::pool::create(config, &store, &pool, owner).await?;
                 spec.pool_info.pool_id = pool.id;
             }
-            if let Some(manager) = &spec.job_manager_task {
-                let slots = store.get_pool(&spec.pool_info.pool_id).await?.spec.task_slots_per_node;
-                if manager.task(slots).slots() > slots {
-                    anyhow::bail!(
-                        "jobManagerTask {:?}: requiredSlots {} is more than pool {:?}'s taskSlotsPerNode {slots}",
-                        manager.id,
-                        manager.task(slots).slots(),
-                        spec.pool_info.pool_id
-                    );
+            // The manager, as the task it becomes, checked against its pool before anything is made.
+            let manager = match &spec.job_manager_task {
+                Some(m) => {
+                    let slots = store.get_pool(&spec.pool_info.pool_id).await?.spec.task_slots_per_node;
+                    let task = m.task(slots);
+                    if task.slots() > slots {
+                        anyhow::bail!(
+                            "jobManagerTask {:?}: requiredSlots {} is more than pool {:?}'s taskSlotsPerNode {slots}",
+                            m.id,
+                            task.slots(),
+                            spec.pool_info.pool_id
+                        );
+                    }
+                    Some(task)
                 }
-            }
-            match store.create_job(&spec).await {
-                Ok(()) => {}
+                None => None,
+            };
+            let resumed = match store.create_job(&spec).await {
+                Ok(()) => false,
                 // Run again after an interruption, the same job gets the manager it lacks.
-                Err(e @ drover_core::Error::Conflict { .. }) => match &spec.job_manager_task {
-                    Some(m)
-                        if store.get_job(&spec.id).await?.spec == spec
-                            && !has_task(&store, &spec.id, &m.id).await? => {}
-                    _ => return Err(e.into()),
-                },
-                Err(e) => return Err(e.into()),
-            }
-            if let Some(manager) = &spec.job_manager_task {
-                if !has_task(&store, &spec.id, &manager.id).await? {
-                    add_manager(config, &store, &spec, manager).await?;
+                Err(drover_core::Error::Conflict { .. })
+                    if manager.is_some() && store.get_job(&spec.id).await?.spec == spec =>
+                {
+                    true
                 }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(task) = manager {
+                if resumed && has_task(&store, &spec.id, &task.id).await? {
+                    return Err(drover_core::Error::Conflict { kind: "job", id: spec.id.clone() }.into());
+                }
+                add_manager(config, &store, &spec.id, task).await?;
             }
             output::one(format, &store.get_job(&spec.id).await?)
         }
@@ -175,26 +181,21 @@ async fn has_task(store: &StatusStore, job: &str, task: &str) -> anyhow::Result<
     }
 }
 
-/// Adds the job manager task as the job's first task.
-async fn add_manager(
-    config: &Config,
-    store: &StatusStore,
-    spec: &JobAddParameter,
-    manager: &drover_core::model::job::JobManagerTask,
-) -> anyhow::Result<()> {
-    let slots = store.get_pool(&spec.pool_info.pool_id).await?.spec.task_slots_per_node;
+/// Adds the job manager's `task` as job `job`'s first task.
+async fn add_manager(config: &Config, store: &StatusStore, job: &str, task: TaskAddParameter) -> anyhow::Result<()> {
     let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
     let mut submission = drover_core::submit::Submission {
         store,
         publisher: &publisher,
-        job_id: &spec.id,
+        job_id: job,
         continue_on_error: false,
         progress: &|_| {},
     };
-    let added = submission.add(&[manager.task(slots)]).await;
+    let id = task.id.clone();
+    let added = submission.add(&[task]).await;
     publisher.close().await;
     added.map_err(|e| {
-        anyhow::anyhow!("jobManagerTask {:?}: {e} (run the same `drover job create` again to add it)", manager.id)
+        anyhow::anyhow!("jobManagerTask {id:?}: {e} (run the same `drover job create` again to add it)")
     })?;
     Ok(())
 }

@@ -145,9 +145,10 @@ impl AutoPoolSpecification {
         let prefix = self.auto_pool_id_prefix.as_deref().unwrap_or("auto");
         let mut id = format!("{prefix}_{job}");
         if id.len() > super::MAX_ID_LEN {
-            use std::hash::{BuildHasher, BuildHasherDefault};
-            let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(&id);
-            id = format!("{}{hash:016x}", &id[..super::MAX_ID_LEN - 16]);
+            // A hash that stays the same across builds: a rerun must name the same pool.
+            use sha2::Digest;
+            let hash: String = sha2::Sha256::digest(id.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+            id = format!("{}{hash}", id.chars().take(super::MAX_ID_LEN - 16).collect::<String>());
         }
         let mut pool = self.pool.clone().unwrap_or_else(|| serde_json::json!({}));
         match &mut pool {

@@ -19,12 +19,6 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, LenientError> 
     T::deserialize(Lenient(value))
 }
 
-/// Reads the JSON document `text` (syntax errors say their line and column) as a `T`.
-pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, LenientError> {
-    let value: Value = serde_json::from_str(strip_bom(text)).map_err(|e| LenientError::new(e.to_string()))?;
-    from_value(value)
-}
-
 /// How many problems a refusal lists.
 const MAX_PROBLEMS: usize = 20;
 
@@ -245,17 +239,13 @@ impl de::Error for LenientError {
 /// A JSON value read leniently, its members and elements too.
 struct Lenient(Value);
 
-/// Forwards to serde_json's own reading of the value, with this module's error type.
-fn plain<'de, V: Visitor<'de>>(
-    value: Value,
-    read: impl FnOnce(Value, Relay<V>) -> Result<V::Value, serde_json::Error>,
-    visitor: V,
-) -> Result<V::Value, LenientError> {
+/// Reads the value as serde_json itself does, with this module's error type.
+fn plain<'de, V: Visitor<'de>>(value: Value, visitor: V) -> Result<V::Value, LenientError> {
     // serde_json's own errors (invalid type, ...) and the visitor's, kept apart so the
     // visitor's keep their path.
     let mut inner = None;
     let relay = Relay { visitor, inner: &mut inner };
-    read(value, relay).map_err(|e| inner.take().unwrap_or_else(|| LenientError::new(e.to_string())))
+    value.deserialize_any(relay).map_err(|e| inner.take().unwrap_or_else(|| LenientError::new(e.to_string())))
 }
 
 /// A visitor passed through to serde_json's Value; the wrapped visitor's own errors are kept.
@@ -297,9 +287,9 @@ macro_rules! numbers {
             match self.0 {
                 Value::String(s) => match s.trim().parse::<$ty>() {
                     Ok(n) => visitor.$visit(n.into()),
-                    Err(_) => plain(Value::String(s), |v, r| v.deserialize_any(r), visitor),
+                    Err(_) => plain(Value::String(s), visitor),
                 },
-                other => plain(other, |v, r| v.deserialize_any(r), visitor),
+                other => plain(other, visitor),
             }
         }
     )*};
@@ -316,7 +306,7 @@ impl<'de> Deserializer<'de> for Lenient {
                 let members: Vec<(String, Value)> = members.into_iter().filter(|(_, v)| !v.is_null()).collect();
                 visitor.visit_map(Members { members: members.into_iter(), value: None })
             }
-            other => plain(other, |v, r| v.deserialize_any(r), visitor),
+            other => plain(other, visitor),
         }
     }
 
@@ -331,7 +321,7 @@ impl<'de> Deserializer<'de> for Lenient {
         match self.0 {
             Value::String(s) if s.trim().eq_ignore_ascii_case("true") => visitor.visit_bool(true),
             Value::String(s) if s.trim().eq_ignore_ascii_case("false") => visitor.visit_bool(false),
-            other => plain(other, |v, r| v.deserialize_any(r), visitor),
+            other => plain(other, visitor),
         }
     }
 
@@ -353,7 +343,7 @@ impl<'de> Deserializer<'de> for Lenient {
                 let name = variants.iter().find(|v| v.eq_ignore_ascii_case(s.trim())).map_or(s, |v| (*v).to_string());
                 visitor.visit_enum(IntoDeserializer::<LenientError>::into_deserializer(name))
             }
-            other => plain(other, |v, r| v.deserialize_any(r), visitor),
+            other => plain(other, visitor),
         }
     }
 
@@ -422,6 +412,11 @@ mod tests {
     use crate::model::job::JobAddParameter;
     use crate::model::pool::PoolAddParameter;
     use crate::model::TaskAddParameter;
+
+    fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, LenientError> {
+        let value: Value = serde_json::from_str(strip_bom(text)).map_err(|e| LenientError::new(e.to_string()))?;
+        from_value(value)
+    }
 
     #[test]
     fn reads_what_az_accepts() {

@@ -193,12 +193,7 @@ impl Staging {
         let list_prefix = format!("{base}{}", rf.blob_prefix.as_deref().unwrap_or(""));
         let objects = self.s3.list(&container.bucket, &list_prefix).await?;
         for (key, _) in objects {
-            let relative = &key[base.len()..];
-            if relative.is_empty() || relative.ends_with('/') {
-                continue;
-            }
-            check_relative(relative).map_err(|e| Error::Storage(format!("object {key:?}: {e}")))?;
-            let dest: PathBuf = wd.join(file_path).join(relative);
+            let Some(dest) = listed_dest(rf, wd, &base, &key, "object")? else { continue };
             bytes += self.s3.download_within(&container.bucket, &key, &dest, limit.saturating_sub(bytes)).await?;
             set_mode(&dest, rf.mode()).await?;
         }
@@ -215,17 +210,23 @@ impl Staging {
         let list_prefix = format!("{base}{}", rf.blob_prefix.as_deref().unwrap_or(""));
         let mut bytes = 0;
         for name in blob::list(&self.http, container, &list_prefix).await? {
-            let relative = name.get(base.len()..).unwrap_or("");
-            if relative.is_empty() || relative.ends_with('/') {
-                continue;
-            }
-            check_relative(relative).map_err(|e| Error::Storage(format!("blob {name:?}: {e}")))?;
-            let dest: PathBuf = wd.join(rf.file_path.as_deref().unwrap_or("")).join(relative);
+            let Some(dest) = listed_dest(rf, wd, &base, &name, "blob")? else { continue };
             bytes += http::download(&self.http, &container.blob(&name, ""), &dest, limit.saturating_sub(bytes)).await?;
             set_mode(&dest, rf.mode()).await?;
         }
         Ok(bytes)
     }
+}
+
+/// Where `name`, listed under the container prefix `base`, lands in `wd` (below `filePath`);
+/// `None` for a directory marker. A name whose rest would lead out of `wd` is refused.
+fn listed_dest(rf: &ResourceFile, wd: &Path, base: &str, name: &str, what: &str) -> Result<Option<PathBuf>> {
+    let relative = name.get(base.len()..).unwrap_or("");
+    if relative.is_empty() || relative.ends_with('/') {
+        return Ok(None);
+    }
+    check_relative(relative).map_err(|e| Error::Storage(format!("{what} {name:?}: {e}")))?;
+    Ok(Some(wd.join(rf.file_path.as_deref().unwrap_or("")).join(relative)))
 }
 
 /// The error for a download past the bytes a task may still download.
