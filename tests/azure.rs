@@ -107,7 +107,7 @@ async fn an_azure_pool_document_is_created_with_its_cloud_fields_kept() {
     let file = acct.file("pool.json", &serde_json::to_string_pretty(&pool).unwrap());
     let created = acct.ok(&["pool", "create", "--json-file", file.to_str().unwrap()]);
     acct.remember_pool("p");
-    for field in ["virtualMachineConfiguration", "resizeTimeout", "networkConfiguration", "taskSchedulingPolicy"] {
+    for field in ["virtualMachineConfiguration", "resizeTimeout", "networkConfiguration"] {
         let said: Vec<&str> =
             created.stderr.lines().filter(|l| l.contains(&format!("{field}: has no effect"))).collect();
         assert_eq!(said.len(), 1, "one warning for {field}: {created:?}");
@@ -116,6 +116,8 @@ async fn an_azure_pool_document_is_created_with_its_cloud_fields_kept() {
     assert_eq!(shown["virtualMachineConfiguration"], pool["virtualMachineConfiguration"], "{shown}");
     assert_eq!(shown["resizeTimeout"], "PT15M");
     assert_eq!(shown["taskSlotsPerNode"], 2);
+    assert_eq!(shown["taskSchedulingPolicy"], json!({"nodeFillType": "spread"}));
+    assert!(!created.stderr.contains("taskSchedulingPolicy"), "{created:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -126,6 +126,51 @@ async fn a_node_never_runs_more_slots_than_it_has() {
     assert_eq!(counts["taskSlotCounts"]["completed"], 20, "{counts}");
 }
 
+/// The nodes that ran a job's tasks, in task id order.
+fn nodes_that_ran(acct: &TestAccount, job: &str) -> Vec<String> {
+    let list = acct.ok(&["task", "list", "--job-id", job]).json();
+    let mut tasks: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap().to_string(), t["nodeInfo"]["nodeId"].as_str().unwrap_or("").to_string()))
+        .collect();
+    tasks.sort();
+    tasks.into_iter().map(|(_, node)| node).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_packing_pool_fills_its_first_node_before_the_next_and_spread_shares() {
+    let mut acct = TestAccount::new("fill").await;
+    for (pool, fill) in [("pack", "Pack"), ("spread", "spread")] {
+        create_pool(
+            &mut acct,
+            json!({"id": pool, "taskSlotsPerNode": 2, "taskSchedulingPolicy": {"nodeFillType": fill}}),
+        );
+        let shown = acct.ok(&["pool", "show", "--pool-id", pool]).json();
+        assert_eq!(shown["taskSchedulingPolicy"]["nodeFillType"], fill.to_lowercase(), "{shown}");
+        // The first node is consuming before the second joins: it joined first, so it ranks first.
+        for n in 0..2 {
+            acct.start_worker_as(pool, &format!("{pool}{n}"), &[]);
+            acct.until_json(&["node", "list", "--pool-id", pool], "the node is idle", |nodes| {
+                nodes.as_array().is_some_and(|l| l.iter().filter(|n| n["state"] == "idle").count() == n + 1)
+            })
+            .await;
+        }
+        acct.ok(&["job", "create", "--job-id", pool, "--pool-id", pool]);
+        let tasks: Vec<Value> =
+            (0..2).map(|n| json!({"id": format!("t{n}"), "commandLine": "/bin/sleep 0.5"})).collect();
+        acct.add_tasks(pool, &tasks);
+        let wait = acct.drover(&["job", "wait", "--job-id", pool, "--timeout", "60"]);
+        assert_eq!(wait.code, 0, "{wait:?}");
+    }
+    // Two tasks fit the first node's two slots: packed, both ran there; spread, one on each.
+    assert_eq!(nodes_that_ran(&acct, "pack"), ["pack0", "pack0"]);
+    let mut spread = nodes_that_ran(&acct, "spread");
+    spread.sort();
+    assert_eq!(spread, ["spread0", "spread1"]);
+}
+
 fn zip_package(path: &std::path::Path, script: &str) {
     let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
     let options = zip::write::SimpleFileOptions::default().unix_permissions(0o755);

@@ -52,7 +52,7 @@ pub const KINDS: &[(&str, &[(&str, Policy)])] = &[
             ("targetSpotNodes", Kept("no spot capacity: count them in targetDedicatedNodes")),
             ("enableInterNodeCommunication", Kept("nodes reach each other as their network allows")),
             ("networkConfiguration", Kept("the nodes' network is the operator's")),
-            ("taskSchedulingPolicy", Kept("tasks go to whichever node has a free slot")),
+            ("taskSchedulingPolicy", Object("TaskSchedulingPolicy")),
             ("targetNodeCommunicationMode", Kept("nodes talk to RabbitMQ and Redis")),
             ("upgradePolicy", Kept("nodes are upgraded by their operator")),
             ("applicationLicenses", Kept("no Azure-provided licensed software")),
@@ -128,6 +128,7 @@ pub const KINDS: &[(&str, &[(&str, Policy)])] = &[
             ("authenticationTokenSettings", Refused("there is no Batch service to call back with a token")),
         ],
     ),
+    ("TaskSchedulingPolicy", &[("nodeFillType", Supported)]),
     ("PoolInformation", &[("poolId", Supported), ("autoPoolSpecification", Object("AutoPoolSpecification"))]),
     (
         "AutoPoolSpecification",

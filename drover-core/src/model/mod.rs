@@ -18,7 +18,7 @@ pub use duration::IsoDuration;
 pub use identity::{RunAs, UserAccount, UserIdentity};
 pub use job::{CloudJob, JobAddParameter, JobState};
 pub use message::TaskMessage;
-pub use pool::{CloudPool, PoolAddParameter};
+pub use pool::{CloudPool, NodeFillType, PoolAddParameter, TaskSchedulingPolicy};
 pub(crate) use storage::percent_encode;
 pub use storage::{BlobUrl, Container, S3Url};
 pub use task::{CloudTask, TaskAddParameter, TaskState};

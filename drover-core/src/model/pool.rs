@@ -41,6 +41,9 @@ pub struct PoolAddParameter {
     /// Users its commands may name in `userIdentity.userName`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub user_accounts: Vec<super::UserAccount>,
+    /// How its tasks fill its nodes (Azure's `nodeFillType`; spread by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_scheduling_policy: Option<TaskSchedulingPolicy>,
     // Cloud provisioning, accepted and kept, without effect on drover's nodes (`fields::KINDS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtual_machine_configuration: Option<serde_json::Value>,
@@ -59,13 +62,29 @@ pub struct PoolAddParameter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_configuration: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_scheduling_policy: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_node_communication_mode: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade_policy: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_licenses: Option<serde_json::Value>,
+}
+
+/// Azure's TaskSchedulingPolicy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskSchedulingPolicy {
+    #[serde(default)]
+    pub node_fill_type: NodeFillType,
+}
+
+/// `spread` hands tasks to every node with a free slot in turn; `pack` fills the longest-joined
+/// node's slots before the next node takes a task (so the newest nodes idle and can be retired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeFillType {
+    #[default]
+    Spread,
+    Pack,
 }
 
 /// Azure's StartTask: runs on a node when it joins the pool.
@@ -101,6 +120,11 @@ fn one() -> u32 {
 }
 
 impl PoolAddParameter {
+    /// Whether its nodes fill one at a time (`nodeFillType: pack`).
+    pub fn packs(&self) -> bool {
+        self.task_scheduling_policy.is_some_and(|p| p.node_fill_type == NodeFillType::Pack)
+    }
+
     /// A pool with just an id and its slots per node.
     pub fn new(id: &str, task_slots_per_node: u32) -> Self {
         PoolAddParameter { id: id.into(), task_slots_per_node, ..Default::default() }

@@ -68,8 +68,8 @@ impl Ord for Held {
     }
 }
 
-/// Consumes the pool's three band queues on one channel, each with a prefetch of twice `slots`,
-/// and starts a held delivery whenever enough of the node's `slots` are free for it (its
+/// Consumes the pool's three band queues on one channel, each with a prefetch of twice `slots`
+/// (`slots` and the node's rank as consumer priority when the pool packs), and starts a held delivery whenever enough of the node's `slots` are free for it (its
 /// `requiredSlots`), highest priority first.
 /// The lookahead matters: with a prefetch of only `slots`, the next high-priority message would
 /// still be on its way from the broker when a slot frees, and a held low-priority one would take
@@ -81,8 +81,13 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
     let connection = queue::connect(&ctx.config.broker(), &format!("drover-worker {}", ctx.options.node_id)).await?;
     let channel = connection.create_channel().await?;
     ctx.topology.check_pool(&channel, &ctx.options.pool_id).await?;
-    let prefetch = slots.saturating_mul(2).min(u16::MAX as u32) as u16;
-    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    // A packing node takes no lookahead: a message it held would wait while a lower node idles.
+    let prefetch = if ctx.fill_rank.is_some() { slots } else { slots.saturating_mul(2) };
+    channel.basic_qos(prefetch.min(u16::MAX as u32) as u16, BasicQosOptions::default()).await?;
+    let mut arguments = FieldTable::default();
+    if let Some(rank) = ctx.fill_rank {
+        arguments.insert("x-priority".into(), lapin::types::AMQPValue::LongInt(rank));
+    }
     let mut consumers = Vec::new();
     let mut tags = Vec::new();
     for band in Band::ALL {
@@ -94,7 +99,7 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
                     queue.as_str().into(),
                     tag.as_str().into(),
                     BasicConsumeOptions::default(),
-                    FieldTable::default(),
+                    arguments.clone(),
                 )
                 .await
                 .map_err(|e| queue::worker_refusal(&format!("consume {queue}"), e))?,

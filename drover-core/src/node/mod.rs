@@ -107,6 +107,9 @@ pub(crate) struct NodeContext {
     /// The node's slots, and those free now.
     pub(crate) slots: u32,
     pub(crate) free: Arc<tokio::sync::Semaphore>,
+    /// With `nodeFillType: pack`, the node's consumer priority: a node that joined the pool earlier
+    /// ranks higher, and the broker gives a lower one a task only while every higher one is full.
+    pub(crate) fill_rank: Option<i32>,
     /// The node's own state (`idle` stands for idle or running: the heartbeat tells them apart) and
     /// since when (ms).
     pub(crate) state: Mutex<(NodeState, i64)>,
@@ -246,6 +249,18 @@ pub async fn run(
         Staging::new(&config).await?.with_retry_budget(options.storage_retry).with_allowed(&options.storage_allow)?;
     let publisher =
         Publisher::new(&config.broker(), &format!("drover-worker {}", options.node_id), Topology::new(&config.account));
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let work_dir = options.work_dir.to_string_lossy().into_owned();
+    let join = NodeJoin {
+        pool: &options.pool_id,
+        node: &options.node_id,
+        host: &host,
+        slots,
+        version: env!("CARGO_PKG_VERSION"),
+        work_dir: &work_dir,
+    };
+    let joins = store.join_pool(&join).await?;
+    tracing::info!(pool = %options.pool_id, node = %options.node_id, slots, "node joined the pool");
     let ctx = Arc::new(NodeContext {
         topology: Topology::new(&config.account),
         publisher,
@@ -260,6 +275,7 @@ pub async fn run(
         hand_back,
         slots,
         free: Arc::new(tokio::sync::Semaphore::new(slots as usize)),
+        fill_rank: pool.spec.packs().then(|| i32::try_from(joins).map_or(i32::MIN, |n| -n)),
         state: Mutex::new((NodeState::Starting, crate::model::now_ms())),
         total_run: AtomicU64::new(0),
         total_succeeded: AtomicU64::new(0),
@@ -267,18 +283,6 @@ pub async fn run(
         user_accounts: pool.spec.user_accounts.clone(),
         cgroups: cgroups::Cgroups::new(),
     });
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let work_dir = ctx.options.work_dir.to_string_lossy().into_owned();
-    let join = NodeJoin {
-        pool: &ctx.options.pool_id,
-        node: &ctx.options.node_id,
-        host: &host,
-        slots,
-        version: env!("CARGO_PKG_VERSION"),
-        work_dir: &work_dir,
-    };
-    ctx.store.join_pool(&join).await?;
-    tracing::info!(pool = %ctx.options.pool_id, node = %ctx.options.node_id, slots, "node joined the pool");
     let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
     job::restore(&ctx).await;
     let root = ctx.account_dir();

@@ -35,11 +35,12 @@ pub struct NodeBeat {
 }
 
 impl StatusStore {
-    /// Registers a node in its pool (state `starting`) and starts its heartbeat.
-    pub async fn join_pool(&self, join: &NodeJoin<'_>) -> Result<()> {
+    /// Registers a node in its pool (state `starting`) and starts its heartbeat; returns how many
+    /// joins the pool has seen, this one included (a packing node's rank).
+    pub async fn join_pool(&self, join: &NodeJoin<'_>) -> Result<u64> {
         let now = now_ms();
         let info = self.keys.node_part(join.node, "info");
-        let _: () = redis::pipe()
+        let (joins,): (u64,) = redis::pipe()
             .atomic()
             .cmd("SET")
             .arg(self.keys.node_info(join.node))
@@ -70,9 +71,11 @@ impl StatusStore {
             .arg("PX")
             .arg(NODE_LEASE.as_millis() as u64)
             .ignore()
+            .cmd("INCR")
+            .arg(self.keys.pool_part(join.pool, "joins"))
             .query_async(&mut self.con())
             .await?;
-        Ok(())
+        Ok(joins)
     }
 
     /// Renews a node's heartbeat and records its state and running tasks (one round trip).

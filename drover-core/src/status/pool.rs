@@ -152,7 +152,7 @@ impl StatusStore {
             .cmd("DEL")
             .arg(self.keys.pool(pool))
             .cmd("UNLINK")
-            .arg(&["samples", "autoscale", "jobs"].map(|p| self.keys.pool_part(pool, p)))
+            .arg(&["samples", "autoscale", "jobs", "joins"].map(|p| self.keys.pool_part(pool, p)))
             .ignore()
             .cmd("SREM")
             .arg(self.keys.pools())
