@@ -284,6 +284,7 @@ async fn tasks_stage_through_azure_blob_storage_with_sas_urls() {
         assert_eq!(stored.status(), 201, "{:?}", stored.text().await);
     }
 
+    acct.sign_with("k1 0123456789abcdef0123456789abcdef-one\n");
     acct.pool("p", 2);
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
     let out = |path: &str| {
@@ -300,7 +301,22 @@ async fn tasks_stage_through_azure_blob_storage_with_sas_urls() {
          "resourceFiles": [{"storageContainerUrl": format!("{base}/inputs?{}", sas.replace("&sig=", "&sig=AAAA")), "filePath": "in"}]}
     ]);
     let file = acct.file("tasks.json", &tasks.to_string());
+    let secret = sas.split("&sig=").nth(1).unwrap();
+    // A SAS is a credential: without keys to seal it, drover does not store it.
+    let keys = acct.config.signing_key_file.take();
+    let refused = acct.drover(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    assert!(
+        refused.code == 1 && refused.stderr.contains("task \"blob\"") && refused.stderr.contains("--signing-key-file")
+    );
+    assert!(!refused.stderr.contains(secret), "{refused:?}");
+    assert_eq!(acct.ok(&["task", "list", "--job-id", "j"]).json(), json!([]));
+    acct.config.signing_key_file = keys;
     acct.ok(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    // Stored sealed: Redis and `show` hold no signature, only what the keys open.
+    let stored = acct.redis_text().await;
+    assert!(stored.contains("drover-sealed=k1.") && !stored.contains(secret), "{stored}");
+    let shown = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "blob"]).stdout;
+    assert!(shown.contains("drover-sealed=k1.") && !shown.contains(secret) && !shown.contains("sv="), "{shown}");
     acct.start_worker("p", &[]);
     let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "90"]);
     assert!(wait.code == 0 || wait.code == 1, "{wait:?}");
@@ -318,7 +334,6 @@ async fn tasks_stage_through_azure_blob_storage_with_sas_urls() {
     let failure = &forged["executionInfo"]["failureInfo"];
     assert_eq!(failure["code"], "ResourceFileDownloadError", "{forged}");
     assert!(failure["message"].as_str().unwrap().contains("AuthorizationFailure"), "{failure}");
-    let secret = sas.split("&sig=").nth(1).unwrap();
     assert!(!failure.to_string().contains("AAAA") && !failure.to_string().contains(secret), "{failure}");
     let logs = acct.worker_logs();
     assert!(!logs.contains(secret) && !logs.contains("sig=AAAA"), "the worker logged a SAS signature");

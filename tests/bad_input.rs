@@ -166,6 +166,8 @@ async fn a_worker_refuses_a_node_id_that_cannot_name_its_directories() {
 #[tokio::test(flavor = "multi_thread")]
 async fn signed_urls_stay_hidden_in_refusals_records_and_logs() {
     let mut acct = TestAccount::new("signedurl").await;
+    // (A SAS is stored sealed with the account's keys; without them it is refused.)
+    acct.sign_with("k 0123456789abcdef0123456789abcdef\n");
     acct.pool("p", 1);
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
     // An Azure SAS URL where an s3:// container belongs is refused without its signature.

@@ -342,6 +342,7 @@ async fn secrets_never_show_in_help_logs_records_or_tables() {
     }
 
     // A SAS signature in a failing httpUrl stays out of the logs and the task's record.
+    acct.sign_with("k 0123456789abcdef0123456789abcdef\n");
     acct.pool("p", 1);
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
     let sas = "http://127.0.0.1:1/c/in.txt?sv=2022-11-02&sp=r&sig=SAS-SECRET-4";

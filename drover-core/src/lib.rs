@@ -12,6 +12,7 @@
 //! - [`requeue`]: putting back what an operator decides should run again (a job's active
 //!   tasks, dead letters).
 //! - [`autoscale`]: the Azure Batch autoscale formula language and one evaluation.
+//! - [`sas`]: SAS tokens sealed at rest, opened only for a transfer.
 //! - [`signing`]: signed tasks: the MAC that lets a worker refuse what was changed in Redis or the broker.
 //! - [`retry`]: the one retry policy, for transient errors; [`error`]: the crate's error type.
 //! - [`telemetry`]: logging setup for the programs.
@@ -28,6 +29,7 @@ pub mod node;
 pub mod queue;
 pub mod requeue;
 pub mod retry;
+pub mod sas;
 pub mod signing;
 pub mod staging;
 pub mod status;

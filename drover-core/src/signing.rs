@@ -7,9 +7,14 @@
 //! `<key-id>.<base64url of the MAC>` over the account and the fields, each length-prefixed. A
 //! worker with keys refuses what is unsigned or does not verify; without keys it signs and checks
 //! nothing.
+//!
+//! The same keys seal secrets at rest (the SAS tokens of Azure Blob URLs, [`crate::sas`]):
+//! XChaCha20-Poly1305 under a key derived from the secret and the account.
 
 use crate::{Error, Result};
 use base64::Engine;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit as _, OsRng};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::path::Path;
@@ -41,6 +46,7 @@ impl Kind {
 /// The shortest secret a key file may hold.
 const MIN_SECRET: usize = 32;
 const MAC_BYTES: usize = 16;
+const NONCE_BYTES: usize = 24;
 
 /// The signing keys of an account.
 pub struct Signer {
@@ -104,7 +110,7 @@ impl Signer {
     fn mac(&self, secret: &[u8], kind: Kind, fields: &[&str]) -> [u8; MAC_BYTES] {
         let mut out = [0u8; MAC_BYTES];
         // HMAC takes a key of any length.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else { return out };
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else { return out };
         for part in std::iter::once(self.account.as_bytes()).chain(fields.iter().map(|f| f.as_bytes())) {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
@@ -112,6 +118,52 @@ impl Signer {
         mac.update(kind.tag());
         out.copy_from_slice(&mac.finalize().into_bytes()[..MAC_BYTES]);
         out
+    }
+
+    /// The cipher that seals secrets with `secret`: its key is derived from the secret, so no
+    /// signature can be turned into it.
+    fn cipher(&self, secret: &[u8]) -> XChaCha20Poly1305 {
+        let key = self.mac_full(secret, b"drover seal v1");
+        XChaCha20Poly1305::new(&key.into())
+    }
+
+    fn mac_full(&self, secret: &[u8], tag: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else { return out };
+        mac.update(&(self.account.len() as u64).to_be_bytes());
+        mac.update(self.account.as_bytes());
+        mac.update(tag);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+        out
+    }
+
+    /// `plain` sealed with the first key (a random nonce each time): `<key-id>.<base64url>`.
+    pub fn seal(&self, plain: &str) -> std::result::Result<String, String> {
+        let (id, secret) = &self.keys[0];
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = self.cipher(secret).encrypt(&nonce, plain.as_bytes()).map_err(|_| "cannot seal".to_string())?;
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&sealed);
+        Ok(format!("{id}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// What [`Signer::seal`] sealed, with whichever key it names; else why not.
+    pub fn unseal(&self, sealed: &str) -> std::result::Result<String, String> {
+        let (id, body) = sealed.split_once('.').ok_or("it is malformed")?;
+        let Some((_, secret)) = self.keys.iter().find(|(k, _)| k == id) else {
+            let shown: String = id.chars().take(32).collect();
+            return Err(format!("it is sealed with key {shown:?}, which this node does not have"));
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).map_err(|_| "it is malformed")?;
+        if bytes.len() < NONCE_BYTES {
+            return Err("it is malformed".into());
+        }
+        let (nonce, sealed) = bytes.split_at(NONCE_BYTES);
+        let plain = self
+            .cipher(secret)
+            .decrypt(XNonce::from_slice(nonce), sealed)
+            .map_err(|_| format!("it does not open with key {id:?}: it was changed after it was sealed"))?;
+        String::from_utf8(plain).map_err(|_| "it is malformed".into())
     }
 
     /// The signature of `fields` with the first key.
@@ -165,6 +217,25 @@ mod tests {
         assert!(s.verify(Kind::Task, &["jt", "", "{\"commandLine\":\"/bin/true\"}"], Some(&sig)).is_err());
         assert_eq!(s.verify(Kind::Task, &["j"], None).unwrap_err(), "it is not signed");
         assert!(s.verify(Kind::Task, &["j"], Some("gone.AAAA")).unwrap_err().contains("\"gone\""));
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_with_its_key_only_and_unchanged() {
+        let s = Signer::parse(KEYS, "acct").unwrap();
+        let sealed = s.seal("sv=2022&sig=SECRET").unwrap();
+        assert!(sealed.starts_with("new.") && !sealed.contains("SECRET"));
+        assert_ne!(sealed, s.seal("sv=2022&sig=SECRET").unwrap(), "a fresh nonce each time");
+        assert_eq!(s.unseal(&sealed).unwrap(), "sv=2022&sig=SECRET");
+        // After rotation the old key still opens; another account's keys do not.
+        let rotated = Signer::parse(&format!("newer 0123456789abcdef0123456789abcdef-nwr\n{KEYS}"), "acct").unwrap();
+        assert_eq!(rotated.unseal(&sealed).unwrap(), "sv=2022&sig=SECRET");
+        let other = Signer::parse(KEYS, "other").unwrap();
+        assert!(other.unseal(&sealed).unwrap_err().contains("changed after it was sealed"));
+        let mut bytes = sealed.into_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+        assert!(s.unseal(std::str::from_utf8(&bytes).unwrap()).is_err());
+        assert!(s.unseal("gone.AAAA").unwrap_err().contains("\"gone\""));
     }
 
     #[test]

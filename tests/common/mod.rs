@@ -409,13 +409,7 @@ impl TestAccount {
         }
         if let Ok(client) = redis::Client::open(self.config.redis_url.as_str()) {
             if let Ok(mut con) = client.get_multiplexed_async_connection().await {
-                // The account's keys, and its jobs' (`drover:{A:J}:...`).
-                let mut keys: Vec<String> = Vec::new();
-                for pattern in [format!("drover:{}:*", self.name()), format!("drover:{{{}:*", self.name())] {
-                    let found: Vec<String> =
-                        redis::cmd("KEYS").arg(pattern).query_async(&mut con).await.unwrap_or_default();
-                    keys.extend(found);
-                }
+                let keys = self.redis_keys(&mut con).await;
                 if !keys.is_empty() {
                     let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut con).await;
                 }
@@ -430,6 +424,37 @@ impl TestAccount {
         if !keep_dir {
             let _ = std::fs::remove_dir_all(&self.work_dir);
         }
+    }
+
+    /// The account's keys in Redis, and its jobs' (`drover:{A:J}:...`).
+    async fn redis_keys(&self, con: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for pattern in [format!("drover:{}:*", self.name()), format!("drover:{{{}:*", self.name())] {
+            let found: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(con).await.unwrap_or_default();
+            keys.extend(found);
+        }
+        keys
+    }
+
+    /// Everything the account holds in Redis, as text: each key and its values.
+    pub async fn redis_text(&self) -> String {
+        let client = redis::Client::open(self.config.redis_url.as_str()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let mut text = String::new();
+        for key in self.redis_keys(&mut con).await {
+            let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut con).await.unwrap();
+            let read = match kind.as_str() {
+                "string" => redis::cmd("GET").arg(&key).clone(),
+                "hash" => redis::cmd("HGETALL").arg(&key).clone(),
+                "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).clone(),
+                "set" => redis::cmd("SMEMBERS").arg(&key).clone(),
+                "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).clone(),
+                _ => continue,
+            };
+            let values: redis::Value = read.query_async(&mut con).await.unwrap();
+            text.push_str(&format!("{key} {values:?}\n"));
+        }
+        text
     }
 
     /// Sends `signal` (e.g. "KILL", "STOP", "CONT", "TERM") to a worker process.

@@ -310,6 +310,7 @@ mod tests {
         let (root, doc) = match kind {
             "PoolAddParameter" => ("pool", json!({"id": "x"})),
             "StartTask" => ("pool", json!({"id": "x", "startTask": {"commandLine": "x"}})),
+            "TaskSchedulingPolicy" => ("pool", json!({"id": "x", "taskSchedulingPolicy": {}})),
             "JobAddParameter" => ("job", json!({"id": "x", "poolInfo": {"poolId": "p"}})),
             "PoolInformation" | "AutoPoolSpecification" => ("job", json!({"id": "x", "poolInfo": {"poolId": "p"}})),
             "JobPreparationTask" => {
@@ -331,6 +332,7 @@ mod tests {
         let target = match kind {
             "PoolAddParameter" | "JobAddParameter" | "TaskAddParameter" | "JobScheduleAddParameter" => &mut doc,
             "StartTask" => &mut doc["startTask"],
+            "TaskSchedulingPolicy" => &mut doc["taskSchedulingPolicy"],
             "PoolInformation" => &mut doc["poolInfo"],
             "AutoPoolSpecification" => {
                 doc["poolInfo"] = json!({"autoPoolSpecification": {"poolLifetimeOption": "job"}});

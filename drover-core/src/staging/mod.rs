@@ -30,6 +30,8 @@ pub struct Staging {
     retry_budget: std::time::Duration,
     /// Where tasks may read and write besides the account's own prefix (empty: anywhere).
     allowed: Vec<S3Url>,
+    /// The account's keys, which open sealed SAS tokens ([`crate::sas`]).
+    keys: Option<std::sync::Arc<crate::signing::Signer>>,
 }
 
 /// How long a transfer keeps retrying while storage is unavailable, unless set otherwise.
@@ -45,6 +47,10 @@ impl Staging {
             account: config.account.clone(),
             retry_budget: DEFAULT_RETRY_BUDGET,
             allowed: Vec::new(),
+            keys: match &config.signing_key_file {
+                Some(path) => Some(std::sync::Arc::new(crate::signing::Signer::load(path, &config.account)?)),
+                None => None,
+            },
         })
     }
 
@@ -99,9 +105,16 @@ impl Staging {
             }
             Container::Blob(b) => {
                 self.check_blob_reach("destination", b)?;
+                let b = &self.opened(b, "destination")?;
                 self.retrying(|| async { blob::upload(&self.http, beneath::open_file(dir, rel)?, b).await }).await
             }
         }
+    }
+
+    /// `blob` with its SAS opened, when it was sealed.
+    fn opened(&self, blob: &BlobUrl, what: &str) -> Result<BlobUrl> {
+        let sas = crate::sas::open_query(&blob.sas, self.keys.as_deref(), what)?.into_owned();
+        Ok(BlobUrl { sas, ..blob.clone() })
     }
 
     /// Keeps retrying transfers for `budget` while storage is unavailable.
@@ -175,7 +188,8 @@ impl Staging {
                 self.check_reach("httpUrl", &u.bucket, &u.key)?;
                 self.s3.download_within(&u.bucket, &u.key, &dest, limit).await?
             } else {
-                http::download(&self.http, url, &dest, limit).await?
+                let url = crate::sas::open_url(url, self.keys.as_deref(), "httpUrl")?;
+                http::download(&self.http, &url, &dest, limit).await?
             };
             set_mode(&dest, rf.mode()).await?;
             return Ok(bytes);
@@ -206,6 +220,7 @@ impl Staging {
     /// its name below the container's path, under `filePath`.
     async fn stage_in_blobs(&self, rf: &ResourceFile, container: &BlobUrl, wd: &Path, limit: u64) -> Result<u64> {
         self.check_blob_reach("storageContainerUrl", container)?;
+        let container = &self.opened(container, "storageContainerUrl")?;
         let base = container.prefix();
         let list_prefix = format!("{base}{}", rf.blob_prefix.as_deref().unwrap_or(""));
         let mut bytes = 0;

@@ -53,6 +53,7 @@ impl StatusStore {
     pub(super) fn new_job(&self, inv: &mut redis::ScriptInvocation<'_>, job: &JobAddParameter, now: i64) -> Result<()> {
         let pool = &job.pool_info.pool_id;
         let spec = serde_json::to_string(job).map_err(|e| Error::Internal(format!("job {:?}: {e}", job.id)))?;
+        let spec = self.sealed(spec, &format!("job {:?}", job.id))?;
         let sig = self.signer().map(|s| s.sign(Kind::Job, &[&job.id, &spec])).unwrap_or_default();
         inv.key(self.keys.job(&job.id).hash())
             .key(self.keys.jobs())

@@ -338,6 +338,24 @@ impl StatusStore {
         self.signer.as_deref()
     }
 
+    /// A record's JSON `text` as it is stored: every SAS in it sealed ([`crate::sas`]).
+    fn sealed(&self, text: String, what: &str) -> Result<String> {
+        Ok(crate::sas::seal_json(&text, self.signer(), what)?.unwrap_or(text))
+    }
+
+    /// A spec as it is stored: every SAS in it sealed.
+    fn sealed_spec<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
+        &self,
+        spec: &T,
+        what: &str,
+    ) -> Result<T> {
+        let text = serde_json::to_string(spec).map_err(|e| crate::Error::Internal(format!("{what}: {e}")))?;
+        match crate::sas::seal_json(&text, self.signer(), what)? {
+            Some(sealed) => serde_json::from_str(&sealed).map_err(|e| crate::Error::Internal(format!("{what}: {e}"))),
+            None => Ok(spec.clone()),
+        }
+    }
+
     /// Loads the Lua scripts so pipelined EVALSHA calls find them (again after a Redis restart).
     pub async fn load_scripts(&self) -> Result<()> {
         load_scripts(&mut self.con()).await

@@ -31,7 +31,8 @@ impl StatusStore {
     pub async fn create_pool_for(&self, pool: &PoolAddParameter, auto_job: Option<&str>) -> Result<()> {
         crate::autoscale::validate_pool(pool)?;
         let auto_job = auto_job.map(String::from);
-        let record = PoolRecord { spec: pool.clone(), ctime: now_ms(), sig: self.pool_sig(pool)?, auto_job };
+        let spec = self.sealed_spec(pool, &format!("pool {:?}", pool.id))?;
+        let record = PoolRecord { sig: self.pool_sig(&spec)?, spec, ctime: now_ms(), auto_job };
         let record = serde_json::to_string(&record).map_err(|e| Error::Internal(format!("pool {:?}: {e}", pool.id)))?;
         let (created, _): (bool, i64) = redis::pipe()
             .atomic()

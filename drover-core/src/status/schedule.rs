@@ -15,6 +15,7 @@ impl StatusStore {
         spec.validate()?;
         let now = now_ms();
         let text = serde_json::to_string(spec).map_err(|e| Error::Internal(format!("schedule {:?}: {e}", spec.id)))?;
+        let text = self.sealed(text, &format!("job schedule {:?}", spec.id))?;
         let mut inv = CREATE_SCHEDULE.prepare();
         inv.key(self.keys.schedule(&spec.id))
             .key(self.keys.schedules())

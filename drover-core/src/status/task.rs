@@ -232,6 +232,7 @@ impl StatusStore {
         inv.arg(a.now);
         for t in a.tasks {
             let mut record = TaskRecord::new(t, a.job_max_retry, a.now);
+            record.spec = self.sealed(record.spec, &format!("task {:?}", t.id))?;
             if let Some(signer) = self.signer() {
                 record.sign(signer, a.job, &t.id);
             }
