@@ -411,11 +411,74 @@ async fn a_schedule_makes_each_job_once_with_two_schedulers_running() {
     let id = ["--job-schedule-id", "later"];
     assert_eq!(acct.ok(&[&["job-schedule", "disable"][..], &id].concat()).json()["state"], "disabled");
     assert_eq!(acct.ok(&[&["job-schedule", "enable"][..], &id].concat()).json()["state"], "active");
+    // An update replaces the schedule and the job specification: with no doNotRunUntil, the
+    // schedule (which made no job yet) is due at once, and its job follows the new spec.
+    let update = json!({"schedule": {"recurrenceInterval": "PT1H"},
+                        "jobSpecification": {"poolInfo": {"poolId": "p"}, "priority": 9},
+                        "metadata": [{"name": "v", "value": "2"}]});
+    let file = acct.file("update.json", &update.to_string());
+    let update = |id: &str| {
+        acct.drover(&["job-schedule", "update", "--job-schedule-id", id, "--json-file", file.to_str().unwrap()])
+    };
+    let updated = update("later");
+    assert_eq!(updated.code, 0, "{updated:?}");
+    assert_eq!(updated.json()["metadata"], json!([{"name": "v", "value": "2"}]));
+    let made = acct
+        .until_json(
+            &["job-schedule", "show", "--job-schedule-id", "later"],
+            "the updated schedule makes its job",
+            |s| s["executionInfo"]["recentJob"]["id"] == "later-job-1",
+        )
+        .await;
+    assert!(made["executionInfo"]["nextRunTime"].as_str().unwrap() > at(3_000_000).as_str(), "{made}");
+    assert_eq!(acct.ok(&["job", "show", "--job-id", "later-job-1"]).json()["priority"], 9);
+    let missing = update("nope");
+    assert!(missing.code == 1 && missing.stderr.contains("nope"), "{missing:?}");
+    let other = acct.file(
+        "other.json",
+        &json!({"id": "x", "schedule": {}, "jobSpecification": {"poolInfo": {"poolId": "p"}}}).to_string(),
+    );
+    let mismatch =
+        acct.drover(&["job-schedule", "update", "--job-schedule-id", "later", "--json-file", other.to_str().unwrap()]);
+    assert!(mismatch.code == 1 && mismatch.stderr.contains("\"x\" is not the schedule's"), "{mismatch:?}");
     assert_eq!(acct.ok(&[&["job-schedule", "terminate"][..], &id].concat()).json()["state"], "completed");
+    let late = update("later");
+    assert!(late.code == 1 && late.stderr.contains("completed"), "{late:?}");
     let refused = acct.drover(&[&["job-schedule", "enable"][..], &id].concat());
     assert!(refused.code == 1 && refused.stderr.contains("completed"), "{refused:?}");
     acct.ok(&[&["job-schedule", "delete"][..], &id].concat());
     assert_eq!(acct.drover(&[&["job-schedule", "show"][..], &id].concat()).code, 1);
     let listed = acct.ok(&["job-schedule", "list"]).json();
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_jobs_get_their_own_auto_pool_and_manager_task() {
+    let mut acct = TestAccount::new("azschedmgr").await;
+    let listen = format!("127.0.0.1:{}", drover_tests::free_port());
+    acct.start_monitor(&["--listen", &listen]);
+    let after = (chrono::Utc::now() + chrono::Duration::milliseconds(3000))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // Jobs at once and 2 s later; each on a pool of its own, ended by its manager.
+    let schedule = json!({"id": "sm", "schedule": {"recurrenceInterval": "PT2S", "doNotRunAfter": after},
+        "jobSpecification": {
+            "poolInfo": {"autoPoolSpecification": {"autoPoolIdPrefix": "sp", "poolLifetimeOption": "job",
+                                                   "pool": {"targetDedicatedNodes": 1, "taskSlotsPerNode": 1}}},
+            "jobManagerTask": {"id": "m", "commandLine": "/bin/sh -c 'echo managed by $AZ_BATCH_JOB_ID'"}}});
+    let file = acct.file("schedule.json", &schedule.to_string());
+    acct.ok(&["job-schedule", "create", "--json-file", file.to_str().unwrap()]);
+    acct.until_json(&["job-schedule", "show", "--job-schedule-id", "sm"], "the schedule completes", |s| {
+        s["state"] == "completed"
+    })
+    .await;
+    for job in ["sm-job-1", "sm-job-2"] {
+        acct.remember_pool(&format!("sp_{job}"));
+        let wait = acct.drover(&["job", "wait", "--job-id", job, "--timeout", "90"]);
+        assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+        let shown = acct.ok(&["job", "show", "--job-id", job]).json();
+        assert_eq!(shown["poolInfo"]["poolId"], format!("sp_{job}"), "{shown}");
+        let manager = acct.ok(&["task", "show", "--job-id", job, "--task-id", "m"]).json();
+        assert_eq!(manager["executionInfo"]["result"], "success", "{manager}");
+        assert_eq!(acct.task_file(job, "m", "stdout.txt"), format!("managed by {job}\n"));
+    }
 }

@@ -21,6 +21,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod actions;
 pub mod autoscale;
 pub mod config;
 pub mod error;

@@ -123,7 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => None,
     };
     let server = tokio::spawn(http::serve(cli.listen, exporter, auth, tls, shutdown.clone()));
-    tokio::spawn(scheduler::run(store.clone(), shutdown.clone()));
+    tokio::spawn(scheduler::run(cli.config.clone(), store.clone(), shutdown.clone()));
     if cli.autoscale {
         let limits = autoscaler::Limits { pool: cli.max_pool_nodes, total: cli.max_nodes };
         tracing::info!(actuator = ?cli.actuator, max_pool_nodes = limits.pool, max_nodes = limits.total, "autoscaler started");

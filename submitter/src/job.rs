@@ -3,7 +3,7 @@
 use crate::ids::JobId;
 use crate::output::{self, Format};
 use drover_core::model::job::TaskCountsResult;
-use drover_core::model::{CloudJob, CloudTask, JobAddParameter, TaskAddParameter};
+use drover_core::model::{CloudJob, CloudTask, JobAddParameter};
 use drover_core::queue::{Publisher, Topology};
 use drover_core::status::{count, Stall, StallReason, StatusStore};
 use drover_core::Config;
@@ -88,53 +88,13 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
     let store = StatusStore::connect(config).await?;
     match cmd {
         JobCommand::Create { job_id, pool_id, json_file } => {
-            let mut spec = match (json_file, job_id, pool_id) {
+            let spec = match (json_file, job_id, pool_id) {
                 (Some(path), _, _) => crate::read_json::<JobAddParameter>(&path, "JobAddParameter")?,
                 (None, Some(job), Some(pool)) => JobAddParameter::new(&job, &pool),
                 _ => anyhow::bail!("give --job-id with --pool-id, or --json-file"),
             };
-            // An auto pool is made first (again, unchanged, when the command is run again).
-            if let Some(auto) = spec.pool_info.auto_pool_specification.clone() {
-                spec.validate()?;
-                let pool = auto.pool_for(&spec.id)?;
-                let owner = auto.ends_with_job().then_some(spec.id.as_str());
-                crate::pool::create(config, &store, &pool, owner).await?;
-                spec.pool_info.pool_id = pool.id;
-            }
-            // The manager, as the task it becomes, checked against its pool before anything is made.
-            let manager = match &spec.job_manager_task {
-                Some(m) => {
-                    let slots = store.get_pool(&spec.pool_info.pool_id).await?.spec.task_slots_per_node;
-                    let task = m.task(slots);
-                    if task.slots() > slots {
-                        anyhow::bail!(
-                            "jobManagerTask {:?}: requiredSlots {} is more than pool {:?}'s taskSlotsPerNode {slots}",
-                            m.id,
-                            task.slots(),
-                            spec.pool_info.pool_id
-                        );
-                    }
-                    Some(task)
-                }
-                None => None,
-            };
-            let resumed = match store.create_job(&spec).await {
-                Ok(()) => false,
-                // Run again after an interruption, the same job gets the manager it lacks.
-                Err(drover_core::Error::Conflict { .. })
-                    if manager.is_some() && store.get_job(&spec.id).await?.spec == spec =>
-                {
-                    true
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(task) = manager {
-                if resumed && has_task(&store, &spec.id, &task.id).await? {
-                    return Err(drover_core::Error::Conflict { kind: "job", id: spec.id.clone() }.into());
-                }
-                add_manager(config, &store, &spec.id, task).await?;
-            }
-            output::one(format, &store.get_job(&spec.id).await?)
+            let made = drover_core::actions::create_job(config, &store, spec).await?;
+            output::one(format, &store.get_job(&made.id).await?)
         }
         JobCommand::Show(JobId { job_id }) => {
             let mut job = store.get_job(&job_id).await?;
@@ -173,33 +133,6 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
 }
 
 /// Whether job `job` has task `task`.
-async fn has_task(store: &StatusStore, job: &str, task: &str) -> anyhow::Result<bool> {
-    match store.get_task(job, task).await {
-        Ok(_) => Ok(true),
-        Err(drover_core::Error::NotFound { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Adds the job manager's `task` as job `job`'s first task.
-async fn add_manager(config: &Config, store: &StatusStore, job: &str, task: TaskAddParameter) -> anyhow::Result<()> {
-    let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
-    let mut submission = drover_core::submit::Submission {
-        store,
-        publisher: &publisher,
-        job_id: job,
-        continue_on_error: false,
-        progress: &|_| {},
-    };
-    let id = task.id.clone();
-    let added = submission.add(&[task]).await;
-    publisher.close().await;
-    added.map_err(|e| {
-        anyhow::anyhow!("jobManagerTask {id:?}: {e} (run the same `drover job create` again to add it)")
-    })?;
-    Ok(())
-}
-
 /// `3 of 5 tasks completed (2 succeeded, 1 failed), 1 running, 1 active`.
 fn summary(c: &TaskCountsResult) -> String {
     let t = &c.task_counts;

@@ -24,6 +24,15 @@ pub(crate) enum JobScheduleCommand {
         #[arg(long, value_name = "PATH")]
         json_file: PathBuf,
     },
+    /// Replace a schedule's schedule, jobSpecification and metadata (Azure's
+    /// JobScheduleUpdateParameter; the schedule's jobs so far are unchanged).
+    Update {
+        #[command(flatten)]
+        id: JobScheduleId,
+        /// The new schedule as Azure's JSON (its `id`, if given, must be the schedule's).
+        #[arg(long, value_name = "PATH")]
+        json_file: PathBuf,
+    },
     /// Show a schedule, its state, next run time and most recent job.
     Show(JobScheduleId),
     /// List the account's schedules.
@@ -49,6 +58,17 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobScheduleCommand
         JobScheduleCommand::Create { json_file } => {
             let spec = crate::read_json::<JobScheduleAddParameter>(&json_file, "JobScheduleAddParameter")?;
             store.create_schedule(&spec).await?;
+            output::one(format, &store.get_schedule(&spec.id).await?)
+        }
+        JobScheduleCommand::Update { id: JobScheduleId { job_schedule_id }, json_file } => {
+            let mut spec = crate::read_json::<JobScheduleAddParameter>(&json_file, "JobScheduleAddParameter")?;
+            if !spec.id.is_empty() && spec.id != job_schedule_id {
+                anyhow::bail!("{}: id {:?} is not the schedule's ({job_schedule_id:?})", json_file.display(), spec.id);
+            }
+            let current = store.get_schedule(&job_schedule_id).await?;
+            spec.id = job_schedule_id;
+            spec.display_name = spec.display_name.or(current.spec.display_name);
+            store.update_schedule(&spec).await?;
             output::one(format, &store.get_schedule(&spec.id).await?)
         }
         JobScheduleCommand::Show(JobScheduleId { job_schedule_id }) => {

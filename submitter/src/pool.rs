@@ -71,22 +71,6 @@ pub(crate) enum AutoscaleCommand {
     Disable(PoolId),
 }
 
-/// Declares the pool's queues and records it (`auto_job`: as that job's auto pool).
-pub(crate) async fn create(
-    config: &Config,
-    store: &StatusStore,
-    spec: &PoolAddParameter,
-    auto_job: Option<&str>,
-) -> anyhow::Result<()> {
-    autoscale::validate_pool(spec)?;
-    let connection = queue::connect(&config.broker(), "drover").await?;
-    let channel = connection.create_channel().await?;
-    Topology::new(&config.account).declare_pool(&channel, &spec.id).await?;
-    let _ = connection.close(200, "bye".into()).await;
-    store.create_pool_for(spec, auto_job).await?;
-    Ok(())
-}
-
 pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> anyhow::Result<()> {
     let store = StatusStore::connect(config).await?;
     match cmd {
@@ -96,7 +80,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
                 (None, Some(id)) => PoolAddParameter::new(&id, task_slots_per_node),
                 (None, None) => anyhow::bail!("give --pool-id, or --json-file"),
             };
-            create(config, &store, &spec, None).await?;
+            drover_core::actions::create_pool(config, &store, &spec, None).await?;
             output::one(format, &store.get_pool(&spec.id).await?)
         }
         PoolCommand::List => {

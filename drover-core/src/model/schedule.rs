@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobScheduleAddParameter {
+    /// Required to create (validated); an update may leave it out.
+    #[serde(default)]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
@@ -86,14 +88,6 @@ impl JobScheduleAddParameter {
             return Err(Error::invalid("schedule.recurrenceInterval: at least PT1S"));
         }
         let job = self.job(1).map_err(|e| Error::invalid(format!("job schedule {:?}: {e}", self.id)))?;
-        if job.job_manager_task.is_some() {
-            return Err(Error::invalid("jobSpecification.jobManagerTask: not with job schedules yet; add the manager's work as a task of each job"));
-        }
-        if job.pool_info.auto_pool_specification.is_some() {
-            return Err(Error::invalid(
-                "jobSpecification.poolInfo.autoPoolSpecification: not with job schedules yet; name a pool in poolId",
-            ));
-        }
         job.validate().map_err(|e| Error::invalid(format!("jobSpecification: {e}")))
     }
 

@@ -48,6 +48,7 @@ pub use job::{JobBacklog, Watch};
 pub use node::{NodeBeat, NodeJoin};
 pub use outbox::Outbox;
 pub use progress::{count, JobOutlook, PoolNodes, Stall, StallReason};
+pub use schedule::DueJob;
 pub use scripts::BUCKETS_MS;
 pub use stats::{Histogram, PoolStats};
 pub use task::{terminated_failure, TaskRecord, Termination};

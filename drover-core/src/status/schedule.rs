@@ -2,7 +2,7 @@
 //! count and when the next job is due) and the account's set of them. Each due job is made by
 //! `run_schedule.lua`, fenced by the run count, so it is made once however many schedulers run.
 
-use super::scripts::{CREATE_SCHEDULE, RUN_SCHEDULE, SCHEDULE_STATE};
+use super::scripts::{CREATE_SCHEDULE, RUN_SCHEDULE, SCHEDULE_STATE, UPDATE_SCHEDULE};
 use super::StatusStore;
 use crate::model::schedule::{CloudJobSchedule, JobScheduleAddParameter, JobScheduleExecutionInfo, RecentJob};
 use crate::model::{now_ms, rfc3339};
@@ -27,6 +27,24 @@ impl StatusStore {
         match reply.head.as_str() {
             "ok" => Ok(()),
             "dup" => Err(Error::Conflict { kind: "job schedule", id: spec.id.clone() }),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    /// Replaces a schedule's schedule, job specification and metadata (Azure's update): the
+    /// jobs it makes from now on follow them. A completed schedule is refused.
+    pub async fn update_schedule(&self, spec: &JobScheduleAddParameter) -> Result<()> {
+        spec.validate()?;
+        let text = serde_json::to_string(spec).map_err(|e| Error::Internal(format!("schedule {:?}: {e}", spec.id)))?;
+        let text = self.sealed(text, &format!("job schedule {:?}", spec.id))?;
+        let interval = spec.schedule.recurrence_interval.map_or(0, |i| i.0.as_millis() as i64);
+        let mut inv = UPDATE_SCHEDULE.prepare();
+        inv.key(self.keys.schedule(&spec.id)).arg(text).arg(spec.first_run(0)?).arg(interval).arg(now_ms());
+        let reply = UPDATE_SCHEDULE.run(inv, &mut self.con()).await?;
+        match reply.head.as_str() {
+            "ok" => Ok(()),
+            "nosched" => Err(Error::NotFound { kind: "job schedule", id: spec.id.clone() }),
+            "state" => Err(Error::State(format!("job schedule {:?} is completed: it cannot be updated", spec.id))),
             _ => Err(reply.unexpected()),
         }
     }
@@ -108,11 +126,11 @@ impl StatusStore {
         Ok(())
     }
 
-    /// Makes the job of every active schedule that is due at `now`; returns the ids of the jobs
-    /// made. Safe to run from several places at once: each job is made once.
-    pub async fn run_due_schedules(&self, now: i64) -> Result<Vec<String>> {
+    /// The job of every active schedule that is due at `now`, to be made by
+    /// [`StatusStore::make_scheduled_job`] (`actions::run_due_schedules` does both).
+    pub async fn due_jobs(&self, now: i64) -> Result<Vec<DueJob>> {
         let ids: Vec<String> = redis::cmd("SMEMBERS").arg(self.keys.schedules()).query_async(&mut self.con()).await?;
-        let mut made = Vec::new();
+        let mut due_jobs = Vec::new();
         for id in ids {
             let f = match self.schedule_fields(&id).await {
                 Ok(f) => f,
@@ -133,25 +151,44 @@ impl StatusStore {
                 }
             };
             // Checked at creation; a record that no longer reads is left, not the other schedules.
-            let (job, next) = match (spec.job(runs + 1), spec.next_run(due, now)) {
-                (Ok(job), Ok(next)) => (job, next),
+            match (spec.job(runs + 1), spec.next_run(due, now)) {
+                (Ok(job), Ok(next)) => due_jobs.push(DueJob { schedule: id, runs, next, job }),
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::warn!(schedule = %id, error = %e, "stored job schedule cannot make its job");
-                    continue;
-                }
-            };
-            let mut inv = RUN_SCHEDULE.prepare();
-            inv.key(self.keys.schedule(&id)).arg(runs).arg(now).arg(next.map_or(String::new(), |n| n.to_string()));
-            self.new_job(&mut inv, &job, now)?;
-            let reply = RUN_SCHEDULE.run(inv, &mut self.con()).await?;
-            match reply.head.as_str() {
-                "ok" => made.push(job.id),
-                "stale" => {}
-                skipped => {
-                    tracing::warn!(schedule = %id, job = %job.id, reason = skipped, "a scheduled job was skipped (its pool is gone, or its id is taken)")
                 }
             }
         }
-        Ok(made)
+        Ok(due_jobs)
     }
+
+    /// Makes a due job (its pool must exist); false if another scheduler made it first, or it
+    /// was skipped (its pool is gone, or its id is taken).
+    pub async fn make_scheduled_job(&self, due: &DueJob, now: i64) -> Result<bool> {
+        let mut inv = RUN_SCHEDULE.prepare();
+        inv.key(self.keys.schedule(&due.schedule))
+            .arg(due.runs)
+            .arg(now)
+            .arg(due.next.map_or(String::new(), |n| n.to_string()));
+        self.new_job(&mut inv, &due.job, now)?;
+        let reply = RUN_SCHEDULE.run(inv, &mut self.con()).await?;
+        match reply.head.as_str() {
+            "ok" => Ok(true),
+            "stale" => Ok(false),
+            skipped => {
+                tracing::warn!(schedule = %due.schedule, job = %due.job.id, reason = skipped, "a scheduled job was skipped (its pool is gone, or its id is taken)");
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// A schedule's job that is due now.
+#[derive(Debug, Clone)]
+pub struct DueJob {
+    pub schedule: String,
+    /// The jobs the schedule had made (the fence of the script that makes this one).
+    runs: u64,
+    next: Option<i64>,
+    /// The job to make, `<schedule>-job-<runs + 1>`.
+    pub job: crate::model::JobAddParameter,
 }

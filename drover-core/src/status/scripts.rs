@@ -166,6 +166,7 @@ scripts! {
     CREATE_SCHEDULE => "create_schedule.lua",
     RUN_SCHEDULE => "run_schedule.lua",
     SCHEDULE_STATE => "schedule_state.lua",
+    UPDATE_SCHEDULE => "update_schedule.lua",
     TERMINATE_JOB => "terminate_job.lua",
     CREATE_TASKS => "create_tasks.lua",
     START_TASK => "start_task.lua",

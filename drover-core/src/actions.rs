@@ -1,0 +1,141 @@
+//! Actions: what a command does when it takes more than one record or reaches the broker as well
+//! as Redis (a pool and its queues, a job with its auto pool and its manager task), written once
+//! for every front end: the `drover` CLI, the job scheduler in `drover-monitor`.
+
+use crate::model::{JobAddParameter, PoolAddParameter, TaskAddParameter};
+use crate::queue::{self, Publisher, Topology};
+use crate::status::StatusStore;
+use crate::{Config, Error, Result};
+
+/// Declares a pool's queues, then records it (again, unchanged: nothing happens). With
+/// `auto_job`, it is that job's auto pool, removed once the job has completed.
+pub async fn create_pool(
+    config: &Config,
+    store: &StatusStore,
+    spec: &PoolAddParameter,
+    auto_job: Option<&str>,
+) -> Result<()> {
+    crate::autoscale::validate_pool(spec)?;
+    let connection = queue::connect(&config.broker(), "drover").await?;
+    let channel = connection.create_channel().await?;
+    let declared = Topology::new(&config.account).declare_pool(&channel, &spec.id).await;
+    let _ = connection.close(200, "bye".into()).await;
+    declared?;
+    store.create_pool_for(spec, auto_job).await
+}
+
+/// Creates a job as Azure does: its auto pool first, then the job, then its manager task (the
+/// job's first task). Run again after an interruption with the same spec, it adds what is
+/// missing; else an existing id is a conflict. Returns the job as made (its pool named).
+pub async fn create_job(config: &Config, store: &StatusStore, mut spec: JobAddParameter) -> Result<JobAddParameter> {
+    if let Some(auto) = spec.pool_info.auto_pool_specification.clone() {
+        spec.validate()?;
+        let pool = auto.pool_for(&spec.id)?;
+        let owner = auto.ends_with_job().then_some(spec.id.as_str());
+        create_pool(config, store, &pool, owner).await?;
+        spec.pool_info.pool_id = pool.id;
+    }
+    let manager = match &spec.job_manager_task {
+        Some(_) => Some(manager_task(store, &spec).await?),
+        None => None,
+    };
+    let resumed = match store.create_job(&spec).await {
+        Ok(()) => false,
+        Err(Error::Conflict { .. }) if manager.is_some() && store.get_job(&spec.id).await?.spec == spec => true,
+        Err(e) => return Err(e),
+    };
+    if let Some(task) = manager {
+        if resumed && has_task(store, &spec.id, &task.id).await? {
+            return Err(Error::Conflict { kind: "job", id: spec.id.clone() });
+        }
+        add_tasks(config, store, &spec.id, task).await?;
+    }
+    Ok(spec)
+}
+
+/// The job manager of `job` as the task it becomes, checked against its pool's slots.
+async fn manager_task(store: &StatusStore, job: &JobAddParameter) -> Result<TaskAddParameter> {
+    let Some(m) = &job.job_manager_task else { return Err(Error::invalid("the job has no jobManagerTask")) };
+    let slots = store.get_pool(&job.pool_info.pool_id).await?.spec.task_slots_per_node;
+    let task = m.task(slots);
+    if task.slots() > slots {
+        return Err(Error::invalid(format!(
+            "jobManagerTask {:?}: requiredSlots {} is more than pool {:?}'s taskSlotsPerNode {slots}",
+            m.id,
+            task.slots(),
+            job.pool_info.pool_id
+        )));
+    }
+    Ok(task)
+}
+
+/// Adds the manager task of the job `job`, made from `spec`, unless it has it already (a job
+/// schedule's job whose maker stopped before it added the manager).
+pub async fn ensure_manager(config: &Config, store: &StatusStore, job: &JobAddParameter) -> Result<bool> {
+    let task = manager_task(store, job).await?;
+    if has_task(store, &job.id, &task.id).await? {
+        return Ok(false);
+    }
+    match add_tasks(config, store, &job.id, task).await {
+        Ok(()) => Ok(true),
+        // Another scheduler added it meanwhile.
+        Err(Error::Conflict { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+async fn has_task(store: &StatusStore, job: &str, task: &str) -> Result<bool> {
+    match store.get_task(job, task).await {
+        Ok(_) => Ok(true),
+        Err(Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Adds `task` to `job` and publishes its message.
+async fn add_tasks(config: &Config, store: &StatusStore, job: &str, task: TaskAddParameter) -> Result<()> {
+    let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
+    let mut submission = crate::submit::Submission {
+        store,
+        publisher: &publisher,
+        job_id: job,
+        continue_on_error: false,
+        progress: &|_| {},
+    };
+    let added = submission.add(&[task]).await;
+    publisher.close().await;
+    added.map(|_| ())
+}
+
+/// Makes the job of every schedule that is due at `now`, each once however many schedulers run:
+/// its auto pool first, then the job, then its manager task. A scheduled job whose manager is
+/// missing (its maker stopped in between) gets it. Returns the ids of the jobs made.
+pub async fn run_due_schedules(config: &Config, store: &StatusStore, now: i64) -> Result<Vec<String>> {
+    let mut made = Vec::new();
+    for mut due in store.due_jobs(now).await? {
+        if let Some(auto) = due.job.pool_info.auto_pool_specification.clone() {
+            let pool = auto.pool_for(&due.job.id)?;
+            let owner = auto.ends_with_job().then_some(due.job.id.as_str());
+            create_pool(config, store, &pool, owner).await?;
+            due.job.pool_info.pool_id = pool.id;
+        }
+        if store.make_scheduled_job(&due, now).await? {
+            made.push(due.job.id.clone());
+        }
+    }
+    for schedule in store.list_schedules().await? {
+        let Some(recent) = schedule.execution_info.recent_job else { continue };
+        if schedule.spec.job_specification.get("jobManagerTask").is_none_or(|m| m.is_null()) {
+            continue;
+        }
+        let job = match store.get_job(&recent.id).await {
+            Ok(job) if job.state == crate::model::JobState::Active => job,
+            Ok(_) | Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if ensure_manager(config, store, &job.spec).await? {
+            tracing::info!(job = %recent.id, "the scheduled job's manager task was added");
+        }
+    }
+    Ok(made)
+}
