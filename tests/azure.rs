@@ -153,6 +153,18 @@ async fn every_problem_of_a_document_is_named_at_once_with_its_place() {
         "{run:?}"
     );
     assert_eq!(acct.ok(&["task", "list", "--job-id", "j"]).json(), json!([]));
+
+    // Azure's collection, {"value": [...]}: every bad task, each problem at its line.
+    let collection = "{\"value\": [\n  {\"id\": \"a\", \"commandLine\": \"true\", \"colour\": 1},\n  \
+                      {\"id\": \"b\", \"commandLine\": \"true\"},\n  \
+                      {\"id\": \"c\", \"commandLine\": \"true\", \"constraints\": {\"maxWallClockTime\": \"1h\"}}]}\n";
+    let file = acct.file("collection.json", collection);
+    let run = acct.drover(&["task", "create", "--job-id", "j", "--json-file", file.to_str().unwrap()]);
+    let said = run.stderr.trim();
+    assert!(run.code == 1 && said.lines().count() == 1 && said.contains("2 tasks are not valid: "), "{run:?}");
+    assert!(said.contains("task #1: line 2 column 38: colour: unknown field"), "{said}");
+    assert!(said.contains("task #3: line 4 column 54: constraints.maxWallClockTime:"), "{said}");
+    assert_eq!(acct.ok(&["task", "list", "--job-id", "j"]).json(), json!([]));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::status::StatusStore;
 use crate::{Error, Result};
 use serde::de::{SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::io::Read;
@@ -45,14 +45,14 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
     let start = head.iter().position(|b| !b.is_ascii_whitespace());
     let first = start.map(|i| head[i]);
     let collection = first == Some(b'{') && is_collection(&head[start.unwrap_or(0)..]);
-    let lines = Rc::new(Cell::new(1usize));
-    let reader = LineCounter { inner: reader, lines: lines.clone() };
+    let position = Rc::new(RefCell::new(Position { line: 1, column: 0, lines: Vec::new() }));
+    let reader = LineCounter { inner: reader, position: position.clone() };
     let name = path.display();
     let at = |e: serde_json::Error| Error::invalid(format!("{name}: {e}"));
     let mut count = 0usize;
-    // `first_line`: where the task starts in the file, when known.
-    let mut call = |raw: &RawValue, place: String, first_line: Option<usize>| -> Result<()> {
-        let entry = match lenient::read_checked::<TaskAddParameter>("TaskAddParameter", raw.get(), first_line) {
+    // `start`: where the task starts in the file (line, column), when known.
+    let mut call = |raw: &RawValue, place: String, start: Option<(usize, usize)>| -> Result<()> {
+        let entry = match lenient::read_checked::<TaskAddParameter>("TaskAddParameter", raw.get(), start) {
             Ok((task, notes)) => {
                 note_once(&name.to_string(), notes);
                 Ok(task)
@@ -63,39 +63,32 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
         count += 1;
         Ok(())
     };
-    // A task that ends on line `last` (the line counter's reading) starts this many lines above.
-    let start = |raw: &RawValue, last: usize| last - raw.get().matches('\n').count();
+    let start = |raw: &RawValue| position.borrow_mut().start_of(raw.get());
     match first {
         None => return Err(Error::invalid(format!("{name}: the file holds no task"))),
-        Some(b'[') => {
+        Some(c) if c == b'[' || collection => {
             let mut de = serde_json::Deserializer::from_reader(reader);
             let mut failure = None;
             let mut n = 0usize;
             let mut each_value = |v: Box<RawValue>| {
                 n += 1;
-                let line = start(&v, lines.get());
-                call(&v, format!("#{n}"), Some(line))
+                let at = start(&v);
+                call(&v, format!("#{n}"), Some(at))
             };
-            serde::Deserializer::deserialize_seq(&mut de, Values { each: &mut each_value, failure: &mut failure })
-                .map_err(|e| failure.take().unwrap_or_else(|| at(e)))?;
+            let values = Values { each: &mut each_value, failure: &mut failure };
+            let read = if collection {
+                serde::Deserializer::deserialize_map(&mut de, Collection(values))
+            } else {
+                serde::Deserializer::deserialize_seq(&mut de, values)
+            };
+            read.map_err(|e| failure.take().unwrap_or_else(|| at(e)))?;
             de.end().map_err(at)?;
-        }
-        Some(_) if collection => {
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Collection {
-                value: Vec<Box<RawValue>>,
-            }
-            let c: Collection = serde_json::from_reader(reader).map_err(at)?;
-            for (i, v) in c.value.into_iter().enumerate() {
-                call(&v, format!("value[{i}]"), None)?;
-            }
         }
         Some(_) => {
             for (n, v) in serde_json::Deserializer::from_reader(reader).into_iter::<Box<RawValue>>().enumerate() {
                 let v = v.map_err(at)?;
-                let line = start(&v, lines.get());
-                call(&v, format!("#{}", n + 1), Some(line))?;
+                let at = start(&v);
+                call(&v, format!("#{}", n + 1), Some(at))?;
             }
         }
     }
@@ -129,18 +122,45 @@ fn note_once(name: &str, notes: Vec<String>) {
     }
 }
 
-/// Counts the lines the JSON parser has consumed, to say where a task is.
+/// Follows where the JSON parser is in the file, to say where a task starts.
 struct LineCounter<R> {
     inner: R,
-    lines: Rc<Cell<usize>>,
+    position: Rc<RefCell<Position>>,
+}
+
+/// The parser's place: its line, the characters read of it, and the length (in characters) of
+/// each line since the last task was read.
+struct Position {
+    line: usize,
+    column: usize,
+    lines: Vec<usize>,
+}
+
+impl Position {
+    /// Where `raw`, the value just read (it ends where the parser is), starts: (line, column).
+    fn start_of(&mut self, raw: &str) -> (usize, usize) {
+        let above = raw.matches('\n').count();
+        let first = raw.split('\n').next().unwrap_or("").chars().count();
+        let line_length =
+            if above == 0 { self.column } else { self.lines.len().checked_sub(above).map_or(0, |i| self.lines[i]) };
+        self.lines.clear();
+        (self.line.saturating_sub(above), line_length.saturating_sub(first) + 1)
+    }
 }
 
 impl<R: Read> Read for LineCounter<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let newlines = buf[..n].iter().filter(|b| **b == b'\n').count();
-        // A value's line is the one it ends on; its trailing newline is not read yet.
-        self.lines.set(self.lines.get() + newlines);
+        let mut p = self.position.borrow_mut();
+        for b in &buf[..n] {
+            if *b == b'\n' {
+                let length = std::mem::take(&mut p.column);
+                p.lines.push(length);
+                p.line += 1;
+            } else if b & 0xC0 != 0x80 {
+                p.column += 1;
+            }
+        }
         Ok(n)
     }
 }
@@ -171,6 +191,47 @@ impl<'de, F: FnMut(Box<RawValue>) -> Result<()>> Visitor<'de> for Values<'_, F> 
         }
         Ok(())
     }
+}
+
+impl<'de, F: FnMut(Box<RawValue>) -> Result<()>> serde::de::DeserializeSeed<'de> for Values<'_, F> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+/// Azure's task collection, `{"value": [...]}`, its tasks streamed as an array's are.
+struct Collection<'a, F>(Values<'a, F>);
+
+impl<'de, F: FnMut(Box<RawValue>) -> Result<()>> Visitor<'de> for Collection<'_, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a task collection, {\"value\": [tasks]}")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut values = Some(self.0);
+        while let Some(key) = map.next_key::<String>()? {
+            match (key.as_str(), values.take()) {
+                ("value", Some(v)) => map.next_value_seed(v)?,
+                ("value", None) => return Err(serde::de::Error::duplicate_field("value")),
+                _ => return Err(serde::de::Error::unknown_field(&key, &["value"])),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many bad tasks a refused file names.
+const SHOWN_PROBLEMS: usize = 20;
+
+/// The error for a file with `refused` bad tasks, the first of them described in `problems`.
+fn refusal(refused: usize, mut problems: Vec<String>) -> Error {
+    if refused == 1 && problems.len() == 1 {
+        return Error::invalid(problems.remove(0));
+    }
+    let more = refused.saturating_sub(problems.len());
+    let more = if more > 0 { format!("; and {more} more") } else { String::new() };
+    Error::invalid(format!("{refused} tasks are not valid: {}{more}", problems.join("; ")))
 }
 
 /// What a submission did.
@@ -265,6 +326,7 @@ impl Submission<'_> {
             let mut graph: HashMap<String, Vec<String>> = HashMap::new();
             let mut batch: Vec<(usize, String)> = Vec::with_capacity(BATCH);
             let stopped = || Error::Internal("submission stopped".into());
+            let (mut refused, mut problems) = (0usize, Vec::new());
             read_tasks(&file, |i, entry| {
                 let checked = entry.and_then(|t| t.validate().map(|()| t)).and_then(|t| {
                     check_slots(&t, &pool_id, pool_slots)?;
@@ -284,9 +346,17 @@ impl Submission<'_> {
                         }
                         t
                     }
-                    Err(e) => {
+                    Err(e) if continue_on_error => {
                         bad.insert(i, e.to_string());
-                        return if continue_on_error { Ok(()) } else { Err(e) };
+                        return Ok(());
+                    }
+                    // Every bad task of the file is found (the first few named) before refusing it.
+                    Err(e) => {
+                        refused += 1;
+                        if problems.len() < SHOWN_PROBLEMS {
+                            problems.push(e.to_string());
+                        }
+                        return Ok(());
                     }
                 };
                 if !seen.insert(id_hash(&t.id)) {
@@ -298,6 +368,9 @@ impl Submission<'_> {
                 }
                 Ok(())
             })?;
+            if refused > 0 {
+                return Err(refusal(refused, problems));
+            }
             tx.blocking_send(batch).map_err(|_| stopped())?;
             // Tasks of the file that wait on each other would never run: refuse them.
             if let Some(cycle) = crate::model::task::dependency_cycles(&graph).first() {

@@ -153,7 +153,7 @@ async fn main() -> ExitCode {
 /// stderr.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path, kind: &str) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--json-file {}: {e}", path.display()))?;
-    let (read, notes) = drover_core::model::lenient::read_checked(kind, &text, Some(1))
+    let (read, notes) = drover_core::model::lenient::read_checked(kind, &text, Some((1, 1)))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     for note in notes {
         tracing::warn!("{}: {note}", path.display());

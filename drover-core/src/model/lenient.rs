@@ -22,22 +22,24 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, LenientError> 
 /// How many problems a refusal lists.
 const MAX_PROBLEMS: usize = 20;
 
-/// Reads `text`, a JSON document of Azure's `kind` (`TaskAddParameter`, ...) whose first line is
-/// line `first_line` of its file (unknown: problems are named by path only): checks it against
+/// Reads `text`, a JSON document of Azure's `kind` (`TaskAddParameter`, ...) that starts at
+/// `start` (line, column) of its file (unknown: problems are named by path only): checks it against
 /// the field table, then reads it leniently.
 /// The error lists every problem (up to 20), each with its line and column; the notes say which
 /// fields were kept without effect (`path: why`).
 pub fn read_checked<T: DeserializeOwned>(
     kind: &str,
     text: &str,
-    first_line: Option<usize>,
+    start: Option<(usize, usize)>,
 ) -> Result<(T, Vec<String>), String> {
     let text = strip_bom(text);
     let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let report = super::fields::check(kind, &value);
+    // On its first line, a place is as far right as the document starts.
     let place = |path: &str| {
-        let first = first_line?;
-        locate(text, path).map(|(line, column)| (line + first - 1, column))
+        let (first, indent) = start?;
+        locate(text, path)
+            .map(|(line, column)| (line + first - 1, if line == 1 { column + indent - 1 } else { column }))
     };
     let at = |path: &str| match place(path) {
         Some((line, column)) => format!("line {line} column {column}: {path}"),
@@ -61,8 +63,8 @@ pub fn read_checked<T: DeserializeOwned>(
     match from_value(value) {
         Ok(read) => Ok((read, notes)),
         // A problem of the document as a whole (a missing field) is where the document starts.
-        Err(e) if e.path.is_empty() => match first_line {
-            Some(line) => Err(format!("line {line}: {}", e.message)),
+        Err(e) if e.path.is_empty() => match start {
+            Some((line, _)) => Err(format!("line {line}: {}", e.message)),
             None => Err(e.message),
         },
         Err(e) => Err(format!("{}: {}", at(&e.path()), e.message)),
@@ -451,15 +453,15 @@ mod tests {
     #[test]
     fn a_checked_read_lists_every_problem_with_its_place() {
         let text = "{\"id\": \"t\", \"commandLine\": \"x\",\n \"multiInstanceSettings\": {},\n \"affinityInfo\": {\"affinityId\": \"n\"},\n \"colour\": 1}";
-        let e = read_checked::<TaskAddParameter>("TaskAddParameter", text, Some(10)).err().unwrap_or_default();
+        let e = read_checked::<TaskAddParameter>("TaskAddParameter", text, Some((10, 1))).err().unwrap_or_default();
         assert!(e.starts_with("2 problems: line 11 column 2: multiInstanceSettings: an Azure Batch feature"), "{e}");
         assert!(e.contains("; line 13 column 2: colour: unknown field"), "{e}");
         let text = "{\"id\": \"t\", \"commandLine\": \"x\",\n \"affinityInfo\": {\"affinityId\": \"n\"},\n \"requiredSlots\": \"two\"}";
-        let e = read_checked::<TaskAddParameter>("TaskAddParameter", text, Some(1)).err().unwrap_or_default();
+        let e = read_checked::<TaskAddParameter>("TaskAddParameter", text, Some((1, 1))).err().unwrap_or_default();
         assert!(e.starts_with("line 3 column 2: requiredSlots: invalid type"), "{e}");
         let text = "{\"id\": \"t\", \"commandLine\": \"x\", \"affinityInfo\": {\"affinityId\": \"n\"}}";
         let (task, notes) =
-            read_checked::<TaskAddParameter>("TaskAddParameter", text, Some(1)).unwrap_or_else(|e| panic!("{e}"));
+            read_checked::<TaskAddParameter>("TaskAddParameter", text, Some((1, 1))).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(task.affinity_info, Some(serde_json::json!({"affinityId": "n"})));
         assert!(notes.len() == 1 && notes[0].starts_with("affinityInfo: has no effect"), "{notes:?}");
     }
