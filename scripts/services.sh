@@ -6,6 +6,9 @@
 #                      README's monitoring section; it is not started (the tests run their own).
 #   --with-azurite     also install Azurite, the Azure Storage emulator (npm, into
 #                      target/tools), for the Azure Blob tests; not started (they run their own).
+#   --with-batch-sdks  also install the official Azure Batch Python SDKs (azure-batch 15.1.0
+#                      and 14.2.0 from PyPI, each in a virtual environment under target/tools)
+#                      for drover-api's acceptance tests.
 # Idempotent: installs only what is absent, starts only what is not running, and
 # leaves everything running when it exits. Meant to be executed (not sourced) as
 # root on Debian with the Rust toolchain; `source scripts/env.sh` afterwards for
@@ -14,11 +17,13 @@ set -euo pipefail
 
 WITH_PROMETHEUS=0
 WITH_AZURITE=0
+WITH_BATCH_SDKS=0
 for arg in "$@"; do
   case "$arg" in
     --with-prometheus) WITH_PROMETHEUS=1 ;;
     --with-azurite) WITH_AZURITE=1 ;;
-    *) echo "usage: services.sh [--with-prometheus] [--with-azurite]" >&2; exit 2 ;;
+    --with-batch-sdks) WITH_BATCH_SDKS=1 ;;
+    *) echo "usage: services.sh [--with-prometheus] [--with-azurite] [--with-batch-sdks]" >&2; exit 2 ;;
   esac
 done
 
@@ -87,6 +92,10 @@ if ((WITH_AZURITE)); then
   needed+=(node npm)
   command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 fi
+if ((WITH_BATCH_SDKS)); then
+  needed+=(python3)
+  python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3 python3-venv)
+fi
 if ((${#missing[@]} > 0)); then
   command -v apt-get >/dev/null 2>&1 || die "${missing[*]} missing and apt-get is not available; install them by hand"
   echo "services: installing ${missing[*]} with apt-get (the first time: about a minute)" >&2
@@ -107,6 +116,20 @@ if ((WITH_AZURITE)) && ! grep -qs "\"version\": \"$AZURITE_VERSION\"" "$ROOT/tar
   npm install --prefix "$ROOT/target/tools" --no-audit --no-fund --loglevel error "azurite@$AZURITE_VERSION" >&2 \
     || die "npm install azurite failed"
   [[ -x "$AZURITE" ]] || die "azurite-blob still not found after npm install"
+fi
+
+# The Azure Batch SDKs, pinned, each in a virtual environment of the project's own.
+if ((WITH_BATCH_SDKS)); then
+  command -v python3 >/dev/null 2>&1 || die "python3 is needed for the Batch SDK tests"
+  for sdk in 15.1.0 14.2.0; do
+    venv="$ROOT/target/tools/batch-sdk-$sdk"
+    if ! "$venv/bin/python" -c "import importlib.metadata as m; assert m.version('azure-batch') == '$sdk'" 2>/dev/null; then
+      echo "services: installing azure-batch $sdk from PyPI into target/tools/batch-sdk-$sdk" >&2
+      python3 -m venv "$venv" >&2 || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+      "$venv/bin/pip" install --quiet --disable-pip-version-check "azure-batch==$sdk" >&2 \
+        || die "pip install azure-batch==$sdk failed"
+    fi
+  done
 fi
 
 S3S_FS="$(command -v s3s-fs 2>/dev/null || true)"

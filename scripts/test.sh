@@ -12,7 +12,7 @@ echo "== gates: cargo fmt --check, cargo clippy -D warnings (a few minutes the f
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-bash scripts/services.sh --with-prometheus --with-azurite
+bash scripts/services.sh --with-prometheus --with-azurite --with-batch-sdks
 # shellcheck source=scripts/env.sh
 . scripts/env.sh
 

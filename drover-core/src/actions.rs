@@ -24,6 +24,43 @@ pub async fn create_pool(
     store.create_pool_for(spec, auto_job).await
 }
 
+/// Deletes a pool: its queues, then its record.
+pub async fn delete_pool(config: &Config, store: &StatusStore, pool: &str) -> Result<()> {
+    store.get_pool(pool).await?;
+    let connection = queue::connect(&config.broker(), "drover").await?;
+    let channel = connection.create_channel().await?;
+    let deleted = Topology::new(&config.account).delete_pool(&channel, pool).await;
+    let _ = connection.close(200, "bye".into()).await;
+    deleted?;
+    store.delete_pool(pool).await
+}
+
+/// One of a task's kept files (`stdout.txt`, `stderr.txt`), as stored once its attempt ended:
+/// its length and its content, streamed. An empty file is not stored: it reads as empty.
+pub async fn task_file(
+    staging: &crate::staging::Staging,
+    store: &StatusStore,
+    job: &str,
+    task: &str,
+    file: &str,
+) -> Result<(u64, Box<dyn tokio::io::AsyncRead + Send + Unpin>)> {
+    let record = store.task_record(job, task).await?;
+    if !matches!(file, "stdout.txt" | "stderr.txt") {
+        return Err(Error::NotFound { kind: "file", id: file.into() });
+    }
+    if record.attempt == 0 {
+        return Err(Error::State(format!("task {task:?} has not run yet: it has no {file}")));
+    }
+    let files = staging.task_files(job, task);
+    match staging.s3.open(&files.bucket, &format!("{}/{file}", files.key)).await {
+        Ok((length, body)) => Ok((length, body)),
+        Err(Error::NotFound { .. }) if record.state == crate::model::TaskState::Completed => {
+            Ok((0, Box::new(tokio::io::empty())))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates a job as Azure does: its auto pool first, then the job, then its manager task (the
 /// job's first task). Run again after an interruption with the same spec, it adds what is
 /// missing; else an existing id is a conflict. Returns the job as made (its pool named).

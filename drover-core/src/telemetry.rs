@@ -14,3 +14,14 @@ pub fn init(default_level: &str) {
     let json = std::env::var("DROVER_LOG_FORMAT").is_ok_and(|v| v == "json");
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
+
+/// A program's exit: success, or its error's first line on stderr (`program: error`) and 1.
+pub fn exit<E: std::fmt::Display>(program: &str, result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {}", e.to_string().lines().next().unwrap_or(""));
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -73,13 +73,7 @@ struct Cli {
 async fn main() -> ExitCode {
     drover_core::telemetry::init("info");
     let cli = Cli::parse();
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("drover-monitor: {}", e.to_string().lines().next().unwrap_or(""));
-            ExitCode::from(1)
-        }
-    }
+    drover_core::telemetry::exit("drover-monitor", run(cli).await)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -132,7 +132,6 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
     }
 }
 
-/// Whether job `job` has task `task`.
 /// `3 of 5 tasks completed (2 succeeded, 1 failed), 1 running, 1 active`.
 fn summary(c: &TaskCountsResult) -> String {
     let t = &c.task_counts;

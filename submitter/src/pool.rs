@@ -4,7 +4,6 @@ use crate::ids::PoolId;
 use crate::output::{self, Format};
 use drover_core::autoscale;
 use drover_core::model::{IsoDuration, PoolAddParameter};
-use drover_core::queue::{self, Topology};
 use drover_core::status::StatusStore;
 use drover_core::Config;
 use std::path::PathBuf;
@@ -119,13 +118,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
             output::one(format, &store.set_autoscale(&pool_id, None, None).await?)
         }
         PoolCommand::Delete(PoolId { pool_id }) => {
-            store.get_pool(&pool_id).await?;
-            let connection = queue::connect(&config.broker(), "drover").await?;
-            let channel = connection.create_channel().await?;
-            Topology::new(&config.account).delete_pool(&channel, &pool_id).await?;
-            let _ = connection.close(200, "bye".into()).await;
-            store.delete_pool(&pool_id).await?;
-            Ok(())
+            Ok(drover_core::actions::delete_pool(config, &store, &pool_id).await?)
         }
     }
 }

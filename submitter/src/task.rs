@@ -154,25 +154,18 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
             output::one(format, &store.get_task(&job_id, &task_id).await?)
         }
         TaskCommand::File(FileCommand::Download { task: TaskId { job_id, task_id }, file_path, destination }) => {
-            let record = store.task_record(&job_id, &task_id).await?;
             if !matches!(file_path.as_str(), "stdout.txt" | "stderr.txt") {
                 anyhow::bail!("--file-path {file_path:?}: only stdout.txt and stderr.txt are kept for a task");
             }
-            if record.attempt == 0 {
-                anyhow::bail!("task {task_id:?} has not run yet: it has no {file_path}");
-            }
             let staging = Staging::new(config).await?;
-            let files = staging.task_files(&job_id, &task_id);
-            let key = format!("{}/{file_path}", files.key);
-            match staging.s3.download(&files.bucket, &key, &destination).await {
-                Ok(_) => Ok(()),
-                // Empty files are not stored.
-                Err(drover_core::Error::NotFound { .. }) if record.state == TaskState::Completed => {
-                    std::fs::write(&destination, b"")
-                        .map_err(|e| anyhow::anyhow!("--destination {}: {e}", destination.display()))
-                }
-                Err(e) => Err(anyhow::anyhow!("task {task_id:?}: {file_path}: {e}")),
-            }
+            let (_, mut body) =
+                drover_core::actions::task_file(&staging, &store, &job_id, &task_id, &file_path).await?;
+            let shown = destination.display();
+            let mut file = tokio::fs::File::create(&destination)
+                .await
+                .map_err(|e| anyhow::anyhow!("--destination {shown}: {e}"))?;
+            tokio::io::copy(&mut body, &mut file).await.map_err(|e| anyhow::anyhow!("--destination {shown}: {e}"))?;
+            Ok(())
         }
     }
 }

@@ -323,6 +323,28 @@ impl TestAccount {
         pid
     }
 
+    /// Starts `drover-api` for this account with the key `key` (base64) on a port of its own,
+    /// which it returns once the API answers; it is killed when the account is cleaned up.
+    pub async fn start_api(&mut self, key: &str) -> u16 {
+        let port = free_port();
+        let n = self.workers.len();
+        let log = std::fs::File::create(self.work_dir.join(format!("worker-{n}.log"))).unwrap();
+        let mut cmd = Command::new(bin_dir().join("drover-api"));
+        self.env(&mut cmd);
+        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("DROVER_API_KEY", key)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.workers.push(cmd.spawn().expect("start drover-api"));
+        eventually(Duration::from_secs(30), "drover-api listens", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+        port
+    }
+
     /// The worker logs so far (for assertion messages).
     pub fn worker_logs(&self) -> String {
         (0..self.workers.len())

@@ -120,6 +120,14 @@ impl S3Store {
         Ok(bytes)
     }
 
+    /// An object's length and its content, streamed.
+    pub async fn open(&self, bucket: &str, key: &str) -> Result<(u64, Box<dyn tokio::io::AsyncRead + Send + Unpin>)> {
+        let what = format!("s3://{bucket}/{key}");
+        let out = self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| storage_error(&what, e))?;
+        let length = out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        Ok((length, Box::new(out.body.into_async_read())))
+    }
+
     /// Uploads an open file as one object (streamed from disk; S3 stores it whole or not at all).
     pub async fn upload(&self, file: std::fs::File, bucket: &str, key: &str) -> Result<u64> {
         let what = format!("s3://{bucket}/{key}");

@@ -415,10 +415,22 @@ impl StatusStore {
         state: Option<TaskState>,
         mut each: impl FnMut(CloudTask) -> ControlFlow<()>,
     ) -> Result<()> {
+        self.for_each_task_from(job, state, 0, |_, task| each(task)).await
+    }
+
+    /// [`StatusStore::for_each_task`] from the `from`-th task added (0 is the first), giving
+    /// `each` every task's position too: a page deep in a job costs what the first does.
+    pub async fn for_each_task_from(
+        &self,
+        job: &str,
+        state: Option<TaskState>,
+        from: usize,
+        mut each: impl FnMut(usize, CloudTask) -> ControlFlow<()>,
+    ) -> Result<()> {
         let pool = self.job_pool(job).await?;
         let mut dirs = NodeDirs::default();
         const PAGE: isize = 1000;
-        let mut start = 0isize;
+        let mut start = isize::try_from(from).unwrap_or(isize::MAX);
         loop {
             let ids: Vec<String> = redis::cmd("LRANGE")
                 .arg(self.keys.job(job).tasks())
@@ -431,13 +443,14 @@ impl StatusStore {
             }
             let keys: Vec<String> = ids.iter().map(|id| self.keys.job(job).task(id)).collect();
             let raws: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut self.con()).await?;
-            for (id, raw) in ids.iter().zip(raws) {
+            for (n, (id, raw)) in ids.iter().zip(raws).enumerate() {
                 let Some(raw) = raw else { continue };
                 let record: TaskRecord = serde_json::from_str(&raw)
                     .map_err(|e| Error::Corrupt(format!("stored task {id:?} is unreadable: {e}")))?;
                 if state.is_none_or(|s| s == record.state) {
                     let root = self.task_root(&mut dirs, &record, job, id).await?;
-                    if each(record.to_cloud_task(id, &pool, root)?).is_break() {
+                    let index = usize::try_from(start).unwrap_or(0) + n;
+                    if each(index, record.to_cloud_task(id, &pool, root)?).is_break() {
                         return Ok(());
                     }
                 }

@@ -1,0 +1,85 @@
+//! `drover-api`: Azure Batch's data-plane REST API over a drover account, so the Batch SDKs and
+//! `az batch` drive drover with only the endpoint and key changed.
+
+mod auth;
+mod reply;
+mod routes;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use clap::Parser;
+use drover_core::Config;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "drover-api", version, about = "Azure Batch's REST API (the data plane) over a drover account")]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    /// Where to serve the API (loopback by default). Clients use `http://ADDR` as the endpoint.
+    #[arg(long, env = "DROVER_API_LISTEN", default_value = "127.0.0.1:8180")]
+    listen: std::net::SocketAddr,
+    /// The account's primary key (base64, as Azure's): clients sign requests with it (Shared Key).
+    #[arg(long, env = "DROVER_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// An optional secondary key, also accepted (to rotate keys without downtime).
+    #[arg(long, env = "DROVER_API_KEY2", hide_env_values = true)]
+    api_key2: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    drover_core::telemetry::init("info");
+    let cli = Cli::parse();
+    drover_core::telemetry::exit("drover-api", run(cli).await)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    cli.config.validate()?;
+    let keys = auth::Keys::new(&cli.config.account, &cli.api_key, cli.api_key2.as_deref())?;
+    let store = drover_core::status::StatusStore::connect(&cli.config).await?;
+    let staging = drover_core::staging::Staging::new(&cli.config).await?;
+    let app = Arc::new(routes::App { config: cli.config, store, staging, keys });
+    let router = routes::router(app.clone())
+        .layer(axum::middleware::from_fn_with_state(app, authenticate))
+        .layer(axum::extract::DefaultBodyLimit::max(routes::MAX_BODY + 1));
+    let listener =
+        tokio::net::TcpListener::bind(cli.listen).await.map_err(|e| anyhow::anyhow!("--listen {}: {e}", cli.listen))?;
+    tracing::info!(listen = %cli.listen, "serving the Batch API");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+/// Refuses what the account's keys did not sign; every answer carries `request-id` and echoes
+/// `client-request-id`.
+async fn authenticate(State(app): State<Arc<routes::App>>, request: Request, next: Next) -> Response {
+    let client_id = request.headers().get("client-request-id").cloned();
+    let mut response = match app.keys.check(request.method(), request.uri(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => {
+            tracing::info!(method = %request.method(), path = %request.uri().path(), reason = ?e.values, "refused a request");
+            e.into_response()
+        }
+    };
+    let id = format!("{:032x}", rand_id());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("request-id", v);
+    }
+    if let Some(v) = client_id {
+        response.headers_mut().insert("client-request-id", v);
+    }
+    response
+}
+
+/// A request id: unique enough to find a request in the logs.
+fn rand_id() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    (u128::from(drover_core::model::now_ms() as u64) << 64) | u128::from(N.fetch_add(1, Ordering::Relaxed))
+}

@@ -1,0 +1,412 @@
+//! The Batch data-plane operations drover serves, each doing what the same `drover` command does
+//! (through `drover_core::actions` and the status store).
+
+use crate::reply::{self, created, entity, json_response, ok_entity, ApiError, Reply};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use drover_core::model::{lenient, JobAddParameter, PoolAddParameter, TaskAddParameter};
+use drover_core::queue::{Publisher, Topology};
+use drover_core::staging::Staging;
+use drover_core::status::StatusStore;
+use drover_core::{actions, Config};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// What every request shares.
+pub(crate) struct App {
+    pub(crate) config: Config,
+    pub(crate) store: StatusStore,
+    pub(crate) staging: Staging,
+    pub(crate) keys: crate::auth::Keys,
+}
+
+type Shared = State<Arc<App>>;
+
+/// The most tasks one `addtaskcollection` takes, and the largest body, as Azure's.
+const COLLECTION_TASKS: usize = 100;
+pub(crate) const MAX_BODY: usize = 1 << 20;
+/// The longest page of a list.
+const MAX_RESULTS: usize = 1000;
+
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/pools", post(add_pool).get(list_pools))
+        .route("/pools/{pool}", get(get_pool).head(get_pool).delete(delete_pool))
+        .route("/pools/{pool}/nodes", get(list_nodes))
+        .route("/jobs", post(add_job).get(list_jobs))
+        .route("/jobs/{job}", get(get_job).delete(delete_job))
+        .route("/jobs/{job}/terminate", post(terminate_job))
+        .route("/jobs/{job}/taskcounts", get(task_counts))
+        .route("/jobs/{job}/tasks", post(add_task).get(list_tasks))
+        .route("/jobs/{job}/addtaskcollection", post(add_task_collection))
+        .route("/jobs/{job}/tasks/{task}", get(get_task))
+        .route("/jobs/{job}/tasks/{task}/files/{*path}", get(task_file).head(task_file))
+        .fallback(not_served)
+        .with_state(app)
+}
+
+/// The service's address as the client sees it, for links.
+pub(crate) fn base(headers: &HeaderMap) -> String {
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+/// The body as JSON text, or the error Azure gives for one that is not.
+fn text(body: &Bytes) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|_| ApiError::invalid("the body is not UTF-8 JSON"))
+}
+
+/// Reads a body leniently as Azure's `kind`, every problem named with its place.
+fn read<T: serde::de::DeserializeOwned>(kind: &str, body: &Bytes) -> Result<T, ApiError> {
+    let (read, notes) = lenient::read_checked::<T>(kind, text(body)?, Some((1, 1))).map_err(ApiError::invalid)?;
+    for note in notes {
+        tracing::debug!(%kind, %note, "a field without effect was kept");
+    }
+    Ok(read)
+}
+
+async fn not_served(method: Method, uri: axum::http::Uri) -> ApiError {
+    let path = uri.path();
+    // Operations of Azure's API that drover does not serve (yet) say so, as Azure does for
+    // features an account lacks; anything else is not a resource.
+    let known =
+        ["/pools", "/jobs", "/jobschedules", "/applications", "/nodecounts", "/supportedimages", "/poolusagemetrics"];
+    if known.iter().any(|k| path == *k || path.starts_with(&format!("{k}/"))) {
+        return ApiError::not_supported(&format!("{method} {path}"));
+    }
+    ApiError::new(StatusCode::NOT_FOUND, "InvalidUri", format!("{path} is not a resource of the Batch API"))
+}
+
+async fn add_pool(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {
+    let spec: PoolAddParameter = read("PoolAddParameter", &body)?;
+    drover_core::model::validate_id("pool id", &spec.id)?;
+    if app.store.get_pool(&spec.id).await.is_ok() {
+        return Err(drover_core::Error::Conflict { kind: "pool", id: spec.id }.into());
+    }
+    actions::create_pool(&app.config, &app.store, &spec, None).await?;
+    Ok(created(&base(&headers), &format!("/pools/{}", spec.id)))
+}
+
+async fn list_pools(State(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
+    let mut pools = Vec::new();
+    for pool in app.store.list_pools().await? {
+        pools.push((pool.spec.id.clone(), serde_json::to_value(&pool).unwrap_or_default()));
+    }
+    page(&headers, "pools", "/pools", &q, pools)
+}
+
+async fn get_pool(State(app): Shared, method: Method, headers: HeaderMap, Path(pool): Path<String>) -> Reply {
+    let shown = app.store.pool_status(&pool).await?;
+    let body = entity(&base(&headers), "pools", serde_json::to_value(&shown).unwrap_or_default());
+    Ok(head_or(method, ok_entity(body)))
+}
+
+async fn delete_pool(State(app): Shared, Path(pool): Path<String>) -> Reply {
+    actions::delete_pool(&app.config, &app.store, &pool).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn list_nodes(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path(pool): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
+    app.store.get_pool(&pool).await?;
+    let nodes = app.store.list_nodes(&pool).await?;
+    let nodes = nodes.iter().map(|n| (n.id.clone(), serde_json::to_value(n).unwrap_or_default())).collect();
+    page(&headers, "pools/@Element/nodes", &format!("/pools/{pool}/nodes"), &q, nodes)
+}
+
+async fn add_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {
+    let spec: JobAddParameter = read("JobAddParameter", &body)?;
+    drover_core::model::validate_id("job id", &spec.id)?;
+    if app.store.get_job(&spec.id).await.is_ok() {
+        return Err(drover_core::Error::Conflict { kind: "job", id: spec.id }.into());
+    }
+    let made = actions::create_job(&app.config, &app.store, spec).await?;
+    Ok(created(&base(&headers), &format!("/jobs/{}", made.id)))
+}
+
+async fn list_jobs(State(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
+    let mut jobs = Vec::new();
+    let mut ids = app.store.job_ids().await?;
+    ids.sort();
+    for id in ids {
+        match app.store.get_job(&id).await {
+            Ok(job) => jobs.push((id, serde_json::to_value(&job).unwrap_or_default())),
+            Err(drover_core::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    page(&headers, "jobs", "/jobs", &q, jobs)
+}
+
+async fn get_job(State(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
+    let shown = app.store.get_job(&job).await?;
+    Ok(ok_entity(entity(&base(&headers), "jobs", serde_json::to_value(&shown).unwrap_or_default())))
+}
+
+async fn delete_job(State(app): Shared, Path(job): Path<String>) -> Reply {
+    app.store.delete_job(&job).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn terminate_job(State(app): Shared, Path(job): Path<String>, body: Bytes) -> Reply {
+    let reason = if body.is_empty() {
+        None
+    } else {
+        let v: Value = serde_json::from_str(text(&body)?).map_err(|e| ApiError::invalid(e.to_string()))?;
+        v.get("terminateReason").and_then(Value::as_str).map(str::to_string)
+    };
+    app.store.terminate_job(&job, reason.as_deref().unwrap_or("UserTerminate")).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn task_counts(State(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
+    let counts = app.store.task_counts(&job).await?;
+    let mut body = serde_json::to_value(counts).unwrap_or_default();
+    body["odata.metadata"] = json!(format!("{}/$metadata#taskcountsresult/@Element", base(&headers)));
+    Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
+}
+
+/// Adds tasks to a job as one submission (all or none).
+async fn submit(app: &App, job: &str, tasks: &[TaskAddParameter]) -> drover_core::Result<()> {
+    let publisher = Publisher::connect(&app.config.broker(), Topology::new(&app.config.account)).await?;
+    let mut submission = drover_core::submit::Submission {
+        store: &app.store,
+        publisher: &publisher,
+        job_id: job,
+        continue_on_error: false,
+        progress: &|_| {},
+    };
+    let added = submission.add(tasks).await;
+    publisher.close().await;
+    added.map(|_| ())
+}
+
+async fn add_task(State(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
+    let task: TaskAddParameter = read("TaskAddParameter", &body)?;
+    if app.store.task_record(&job, &task.id).await.is_ok() {
+        return Err(drover_core::Error::Conflict { kind: "task", id: task.id }.into());
+    }
+    submit(&app, &job, std::slice::from_ref(&task)).await?;
+    Ok(created(&base(&headers), &format!("/jobs/{job}/tasks/{}", task.id)))
+}
+
+/// Azure's `addtaskcollection`: up to 100 tasks, each answered on its own.
+async fn add_task_collection(State(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestBodyTooLarge",
+            "The request body is too large",
+        ));
+    }
+    let collection: Value = serde_json::from_str(text(&body)?).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let items = collection
+        .get("value")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::invalid("value: a list of tasks is required"))?;
+    if items.len() > COLLECTION_TASKS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestBodyTooLarge",
+            format!("at most {COLLECTION_TASKS} tasks in one request"),
+        ));
+    }
+    app.store.get_job(&job).await?;
+    let base = base(&headers);
+    let mut results: Vec<Value> = Vec::with_capacity(items.len());
+    let mut valid: Vec<(usize, TaskAddParameter)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let id = item.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+        let read = lenient::read_checked::<TaskAddParameter>("TaskAddParameter", &item.to_string(), None)
+            .map_err(ApiError::invalid)
+            .and_then(|(t, _)| t.validate().map(|()| t).map_err(ApiError::from));
+        match read {
+            Ok(t) if app.store.task_record(&job, &t.id).await.is_ok() => {
+                results.push(failed(&id, drover_core::Error::Conflict { kind: "task", id: id.clone() }.into()))
+            }
+            Ok(t) if valid.iter().any(|(_, v)| v.id == t.id) => {
+                results.push(failed(&id, ApiError::invalid(format!("task {id:?} appears more than once"))))
+            }
+            Ok(t) => {
+                valid.push((i, t));
+                results.push(Value::Null);
+            }
+            Err(e) => results.push(failed(&id, e)),
+        }
+    }
+    let tasks: Vec<TaskAddParameter> = valid.iter().map(|(_, t)| t.clone()).collect();
+    let outcome = if tasks.is_empty() { Ok(()) } else { submit(&app, &job, &tasks).await };
+    for (i, t) in &valid {
+        results[*i] = match &outcome {
+            Ok(()) => {
+                let shown = app.store.get_task(&job, &t.id).await.map(|c| serde_json::to_value(c).unwrap_or_default());
+                let tag = shown.as_ref().map(reply::etag).unwrap_or_default();
+                json!({"status": "success", "taskId": t.id, "eTag": tag,
+                       "lastModified": drover_core::model::rfc3339(drover_core::model::now_ms()),
+                       "location": format!("{base}/jobs/{job}/tasks/{}", t.id)})
+            }
+            Err(e) => failed(&t.id, ApiError::from(drover_core::Error::Invalid(e.to_string()))),
+        };
+    }
+    let body = json!({"odata.metadata": format!("{base}/$metadata#taskaddresult"), "value": results});
+    Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
+}
+
+fn failed(id: &str, e: ApiError) -> Value {
+    json!({"status": if e.status.is_server_error() { "servererror" } else { "clienterror" }, "taskId": id, "error": e.body()})
+}
+
+async fn list_tasks(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path(job): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
+    let size = page_size(&q)?;
+    let from: usize = match q.get("$skiptoken") {
+        Some(t) => {
+            t.parse().map_err(|_| ApiError::invalid(format!("$skiptoken {t:?} is not one this service gave")))?
+        }
+        None => 0,
+    };
+    let mut tasks = Vec::new();
+    let mut next = None;
+    app.store
+        .for_each_task_from(&job, None, from, |index, task| {
+            if tasks.len() == size {
+                next = Some(index);
+                return ControlFlow::Break(());
+            }
+            tasks.push(serde_json::to_value(&task).unwrap_or_default());
+            ControlFlow::Continue(())
+        })
+        .await?;
+    let base = base(&headers);
+    let mut body = json!({"odata.metadata": format!("{base}/$metadata#tasks"), "value": tasks});
+    if let Some(next) = next {
+        body["odata.nextLink"] = json!(link(&base, &format!("/jobs/{job}/tasks"), &q, &next.to_string()));
+    }
+    Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
+}
+
+async fn get_task(State(app): Shared, headers: HeaderMap, Path((job, task)): Path<(String, String)>) -> Reply {
+    let shown = app.store.get_task(&job, &task).await?;
+    Ok(ok_entity(entity(&base(&headers), "tasks", serde_json::to_value(&shown).unwrap_or_default())))
+}
+
+/// A task's stdout.txt or stderr.txt; HEAD gives its properties.
+async fn task_file(
+    State(app): Shared,
+    method: Method,
+    headers: HeaderMap,
+    Path((job, task, path)): Path<(String, String, String)>,
+) -> Reply {
+    let (length, body) = match actions::task_file(&app.staging, &app.store, &job, &task, &path).await {
+        Err(drover_core::Error::NotFound { kind: "file", .. }) | Err(drover_core::Error::State(_)) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "FileNotFound",
+                format!("task {task:?} has no file {path:?}"),
+            ));
+        }
+        other => other?,
+    };
+    let record = app.store.get_task(&job, &task).await?;
+    let created =
+        record.execution_info.as_ref().and_then(|e| e.start_time.clone()).unwrap_or(record.creation_time.clone());
+    let mut out = HeaderMap::new();
+    let url = format!("{}/jobs/{job}/tasks/{task}/files/{path}", base(&headers));
+    for (name, value) in [
+        ("content-type", "application/octet-stream".to_string()),
+        ("content-length", length.to_string()),
+        ("ocp-batch-file-isdirectory", "false".into()),
+        ("ocp-batch-file-url", url),
+        ("ocp-batch-file-mode", "0100644".into()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            out.insert(name, v);
+        }
+    }
+    for name in ["ocp-creation-time", "last-modified"] {
+        if let Some(v) = reply::http_date(&created) {
+            out.insert(name, v);
+        }
+    }
+    if method == Method::HEAD {
+        return Ok((StatusCode::OK, out).into_response());
+    }
+    let stream = tokio_util::io::ReaderStream::new(body);
+    Ok((StatusCode::OK, out, Body::from_stream(stream)).into_response())
+}
+
+/// A HEAD answers as GET without the body.
+fn head_or(method: Method, response: Response) -> Response {
+    if method != Method::HEAD {
+        return response;
+    }
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, Body::empty())
+}
+
+fn page_size(q: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match q.get("maxresults").or_else(|| q.get("maxResults")) {
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_RESULTS).contains(n))
+            .ok_or_else(|| ApiError::invalid(format!("maxresults {n:?}: from 1 to {MAX_RESULTS}"))),
+        None => Ok(MAX_RESULTS),
+    }
+}
+
+/// The link to the next page: the same request from `token` on.
+fn link(base: &str, path: &str, q: &HashMap<String, String>, token: &str) -> String {
+    let mut params: Vec<(&str, &str)> =
+        q.iter().filter(|(k, _)| k.as_str() != "$skiptoken").map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    params.push(("$skiptoken", token));
+    params.sort();
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+    format!("{base}{path}?{}", query.join("&"))
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'$' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A page of `items` (id, entity), sorted by id, after `$skiptoken` (the last id of the previous page).
+fn page(
+    headers: &HeaderMap,
+    set: &str,
+    path: &str,
+    q: &HashMap<String, String>,
+    mut items: Vec<(String, Value)>,
+) -> Reply {
+    let size = page_size(q)?;
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let after = q.get("$skiptoken");
+    let rest: Vec<(String, Value)> = items.into_iter().filter(|(id, _)| after.is_none_or(|a| id > a)).collect();
+    let base = base(headers);
+    let more = rest.len() > size;
+    let shown: Vec<(String, Value)> = rest.into_iter().take(size).collect();
+    let mut body = json!({"odata.metadata": format!("{base}/$metadata#{set}"),
+                          "value": shown.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()});
+    if let (true, Some((last, _))) = (more, shown.last()) {
+        body["odata.nextLink"] = json!(link(&base, path, q, last));
+    }
+    Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
+}

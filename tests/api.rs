@@ -1,0 +1,70 @@
+//! drover-api driven by Azure's own clients: the official Python SDKs (installed by
+//! `scripts/services.sh --with-batch-sdks`) run Azure's quickstart against it.
+
+#![allow(clippy::unwrap_used)]
+
+use drover_tests::TestAccount;
+use std::path::Path;
+use std::process::Command;
+
+/// The account key the tests sign with (base64, as Azure's).
+const KEY: &str = "ZHJvdmVyLWFwaS10ZXN0LWtleS0wMTIzNDU2Nzg5YWJjZGVm";
+
+fn sdk_python(version: &str) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let python = root.join(format!("target/tools/batch-sdk-{version}/bin/python"));
+    assert!(python.exists(), "{} is missing: run scripts/services.sh --with-batch-sdks", python.display());
+    python
+}
+
+/// Runs `tests/api/quickstart.py` with the SDK `version` against a drover-api of its own.
+async fn quickstart(version: &str) {
+    let mut acct = TestAccount::new(&format!("apiqs{}", version.replace('.', ""))).await;
+    acct.remember_pool("qs-pool");
+    // Nodes come as Azure's do: the autoscaler starts one for targetDedicatedNodes.
+    let listen = format!("127.0.0.1:{}", drover_tests::free_port());
+    acct.start_monitor(&["--listen", &listen]);
+    let port = acct.start_api(KEY).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("api/quickstart.py");
+    let run = Command::new(sdk_python(version))
+        .arg(&script)
+        .args([&format!("http://127.0.0.1:{port}"), acct.name(), KEY])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success() && said.contains("quickstart passed"), "{said}\n{}", acct.worker_logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_sdk_15_runs_azures_quickstart() {
+    quickstart("15.1.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_sdk_14_runs_azures_quickstart() {
+    quickstart("14.2.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readmes_sdk_example_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme.split("## Use the Azure Batch SDKs and az batch").nth(1).unwrap();
+    let example = section.split("```python\n").nth(1).and_then(|s| s.split("```").next()).unwrap();
+    let mut acct = TestAccount::new("apireadme").await;
+    acct.remember_pool("sdk");
+    let listen = format!("127.0.0.1:{}", drover_tests::free_port());
+    acct.start_monitor(&["--listen", &listen]);
+    let port = acct.start_api(KEY).await;
+    let file = acct.file("example.py", example);
+    let run = Command::new(sdk_python("15.1.0"))
+        .arg(&file)
+        .env("DROVER_API_URL", format!("http://127.0.0.1:{port}"))
+        .env("DROVER_ACCOUNT", acct.name())
+        .env("DROVER_API_KEY", KEY)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{said}\n{}", acct.worker_logs());
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "hello 3\n");
+}

@@ -1,0 +1,150 @@
+"""Azure Batch's Python quickstart, run against drover-api with the official SDK.
+
+Usage: python quickstart.py ENDPOINT ACCOUNT KEY
+Run with azure-batch 15.x (BatchClient) or 14.x (BatchServiceClient); prints one line per
+check and exits non-zero on the first that fails.
+"""
+
+import sys
+import time
+
+endpoint, account, key = sys.argv[1:4]
+
+
+def check(what, ok, detail=""):
+    print(("ok   " if ok else "FAIL ") + what + (f": {detail}" if detail and not ok else ""), flush=True)
+    if not ok:
+        sys.exit(1)
+
+
+def until(what, probe, seconds=90):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.2)
+    check(what, False, "timed out")
+
+
+def v15():
+    from azure.batch import BatchClient, models
+    from azure.core.credentials import AzureNamedKeyCredential
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ResourceExistsError
+
+    client = BatchClient(endpoint, AzureNamedKeyCredential(account, key))
+    image = models.BatchVmImageReference(publisher="canonical", offer="0001-com-ubuntu-server-jammy", sku="22_04-lts", version="latest")
+    client.create_pool(models.BatchPoolCreateOptions(
+        id="qs-pool", vm_size="standard_d2s_v3", target_dedicated_nodes=1, task_slots_per_node=4,
+        virtual_machine_configuration=models.VirtualMachineConfiguration(image_reference=image, node_agent_sku_id="batch.node.ubuntu 22.04")))
+    pool = client.get_pool("qs-pool")
+    check("the pool reads back", pool.id == "qs-pool" and pool.task_slots_per_node == 4, pool)
+    client.create_job(models.BatchJobCreateOptions(id="qs-job", pool_info=models.BatchPoolInfo(pool_id="qs-pool")))
+    try:
+        client.create_job(models.BatchJobCreateOptions(id="qs-job", pool_info=models.BatchPoolInfo(pool_id="qs-pool")))
+        check("a second job with the same id is refused", False)
+    except (ResourceExistsError, HttpResponseError) as e:
+        check("a second job with the same id is refused (JobExists)", e.error is not None and e.error.code == "JobExists", e)
+
+    tasks = [models.BatchTaskCreateOptions(id=f"t{i:03}", command_line=f"/bin/sh -c 'echo hello from task {i}'") for i in range(250)]
+    result = client.create_tasks("qs-job", tasks)
+    added = [r for r in result.result_values if r.status == "success"]
+    check("250 tasks are added (the SDK splits them by 100)", len(added) == 250, len(added))
+
+    page = list(client.list_tasks("qs-job", max_results=100))
+    check("list_tasks follows odata.nextLink across pages", len(page) == 250, len(page))
+
+    def all_done():
+        tasks = list(client.list_tasks("qs-job"))
+        return all(t.state == models.BatchTaskState.COMPLETED for t in tasks) and tasks
+    done = until("every task completes", all_done)
+    check("every task ran on a node", all(t.node_info and t.node_info.node_id for t in done))
+    check("every task succeeded", all(t.execution_info.exit_code == 0 for t in done))
+
+    out = b"".join(client.download_task_file("qs-job", "t007", "stdout.txt")).decode()
+    check("stdout.txt of a task reads back", out == "hello from task 7\n", repr(out))
+    counts = client.get_job_task_counts("qs-job")
+    check("task counts", counts.task_counts.succeeded == 250, counts)
+
+    try:
+        client.get_job("no-such-job")
+        check("a missing job is 404", False)
+    except ResourceNotFoundError as e:
+        check("a missing job is 404 (JobNotFound)", e.error is not None and e.error.code == "JobNotFound", e)
+
+    client.begin_delete_job("qs-job", polling_interval=1).result()
+    try:
+        client.get_job("qs-job")
+        check("the deleted job is gone", False)
+    except ResourceNotFoundError:
+        check("the deleted job is gone", True)
+    client.begin_delete_pool("qs-pool", polling_interval=1).result()
+    check("the deleted pool is gone", not any(p.id == "qs-pool" for p in client.list_pools()))
+
+    bad = BatchClient(endpoint, AzureNamedKeyCredential(account, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="))
+    try:
+        bad.get_pool("qs-pool")
+        check("a request signed with another key is refused", False)
+    except HttpResponseError as e:
+        check("a request signed with another key is refused (403)", e.status_code == 403, e)
+
+
+def v14():
+    import azure.batch.models as m
+    from azure.batch import BatchServiceClient
+    from azure.batch.batch_auth import SharedKeyCredentials
+
+    client = BatchServiceClient(SharedKeyCredentials(account, key), batch_url=endpoint)
+    image = m.ImageReference(publisher="canonical", offer="0001-com-ubuntu-server-jammy", sku="22_04-lts", version="latest")
+    client.pool.add(m.PoolAddParameter(
+        id="qs-pool", vm_size="standard_d2s_v3", target_dedicated_nodes=1, task_slots_per_node=4,
+        virtual_machine_configuration=m.VirtualMachineConfiguration(image_reference=image, node_agent_sku_id="batch.node.ubuntu 22.04")))
+    pool = client.pool.get("qs-pool")
+    check("the pool reads back", pool.id == "qs-pool" and pool.task_slots_per_node == 4, pool)
+    client.job.add(m.JobAddParameter(id="qs-job", pool_info=m.PoolInformation(pool_id="qs-pool")))
+    try:
+        client.job.add(m.JobAddParameter(id="qs-job", pool_info=m.PoolInformation(pool_id="qs-pool")))
+        check("a second job with the same id is refused", False)
+    except m.BatchErrorException as e:
+        check("a second job with the same id is refused (JobExists)", e.error.code == "JobExists", e)
+
+    tasks = [m.TaskAddParameter(id=f"t{i:03}", command_line=f"/bin/sh -c 'echo hello from task {i}'") for i in range(250)]
+    result = client.task.add_collection("qs-job", tasks)
+    added = [r for r in result.value if r.status == m.TaskAddStatus.success]
+    check("250 tasks are added (the SDK splits them by 100)", len(added) == 250, len(added))
+    page = list(client.task.list("qs-job", task_list_options=m.TaskListOptions(max_results=100)))
+    check("task.list follows odata.nextLink across pages", len(page) == 250, len(page))
+
+    def all_done():
+        tasks = list(client.task.list("qs-job"))
+        return all(t.state == m.TaskState.completed for t in tasks) and tasks
+    done = until("every task completes", all_done)
+    check("every task ran on a node", all(t.node_info and t.node_info.node_id for t in done))
+    check("every task succeeded", all(t.execution_info.exit_code == 0 for t in done))
+    out = b"".join(client.file.get_from_task("qs-job", "t007", "stdout.txt")).decode()
+    check("stdout.txt of a task reads back", out == "hello from task 7\n", repr(out))
+    counts = client.job.get_task_counts("qs-job")
+    check("task counts", counts.task_counts.succeeded == 250, counts)
+    try:
+        client.job.get("no-such-job")
+        check("a missing job is 404", False)
+    except m.BatchErrorException as e:
+        check("a missing job is 404 (JobNotFound)", e.error.code == "JobNotFound", e)
+    client.job.delete("qs-job")
+    client.pool.delete("qs-pool")
+    check("the deleted pool is gone", not any(p.id == "qs-pool" for p in client.pool.list()))
+    bad = BatchServiceClient(SharedKeyCredentials(account, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="), batch_url=endpoint)
+    try:
+        bad.pool.get("qs-pool")
+        check("a request signed with another key is refused", False)
+    except m.BatchErrorException as e:
+        check("a request signed with another key is refused (403)", e.response.status_code == 403, e)
+
+
+import importlib.metadata
+
+if importlib.metadata.version("azure-batch").startswith("14."):
+    v14()
+else:
+    v15()
+print("quickstart passed")
