@@ -2,6 +2,7 @@
 //! `az batch` drive drover with only the endpoint and key changed.
 
 mod auth;
+mod odata;
 mod reply;
 mod routes;
 

@@ -93,6 +93,9 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.status == StatusCode::NOT_MODIFIED {
+            return self.status.into_response();
+        }
         let mut body = self.body();
         body["odata.metadata"] = json!("$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element");
         let mut response = (self.status, axum::Json(body)).into_response();

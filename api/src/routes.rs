@@ -1,6 +1,7 @@
 //! The Batch data-plane operations drover serves, each doing what the same `drover` command does
 //! (through `drover_core::actions` and the status store).
 
+use crate::odata;
 use crate::reply::{self, created, entity, json_response, ok_entity, ApiError, Reply};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -101,13 +102,23 @@ async fn list_pools(State(app): Shared, headers: HeaderMap, Query(q): Query<Hash
     page(&headers, "pools", "/pools", &q, pools)
 }
 
-async fn get_pool(State(app): Shared, method: Method, headers: HeaderMap, Path(pool): Path<String>) -> Reply {
-    let shown = app.store.pool_status(&pool).await?;
-    let body = entity(&base(&headers), "pools", serde_json::to_value(&shown).unwrap_or_default());
-    Ok(head_or(method, ok_entity(body)))
+async fn pool_entity(app: &App, headers: &HeaderMap, pool: &str) -> Result<Value, ApiError> {
+    let shown = app.store.pool_status(pool).await?;
+    Ok(entity(&base(headers), "pools", serde_json::to_value(&shown).unwrap_or_default()))
 }
 
-async fn delete_pool(State(app): Shared, Path(pool): Path<String>) -> Reply {
+async fn get_pool(
+    State(app): Shared,
+    method: Method,
+    headers: HeaderMap,
+    Path(pool): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
+    Ok(head_or(method, read_entity(&headers, &q, pool_entity(&app, &headers, &pool).await?)?))
+}
+
+async fn delete_pool(State(app): Shared, headers: HeaderMap, Path(pool): Path<String>) -> Reply {
+    odata::conditions(&headers, &pool_entity(&app, &headers, &pool).await?, false)?;
     actions::delete_pool(&app.config, &app.store, &pool).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -148,17 +159,28 @@ async fn list_jobs(State(app): Shared, headers: HeaderMap, Query(q): Query<HashM
     page(&headers, "jobs", "/jobs", &q, jobs)
 }
 
-async fn get_job(State(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
-    let shown = app.store.get_job(&job).await?;
-    Ok(ok_entity(entity(&base(&headers), "jobs", serde_json::to_value(&shown).unwrap_or_default())))
+async fn job_entity(app: &App, headers: &HeaderMap, job: &str) -> Result<Value, ApiError> {
+    let shown = app.store.get_job(job).await?;
+    Ok(entity(&base(headers), "jobs", serde_json::to_value(&shown).unwrap_or_default()))
 }
 
-async fn delete_job(State(app): Shared, Path(job): Path<String>) -> Reply {
+async fn get_job(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path(job): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
+    read_entity(&headers, &q, job_entity(&app, &headers, &job).await?)
+}
+
+async fn delete_job(State(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
+    odata::conditions(&headers, &job_entity(&app, &headers, &job).await?, false)?;
     app.store.delete_job(&job).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-async fn terminate_job(State(app): Shared, Path(job): Path<String>, body: Bytes) -> Reply {
+async fn terminate_job(State(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
+    odata::conditions(&headers, &job_entity(&app, &headers, &job).await?, false)?;
     let reason = if body.is_empty() {
         None
     } else {
@@ -279,15 +301,20 @@ async fn list_tasks(
         }
         None => 0,
     };
+    let filter = q.get("$filter").map(|f| odata::Filter::parse(f)).transpose()?;
     let mut tasks = Vec::new();
     let mut next = None;
     app.store
         .for_each_task_from(&job, None, from, |index, task| {
+            let task = serde_json::to_value(&task).unwrap_or_default();
+            if filter.as_ref().is_some_and(|f| !f.matches(&task)) {
+                return ControlFlow::Continue(());
+            }
             if tasks.len() == size {
                 next = Some(index);
                 return ControlFlow::Break(());
             }
-            tasks.push(serde_json::to_value(&task).unwrap_or_default());
+            tasks.push(odata::select(task, q.get("$select")));
             ControlFlow::Continue(())
         })
         .await?;
@@ -299,9 +326,14 @@ async fn list_tasks(
     Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
 }
 
-async fn get_task(State(app): Shared, headers: HeaderMap, Path((job, task)): Path<(String, String)>) -> Reply {
+async fn get_task(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path((job, task)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
     let shown = app.store.get_task(&job, &task).await?;
-    Ok(ok_entity(entity(&base(&headers), "tasks", serde_json::to_value(&shown).unwrap_or_default())))
+    read_entity(&headers, &q, entity(&base(&headers), "tasks", serde_json::to_value(&shown).unwrap_or_default()))
 }
 
 /// A task's stdout.txt or stderr.txt; HEAD gives its properties.
@@ -347,6 +379,12 @@ async fn task_file(
     }
     let stream = tokio_util::io::ReaderStream::new(body);
     Ok((StatusCode::OK, out, Body::from_stream(stream)).into_response())
+}
+
+/// One entity read: the conditional headers decide, then `$select` picks.
+fn read_entity(headers: &HeaderMap, q: &HashMap<String, String>, body: Value) -> Reply {
+    odata::conditions(headers, &body, true)?;
+    Ok(ok_entity(odata::select(body, q.get("$select"))))
 }
 
 /// A HEAD answers as GET without the body.
@@ -397,6 +435,12 @@ fn page(
     mut items: Vec<(String, Value)>,
 ) -> Reply {
     let size = page_size(q)?;
+    if let Some(filter) = q.get("$filter").map(|f| odata::Filter::parse(f)).transpose()? {
+        items.retain(|(_, v)| filter.matches(v));
+    }
+    for (_, v) in items.iter_mut() {
+        *v = odata::select(std::mem::take(v), q.get("$select"));
+    }
     items.sort_by(|a, b| a.0.cmp(&b.0));
     let after = q.get("$skiptoken");
     let rest: Vec<(String, Value)> = items.into_iter().filter(|(id, _)| after.is_none_or(|a| id > a)).collect();

@@ -63,6 +63,28 @@ def v15():
 
     out = b"".join(client.download_task_file("qs-job", "t007", "stdout.txt")).decode()
     check("stdout.txt of a task reads back", out == "hello from task 7\n", repr(out))
+    picked = list(client.list_tasks("qs-job", filter="startswith(id, 't01') and state eq 'completed'", select=["id", "state"], max_results=4))
+    check("$filter and $select across pages", sorted(t.id for t in picked) == [f"t{i:03}" for i in range(10, 20)]
+          and all(t.execution_info is None for t in picked), [t.id for t in picked])
+    try:
+        list(client.list_tasks("qs-job", filter="state is 'x'"))
+        check("a bad $filter is refused", False)
+    except HttpResponseError as e:
+        check("a bad $filter is refused (InvalidQueryParameterValue)", e.error.code == "InvalidQueryParameterValue", e)
+
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError, ResourceNotModifiedError
+    job = client.get_job("qs-job")
+    try:
+        client.get_job("qs-job", etag=job.etag, match_condition=MatchConditions.IfModified)
+        check("a current copy is not sent again", False)
+    except (ResourceNotModifiedError, ResourceModifiedError) as e:  # 15.1.0 raises the latter for a 304
+        check("a current copy is not sent again (304)", e.status_code == 304, e)
+    try:
+        client.begin_delete_job("qs-job", etag="0x0000", match_condition=MatchConditions.IfNotModified).result()
+        check("a delete with a stale ETag is refused", False)
+    except ResourceModifiedError as e:
+        check("a delete with a stale ETag is refused (412 ConditionNotMet)", e.error.code == "ConditionNotMet", e)
     counts = client.get_job_task_counts("qs-job")
     check("task counts", counts.task_counts.succeeded == 250, counts)
 
