@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use drover_core::model::schedule::JobScheduleAddParameter;
 use drover_core::model::{lenient, JobAddParameter, PoolAddParameter, TaskAddParameter};
 use drover_core::queue::{Publisher, Topology};
 use drover_core::staging::Staging;
@@ -40,6 +41,17 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/pools", post(add_pool).get(list_pools))
         .route("/pools/{pool}", get(get_pool).head(get_pool).delete(delete_pool))
         .route("/pools/{pool}/nodes", get(list_nodes))
+        .route("/pools/{pool}/nodes/{node}", get(get_node))
+        .route("/pools/{pool}/enableautoscale", post(enable_autoscale))
+        .route("/pools/{pool}/disableautoscale", post(disable_autoscale))
+        .route("/pools/{pool}/evaluateautoscale", post(evaluate_autoscale))
+        .route("/jobschedules", post(add_schedule).get(list_schedules))
+        .route(
+            "/jobschedules/{schedule}",
+            get(get_schedule).head(get_schedule).put(update_schedule).delete(delete_schedule),
+        )
+        .route("/jobschedules/{schedule}/{action}", post(schedule_state))
+        .route("/jobs/{job}/tasks/{task}/terminate", post(terminate_task))
         .route("/jobs", post(add_job).get(list_jobs))
         .route("/jobs/{job}", get(get_job).delete(delete_job))
         .route("/jobs/{job}/terminate", post(terminate_job))
@@ -133,6 +145,114 @@ async fn list_nodes(
     let nodes = app.store.list_nodes(&pool).await?;
     let nodes = nodes.iter().map(|n| (n.id.clone(), serde_json::to_value(n).unwrap_or_default())).collect();
     page(&headers, "pools/@Element/nodes", &format!("/pools/{pool}/nodes"), &q, nodes)
+}
+
+async fn get_node(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path((pool, node)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
+    let shown = app.store.get_node(&pool, &node).await?;
+    read_entity(&headers, &q, entity(&base(&headers), "nodes", serde_json::to_value(&shown).unwrap_or_default()))
+}
+
+/// The JSON object of a body, or an empty one for none.
+fn object(body: &Bytes) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_str(text(body)?).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+async fn enable_autoscale(State(app): Shared, Path(pool): Path<String>, body: Bytes) -> Reply {
+    let v = object(&body)?;
+    let current = app.store.get_pool(&pool).await?;
+    let formula =
+        v.get("autoScaleFormula").and_then(Value::as_str).map(str::to_string).or(current.spec.auto_scale_formula);
+    let formula = formula.ok_or_else(|| ApiError::invalid("autoScaleFormula: required (the pool has none)"))?;
+    let interval = match v.get("autoScaleEvaluationInterval") {
+        Some(i) if !i.is_null() => Some(
+            serde_json::from_value(i.clone())
+                .map_err(|e| ApiError::invalid(format!("autoScaleEvaluationInterval: {e}")))?,
+        ),
+        _ => None,
+    };
+    app.store.set_autoscale(&pool, Some(&formula), interval).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn disable_autoscale(State(app): Shared, Path(pool): Path<String>) -> Reply {
+    app.store.set_autoscale(&pool, None, None).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn evaluate_autoscale(State(app): Shared, headers: HeaderMap, Path(pool): Path<String>, body: Bytes) -> Reply {
+    let v = object(&body)?;
+    let formula = v.get("autoScaleFormula").and_then(Value::as_str);
+    let run = actions::evaluate_autoscale(&app.store, &pool, formula).await?;
+    let mut body = serde_json::to_value(run).unwrap_or_default();
+    body["odata.metadata"] =
+        json!(format!("{}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.AutoScaleRun", base(&headers)));
+    Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
+}
+
+async fn add_schedule(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {
+    let spec: JobScheduleAddParameter = read("JobScheduleAddParameter", &body)?;
+    app.store.create_schedule(&spec).await?;
+    Ok(created(&base(&headers), &format!("/jobschedules/{}", spec.id)))
+}
+
+async fn list_schedules(State(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
+    let schedules = app.store.list_schedules().await?;
+    let items = schedules.iter().map(|s| (s.spec.id.clone(), serde_json::to_value(s).unwrap_or_default())).collect();
+    page(&headers, "jobschedules", "/jobschedules", &q, items)
+}
+
+async fn schedule_entity(app: &App, headers: &HeaderMap, id: &str) -> Result<Value, ApiError> {
+    let shown = app.store.get_schedule(id).await?;
+    Ok(entity(&base(headers), "jobschedules", serde_json::to_value(&shown).unwrap_or_default()))
+}
+
+async fn get_schedule(
+    State(app): Shared,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
+    Ok(head_or(method, read_entity(&headers, &q, schedule_entity(&app, &headers, &id).await?)?))
+}
+
+async fn update_schedule(State(app): Shared, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Reply {
+    odata::conditions(&headers, &schedule_entity(&app, &headers, &id).await?, false)?;
+    let spec: JobScheduleAddParameter = read("JobScheduleAddParameter", &body)?;
+    actions::update_schedule(&app.store, &id, spec).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn delete_schedule(State(app): Shared, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    odata::conditions(&headers, &schedule_entity(&app, &headers, &id).await?, false)?;
+    app.store.delete_schedule(&id).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `disable`, `enable` and `terminate` of a schedule.
+async fn schedule_state(State(app): Shared, headers: HeaderMap, Path((id, action)): Path<(String, String)>) -> Reply {
+    let (state, from, status): (&str, &[&str], StatusCode) = match action.as_str() {
+        "disable" => ("disabled", &["active"], StatusCode::NO_CONTENT),
+        "enable" => ("active", &["disabled", "active"], StatusCode::NO_CONTENT),
+        "terminate" => ("completed", &["active", "disabled"], StatusCode::ACCEPTED),
+        _ => return Err(ApiError::not_supported(&format!("POST /jobschedules/{id}/{action}"))),
+    };
+    odata::conditions(&headers, &schedule_entity(&app, &headers, &id).await?, false)?;
+    app.store.set_schedule_state(&id, state, from).await?;
+    Ok(status.into_response())
+}
+
+async fn terminate_task(State(app): Shared, Path((job, task)): Path<(String, String)>) -> Reply {
+    actions::terminate_task(&app.config, &app.store, &job, &task, std::time::Duration::from_secs(30)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn add_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {

@@ -61,6 +61,84 @@ pub async fn task_file(
     }
 }
 
+/// Terminates a task: one that has not started completes at once (its dependents released or
+/// blocked as its exit conditions say); a running one is killed by its node, which this waits
+/// for up to `wait`. False if the node has not killed it by then (it will when it next checks).
+pub async fn terminate_task(
+    config: &Config,
+    store: &StatusStore,
+    job: &str,
+    task: &str,
+    wait: std::time::Duration,
+) -> Result<bool> {
+    let shown = store.get_task(job, task).await?;
+    let blocks = shown.spec.blocks_dependents(false, None, Some(crate::model::task::FailureCode::TaskTerminated));
+    match store.terminate_task(job, task, blocks).await? {
+        crate::status::Termination::AlreadyCompleted => {
+            Err(Error::State(format!("task {task:?} of job {job:?} has already completed")))
+        }
+        crate::status::Termination::Terminated(outbox) => {
+            if !outbox.is_empty() {
+                let pool = store.get_job(job).await?.spec.pool_info.pool_id;
+                let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
+                let published = publisher.publish_outbox(store, &pool, &outbox).await;
+                publisher.close().await;
+                published?;
+            }
+            Ok(true)
+        }
+        crate::status::Termination::Killing(_) => {
+            let deadline = std::time::Instant::now() + wait;
+            while store.task_record(job, task).await?.state != crate::model::TaskState::Completed {
+                if std::time::Instant::now() > deadline {
+                    return Ok(false);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// Evaluates an autoscale formula (`formula`, else the pool's) against the pool's recent
+/// samples without acting (Azure's evaluate); a formula that fails says why in the run's error.
+pub async fn evaluate_autoscale(
+    store: &StatusStore,
+    pool: &str,
+    formula: Option<&str>,
+) -> Result<crate::model::pool::AutoScaleRun> {
+    let shown = store.pool_status(pool).await?;
+    let formula = match formula.or(shown.spec.auto_scale_formula.as_deref()) {
+        Some(f) => f.to_string(),
+        None => return Err(Error::invalid(format!("pool {pool:?} has no autoScaleFormula: give one to evaluate"))),
+    };
+    let mut samples = store.samples(pool).await?;
+    if samples.is_empty() {
+        samples.push(store.pool_sample(pool).await?);
+    }
+    let nodes = shown.current_dedicated_nodes.unwrap_or(0);
+    let target = shown.auto_scale_run.as_ref().and_then(|r| r.target_dedicated_nodes).unwrap_or(nodes);
+    let inputs = crate::autoscale::inputs(&samples, 1.0, nodes, shown.spec.task_slots_per_node, target);
+    Ok(crate::autoscale::evaluate(&formula, &inputs))
+}
+
+/// Replaces a schedule's schedule, jobSpecification and metadata with `spec`'s (Azure's
+/// update); `spec` may leave out the id (if it has one, it must be `id`) and keeps the
+/// schedule's displayName when it has none.
+pub async fn update_schedule(
+    store: &StatusStore,
+    id: &str,
+    mut spec: crate::model::schedule::JobScheduleAddParameter,
+) -> Result<()> {
+    if !spec.id.is_empty() && spec.id != id {
+        return Err(Error::invalid(format!("id {:?} is not the schedule's ({id:?})", spec.id)));
+    }
+    let current = store.get_schedule(id).await?;
+    spec.id = id.to_string();
+    spec.display_name = spec.display_name.or(current.spec.display_name);
+    store.update_schedule(&spec).await
+}
+
 /// Creates a job as Azure does: its auto pool first, then the job, then its manager task (the
 /// job's first task). Run again after an interruption with the same spec, it adds what is
 /// missing; else an existing id is a conflict. Returns the job as made (its pool named).

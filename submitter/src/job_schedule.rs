@@ -61,15 +61,11 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobScheduleCommand
             output::one(format, &store.get_schedule(&spec.id).await?)
         }
         JobScheduleCommand::Update { id: JobScheduleId { job_schedule_id }, json_file } => {
-            let mut spec = crate::read_json::<JobScheduleAddParameter>(&json_file, "JobScheduleAddParameter")?;
-            if !spec.id.is_empty() && spec.id != job_schedule_id {
-                anyhow::bail!("{}: id {:?} is not the schedule's ({job_schedule_id:?})", json_file.display(), spec.id);
-            }
-            let current = store.get_schedule(&job_schedule_id).await?;
-            spec.id = job_schedule_id;
-            spec.display_name = spec.display_name.or(current.spec.display_name);
-            store.update_schedule(&spec).await?;
-            output::one(format, &store.get_schedule(&spec.id).await?)
+            let spec = crate::read_json::<JobScheduleAddParameter>(&json_file, "JobScheduleAddParameter")?;
+            drover_core::actions::update_schedule(&store, &job_schedule_id, spec)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", json_file.display()))?;
+            output::one(format, &store.get_schedule(&job_schedule_id).await?)
         }
         JobScheduleCommand::Show(JobScheduleId { job_schedule_id }) => {
             output::one(format, &store.get_schedule(&job_schedule_id).await?)

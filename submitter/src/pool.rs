@@ -2,7 +2,6 @@
 
 use crate::ids::PoolId;
 use crate::output::{self, Format};
-use drover_core::autoscale;
 use drover_core::model::{IsoDuration, PoolAddParameter};
 use drover_core::status::StatusStore;
 use drover_core::Config;
@@ -87,19 +86,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
         }
         PoolCommand::Show(PoolId { pool_id }) => output::one(format, &store.pool_status(&pool_id).await?),
         PoolCommand::Autoscale(AutoscaleCommand::Evaluate { pool: PoolId { pool_id }, formula }) => {
-            let pool = store.pool_status(&pool_id).await?;
-            let formula = match formula.or(pool.spec.auto_scale_formula.clone()) {
-                Some(f) => f,
-                None => anyhow::bail!("pool {pool_id:?} has no autoScaleFormula: give one with --formula"),
-            };
-            let mut samples = store.samples(&pool_id).await?;
-            if samples.is_empty() {
-                samples.push(store.pool_sample(&pool_id).await?);
-            }
-            let nodes = pool.current_dedicated_nodes.unwrap_or(0);
-            let target = pool.auto_scale_run.as_ref().and_then(|r| r.target_dedicated_nodes).unwrap_or(nodes);
-            let inputs = autoscale::inputs(&samples, 1.0, nodes, pool.spec.task_slots_per_node, target);
-            let run = autoscale::evaluate(&formula, &inputs);
+            let run = drover_core::actions::evaluate_autoscale(&store, &pool_id, formula.as_deref()).await?;
             if let Some(e) = &run.error {
                 anyhow::bail!("formula: {}", e.message);
             }

@@ -2,15 +2,15 @@
 
 use crate::ids::{JobId, TaskId};
 use crate::output::{self, Format};
-use drover_core::model::task::FailureCode;
 use drover_core::model::{TaskAddParameter, TaskState};
 use drover_core::queue::{Publisher, Topology};
 use drover_core::staging::Staging;
-use drover_core::status::{StatusStore, Termination};
+use drover_core::status::StatusStore;
 use drover_core::submit::Submission;
 use drover_core::Config;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(clap::Subcommand)]
 pub(crate) enum TaskCommand {
@@ -150,7 +150,10 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
             )
         }
         TaskCommand::Terminate(TaskId { job_id, task_id }) => {
-            terminate(config, &store, &job_id, &task_id).await?;
+            let wait = Duration::from_secs(30);
+            if !drover_core::actions::terminate_task(config, &store, &job_id, &task_id, wait).await? {
+                anyhow::bail!("task {task_id:?}: its node has not killed it within 30 s; it will when it next checks");
+            }
             output::one(format, &store.get_task(&job_id, &task_id).await?)
         }
         TaskCommand::File(FileCommand::Download { task: TaskId { job_id, task_id }, file_path, destination }) => {
@@ -165,36 +168,6 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
                 .await
                 .map_err(|e| anyhow::anyhow!("--destination {shown}: {e}"))?;
             tokio::io::copy(&mut body, &mut file).await.map_err(|e| anyhow::anyhow!("--destination {shown}: {e}"))?;
-            Ok(())
-        }
-    }
-}
-
-/// Terminates a task; waits (up to 30 s) for the node running it to kill it and record it.
-async fn terminate(config: &Config, store: &StatusStore, job_id: &str, task_id: &str) -> anyhow::Result<()> {
-    let task = store.get_task(job_id, task_id).await?;
-    let blocks = task.spec.blocks_dependents(false, None, Some(FailureCode::TaskTerminated));
-    match store.terminate_task(job_id, task_id, blocks).await? {
-        Termination::AlreadyCompleted => anyhow::bail!("task {task_id:?} of job {job_id:?} has already completed"),
-        Termination::Terminated(outbox) => {
-            if !outbox.is_empty() {
-                let pool = store.get_job(job_id).await?.spec.pool_info.pool_id;
-                let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
-                publisher.publish_outbox(store, &pool, &outbox).await?;
-                publisher.close().await;
-            }
-            Ok(())
-        }
-        Termination::Killing(node) => {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while store.task_record(job_id, task_id).await?.state != TaskState::Completed {
-                if std::time::Instant::now() > deadline {
-                    anyhow::bail!(
-                        "task {task_id:?}: node {node:?} has not killed it within 30 s; it will when it next checks"
-                    );
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
             Ok(())
         }
     }

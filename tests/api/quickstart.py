@@ -88,6 +88,36 @@ def v15():
     counts = client.get_job_task_counts("qs-job")
     check("task counts", counts.task_counts.succeeded == 250, counts)
 
+    # A running task is terminated; a formula is evaluated without acting.
+    client.create_task("qs-job", models.BatchTaskCreateOptions(id="long", command_line="/bin/sleep 600"))
+    until("the long task runs", lambda: client.get_task("qs-job", "long").state == models.BatchTaskState.RUNNING)
+    client.terminate_task("qs-job", "long")
+    long = client.get_task("qs-job", "long")
+    check("a terminated task has completed, failed", long.state == models.BatchTaskState.COMPLETED
+          and long.execution_info.result == models.BatchTaskExecutionResult.FAILURE, long)
+    run = client.evaluate_pool_auto_scale("qs-pool", models.BatchPoolEvaluateAutoScaleOptions(auto_scale_formula="$TargetDedicatedNodes = 2;"))
+    check("a formula evaluates", run.error is None and "$TargetDedicatedNodes=2" in (run.results or ""), run)
+
+    # A job schedule through its life.
+    import datetime
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+    client.create_job_schedule(models.BatchJobScheduleCreateOptions(
+        id="qs-schedule", schedule=models.BatchJobScheduleConfiguration(do_not_run_until=later, recurrence_interval=datetime.timedelta(hours=2)),
+        job_specification=models.BatchJobSpecification(pool_info=models.BatchPoolInfo(pool_id="qs-pool"))))
+    check("a schedule is created", client.get_job_schedule("qs-schedule").state == models.BatchJobScheduleState.ACTIVE)
+    client.disable_job_schedule("qs-schedule")
+    check("a schedule is disabled", client.get_job_schedule("qs-schedule").state == models.BatchJobScheduleState.DISABLED)
+    client.enable_job_schedule("qs-schedule")
+    client.begin_terminate_job_schedule("qs-schedule", polling_interval=1).result()
+    check("a schedule is terminated", client.get_job_schedule("qs-schedule").state == models.BatchJobScheduleState.COMPLETED)
+    client.begin_delete_job_schedule("qs-schedule", polling_interval=1).result()
+    try:
+        # (15.1.0's job_schedule_exists raises on the 404 it is meant to return False for.)
+        client.get_job_schedule("qs-schedule")
+        check("a schedule is deleted", False)
+    except ResourceNotFoundError:
+        check("a schedule is deleted", True)
+
     try:
         client.get_job("no-such-job")
         check("a missing job is 404", False)
