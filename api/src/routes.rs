@@ -473,6 +473,7 @@ async fn task_file(
         }
         other => other?,
     };
+    let (length, body) = ranged(&headers, length, body).await?;
     let record = app.store.get_task(&job, &task).await?;
     let created =
         record.execution_info.as_ref().and_then(|e| e.start_time.clone()).unwrap_or(record.creation_time.clone());
@@ -499,6 +500,40 @@ async fn task_file(
     }
     let stream = tokio_util::io::ReaderStream::new(body);
     Ok((StatusCode::OK, out, Body::from_stream(stream)).into_response())
+}
+
+/// The part of a file that `ocp-range` (or `Range`) asks for, `bytes=START-[END]`: its length
+/// and its content (Azure answers such a read with 200).
+async fn ranged(
+    headers: &HeaderMap,
+    length: u64,
+    mut body: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+) -> Result<(u64, Box<dyn tokio::io::AsyncRead + Send + Unpin>), ApiError> {
+    use tokio::io::AsyncReadExt;
+    let Some(range) = headers.get("ocp-range").or_else(|| headers.get("range")).and_then(|v| v.to_str().ok()) else {
+        return Ok((length, body));
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "InvalidRange",
+            format!("range {range:?}: expected bytes=START-[END] within {length} bytes"),
+        )
+    };
+    let (start, end) = range.strip_prefix("bytes=").and_then(|r| r.split_once('-')).ok_or_else(bad)?;
+    let start: u64 = start.trim().parse().map_err(|_| bad())?;
+    let end: u64 = match end.trim() {
+        "" => length.saturating_sub(1),
+        e => e.parse::<u64>().map_err(|_| bad())?.min(length.saturating_sub(1)),
+    };
+    if start > end || start >= length {
+        return Err(bad());
+    }
+    tokio::io::copy(&mut (&mut body).take(start), &mut tokio::io::sink())
+        .await
+        .map_err(|e| ApiError::from(drover_core::Error::io("reading the file", e)))?;
+    let part = end - start + 1;
+    Ok((part, Box::new(body.take(part))))
 }
 
 /// One entity read: the conditional headers decide, then `$select` picks.

@@ -35,8 +35,10 @@ pub async fn delete_pool(config: &Config, store: &StatusStore, pool: &str) -> Re
     store.delete_pool(pool).await
 }
 
-/// One of a task's kept files (`stdout.txt`, `stderr.txt`), as stored once its attempt ended:
-/// its length and its content, streamed. An empty file is not stored: it reads as empty.
+/// One of a task's kept files (`stdout.txt`, `stderr.txt`): its length and its content,
+/// streamed. While the task runs on a node whose directories are on this host, what it has
+/// written so far (opened beneath the task's directory, whatever the task put there); else the
+/// copy stored once its attempt ended. An empty file is not stored: it reads as empty.
 pub async fn task_file(
     staging: &crate::staging::Staging,
     store: &StatusStore,
@@ -50,6 +52,21 @@ pub async fn task_file(
     }
     if record.attempt == 0 {
         return Err(Error::State(format!("task {task:?} has not run yet: it has no {file}")));
+    }
+    if matches!(record.state, crate::model::TaskState::Running | crate::model::TaskState::Preparing) {
+        let root = store.get_task(job, task).await?.node_info.and_then(|n| n.task_root_directory);
+        if let Some(root) = root.map(std::path::PathBuf::from).filter(|r| r.is_dir()) {
+            let opened = tokio::task::spawn_blocking({
+                let file = file.to_string();
+                move || crate::staging::beneath::open_file(&root, std::path::Path::new(&file))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("opening {file}: {e}")))?;
+            if let Ok(opened) = opened {
+                let length = opened.metadata().map(|m| m.len()).unwrap_or(0);
+                return Ok((length, Box::new(tokio::fs::File::from_std(opened))));
+            }
+        }
     }
     let files = staging.task_files(job, task);
     match staging.s3.open(&files.bucket, &format!("{}/{file}", files.key)).await {

@@ -89,8 +89,21 @@ def v15():
     check("task counts", counts.task_counts.succeeded == 250, counts)
 
     # A running task is terminated; a formula is evaluated without acting.
-    client.create_task("qs-job", models.BatchTaskCreateOptions(id="long", command_line="/bin/sleep 600"))
+    client.create_task("qs-job", models.BatchTaskCreateOptions(id="long", command_line="/bin/sh -c 'echo started; exec sleep 600'"))
     until("the long task runs", lambda: client.get_task("qs-job", "long").state == models.BatchTaskState.RUNNING)
+    live = lambda **range: b"".join(client.download_task_file("qs-job", "long", "stdout.txt", **range)).decode()
+    until("its output so far reads while it runs", lambda: live() == "started\n")
+    check("a range of it reads", live(ocp_range="bytes=2-4") == "art", live(ocp_range="bytes=2-4"))
+    # A task that swaps its stdout.txt for a link out of its directory gets nothing served.
+    client.create_task("qs-job", models.BatchTaskCreateOptions(id="sneaky", command_line="/bin/sh -c 'ln -sf /etc/passwd ../stdout.txt; echo linked >&2; exec sleep 600'"))
+    until("the sneaky task links", lambda: client.get_task("qs-job", "sneaky").state == models.BatchTaskState.RUNNING
+          and b"".join(client.download_task_file("qs-job", "sneaky", "stderr.txt")) == b"linked\n")
+    try:
+        leaked = b"".join(client.download_task_file("qs-job", "sneaky", "stdout.txt"))
+        check("a link out of the task directory is not followed", b"root:" not in leaked, leaked[:40])
+    except HttpResponseError as e:
+        check("a link out of the task directory is not followed", e.status_code == 404, e)
+    client.terminate_task("qs-job", "sneaky")
     client.terminate_task("qs-job", "long")
     long = client.get_task("qs-job", "long")
     check("a terminated task has completed, failed", long.state == models.BatchTaskState.COMPLETED
