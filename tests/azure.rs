@@ -298,6 +298,14 @@ async fn tasks_stage_through_azure_blob_storage_with_sas_urls() {
 
     acct.sign_with("k1 0123456789abcdef0123456789abcdef-one\n");
     acct.pool("p", 2);
+    // A pool whose start task has a SAS is stored sealed, and creating it again is no conflict.
+    let sealed_pool = json!({"id": "sp", "startTask": {"commandLine": "/bin/true",
+        "resourceFiles": [{"httpUrl": format!("{base}/inputs/other/c.txt?{sas}"), "filePath": "c.txt"}]}});
+    let file = acct.file("sealed-pool.json", &sealed_pool.to_string());
+    for _ in 0..2 {
+        acct.ok(&["pool", "create", "--json-file", file.to_str().unwrap()]);
+    }
+    acct.remember_pool("sp");
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
     let out = |path: &str| {
         json!({"filePattern": path, "uploadOptions": {"uploadCondition": "taskSuccess"},

@@ -46,7 +46,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let app = Arc::new(routes::App { config: cli.config, store, staging, keys });
     let router = routes::router(app.clone())
         .layer(axum::middleware::from_fn_with_state(app, authenticate))
-        .layer(axum::extract::DefaultBodyLimit::max(routes::MAX_BODY + 1));
+        .layer(axum::extract::DefaultBodyLimit::max(routes::BODY_LIMIT));
     let listener =
         tokio::net::TcpListener::bind(cli.listen).await.map_err(|e| anyhow::anyhow!("--listen {}: {e}", cli.listen))?;
     tracing::info!(listen = %cli.listen, "serving the Batch API");

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 /// An error as Azure Batch answers it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,

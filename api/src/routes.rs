@@ -30,9 +30,11 @@ pub(crate) struct App {
 
 type Shared = State<Arc<App>>;
 
-/// The most tasks one `addtaskcollection` takes, and the largest body, as Azure's.
+/// The most tasks one `addtaskcollection` takes, and its largest body, as Azure's.
 const COLLECTION_TASKS: usize = 100;
-pub(crate) const MAX_BODY: usize = 1 << 20;
+const MAX_BODY: usize = 1 << 20;
+/// The largest body read at all (a larger one is cut off before a handler sees it).
+pub(crate) const BODY_LIMIT: usize = 16 << 20;
 /// The longest page of a list.
 const MAX_RESULTS: usize = 1000;
 
@@ -387,7 +389,7 @@ async fn add_task_collection(State(app): Shared, headers: HeaderMap, Path(job): 
         }
     }
     let tasks: Vec<TaskAddParameter> = valid.iter().map(|(_, t)| t.clone()).collect();
-    let outcome = if tasks.is_empty() { Ok(()) } else { submit(&app, &job, &tasks).await };
+    let outcome = if tasks.is_empty() { Ok(()) } else { submit(&app, &job, &tasks).await.map_err(ApiError::from) };
     for (i, t) in &valid {
         results[*i] = match &outcome {
             Ok(()) => {
@@ -397,7 +399,7 @@ async fn add_task_collection(State(app): Shared, headers: HeaderMap, Path(job): 
                        "lastModified": drover_core::model::rfc3339(drover_core::model::now_ms()),
                        "location": format!("{base}/jobs/{job}/tasks/{}", t.id)})
             }
-            Err(e) => failed(&t.id, ApiError::from(drover_core::Error::Invalid(e.to_string()))),
+            Err(e) => failed(&t.id, e.clone()),
         };
     }
     let body = json!({"odata.metadata": format!("{base}/$metadata#taskaddresult"), "value": results});

@@ -1,6 +1,7 @@
-//! Actions: what a command does when it takes more than one record or reaches the broker as well
-//! as Redis (a pool and its queues, a job with its auto pool and its manager task), written once
-//! for every front end: the `drover` CLI, the job scheduler in `drover-monitor`.
+//! Actions: what a command does when it takes more than one record or reaches the broker or
+//! storage as well as Redis (a pool and its queues, a job with its auto pool and its manager
+//! task, a task's files, terminating a task, the due jobs of schedules), written once for every
+//! front end: the `drover` CLI, `drover-api`, and the job scheduler in `drover-monitor`.
 
 use crate::model::{JobAddParameter, PoolAddParameter, TaskAddParameter};
 use crate::queue::{self, Publisher, Topology};
@@ -173,7 +174,11 @@ pub async fn create_job(config: &Config, store: &StatusStore, mut spec: JobAddPa
     };
     let resumed = match store.create_job(&spec).await {
         Ok(()) => false,
-        Err(Error::Conflict { .. }) if manager.is_some() && store.get_job(&spec.id).await?.spec == spec => true,
+        Err(Error::Conflict { .. })
+            if manager.is_some() && store.same_spec(&store.get_job(&spec.id).await?.spec, &spec) =>
+        {
+            true
+        }
         Err(e) => return Err(e),
     };
     if let Some(task) = manager {

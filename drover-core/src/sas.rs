@@ -21,6 +21,39 @@ pub fn seal_json(text: &str, signer: Option<&Signer>, what: &str) -> Result<Opti
     if !text.contains("sig=") {
         return Ok(None);
     }
+    rewrite_strings(text, "sig=", what, |url| {
+        if !has_sas(url) {
+            return Ok(None);
+        }
+        let Some(signer) = signer else {
+            return Err(Error::invalid(format!(
+                "{what}: {} carries a SAS token, which drover stores only sealed with the account's keys: \
+                 give them (--signing-key-file)",
+                crate::config::redact_url(url)
+            )));
+        };
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let sealed = signer.seal(query).map_err(|e| Error::Internal(format!("{what}: {e}")))?;
+        Ok(Some(format!("{base}?{SEALED}{sealed}")))
+    })
+}
+
+/// The JSON `text` of a stored record with every sealed query opened (to compare it with what
+/// a client sent again); `None` if it holds none.
+pub fn open_json(text: &str, signer: Option<&Signer>, what: &str) -> Result<Option<String>> {
+    if !text.contains(SEALED) {
+        return Ok(None);
+    }
+    rewrite_strings(text, SEALED, what, |url| Ok(Some(open_url(url, signer, what)?.into_owned())))
+}
+
+/// `text` (JSON) with every string that holds `mark` and that `rewrite` changes replaced.
+fn rewrite_strings(
+    text: &str,
+    mark: &str,
+    what: &str,
+    mut rewrite: impl FnMut(&str) -> Result<Option<String>>,
+) -> Result<Option<String>> {
     let mut out = String::with_capacity(text.len());
     let (mut copied, mut i) = (0, 0);
     let bytes = text.as_bytes();
@@ -36,23 +69,12 @@ pub fn seal_json(text: &str, signer: Option<&Signer>, what: &str) -> Result<Opti
         }
         let end = (i + 1).min(bytes.len());
         i = end;
-        let Some(literal) = text.get(start..end).filter(|l| l.contains("sig=")) else { continue };
-        let url: String =
+        let Some(literal) = text.get(start..end).filter(|l| l.contains(mark)) else { continue };
+        let value: String =
             serde_json::from_str(literal).map_err(|e| Error::Internal(format!("{what}: a stored string: {e}")))?;
-        if !has_sas(&url) {
-            continue;
-        }
-        let Some(signer) = signer else {
-            return Err(Error::invalid(format!(
-                "{what}: {} carries a SAS token, which drover stores only sealed with the account's keys: \
-                 give them (--signing-key-file)",
-                crate::config::redact_url(&url)
-            )));
-        };
-        let (base, query) = url.split_once('?').unwrap_or((&url, ""));
-        let sealed = signer.seal(query).map_err(|e| Error::Internal(format!("{what}: {e}")))?;
+        let Some(new) = rewrite(&value)? else { continue };
         out.push_str(&text[copied..start]);
-        out.push_str(&serde_json::to_string(&format!("{base}?{SEALED}{sealed}")).unwrap_or_default());
+        out.push_str(&serde_json::to_string(&new).unwrap_or_default());
         copied = end;
     }
     if copied == 0 {
@@ -102,6 +124,7 @@ mod tests {
         let stored = v["resourceFiles"][0]["httpUrl"].as_str().unwrap();
         assert!(stored.starts_with("https://acct.blob.core.windows.net/c/in.txt?drover-sealed=k."), "{stored}");
         assert_eq!(open_url(stored, Some(&keys()), "httpUrl").unwrap(), url);
+        assert_eq!(open_json(&sealed, Some(&keys()), "task t").unwrap().unwrap(), text);
         // Everything else is as it was, in the same order.
         let before: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["resourceFiles"][1], before["resourceFiles"][1]);

@@ -51,6 +51,13 @@ def v15():
     added = [r for r in result.result_values if r.status == "success"]
     check("250 tasks are added (the SDK splits them by 100)", len(added) == 250, len(added))
 
+    # 1.5 MB of tasks in one request is too large: the SDK splits it on RequestBodyTooLarge.
+    big = [models.BatchTaskCreateOptions(id=f"big{i:03}", command_line="/bin/true",
+                                         environment_settings=[models.EnvironmentSetting(name="PAD", value="x" * 15000)]) for i in range(100)]
+    client.create_job(models.BatchJobCreateOptions(id="qs-big", pool_info=models.BatchPoolInfo(pool_id="qs-pool")))
+    result = client.create_tasks("qs-big", big)
+    check("a body over 1 MB is split by the SDK on RequestBodyTooLarge", sum(r.status == "success" for r in result.result_values) == 100, result)
+    client.begin_delete_job("qs-big", polling_interval=1).result()
     page = list(client.list_tasks("qs-job", max_results=100))
     check("list_tasks follows odata.nextLink across pages", len(page) == 250, len(page))
 

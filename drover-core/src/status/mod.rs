@@ -344,6 +344,19 @@ impl StatusStore {
         Ok(crate::sas::seal_json(&text, self.signer(), what)?.unwrap_or(text))
     }
 
+    /// Whether the stored spec `stored` is `given` (a client sending the same document again):
+    /// its sealed SAS tokens are opened to compare.
+    pub fn same_spec<T: serde::Serialize>(&self, stored: &T, given: &T) -> bool {
+        let (Ok(stored), Ok(given)) = (serde_json::to_string(stored), serde_json::to_string(given)) else {
+            return false;
+        };
+        match crate::sas::open_json(&stored, self.signer(), "a stored spec") {
+            Ok(Some(opened)) => opened == given,
+            Ok(None) => stored == given,
+            Err(_) => false,
+        }
+    }
+
     /// A spec as it is stored: every SAS in it sealed.
     fn sealed_spec<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
         &self,

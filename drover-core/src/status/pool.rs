@@ -47,7 +47,7 @@ impl StatusStore {
             .await?;
         if !created {
             let existing = self.get_pool(&pool.id).await?;
-            if existing.spec != *pool {
+            if !self.same_spec(&existing.spec, pool) {
                 return Err(Error::Conflict { kind: "pool", id: pool.id.clone() });
             }
         }
