@@ -54,6 +54,11 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         )
         .route("/jobschedules/{schedule}/{action}", post(schedule_state))
         .route("/jobs/{job}/tasks/{task}/terminate", post(terminate_task))
+        .route("/jobs/{job}/tasks/{task}/subtasksinfo", get(list_subtasks))
+        .route("/jobs/{job}/tasks/{task}/files", get(list_task_files))
+        .route("/jobs/{job}/jobpreparationandreleasetaskstatus", get(prep_release_status))
+        .route("/applications", get(list_applications))
+        .route("/applications/{application}", get(get_application))
         .route("/jobs", post(add_job).get(list_jobs))
         .route("/jobs/{job}", get(get_job).delete(delete_job))
         .route("/jobs/{job}/terminate", post(terminate_job))
@@ -255,6 +260,60 @@ async fn schedule_state(State(app): Shared, headers: HeaderMap, Path((id, action
 async fn terminate_task(State(app): Shared, Path((job, task)): Path<(String, String)>) -> Reply {
     actions::terminate_task(&app.config, &app.store, &job, &task, std::time::Duration::from_secs(30)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Azure's ApplicationSummary of an application: its versions by name.
+fn application_summary(a: &drover_core::status::Application) -> Value {
+    json!({"id": a.id, "displayName": a.id, "versions": a.versions.iter().map(|v| v.version.as_str()).collect::<Vec<_>>()})
+}
+
+async fn list_applications(State(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
+    let apps = app.store.applications().await?;
+    let items = apps.iter().map(|a| (a.id.clone(), application_summary(a))).collect();
+    page(&headers, "applications", "/applications", &q, items)
+}
+
+async fn get_application(State(app): Shared, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let apps = app.store.applications().await?;
+    let a = apps.iter().find(|a| a.id == id).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "ApplicationNotFound", format!("application {id:?} does not exist"))
+    })?;
+    let mut body = application_summary(a);
+    body["odata.metadata"] = json!(format!("{}/$metadata#applications/@Element", base(&headers)));
+    Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
+}
+
+/// drover runs no multi-instance tasks: a task has no subtasks.
+async fn list_subtasks(State(app): Shared, headers: HeaderMap, Path((job, task)): Path<(String, String)>) -> Reply {
+    app.store.task_record(&job, &task).await?;
+    let body = json!({"odata.metadata": format!("{}/$metadata#subtaskinformations", base(&headers)), "value": []});
+    Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
+}
+
+/// A task's files that drover keeps: stdout.txt and stderr.txt once it has run.
+async fn list_task_files(State(app): Shared, headers: HeaderMap, Path((job, task)): Path<(String, String)>) -> Reply {
+    let record = app.store.get_task(&job, &task).await?;
+    let base = base(&headers);
+    let files: Vec<Value> = if record.execution_info.is_some() {
+        ["stdout.txt", "stderr.txt"]
+            .iter()
+            .map(|name| {
+                json!({"name": name, "url": format!("{base}/jobs/{job}/tasks/{task}/files/{name}"), "isDirectory": false,
+                       "properties": {"creationTime": record.creation_time, "contentType": "application/octet-stream"}})
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let body = json!({"odata.metadata": format!("{base}/$metadata#files"), "value": files});
+    Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
+}
+
+async fn prep_release_status(State(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
+    app.store.get_job(&job).await?;
+    let value = app.store.prep_release_status(&job).await?;
+    let body = json!({"odata.metadata": format!("{}/$metadata#jobpreparationandreleasetaskstatuslist", base(&headers)), "value": value});
+    Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
 }
 
 async fn add_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {

@@ -94,6 +94,10 @@ def v15():
         check("a delete with a stale ETag is refused (412 ConditionNotMet)", e.error.code == "ConditionNotMet", e)
     counts = client.get_job_task_counts("qs-job")
     check("task counts", counts.task_counts.succeeded == 250, counts)
+    files = sorted(f.name for f in client.list_task_files("qs-job", "t007"))
+    check("a task's files are listed", files == ["stderr.txt", "stdout.txt"], files)
+    check("a task has no subtasks", list(client.list_subtasks("qs-job", "t007")) == [])
+    check("applications are listed", list(client.list_applications()) == [])
 
     # A running task is terminated; a formula is evaluated without acting.
     client.create_task("qs-job", models.BatchTaskCreateOptions(id="long", command_line="/bin/sh -c 'echo started; exec sleep 600'"))
