@@ -17,18 +17,28 @@ fn sdk_python(version: &str) -> std::path::PathBuf {
     python
 }
 
-/// Runs `tests/api/quickstart.py` with the SDK `version` against a drover-api of its own.
-async fn quickstart(version: &str) {
+/// Runs `tests/api/quickstart.py` with the SDK `version` against a drover-api of its own
+/// (over https with a CA the test makes, when `tls`).
+async fn quickstart(version: &str, tls: bool) {
     let mut acct = TestAccount::new(&format!("apiqs{}", version.replace('.', ""))).await;
     acct.remember_pool("qs-pool");
     // Nodes come as Azure's do: the autoscaler starts one for targetDedicatedNodes.
     let listen = format!("127.0.0.1:{}", drover_tests::free_port());
     acct.start_monitor(&["--listen", &listen]);
-    let port = acct.start_api(KEY).await;
+    let certs = acct.work_dir.join("certs");
+    let (scheme, port) = if tls {
+        drover_tests::make_certificates(&certs);
+        let (cert, key) = (certs.join("server.pem"), certs.join("server.key"));
+        let flags = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+        ("https", acct.start_api_with(KEY, &flags).await)
+    } else {
+        ("http", acct.start_api(KEY).await)
+    };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("api/quickstart.py");
     let run = Command::new(sdk_python(version))
         .arg(&script)
-        .args([&format!("http://127.0.0.1:{port}"), acct.name(), KEY])
+        .args([&format!("{scheme}://127.0.0.1:{port}"), acct.name(), KEY])
+        .env("REQUESTS_CA_BUNDLE", certs.join("ca.pem"))
         .output()
         .unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
@@ -37,12 +47,12 @@ async fn quickstart(version: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_python_sdk_15_runs_azures_quickstart() {
-    quickstart("15.1.0").await;
+    quickstart("15.1.0", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_python_sdk_14_runs_azures_quickstart() {
-    quickstart("14.2.0").await;
+async fn the_python_sdk_14_runs_azures_quickstart_over_https() {
+    quickstart("14.2.0", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -29,6 +29,12 @@ struct Cli {
     /// An optional secondary key, also accepted (to rotate keys without downtime).
     #[arg(long, env = "DROVER_API_KEY2", hide_env_values = true)]
     api_key2: Option<String>,
+    /// Serve https with this PEM certificate chain (and --tls-key); clients then use https://ADDR.
+    #[arg(long, env = "DROVER_API_TLS_CERT", value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert (mode 600).
+    #[arg(long, env = "DROVER_API_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -41,20 +47,56 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     cli.config.validate()?;
     let keys = auth::Keys::new(&cli.config.account, &cli.api_key, cli.api_key2.as_deref())?;
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(drover_core::tls::acceptor(cert, key, ("--tls-cert", "--tls-key"))?),
+        _ => None,
+    };
     let store = drover_core::status::StatusStore::connect(&cli.config).await?;
     let staging = drover_core::staging::Staging::new(&cli.config).await?;
-    let app = Arc::new(routes::App { config: cli.config, store, staging, keys });
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let app = Arc::new(routes::App { config: cli.config, store, staging, keys, scheme });
     let router = routes::router(app.clone())
         .layer(axum::middleware::from_fn_with_state(app, authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(routes::BODY_LIMIT));
     let listener =
         tokio::net::TcpListener::bind(cli.listen).await.map_err(|e| anyhow::anyhow!("--listen {}: {e}", cli.listen))?;
-    tracing::info!(listen = %cli.listen, "serving the Batch API");
+    tracing::info!(listen = %cli.listen, tls = tls.is_some(), "serving the Batch API");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    match tls {
+        None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await?,
+        Some(tls) => {
+            tokio::pin!(shutdown);
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => accepted?,
+                    _ = &mut shutdown => return Ok(()),
+                };
+                tokio::spawn(serve_tls(tls.clone(), stream, router.clone()));
+            }
+        }
+    }
     Ok(())
+}
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves one https connection.
+async fn serve_tls(tls: drover_core::tls::TlsAcceptor, stream: tokio::net::TcpStream, router: axum::Router) {
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => return tracing::debug!("TLS handshake timed out"),
+    };
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let served = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "connection failed");
+    }
 }
 
 /// Refuses what the account's keys did not sign; every answer carries `request-id` and echoes

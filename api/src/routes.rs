@@ -26,6 +26,8 @@ pub(crate) struct App {
     pub(crate) store: StatusStore,
     pub(crate) staging: Staging,
     pub(crate) keys: crate::auth::Keys,
+    /// `http`, or `https` when served over TLS: the links given to clients.
+    pub(crate) scheme: &'static str,
 }
 
 type Shared = State<Arc<App>>;
@@ -72,9 +74,9 @@ pub(crate) fn router(app: Arc<App>) -> Router {
 }
 
 /// The service's address as the client sees it, for links.
-pub(crate) fn base(headers: &HeaderMap) -> String {
+pub(crate) fn base(app: &App, headers: &HeaderMap) -> String {
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    format!("http://{host}")
+    format!("{}://{host}", app.scheme)
 }
 
 /// The body as JSON text, or the error Azure gives for one that is not.
@@ -110,7 +112,7 @@ async fn add_pool(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply 
         return Err(drover_core::Error::Conflict { kind: "pool", id: spec.id }.into());
     }
     actions::create_pool(&app.config, &app.store, &spec, None).await?;
-    Ok(created(&base(&headers), &format!("/pools/{}", spec.id)))
+    Ok(created(&base(&app, &headers), &format!("/pools/{}", spec.id)))
 }
 
 async fn list_pools(State(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
@@ -118,12 +120,12 @@ async fn list_pools(State(app): Shared, headers: HeaderMap, Query(q): Query<Hash
     for pool in app.store.list_pools().await? {
         pools.push((pool.spec.id.clone(), serde_json::to_value(&pool).unwrap_or_default()));
     }
-    page(&headers, "pools", "/pools", &q, pools)
+    page(&app, &headers, "pools", "/pools", &q, pools)
 }
 
 async fn pool_entity(app: &App, headers: &HeaderMap, pool: &str) -> Result<Value, ApiError> {
     let shown = app.store.pool_status(pool).await?;
-    Ok(entity(&base(headers), "pools", serde_json::to_value(&shown).unwrap_or_default()))
+    Ok(entity(&base(app, headers), "pools", serde_json::to_value(&shown).unwrap_or_default()))
 }
 
 async fn get_pool(
@@ -151,7 +153,7 @@ async fn list_nodes(
     app.store.get_pool(&pool).await?;
     let nodes = app.store.list_nodes(&pool).await?;
     let nodes = nodes.iter().map(|n| (n.id.clone(), serde_json::to_value(n).unwrap_or_default())).collect();
-    page(&headers, "pools/@Element/nodes", &format!("/pools/{pool}/nodes"), &q, nodes)
+    page(&app, &headers, "pools/@Element/nodes", &format!("/pools/{pool}/nodes"), &q, nodes)
 }
 
 async fn get_node(
@@ -161,7 +163,7 @@ async fn get_node(
     Query(q): Query<HashMap<String, String>>,
 ) -> Reply {
     let shown = app.store.get_node(&pool, &node).await?;
-    read_entity(&headers, &q, entity(&base(&headers), "nodes", serde_json::to_value(&shown).unwrap_or_default()))
+    read_entity(&headers, &q, entity(&base(&app, &headers), "nodes", serde_json::to_value(&shown).unwrap_or_default()))
 }
 
 /// The JSON object of a body, or an empty one for none.
@@ -200,25 +202,25 @@ async fn evaluate_autoscale(State(app): Shared, headers: HeaderMap, Path(pool): 
     let run = actions::evaluate_autoscale(&app.store, &pool, formula).await?;
     let mut body = serde_json::to_value(run).unwrap_or_default();
     body["odata.metadata"] =
-        json!(format!("{}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.AutoScaleRun", base(&headers)));
+        json!(format!("{}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.AutoScaleRun", base(&app, &headers)));
     Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
 }
 
 async fn add_schedule(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {
     let spec: JobScheduleAddParameter = read("JobScheduleAddParameter", &body)?;
     app.store.create_schedule(&spec).await?;
-    Ok(created(&base(&headers), &format!("/jobschedules/{}", spec.id)))
+    Ok(created(&base(&app, &headers), &format!("/jobschedules/{}", spec.id)))
 }
 
 async fn list_schedules(State(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
     let schedules = app.store.list_schedules().await?;
     let items = schedules.iter().map(|s| (s.spec.id.clone(), serde_json::to_value(s).unwrap_or_default())).collect();
-    page(&headers, "jobschedules", "/jobschedules", &q, items)
+    page(&app, &headers, "jobschedules", "/jobschedules", &q, items)
 }
 
 async fn schedule_entity(app: &App, headers: &HeaderMap, id: &str) -> Result<Value, ApiError> {
     let shown = app.store.get_schedule(id).await?;
-    Ok(entity(&base(headers), "jobschedules", serde_json::to_value(&shown).unwrap_or_default()))
+    Ok(entity(&base(app, headers), "jobschedules", serde_json::to_value(&shown).unwrap_or_default()))
 }
 
 async fn get_schedule(
@@ -270,7 +272,7 @@ fn application_summary(a: &drover_core::status::Application) -> Value {
 async fn list_applications(State(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
     let apps = app.store.applications().await?;
     let items = apps.iter().map(|a| (a.id.clone(), application_summary(a))).collect();
-    page(&headers, "applications", "/applications", &q, items)
+    page(&app, &headers, "applications", "/applications", &q, items)
 }
 
 async fn get_application(State(app): Shared, headers: HeaderMap, Path(id): Path<String>) -> Reply {
@@ -279,21 +281,22 @@ async fn get_application(State(app): Shared, headers: HeaderMap, Path(id): Path<
         ApiError::new(StatusCode::NOT_FOUND, "ApplicationNotFound", format!("application {id:?} does not exist"))
     })?;
     let mut body = application_summary(a);
-    body["odata.metadata"] = json!(format!("{}/$metadata#applications/@Element", base(&headers)));
+    body["odata.metadata"] = json!(format!("{}/$metadata#applications/@Element", base(&app, &headers)));
     Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
 }
 
 /// drover runs no multi-instance tasks: a task has no subtasks.
 async fn list_subtasks(State(app): Shared, headers: HeaderMap, Path((job, task)): Path<(String, String)>) -> Reply {
     app.store.task_record(&job, &task).await?;
-    let body = json!({"odata.metadata": format!("{}/$metadata#subtaskinformations", base(&headers)), "value": []});
+    let body =
+        json!({"odata.metadata": format!("{}/$metadata#subtaskinformations", base(&app, &headers)), "value": []});
     Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
 }
 
 /// A task's files that drover keeps: stdout.txt and stderr.txt once it has run.
 async fn list_task_files(State(app): Shared, headers: HeaderMap, Path((job, task)): Path<(String, String)>) -> Reply {
     let record = app.store.get_task(&job, &task).await?;
-    let base = base(&headers);
+    let base = base(&app, &headers);
     let files: Vec<Value> = if record.execution_info.is_some() {
         ["stdout.txt", "stderr.txt"]
             .iter()
@@ -312,7 +315,7 @@ async fn list_task_files(State(app): Shared, headers: HeaderMap, Path((job, task
 async fn prep_release_status(State(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
     app.store.get_job(&job).await?;
     let value = app.store.prep_release_status(&job).await?;
-    let body = json!({"odata.metadata": format!("{}/$metadata#jobpreparationandreleasetaskstatuslist", base(&headers)), "value": value});
+    let body = json!({"odata.metadata": format!("{}/$metadata#jobpreparationandreleasetaskstatuslist", base(&app, &headers)), "value": value});
     Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
 }
 
@@ -323,7 +326,7 @@ async fn add_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {
         return Err(drover_core::Error::Conflict { kind: "job", id: spec.id }.into());
     }
     let made = actions::create_job(&app.config, &app.store, spec).await?;
-    Ok(created(&base(&headers), &format!("/jobs/{}", made.id)))
+    Ok(created(&base(&app, &headers), &format!("/jobs/{}", made.id)))
 }
 
 async fn list_jobs(State(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
@@ -337,12 +340,12 @@ async fn list_jobs(State(app): Shared, headers: HeaderMap, Query(q): Query<HashM
             Err(e) => return Err(e.into()),
         }
     }
-    page(&headers, "jobs", "/jobs", &q, jobs)
+    page(&app, &headers, "jobs", "/jobs", &q, jobs)
 }
 
 async fn job_entity(app: &App, headers: &HeaderMap, job: &str) -> Result<Value, ApiError> {
     let shown = app.store.get_job(job).await?;
-    Ok(entity(&base(headers), "jobs", serde_json::to_value(&shown).unwrap_or_default()))
+    Ok(entity(&base(app, headers), "jobs", serde_json::to_value(&shown).unwrap_or_default()))
 }
 
 async fn get_job(
@@ -375,7 +378,7 @@ async fn terminate_job(State(app): Shared, headers: HeaderMap, Path(job): Path<S
 async fn task_counts(State(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
     let counts = app.store.task_counts(&job).await?;
     let mut body = serde_json::to_value(counts).unwrap_or_default();
-    body["odata.metadata"] = json!(format!("{}/$metadata#taskcountsresult/@Element", base(&headers)));
+    body["odata.metadata"] = json!(format!("{}/$metadata#taskcountsresult/@Element", base(&app, &headers)));
     Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
 }
 
@@ -400,7 +403,7 @@ async fn add_task(State(app): Shared, headers: HeaderMap, Path(job): Path<String
         return Err(drover_core::Error::Conflict { kind: "task", id: task.id }.into());
     }
     submit(&app, &job, std::slice::from_ref(&task)).await?;
-    Ok(created(&base(&headers), &format!("/jobs/{job}/tasks/{}", task.id)))
+    Ok(created(&base(&app, &headers), &format!("/jobs/{job}/tasks/{}", task.id)))
 }
 
 /// Azure's `addtaskcollection`: up to 100 tasks, each answered on its own.
@@ -425,7 +428,7 @@ async fn add_task_collection(State(app): Shared, headers: HeaderMap, Path(job): 
         ));
     }
     app.store.get_job(&job).await?;
-    let base = base(&headers);
+    let base = base(&app, &headers);
     let mut results: Vec<Value> = Vec::with_capacity(items.len());
     let mut valid: Vec<(usize, TaskAddParameter)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -499,7 +502,7 @@ async fn list_tasks(
             ControlFlow::Continue(())
         })
         .await?;
-    let base = base(&headers);
+    let base = base(&app, &headers);
     let mut body = json!({"odata.metadata": format!("{base}/$metadata#tasks"), "value": tasks});
     if let Some(next) = next {
         body["odata.nextLink"] = json!(link(&base, &format!("/jobs/{job}/tasks"), &q, &next.to_string()));
@@ -514,7 +517,7 @@ async fn get_task(
     Query(q): Query<HashMap<String, String>>,
 ) -> Reply {
     let shown = app.store.get_task(&job, &task).await?;
-    read_entity(&headers, &q, entity(&base(&headers), "tasks", serde_json::to_value(&shown).unwrap_or_default()))
+    read_entity(&headers, &q, entity(&base(&app, &headers), "tasks", serde_json::to_value(&shown).unwrap_or_default()))
 }
 
 /// A task's stdout.txt or stderr.txt; HEAD gives its properties.
@@ -539,7 +542,7 @@ async fn task_file(
     let created =
         record.execution_info.as_ref().and_then(|e| e.start_time.clone()).unwrap_or(record.creation_time.clone());
     let mut out = HeaderMap::new();
-    let url = format!("{}/jobs/{job}/tasks/{task}/files/{path}", base(&headers));
+    let url = format!("{}/jobs/{job}/tasks/{task}/files/{path}", base(&app, &headers));
     for (name, value) in [
         ("content-type", "application/octet-stream".to_string()),
         ("content-length", length.to_string()),
@@ -644,6 +647,7 @@ fn encode(s: &str) -> String {
 
 /// A page of `items` (id, entity), sorted by id, after `$skiptoken` (the last id of the previous page).
 fn page(
+    app: &App,
     headers: &HeaderMap,
     set: &str,
     path: &str,
@@ -660,7 +664,7 @@ fn page(
     items.sort_by(|a, b| a.0.cmp(&b.0));
     let after = q.get("$skiptoken");
     let rest: Vec<(String, Value)> = items.into_iter().filter(|(id, _)| after.is_none_or(|a| id > a)).collect();
-    let base = base(headers);
+    let base = base(app, headers);
     let more = rest.len() > size;
     let shown: Vec<(String, Value)> = rest.into_iter().take(size).collect();
     let mut body = json!({"odata.metadata": format!("{base}/$metadata#{set}"),

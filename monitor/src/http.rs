@@ -2,13 +2,13 @@
 //! authentication and over TLS when configured) and `GET /health`.
 
 use crate::metrics::Exporter;
+use drover_core::tls::TlsAcceptor;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// The `Authorization` header /metrics asks for, from a `user:password` file only its owner may
@@ -33,24 +33,6 @@ pub(crate) fn basic_auth(path: &std::path::Path) -> anyhow::Result<String> {
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// A TLS acceptor for the PEM certificate chain `cert` and private key `key`.
-pub(crate) fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<TlsAcceptor> {
-    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("--metrics-tls-cert {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        anyhow::bail!("--metrics-tls-cert {}: no PEM certificate in it", cert.display());
-    }
-    let key_der =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("--metrics-tls-key {}: {e}", key.display()))?;
-    let config = tokio_rustls::rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| anyhow::anyhow!("--metrics-tls-key {}: {e}", key.display()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
 
 pub(crate) async fn serve(
     listen: SocketAddr,

@@ -113,7 +113,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => None,
     };
     let tls = match (&cli.metrics_tls_cert, &cli.metrics_tls_key) {
-        (Some(cert), Some(key)) => Some(http::tls_acceptor(cert, key)?),
+        (Some(cert), Some(key)) => {
+            Some(drover_core::tls::acceptor(cert, key, ("--metrics-tls-cert", "--metrics-tls-key"))?)
+        }
         _ => None,
     };
     let server = tokio::spawn(http::serve(cli.listen, exporter, auth, tls, shutdown.clone()));

@@ -326,12 +326,18 @@ impl TestAccount {
     /// Starts `drover-api` for this account with the key `key` (base64) on a port of its own,
     /// which it returns once the API answers; it is killed when the account is cleaned up.
     pub async fn start_api(&mut self, key: &str) -> u16 {
+        self.start_api_with(key, &[]).await
+    }
+
+    /// [`TestAccount::start_api`] with `extra` flags (`--tls-cert ...`).
+    pub async fn start_api_with(&mut self, key: &str, extra: &[&str]) -> u16 {
         let port = free_port();
         let n = self.workers.len();
         let log = std::fs::File::create(self.work_dir.join(format!("worker-{n}.log"))).unwrap();
         let mut cmd = Command::new(bin_dir().join("drover-api"));
         self.env(&mut cmd);
         cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .env("DROVER_API_KEY", key)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -636,4 +642,68 @@ pub mod transitions {
     pub fn ids(outbox: &Outbox) -> Vec<&str> {
         outbox.messages().iter().map(|m| m.task_id.as_str()).collect()
     }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA (`ca.pem`) and a certificate it signed for 127.0.0.1 (`server.pem`, `server.key`).
+pub fn make_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=drover test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
 }
