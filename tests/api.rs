@@ -78,3 +78,58 @@ async fn the_readmes_sdk_example_runs_as_written() {
     assert!(run.status.success(), "{said}\n{}", acct.worker_logs());
     assert_eq!(String::from_utf8_lossy(&run.stdout), "hello 3\n");
 }
+
+/// A job manager that adds a task with its token (azure-batch 14.2.0, as Azure's samples do).
+const MANAGER: &str = r#"
+import os
+import azure.batch.models as m
+from azure.batch import BatchServiceClient
+from msrest.authentication import BasicTokenAuthentication
+
+token = BasicTokenAuthentication({"access_token": os.environ["AZ_BATCH_AUTHENTICATION_TOKEN"]})
+client = BatchServiceClient(token, batch_url=os.environ["AZ_BATCH_ACCOUNT_URL"])
+job = os.environ["AZ_BATCH_JOB_ID"]
+client.task.add(job, m.TaskAddParameter(id="added", command_line="/bin/echo added by the manager"))
+print("tasks:", sorted(t.id for t in client.task.list(job)))
+try:
+    client.job.get("other")
+    print("another job reached")
+except m.BatchErrorException as e:
+    print("another job refused:", e.response.status_code, e.error.code)
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_manager_adds_tasks_with_its_token_for_its_job_only() {
+    let mut acct = TestAccount::new("apitoken").await;
+    let keys = "k 0123456789abcdef0123456789abcdef\n";
+    acct.sign_with(keys);
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "other", "--pool-id", "p"]);
+    let port = acct.start_api(KEY).await;
+    acct.start_worker("p", &["--api-url", &format!("http://127.0.0.1:{port}")]);
+    let script = acct.file("manager.py", MANAGER);
+    let command = format!("{} {}", sdk_python("14.2.0").display(), script.display());
+    let job = serde_json::json!({"id": "j", "poolInfo": {"poolId": "p"}, "onAllTasksComplete": "terminatejob",
+        "jobManagerTask": {"id": "manager", "commandLine": command, "killJobOnCompletion": false,
+                           "userIdentity": {"autoUser": {"elevationLevel": "admin"}},
+                           "authenticationTokenSettings": {"access": ["job"]}}});
+    let file = acct.file("job.json", &job.to_string());
+    acct.ok(&["job", "create", "--json-file", file.to_str().unwrap()]);
+    // A token for the job, as the worker made it (the test has the account's keys).
+    let token = drover_core::signing::Signer::parse(keys, acct.name()).unwrap().job_token("j");
+    let get = |path: &str| {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}{path}?api-version=2024-02-01.19.0"))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(get("/jobs/j").await.unwrap().status(), 200, "the token reaches its job while it is active");
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "90"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let said = acct.task_file("j", "manager", "stdout.txt");
+    assert!(said.contains("tasks: ['added', 'manager']"), "{said}\n{}", acct.task_file("j", "manager", "stderr.txt"));
+    assert!(said.contains("another job refused: 403 AuthorizationFailure"), "{said}");
+    assert_eq!(acct.task_file("j", "added", "stdout.txt"), "added by the manager\n");
+    // The job has ended: so has its token.
+    assert_eq!(get("/jobs/j").await.unwrap().status(), 403);
+}

@@ -103,7 +103,13 @@ async fn serve_tls(tls: drover_core::tls::TlsAcceptor, stream: tokio::net::TcpSt
 /// `client-request-id`.
 async fn authenticate(State(app): State<Arc<routes::App>>, request: Request, next: Next) -> Response {
     let client_id = request.headers().get("client-request-id").cloned();
-    let mut response = match app.keys.check(request.method(), request.uri(), request.headers()) {
+    let bearer =
+        request.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let verdict = match bearer {
+        Some(token) => job_token(&app, token, request.uri().path()).await,
+        None => app.keys.check(request.method(), request.uri(), request.headers()),
+    };
+    let mut response = match verdict {
         Ok(()) => next.run(request).await,
         Err(e) => {
             tracing::info!(method = %request.method(), path = %request.uri().path(), reason = ?e.values, "refused a request");
@@ -118,6 +124,31 @@ async fn authenticate(State(app): State<Arc<routes::App>>, request: Request, nex
         response.headers_mut().insert("client-request-id", v);
     }
     response
+}
+
+/// Accepts a task's token (`AZ_BATCH_AUTHENTICATION_TOKEN`) for its own job's operations
+/// (`/jobs/<job>` and below) while the job is active.
+async fn job_token(app: &routes::App, token: &str, path: &str) -> Result<(), reply::ApiError> {
+    let signer = app
+        .store
+        .signer()
+        .ok_or_else(|| reply::ApiError::auth("this service takes no tokens (it has no signing keys)"))?;
+    let job = signer.token_job(token).map_err(|why| reply::ApiError::auth(&format!("the token was refused: {why}")))?;
+    let own = format!("/jobs/{job}");
+    if path != own && !path.starts_with(&format!("{own}/")) {
+        return Err(reply::ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "AuthorizationFailure",
+            format!("the token reaches job {job:?} only"),
+        ));
+    }
+    match app.store.get_job(&job).await {
+        Ok(j) if j.state == drover_core::model::JobState::Active => Ok(()),
+        Ok(_) | Err(drover_core::Error::NotFound { .. }) => {
+            Err(reply::ApiError::auth(&format!("job {job:?} has ended: its tokens with it")))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A request id: unique enough to find a request in the logs.

@@ -28,6 +28,8 @@ pub enum Kind {
     Message,
     /// A job's stored spec: ["job id", spec JSON].
     Job,
+    /// A task's token for the Batch API: ["job id"].
+    Token,
     /// A pool's spec: ["pool id", spec JSON].
     Pool,
 }
@@ -39,6 +41,7 @@ impl Kind {
             Kind::Message => b"drover message v1",
             Kind::Job => b"drover job v1",
             Kind::Pool => b"drover pool v1",
+            Kind::Token => b"drover token v1",
         }
     }
 }
@@ -166,6 +169,28 @@ impl Signer {
         String::from_utf8(plain).map_err(|_| "it is malformed".into())
     }
 
+    /// A token for the Batch API that reaches the job `job` (while the job is active: the API
+    /// checks): `drover1.<base64url job id>.<signature>`.
+    pub fn job_token(&self, job: &str) -> String {
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(job);
+        format!("drover1.{id}.{}", self.sign(Kind::Token, &[job]))
+    }
+
+    /// The job a token made by [`Signer::job_token`] reaches; else why it is refused.
+    pub fn token_job(&self, token: &str) -> std::result::Result<String, String> {
+        let mut parts = token.splitn(3, '.');
+        let (Some("drover1"), Some(id), Some(sig)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("it is not a drover token".into());
+        };
+        let job = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id)
+            .ok()
+            .and_then(|j| String::from_utf8(j).ok())
+            .ok_or("it is not a drover token")?;
+        self.verify(Kind::Token, &[&job], Some(sig))?;
+        Ok(job)
+    }
+
     /// The signature of `fields` with the first key.
     pub fn sign(&self, kind: Kind, fields: &[&str]) -> String {
         let (id, secret) = &self.keys[0];
@@ -236,6 +261,17 @@ mod tests {
         bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
         assert!(s.unseal(std::str::from_utf8(&bytes).unwrap()).is_err());
         assert!(s.unseal("gone.AAAA").unwrap_err().contains("\"gone\""));
+    }
+
+    #[test]
+    fn a_job_token_names_its_job_and_nothing_else_passes() {
+        let s = Signer::parse(KEYS, "acct").unwrap();
+        let token = s.job_token("render");
+        assert_eq!(s.token_job(&token).unwrap(), "render");
+        let forged = token.replace(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("render"), "b3RoZXI");
+        assert!(s.token_job(&forged).is_err(), "another job's id with this signature");
+        assert!(Signer::parse(KEYS, "other").unwrap().token_job(&token).is_err());
+        assert!(s.token_job("Bearer x").is_err());
     }
 
     #[test]

@@ -55,6 +55,11 @@ struct Cli {
     /// account's bucket (default: anywhere this worker's S3 credentials reach).
     #[arg(long, env = "DROVER_STORAGE_ALLOW", value_delimiter = ',', value_name = "S3_URL")]
     storage_allow: Vec<String>,
+    /// The Batch API serving the account (drover-api's address, e.g. https://batch.example:8180),
+    /// given to tasks as AZ_BATCH_ACCOUNT_URL; with signing keys, a task whose
+    /// authenticationTokenSettings ask for `job` also gets AZ_BATCH_AUTHENTICATION_TOKEN.
+    #[arg(long, env = "DROVER_API_URL", value_name = "URL")]
+    api_url: Option<String>,
 }
 
 #[tokio::main]
@@ -90,6 +95,7 @@ async fn main() -> ExitCode {
         max_task_download_bytes: cli.max_task_download_bytes,
         tasks_as_worker_user: cli.tasks_as_worker_user,
         storage_allow: cli.storage_allow,
+        api_url: cli.api_url,
     };
     let shutdown = CancellationToken::new();
     let hand_back = CancellationToken::new();

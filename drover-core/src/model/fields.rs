@@ -125,10 +125,11 @@ pub const KINDS: &[(&str, &[(&str, Policy)])] = &[
             ("applicationPackageReferences", Supported),
             ("allowLowPriorityNode", Kept("no spot capacity")),
             ("containerSettings", Refused(CONTAINERS)),
-            ("authenticationTokenSettings", Refused("there is no Batch service to call back with a token")),
+            ("authenticationTokenSettings", Object("AuthenticationTokenSettings")),
         ],
     ),
     ("TaskSchedulingPolicy", &[("nodeFillType", Supported)]),
+    ("AuthenticationTokenSettings", &[("access", Supported)]),
     ("PoolInformation", &[("poolId", Supported), ("autoPoolSpecification", Object("AutoPoolSpecification"))]),
     (
         "AutoPoolSpecification",
@@ -184,7 +185,7 @@ pub const KINDS: &[(&str, &[(&str, Policy)])] = &[
             ("affinityInfo", Kept("a task runs on whichever node of its pool takes it")),
             ("containerSettings", Refused(CONTAINERS)),
             ("multiInstanceSettings", Refused("no multi-node (MPI) tasks: run one task per node")),
-            ("authenticationTokenSettings", Refused("there is no Batch service to call back with a token")),
+            ("authenticationTokenSettings", Object("AuthenticationTokenSettings")),
         ],
     ),
     (
@@ -311,6 +312,9 @@ mod tests {
             "PoolAddParameter" => ("pool", json!({"id": "x"})),
             "StartTask" => ("pool", json!({"id": "x", "startTask": {"commandLine": "x"}})),
             "TaskSchedulingPolicy" => ("pool", json!({"id": "x", "taskSchedulingPolicy": {}})),
+            "AuthenticationTokenSettings" => {
+                ("task", json!({"id": "x", "commandLine": "x", "authenticationTokenSettings": {}}))
+            }
             "JobAddParameter" => ("job", json!({"id": "x", "poolInfo": {"poolId": "p"}})),
             "PoolInformation" | "AutoPoolSpecification" => ("job", json!({"id": "x", "poolInfo": {"poolId": "p"}})),
             "JobPreparationTask" => {
@@ -333,6 +337,7 @@ mod tests {
             "PoolAddParameter" | "JobAddParameter" | "TaskAddParameter" | "JobScheduleAddParameter" => &mut doc,
             "StartTask" => &mut doc["startTask"],
             "TaskSchedulingPolicy" => &mut doc["taskSchedulingPolicy"],
+            "AuthenticationTokenSettings" => &mut doc["authenticationTokenSettings"],
             "PoolInformation" => &mut doc["poolInfo"],
             "AutoPoolSpecification" => {
                 doc["poolInfo"] = json!({"autoPoolSpecification": {"poolLifetimeOption": "job"}});

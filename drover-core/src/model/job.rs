@@ -74,6 +74,8 @@ pub struct JobManagerTask {
     /// Accepted and kept, without effect (`fields::KINDS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_low_priority_node: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication_token_settings: Option<super::task::AuthenticationTokenSettings>,
 }
 
 impl JobManagerTask {
@@ -95,6 +97,7 @@ impl JobManagerTask {
             required_slots: slots,
             application_package_references: self.application_package_references.clone(),
             user_identity: self.user_identity.clone(),
+            authentication_token_settings: self.authentication_token_settings.clone(),
             ..Default::default()
         }
     }

@@ -6,6 +6,28 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Component, Path};
 
+/// Azure's AuthenticationTokenSettings: what the token a task gets may do.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthenticationTokenSettings {
+    #[serde(default)]
+    pub access: Vec<AccessScope>,
+}
+
+/// What a task's token reaches: `job`, the operations on its own job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessScope {
+    Job,
+}
+
+impl AuthenticationTokenSettings {
+    /// Whether the token reaches the task's job.
+    pub fn job(settings: &Option<Self>) -> bool {
+        settings.as_ref().is_some_and(|s| s.access.contains(&AccessScope::Job))
+    }
+}
+
 /// A task to add to a job (Azure's TaskAddParameter, the parts drover runs).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -33,6 +55,9 @@ pub struct TaskAddParameter {
     /// Who it runs as (default: a non-admin auto-user of pool scope).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_identity: Option<super::UserIdentity>,
+    /// Whether it gets a token for the Batch API (`access: ["job"]`: its job's operations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication_token_settings: Option<AuthenticationTokenSettings>,
     /// Accepted and kept, without effect (`fields::KINDS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_info: Option<serde_json::Value>,
@@ -822,6 +847,7 @@ mod tests {
                 required_slots: None,
                 application_package_references: vec![],
                 user_identity: None,
+                authentication_token_settings: None,
                 affinity_info: None,
             },
             state: TaskState::Completed,

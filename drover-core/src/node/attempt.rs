@@ -166,6 +166,7 @@ impl Attempt {
             dir: self.dir.clone(),
             wall_clock: spec.constraints.as_ref().and_then(|c| c.max_wall_clock_time).map(|d| d.0),
             identity: spec.user_identity.as_ref(),
+            job_token: crate::model::task::AuthenticationTokenSettings::job(&spec.authentication_token_settings),
         };
         let run = match super::job::prepared(&self.ctx, &self.msg.job_id).await {
             Ok(ready) => self.execute(Command { prep_wd: ready.prep_wd, job_env: &ready.env, ..command }).await,

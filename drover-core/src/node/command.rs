@@ -30,6 +30,9 @@ pub(super) struct Command<'a> {
     pub(super) wall_clock: Option<Duration>,
     /// Who it runs as (`userIdentity`; None: a non-admin auto-user of pool scope).
     pub(super) identity: Option<&'a UserIdentity>,
+    /// Whether it gets a token for its job's operations in the Batch API
+    /// (`authenticationTokenSettings`).
+    pub(super) job_token: bool,
 }
 
 /// A command whose directory, files and packages are in place.
@@ -215,6 +218,13 @@ impl Command<'_> {
                 env.push((format!("DROVER_{name}"), value.clone()));
                 env.push((format!("AZ_BATCH_{name}"), value));
             }
+        }
+        if let Some(url) = &ctx.options.api_url {
+            env.push(("AZ_BATCH_ACCOUNT_URL".into(), url.clone()));
+        }
+        // A token only the account's keys make, that drover-api accepts for this job alone.
+        if let (true, Some(job), Some(signer)) = (self.job_token, self.job, ctx.store.signer()) {
+            env.push(("AZ_BATCH_AUTHENTICATION_TOKEN".into(), signer.job_token(job)));
         }
         env
     }

@@ -128,6 +128,7 @@ async fn run_prep(
         dir: ctx.prep_dir(job),
         wall_clock: prep.constraints.as_ref().and_then(|c| c.max_wall_clock_time).map(|d| d.0),
         identity: prep.user_identity.as_ref(),
+        job_token: false,
     };
     let runs = runs_allowed(prep.constraints.as_ref().and_then(|c| c.max_task_retry_count));
     let start = now_ms();
@@ -250,6 +251,7 @@ async fn release_job(ctx: &NodeContext, job: &str, task: &JobReleaseTask, job_en
         dir: ctx.release_dir(job),
         wall_clock: Some(task.max_wall_clock_time.map_or(RELEASE_LIMIT, |d| d.0)),
         identity: task.user_identity.as_ref(),
+        job_token: false,
     };
     let info = run_one(ctx, &command).await;
     tracing::info!(job, result = info.result, "job release task ran");

@@ -52,6 +52,8 @@ pub struct NodeOptions {
     /// The only S3 places (`s3://bucket[/prefix]`) tasks may read from or write to, besides the
     /// account's own part of its bucket; empty: anywhere the worker's credentials reach.
     pub storage_allow: Vec<String>,
+    /// The Batch API's address given to tasks (`AZ_BATCH_ACCOUNT_URL`), if one serves the account.
+    pub api_url: Option<String>,
 }
 
 /// This host's name as a node id may hold it: letters, digits and '-', at most 40 of them.

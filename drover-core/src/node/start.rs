@@ -41,6 +41,7 @@ async fn run_to_end(ctx: &NodeContext, task: &StartTask) -> bool {
         dir: ctx.startup_dir(),
         wall_clock: None,
         identity: task.user_identity.as_ref(),
+        job_token: false,
     };
     let runs = runs_allowed(task.max_task_retry_count);
     let started = crate::model::rfc3339(crate::model::now_ms());
