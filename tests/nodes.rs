@@ -280,8 +280,14 @@ async fn formulas_evaluate_without_acting_and_errors_say_where() {
         .ok(&["pool", "autoscale", "enable", "--pool-id", "p", "--formula", formula, "--evaluation-interval", "PT5S"])
         .json();
     assert_eq!(pool["enableAutoScale"], true, "{pool}");
+    // A formula sizes the pool: a resize by hand is refused until it is disabled.
+    let resize = ["pool", "resize", "--pool-id", "p", "--target-dedicated-nodes", "3"];
+    let refused = acct.drover(&resize);
+    assert!(refused.code == 1 && refused.stderr.contains("disable autoscaling"), "{refused:?}");
     let pool = acct.ok(&["pool", "autoscale", "disable", "--pool-id", "p"]).json();
     assert_eq!(pool["enableAutoScale"], false, "{pool}");
+    let pool = acct.ok(&resize).json();
+    assert_eq!((&pool["targetDedicatedNodes"], &pool["allocationState"]), (&json!(3), &json!("resizing")), "{pool}");
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/pools/{pool}/enableautoscale", post(enable_autoscale))
         .route("/pools/{pool}/disableautoscale", post(disable_autoscale))
         .route("/pools/{pool}/evaluateautoscale", post(evaluate_autoscale))
+        .route("/pools/{pool}/resize", post(resize_pool))
+        .route("/pools/{pool}/stopresize", post(stop_resize))
         .route("/jobschedules", post(add_schedule).get(list_schedules))
         .route(
             "/jobschedules/{schedule}",
@@ -204,6 +206,24 @@ async fn evaluate_autoscale(State(app): Shared, headers: HeaderMap, Path(pool): 
     body["odata.metadata"] =
         json!(format!("{}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.AutoScaleRun", base(&app, &headers)));
     Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
+}
+
+/// Azure's resize: `targetDedicatedNodes` (spot nodes are counted with them).
+async fn resize_pool(State(app): Shared, headers: HeaderMap, Path(pool): Path<String>, body: Bytes) -> Reply {
+    odata::conditions(&headers, &pool_entity(&app, &headers, &pool).await?, false)?;
+    let v = object(&body)?;
+    let count = |k: &str| v.get(k).and_then(|n| n.as_u64().or_else(|| n.as_str().and_then(|s| s.parse().ok())));
+    let target = count("targetDedicatedNodes").unwrap_or(0) + count("targetLowPriorityNodes").unwrap_or(0);
+    let target = u32::try_from(target).map_err(|_| ApiError::invalid("targetDedicatedNodes: too many nodes"))?;
+    app.store.resize_pool(&pool, target).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Azure's stop resize: the pool keeps the nodes it has now.
+async fn stop_resize(State(app): Shared, Path(pool): Path<String>) -> Reply {
+    let now = app.store.pool_status(&pool).await?.current_dedicated_nodes.unwrap_or(0);
+    app.store.resize_pool(&pool, now).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 async fn add_schedule(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {

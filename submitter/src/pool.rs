@@ -33,6 +33,15 @@ pub(crate) enum PoolCommand {
     Show(PoolId),
     /// Delete a pool and its queue.
     Delete(PoolId),
+    /// Set how many nodes the pool asks for (drover-monitor --autoscale starts or stops workers
+    /// to match); refused while an autoscale formula sizes the pool.
+    Resize {
+        #[command(flatten)]
+        pool: PoolId,
+        /// The number of nodes.
+        #[arg(long, value_name = "N")]
+        target_dedicated_nodes: u32,
+    },
     /// Autoscaling: evaluate a formula, turn it on or off.
     #[command(subcommand)]
     Autoscale(AutoscaleCommand),
@@ -103,6 +112,9 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
         }
         PoolCommand::Autoscale(AutoscaleCommand::Disable(PoolId { pool_id })) => {
             output::one(format, &store.set_autoscale(&pool_id, None, None).await?)
+        }
+        PoolCommand::Resize { pool: PoolId { pool_id }, target_dedicated_nodes } => {
+            output::one(format, &store.resize_pool(&pool_id, target_dedicated_nodes).await?)
         }
         PoolCommand::Delete(PoolId { pool_id }) => {
             Ok(drover_core::actions::delete_pool(config, &store, &pool_id).await?)

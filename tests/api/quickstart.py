@@ -121,6 +121,9 @@ def v15():
           and long.execution_info.result == models.BatchTaskExecutionResult.FAILURE, long)
     run = client.evaluate_pool_auto_scale("qs-pool", models.BatchPoolEvaluateAutoScaleOptions(auto_scale_formula="$TargetDedicatedNodes = 2;"))
     check("a formula evaluates", run.error is None and "$TargetDedicatedNodes=2" in (run.results or ""), run)
+    client.begin_resize_pool("qs-pool", models.BatchPoolResizeOptions(target_dedicated_nodes=2), polling_interval=1).result()
+    pool = client.get_pool("qs-pool")
+    check("a resize brings a second node", pool.current_dedicated_nodes == 2 and pool.allocation_state == "steady", pool)
 
     # A job schedule through its life.
     import datetime

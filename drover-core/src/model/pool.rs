@@ -201,6 +201,10 @@ pub struct CloudPool {
     /// Live nodes (`pool show` and `pool list` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_dedicated_nodes: Option<u32>,
+    /// `steady`, or `resizing` while the live nodes are not what the pool asks for (`pool show`
+    /// and `pool list` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocation_state: Option<&'static str>,
     /// The last autoscale evaluation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auto_scale_run: Option<AutoScaleRun>,

@@ -96,6 +96,7 @@ impl StatusStore {
             state: "active",
             creation_time: rfc3339(r.ctime),
             current_dedicated_nodes: None,
+            allocation_state: None,
             auto_scale_run: None,
             auto_pool_job: r.auto_job,
             ctime_ms: r.ctime,
@@ -108,6 +109,14 @@ impl StatusStore {
         let nodes = self.list_nodes(pool).await?;
         p.current_dedicated_nodes = Some(nodes.iter().filter(|n| n.state != NodeState::Offline).count() as u32);
         p.auto_scale_run = self.last_autoscale(pool).await?;
+        // Steady once the live nodes are what the pool asks for (its formula's last target, or
+        // targetDedicatedNodes); resizing meanwhile.
+        let target = match p.spec.enable_auto_scale {
+            Some(true) => p.auto_scale_run.as_ref().and_then(|r| r.target_dedicated_nodes),
+            _ => p.spec.target_dedicated_nodes,
+        };
+        let steady = target.is_none_or(|t| Some(t) == p.current_dedicated_nodes);
+        p.allocation_state = Some(if steady { "steady" } else { "resizing" });
         Ok(p)
     }
 
@@ -118,12 +127,40 @@ impl StatusStore {
         formula: Option<&str>,
         interval: Option<crate::model::IsoDuration>,
     ) -> Result<CloudPool> {
+        self.change_pool(pool, |spec| {
+            spec.enable_auto_scale = Some(formula.is_some());
+            spec.auto_scale_formula = formula.map(str::to_string);
+            spec.auto_scale_evaluation_interval = interval.or(spec.auto_scale_evaluation_interval);
+            spec.target_dedicated_nodes = None;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sets how many nodes the pool asks for (Azure's resize); refused while a formula scales
+    /// it.
+    pub async fn resize_pool(&self, pool: &str, target: u32) -> Result<CloudPool> {
+        self.change_pool(pool, |spec| {
+            if spec.enable_auto_scale == Some(true) {
+                return Err(Error::State(format!(
+                    "pool {pool:?} scales with its autoscale formula: disable autoscaling to resize it"
+                )));
+            }
+            spec.target_dedicated_nodes = Some(target);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Changes a pool's spec with `change`, checks it and signs it again.
+    async fn change_pool(
+        &self,
+        pool: &str,
+        change: impl FnOnce(&mut PoolAddParameter) -> Result<()>,
+    ) -> Result<CloudPool> {
         // A record changed behind the account's back is not signed again.
         let mut r = self.pool_record(pool, self.signer().is_some()).await?;
-        r.spec.enable_auto_scale = Some(formula.is_some());
-        r.spec.auto_scale_formula = formula.map(str::to_string);
-        r.spec.auto_scale_evaluation_interval = interval.or(r.spec.auto_scale_evaluation_interval);
-        r.spec.target_dedicated_nodes = None;
+        change(&mut r.spec)?;
         crate::autoscale::validate_pool(&r.spec)?;
         r.sig = self.pool_sig(&r.spec)?;
         let record = serde_json::to_string(&r).map_err(|e| Error::Internal(format!("pool {pool:?}: {e}")))?;
