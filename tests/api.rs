@@ -133,3 +133,38 @@ async fn a_job_manager_adds_tasks_with_its_token_for_its_job_only() {
     // The job has ended: so has its token.
     assert_eq!(get("/jobs/j").await.unwrap().status(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_api_serves_several_accounts_each_with_its_own_key_and_records() {
+    let mut one = TestAccount::new("apione").await;
+    let two = TestAccount::new("apitwo").await;
+    let other_key = "YW5vdGhlci1hY2NvdW50LWtleS0wMTIzNDU2Nzg5YWJj";
+    let file = one.file("accounts", &format!("# account key\n{} {KEY}\n{} {other_key}\n", one.name(), two.name()));
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let port = one.start_api_with("", &["--accounts-file", file.to_str().unwrap()]).await;
+    one.remember_pool("only-one");
+    let script = format!(
+        r#"
+import sys
+from azure.batch import BatchClient, models
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import HttpResponseError
+url = "http://127.0.0.1:{port}"
+one = BatchClient(url, AzureNamedKeyCredential("{a}", "{KEY}"))
+two = BatchClient(url, AzureNamedKeyCredential("{b}", "{other_key}"))
+one.create_pool(models.BatchPoolCreateOptions(id="only-one", vm_size="x"))
+print("one:", [p.id for p in one.list_pools()], "two:", [p.id for p in two.list_pools()])
+try:
+    BatchClient(url, AzureNamedKeyCredential("{b}", "{KEY}")).list_pools().next()
+except HttpResponseError as e:
+    print("crossed key:", e.status_code)
+"#,
+        a = one.name(),
+        b = two.name()
+    );
+    let file = one.file("accounts.py", &script);
+    let run = Command::new(sdk_python("15.1.0")).arg(&file).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(said.contains("one: ['only-one'] two: []"), "{said}\n{}", one.worker_logs());
+    assert!(said.contains("crossed key: 403"), "{said}");
+}

@@ -44,7 +44,7 @@ impl Keys {
     /// The keys as Azure gives them (base64); errors name the setting, never the key.
     pub(crate) fn new(account: &str, primary: &str, secondary: Option<&str>) -> anyhow::Result<Keys> {
         let mut keys = Vec::new();
-        for (name, key) in [("DROVER_API_KEY", Some(primary)), ("DROVER_API_KEY2", secondary)] {
+        for (name, key) in [("the primary key", Some(primary)), ("the secondary key", secondary)] {
             let Some(key) = key else { continue };
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(key.trim())
@@ -55,6 +55,40 @@ impl Keys {
             keys.push(decoded);
         }
         Ok(Keys { account: account.to_string(), keys })
+    }
+
+    /// The accounts of a key file (mode 600): lines `<account> <key> [<secondary key>]`, `#`
+    /// comments; errors name the line, never a key.
+    pub(crate) fn from_file(path: &std::path::Path) -> anyhow::Result<Vec<Keys>> {
+        use std::os::unix::fs::PermissionsExt;
+        let shown = path.display();
+        let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("--accounts-file {shown}: {e}"))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            anyhow::bail!("--accounts-file {shown}: readable by others; chmod 600 it");
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--accounts-file {shown}: {e}"))?;
+        let mut accounts: Vec<Keys> = Vec::new();
+        for (n, line) in text.lines().enumerate().map(|(n, l)| (n + 1, l.trim())) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let (account, primary, secondary) = match words.as_slice() {
+                [a, k] => (*a, *k, None),
+                [a, k, k2] => (*a, *k, Some(*k2)),
+                _ => anyhow::bail!("--accounts-file {shown}: line {n}: expected `<account> <key> [<secondary key>]`"),
+            };
+            if accounts.iter().any(|k| k.account == account) {
+                anyhow::bail!("--accounts-file {shown}: line {n}: account {account:?} appears twice");
+            }
+            let keys = Keys::new(account, primary, secondary)
+                .map_err(|e| anyhow::anyhow!("--accounts-file {shown}: line {n}: {e}"))?;
+            accounts.push(keys);
+        }
+        if accounts.is_empty() {
+            anyhow::bail!("--accounts-file {shown}: no account in it");
+        }
+        Ok(accounts)
     }
 
     /// Accepts the request if one of the keys signed it, now.

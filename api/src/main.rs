@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use clap::Parser;
 use drover_core::Config;
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -24,8 +25,12 @@ struct Cli {
     #[arg(long, env = "DROVER_API_LISTEN", default_value = "127.0.0.1:8180")]
     listen: std::net::SocketAddr,
     /// The account's primary key (base64, as Azure's): clients sign requests with it (Shared Key).
-    #[arg(long, env = "DROVER_API_KEY", hide_env_values = true)]
-    api_key: String,
+    #[arg(long, env = "DROVER_API_KEY", hide_env_values = true, required_unless_present = "accounts_file")]
+    api_key: Option<String>,
+    /// Serve several accounts: a file (mode 600) of lines `<account> <key> [<secondary key>]`;
+    /// the connection settings are shared, each account keeps to its own records and queues.
+    #[arg(long, env = "DROVER_API_ACCOUNTS_FILE", value_name = "PATH", conflicts_with = "api_key")]
+    accounts_file: Option<std::path::PathBuf>,
     /// An optional secondary key, also accepted (to rotate keys without downtime).
     #[arg(long, env = "DROVER_API_KEY2", hide_env_values = true)]
     api_key2: Option<String>,
@@ -46,17 +51,28 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     cli.config.validate()?;
-    let keys = auth::Keys::new(&cli.config.account, &cli.api_key, cli.api_key2.as_deref())?;
     let tls = match (&cli.tls_cert, &cli.tls_key) {
         (Some(cert), Some(key)) => Some(drover_core::tls::acceptor(cert, key, ("--tls-cert", "--tls-key"))?),
         _ => None,
     };
-    let store = drover_core::status::StatusStore::connect(&cli.config).await?;
-    let staging = drover_core::staging::Staging::new(&cli.config).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let app = Arc::new(routes::App { config: cli.config, store, staging, keys, scheme });
-    let router = routes::router(app.clone())
-        .layer(axum::middleware::from_fn_with_state(app, authenticate))
+    let keys = match (&cli.accounts_file, &cli.api_key) {
+        (Some(path), _) => auth::Keys::from_file(path)?,
+        (None, Some(key)) => vec![auth::Keys::new(&cli.config.account, key, cli.api_key2.as_deref())?],
+        (None, None) => anyhow::bail!("give DROVER_API_KEY, or --accounts-file"),
+    };
+    let mut accounts = HashMap::new();
+    for keys in keys {
+        let config = Config { account: keys.account.clone(), ..cli.config.clone() };
+        config.validate().map_err(|e| anyhow::anyhow!("account {:?}: {e}", keys.account))?;
+        let store = drover_core::status::StatusStore::connect(&config).await?;
+        let staging = drover_core::staging::Staging::new(&config).await?;
+        let name = keys.account.clone();
+        accounts.insert(name, Arc::new(routes::App { config, store, staging, keys, scheme }));
+    }
+    tracing::info!(accounts = accounts.len(), "accounts served");
+    let router = routes::router()
+        .layer(axum::middleware::from_fn_with_state(Arc::new(accounts), authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(routes::BODY_LIMIT));
     let listener =
         tokio::net::TcpListener::bind(cli.listen).await.map_err(|e| anyhow::anyhow!("--listen {}: {e}", cli.listen))?;
@@ -99,18 +115,29 @@ async fn serve_tls(tls: drover_core::tls::TlsAcceptor, stream: tokio::net::TcpSt
     }
 }
 
-/// Refuses what the account's keys did not sign; every answer carries `request-id` and echoes
-/// `client-request-id`.
-async fn authenticate(State(app): State<Arc<routes::App>>, request: Request, next: Next) -> Response {
+/// The accounts served, by name.
+type Accounts = Arc<HashMap<String, Arc<routes::App>>>;
+
+/// Finds the account a request is for and refuses what its keys did not sign (or a task's
+/// token does not reach); every answer carries `request-id` and echoes `client-request-id`.
+async fn authenticate(State(accounts): State<Accounts>, mut request: Request, next: Next) -> Response {
     let client_id = request.headers().get("client-request-id").cloned();
-    let bearer =
-        request.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let verdict = match bearer {
-        Some(token) => job_token(&app, token, request.uri().path()).await,
-        None => app.keys.check(request.method(), request.uri(), request.headers()),
+    let header = request.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let verdict = match header.strip_prefix("Bearer ") {
+        Some(token) => token_account(&accounts, token, request.uri().path()).await,
+        None => {
+            let named = header.strip_prefix("SharedKey ").and_then(|r| r.split_once(':')).map(|(a, _)| a);
+            match named.and_then(|a| accounts.get(a)) {
+                Some(app) => app.keys.check(request.method(), request.uri(), request.headers()).map(|()| app.clone()),
+                None => Err(reply::ApiError::auth("the request is not signed for an account served here")),
+            }
+        }
     };
     let mut response = match verdict {
-        Ok(()) => next.run(request).await,
+        Ok(app) => {
+            request.extensions_mut().insert(app);
+            next.run(request).await
+        }
         Err(e) => {
             tracing::info!(method = %request.method(), path = %request.uri().path(), reason = ?e.values, "refused a request");
             e.into_response()
@@ -124,6 +151,18 @@ async fn authenticate(State(app): State<Arc<routes::App>>, request: Request, nex
         response.headers_mut().insert("client-request-id", v);
     }
     response
+}
+
+/// The account whose keys made a task's `token`, if the token reaches `path`.
+async fn token_account(accounts: &Accounts, token: &str, path: &str) -> Result<Arc<routes::App>, reply::ApiError> {
+    let mut refusal = reply::ApiError::auth("this service takes no tokens (it has no signing keys)");
+    for app in accounts.values() {
+        match job_token(app, token, path).await {
+            Ok(()) => return Ok(app.clone()),
+            Err(e) => refusal = e,
+        }
+    }
+    Err(refusal)
 }
 
 /// Accepts a task's token (`AZ_BATCH_AUTHENTICATION_TOKEN`) for its own job's operations

@@ -4,10 +4,11 @@
 use crate::odata;
 use crate::reply::{self, created, entity, json_response, ok_entity, ApiError, Reply};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use drover_core::model::schedule::JobScheduleAddParameter;
 use drover_core::model::{lenient, JobAddParameter, PoolAddParameter, TaskAddParameter};
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-/// What every request shares.
+/// One account served: what its requests share.
 pub(crate) struct App {
     pub(crate) config: Config,
     pub(crate) store: StatusStore,
@@ -30,7 +31,8 @@ pub(crate) struct App {
     pub(crate) scheme: &'static str,
 }
 
-type Shared = State<Arc<App>>;
+/// The account a request was signed for (the authentication layer puts it in the request).
+type Shared = Extension<Arc<App>>;
 
 /// The most tasks one `addtaskcollection` takes, and its largest body, as Azure's.
 const COLLECTION_TASKS: usize = 100;
@@ -40,7 +42,7 @@ pub(crate) const BODY_LIMIT: usize = 16 << 20;
 /// The longest page of a list.
 const MAX_RESULTS: usize = 1000;
 
-pub(crate) fn router(app: Arc<App>) -> Router {
+pub(crate) fn router() -> Router {
     Router::new()
         .route("/pools", post(add_pool).get(list_pools))
         .route("/pools/{pool}", get(get_pool).head(get_pool).delete(delete_pool))
@@ -72,7 +74,6 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/jobs/{job}/tasks/{task}", get(get_task))
         .route("/jobs/{job}/tasks/{task}/files/{*path}", get(task_file).head(task_file))
         .fallback(not_served)
-        .with_state(app)
 }
 
 /// The service's address as the client sees it, for links.
@@ -107,7 +108,7 @@ async fn not_served(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "InvalidUri", format!("{path} is not a resource of the Batch API"))
 }
 
-async fn add_pool(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {
+async fn add_pool(Extension(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {
     let spec: PoolAddParameter = read("PoolAddParameter", &body)?;
     drover_core::model::validate_id("pool id", &spec.id)?;
     if app.store.get_pool(&spec.id).await.is_ok() {
@@ -117,7 +118,7 @@ async fn add_pool(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply 
     Ok(created(&base(&app, &headers), &format!("/pools/{}", spec.id)))
 }
 
-async fn list_pools(State(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
+async fn list_pools(Extension(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
     let mut pools = Vec::new();
     for pool in app.store.list_pools().await? {
         pools.push((pool.spec.id.clone(), serde_json::to_value(&pool).unwrap_or_default()));
@@ -131,7 +132,7 @@ async fn pool_entity(app: &App, headers: &HeaderMap, pool: &str) -> Result<Value
 }
 
 async fn get_pool(
-    State(app): Shared,
+    Extension(app): Shared,
     method: Method,
     headers: HeaderMap,
     Path(pool): Path<String>,
@@ -140,14 +141,14 @@ async fn get_pool(
     Ok(head_or(method, read_entity(&headers, &q, pool_entity(&app, &headers, &pool).await?)?))
 }
 
-async fn delete_pool(State(app): Shared, headers: HeaderMap, Path(pool): Path<String>) -> Reply {
+async fn delete_pool(Extension(app): Shared, headers: HeaderMap, Path(pool): Path<String>) -> Reply {
     odata::conditions(&headers, &pool_entity(&app, &headers, &pool).await?, false)?;
     actions::delete_pool(&app.config, &app.store, &pool).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
 async fn list_nodes(
-    State(app): Shared,
+    Extension(app): Shared,
     headers: HeaderMap,
     Path(pool): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -159,7 +160,7 @@ async fn list_nodes(
 }
 
 async fn get_node(
-    State(app): Shared,
+    Extension(app): Shared,
     headers: HeaderMap,
     Path((pool, node)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
@@ -176,7 +177,7 @@ fn object(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_str(text(body)?).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
-async fn enable_autoscale(State(app): Shared, Path(pool): Path<String>, body: Bytes) -> Reply {
+async fn enable_autoscale(Extension(app): Shared, Path(pool): Path<String>, body: Bytes) -> Reply {
     let v = object(&body)?;
     let current = app.store.get_pool(&pool).await?;
     let formula =
@@ -193,12 +194,17 @@ async fn enable_autoscale(State(app): Shared, Path(pool): Path<String>, body: By
     Ok(StatusCode::OK.into_response())
 }
 
-async fn disable_autoscale(State(app): Shared, Path(pool): Path<String>) -> Reply {
+async fn disable_autoscale(Extension(app): Shared, Path(pool): Path<String>) -> Reply {
     app.store.set_autoscale(&pool, None, None).await?;
     Ok(StatusCode::OK.into_response())
 }
 
-async fn evaluate_autoscale(State(app): Shared, headers: HeaderMap, Path(pool): Path<String>, body: Bytes) -> Reply {
+async fn evaluate_autoscale(
+    Extension(app): Shared,
+    headers: HeaderMap,
+    Path(pool): Path<String>,
+    body: Bytes,
+) -> Reply {
     let v = object(&body)?;
     let formula = v.get("autoScaleFormula").and_then(Value::as_str);
     let run = actions::evaluate_autoscale(&app.store, &pool, formula).await?;
@@ -209,7 +215,7 @@ async fn evaluate_autoscale(State(app): Shared, headers: HeaderMap, Path(pool): 
 }
 
 /// Azure's resize: `targetDedicatedNodes` (spot nodes are counted with them).
-async fn resize_pool(State(app): Shared, headers: HeaderMap, Path(pool): Path<String>, body: Bytes) -> Reply {
+async fn resize_pool(Extension(app): Shared, headers: HeaderMap, Path(pool): Path<String>, body: Bytes) -> Reply {
     odata::conditions(&headers, &pool_entity(&app, &headers, &pool).await?, false)?;
     let v = object(&body)?;
     let count = |k: &str| v.get(k).and_then(|n| n.as_u64().or_else(|| n.as_str().and_then(|s| s.parse().ok())));
@@ -220,19 +226,19 @@ async fn resize_pool(State(app): Shared, headers: HeaderMap, Path(pool): Path<St
 }
 
 /// Azure's stop resize: the pool keeps the nodes it has now.
-async fn stop_resize(State(app): Shared, Path(pool): Path<String>) -> Reply {
+async fn stop_resize(Extension(app): Shared, Path(pool): Path<String>) -> Reply {
     let now = app.store.pool_status(&pool).await?.current_dedicated_nodes.unwrap_or(0);
     app.store.resize_pool(&pool, now).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-async fn add_schedule(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {
+async fn add_schedule(Extension(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {
     let spec: JobScheduleAddParameter = read("JobScheduleAddParameter", &body)?;
     app.store.create_schedule(&spec).await?;
     Ok(created(&base(&app, &headers), &format!("/jobschedules/{}", spec.id)))
 }
 
-async fn list_schedules(State(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
+async fn list_schedules(Extension(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
     let schedules = app.store.list_schedules().await?;
     let items = schedules.iter().map(|s| (s.spec.id.clone(), serde_json::to_value(s).unwrap_or_default())).collect();
     page(&app, &headers, "jobschedules", "/jobschedules", &q, items)
@@ -244,7 +250,7 @@ async fn schedule_entity(app: &App, headers: &HeaderMap, id: &str) -> Result<Val
 }
 
 async fn get_schedule(
-    State(app): Shared,
+    Extension(app): Shared,
     method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -253,21 +259,25 @@ async fn get_schedule(
     Ok(head_or(method, read_entity(&headers, &q, schedule_entity(&app, &headers, &id).await?)?))
 }
 
-async fn update_schedule(State(app): Shared, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Reply {
+async fn update_schedule(Extension(app): Shared, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Reply {
     odata::conditions(&headers, &schedule_entity(&app, &headers, &id).await?, false)?;
     let spec: JobScheduleAddParameter = read("JobScheduleAddParameter", &body)?;
     actions::update_schedule(&app.store, &id, spec).await?;
     Ok(StatusCode::OK.into_response())
 }
 
-async fn delete_schedule(State(app): Shared, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+async fn delete_schedule(Extension(app): Shared, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     odata::conditions(&headers, &schedule_entity(&app, &headers, &id).await?, false)?;
     app.store.delete_schedule(&id).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// `disable`, `enable` and `terminate` of a schedule.
-async fn schedule_state(State(app): Shared, headers: HeaderMap, Path((id, action)): Path<(String, String)>) -> Reply {
+async fn schedule_state(
+    Extension(app): Shared,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> Reply {
     let (state, from, status): (&str, &[&str], StatusCode) = match action.as_str() {
         "disable" => ("disabled", &["active"], StatusCode::NO_CONTENT),
         "enable" => ("active", &["disabled", "active"], StatusCode::NO_CONTENT),
@@ -279,7 +289,7 @@ async fn schedule_state(State(app): Shared, headers: HeaderMap, Path((id, action
     Ok(status.into_response())
 }
 
-async fn terminate_task(State(app): Shared, Path((job, task)): Path<(String, String)>) -> Reply {
+async fn terminate_task(Extension(app): Shared, Path((job, task)): Path<(String, String)>) -> Reply {
     actions::terminate_task(&app.config, &app.store, &job, &task, std::time::Duration::from_secs(30)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -289,13 +299,17 @@ fn application_summary(a: &drover_core::status::Application) -> Value {
     json!({"id": a.id, "displayName": a.id, "versions": a.versions.iter().map(|v| v.version.as_str()).collect::<Vec<_>>()})
 }
 
-async fn list_applications(State(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
+async fn list_applications(
+    Extension(app): Shared,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
     let apps = app.store.applications().await?;
     let items = apps.iter().map(|a| (a.id.clone(), application_summary(a))).collect();
     page(&app, &headers, "applications", "/applications", &q, items)
 }
 
-async fn get_application(State(app): Shared, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+async fn get_application(Extension(app): Shared, headers: HeaderMap, Path(id): Path<String>) -> Reply {
     let apps = app.store.applications().await?;
     let a = apps.iter().find(|a| a.id == id).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "ApplicationNotFound", format!("application {id:?} does not exist"))
@@ -306,7 +320,7 @@ async fn get_application(State(app): Shared, headers: HeaderMap, Path(id): Path<
 }
 
 /// drover runs no multi-instance tasks: a task has no subtasks.
-async fn list_subtasks(State(app): Shared, headers: HeaderMap, Path((job, task)): Path<(String, String)>) -> Reply {
+async fn list_subtasks(Extension(app): Shared, headers: HeaderMap, Path((job, task)): Path<(String, String)>) -> Reply {
     app.store.task_record(&job, &task).await?;
     let body =
         json!({"odata.metadata": format!("{}/$metadata#subtaskinformations", base(&app, &headers)), "value": []});
@@ -314,7 +328,11 @@ async fn list_subtasks(State(app): Shared, headers: HeaderMap, Path((job, task))
 }
 
 /// A task's files that drover keeps: stdout.txt and stderr.txt once it has run.
-async fn list_task_files(State(app): Shared, headers: HeaderMap, Path((job, task)): Path<(String, String)>) -> Reply {
+async fn list_task_files(
+    Extension(app): Shared,
+    headers: HeaderMap,
+    Path((job, task)): Path<(String, String)>,
+) -> Reply {
     let record = app.store.get_task(&job, &task).await?;
     let base = base(&app, &headers);
     let files: Vec<Value> = if record.execution_info.is_some() {
@@ -332,14 +350,14 @@ async fn list_task_files(State(app): Shared, headers: HeaderMap, Path((job, task
     Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
 }
 
-async fn prep_release_status(State(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
+async fn prep_release_status(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
     app.store.get_job(&job).await?;
     let value = app.store.prep_release_status(&job).await?;
     let body = json!({"odata.metadata": format!("{}/$metadata#jobpreparationandreleasetaskstatuslist", base(&app, &headers)), "value": value});
     Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
 }
 
-async fn add_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {
+async fn add_job(Extension(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {
     let spec: JobAddParameter = read("JobAddParameter", &body)?;
     drover_core::model::validate_id("job id", &spec.id)?;
     if app.store.get_job(&spec.id).await.is_ok() {
@@ -349,7 +367,7 @@ async fn add_job(State(app): Shared, headers: HeaderMap, body: Bytes) -> Reply {
     Ok(created(&base(&app, &headers), &format!("/jobs/{}", made.id)))
 }
 
-async fn list_jobs(State(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
+async fn list_jobs(Extension(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
     let mut jobs = Vec::new();
     let mut ids = app.store.job_ids().await?;
     ids.sort();
@@ -369,7 +387,7 @@ async fn job_entity(app: &App, headers: &HeaderMap, job: &str) -> Result<Value, 
 }
 
 async fn get_job(
-    State(app): Shared,
+    Extension(app): Shared,
     headers: HeaderMap,
     Path(job): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -377,13 +395,13 @@ async fn get_job(
     read_entity(&headers, &q, job_entity(&app, &headers, &job).await?)
 }
 
-async fn delete_job(State(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
+async fn delete_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
     odata::conditions(&headers, &job_entity(&app, &headers, &job).await?, false)?;
     app.store.delete_job(&job).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-async fn terminate_job(State(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
+async fn terminate_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
     odata::conditions(&headers, &job_entity(&app, &headers, &job).await?, false)?;
     let reason = if body.is_empty() {
         None
@@ -395,7 +413,7 @@ async fn terminate_job(State(app): Shared, headers: HeaderMap, Path(job): Path<S
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-async fn task_counts(State(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
+async fn task_counts(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
     let counts = app.store.task_counts(&job).await?;
     let mut body = serde_json::to_value(counts).unwrap_or_default();
     body["odata.metadata"] = json!(format!("{}/$metadata#taskcountsresult/@Element", base(&app, &headers)));
@@ -417,7 +435,7 @@ async fn submit(app: &App, job: &str, tasks: &[TaskAddParameter]) -> drover_core
     added.map(|_| ())
 }
 
-async fn add_task(State(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
+async fn add_task(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
     let task: TaskAddParameter = read("TaskAddParameter", &body)?;
     if app.store.task_record(&job, &task.id).await.is_ok() {
         return Err(drover_core::Error::Conflict { kind: "task", id: task.id }.into());
@@ -427,7 +445,12 @@ async fn add_task(State(app): Shared, headers: HeaderMap, Path(job): Path<String
 }
 
 /// Azure's `addtaskcollection`: up to 100 tasks, each answered on its own.
-async fn add_task_collection(State(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
+async fn add_task_collection(
+    Extension(app): Shared,
+    headers: HeaderMap,
+    Path(job): Path<String>,
+    body: Bytes,
+) -> Reply {
     if body.len() > MAX_BODY {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -493,7 +516,7 @@ fn failed(id: &str, e: ApiError) -> Value {
 }
 
 async fn list_tasks(
-    State(app): Shared,
+    Extension(app): Shared,
     headers: HeaderMap,
     Path(job): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -531,7 +554,7 @@ async fn list_tasks(
 }
 
 async fn get_task(
-    State(app): Shared,
+    Extension(app): Shared,
     headers: HeaderMap,
     Path((job, task)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
@@ -542,7 +565,7 @@ async fn get_task(
 
 /// A task's stdout.txt or stderr.txt; HEAD gives its properties.
 async fn task_file(
-    State(app): Shared,
+    Extension(app): Shared,
     method: Method,
     headers: HeaderMap,
     Path((job, task, path)): Path<(String, String, String)>,

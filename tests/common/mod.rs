@@ -329,16 +329,19 @@ impl TestAccount {
         self.start_api_with(key, &[]).await
     }
 
-    /// [`TestAccount::start_api`] with `extra` flags (`--tls-cert ...`).
+    /// [`TestAccount::start_api`] with `extra` flags (`--tls-cert ...`); an empty `key` gives
+    /// none (for `--accounts-file`).
     pub async fn start_api_with(&mut self, key: &str, extra: &[&str]) -> u16 {
         let port = free_port();
         let n = self.workers.len();
         let log = std::fs::File::create(self.work_dir.join(format!("worker-{n}.log"))).unwrap();
         let mut cmd = Command::new(bin_dir().join("drover-api"));
         self.env(&mut cmd);
+        if !key.is_empty() {
+            cmd.env("DROVER_API_KEY", key);
+        }
         cmd.args(["--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
-            .env("DROVER_API_KEY", key)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
