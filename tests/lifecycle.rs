@@ -181,6 +181,33 @@ async fn the_job_wall_clock_limit_terminates_it() {
     assert_eq!(show_task(&acct, "long")["executionInfo"]["failureInfo"]["code"], "TaskTerminated");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patched_wall_clock_limit_terminates_the_running_job() {
+    let mut acct = TestAccount::new("jobpatch").await;
+    acct.pool("p", 1);
+    job_with_tasks(&acct, json!({}), &[json!({"id": "long", "commandLine": "/bin/sleep 600"})]);
+    acct.start_worker("p", &[]);
+    running(&acct, 1).await;
+    let patch = |name: &str, change: Value| {
+        let file = acct.file(name, &change.to_string());
+        acct.drover(&["job", "patch", "--job-id", "j", "--json-file", file.to_str().unwrap()])
+    };
+    let refused = patch("bad.json", json!({"usesTaskDependencies": true}));
+    assert!(refused.code == 1 && refused.stderr.contains("usesTaskDependencies: a job's"), "{refused:?}");
+    // A limit of one second from the job's creation: it is past, or soon.
+    let patched = patch("limit.json", json!({"priority": 3, "constraints": {"maxWallClockTime": "PT1S"}}));
+    assert_eq!(patched.code, 0, "{patched:?}");
+    assert_eq!(patched.json()["priority"], 3);
+    let store = acct.store().await;
+    eventually(Duration::from_secs(20), "the job completes", || async {
+        store.get_job("j").await.unwrap().state == drover_core::model::JobState::Completed
+    })
+    .await;
+    assert_eq!(show_job(&acct)["executionInfo"]["terminateReason"], "MaxWallClockTimeExpiry");
+    let late = patch("late.json", json!({"priority": 1}));
+    assert!(late.code == 1 && late.stderr.contains("only an active job"), "{late:?}");
+}
+
 /// The most tasks that ran at the same time, from their start and end times.
 fn max_overlap(tasks: &[Value]) -> usize {
     let mut events: Vec<(i64, i32)> = tasks

@@ -66,7 +66,7 @@ pub(crate) fn router() -> Router {
         .route("/applications", get(list_applications))
         .route("/applications/{application}", get(get_application))
         .route("/jobs", post(add_job).get(list_jobs))
-        .route("/jobs/{job}", get(get_job).delete(delete_job))
+        .route("/jobs/{job}", get(get_job).delete(delete_job).patch(patch_job).put(update_job))
         .route("/jobs/{job}/terminate", post(terminate_job))
         .route("/jobs/{job}/taskcounts", get(task_counts))
         .route("/jobs/{job}/tasks", post(add_task).get(list_tasks))
@@ -399,6 +399,22 @@ async fn delete_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<
     odata::conditions(&headers, &job_entity(&app, &headers, &job).await?, false)?;
     app.store.delete_job(&job).await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Azure's job patch: the fields given change.
+async fn patch_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
+    change_job(&app, &headers, &job, &body, false).await
+}
+
+/// Azure's job update: the fields given change, the others go back to their defaults.
+async fn update_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
+    change_job(&app, &headers, &job, &body, true).await
+}
+
+async fn change_job(app: &App, headers: &HeaderMap, job: &str, body: &Bytes, replace: bool) -> Reply {
+    odata::conditions(headers, &job_entity(app, headers, job).await?, false)?;
+    actions::change_job(&app.store, job, &object(body)?, replace).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn terminate_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {

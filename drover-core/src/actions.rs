@@ -157,6 +157,49 @@ pub async fn update_schedule(
     store.update_schedule(&spec).await
 }
 
+/// What a job update or patch may change (Azure's JobPatchParameter, but for `poolInfo`, which
+/// may only be given unchanged).
+const CHANGEABLE: [&str; 5] = ["priority", "maxParallelTasks", "onAllTasksComplete", "constraints", "metadata"];
+
+/// Changes an active job as Azure's patch (`replace` false: the fields given) or update
+/// (`replace` true: the fields given, the others back to their defaults) does.
+pub async fn change_job(store: &StatusStore, job: &str, change: &serde_json::Value, replace: bool) -> Result<()> {
+    let serde_json::Value::Object(given) = change else {
+        return Err(Error::invalid("the job's changes must be a JSON object"));
+    };
+    // An update sends the whole job back, read-only properties too: only a patch is refused
+    // for what cannot change.
+    let unchangeable = given.keys().find(|k| !CHANGEABLE.contains(&k.as_str()) && k.as_str() != "poolInfo");
+    if let (Some(field), false) = (unchangeable, replace) {
+        return Err(Error::invalid(format!(
+            "{field}: a job's {field} cannot be changed (only {})",
+            CHANGEABLE.join(", ")
+        )));
+    }
+    store
+        .update_job(job, |current| {
+            let mut spec = serde_json::to_value(current).map_err(|e| Error::Internal(format!("job {job:?}: {e}")))?;
+            let Some(fields) = spec.as_object_mut() else {
+                return Err(Error::Internal(format!("job {job:?}: not an object")));
+            };
+            for field in CHANGEABLE.iter().chain(&["poolInfo"]) {
+                match given.get(*field).filter(|v| !v.is_null()) {
+                    Some(value) => {
+                        fields.insert(field.to_string(), value.clone());
+                    }
+                    None if replace && *field != "poolInfo" => {
+                        fields.remove(*field);
+                    }
+                    None => {}
+                }
+            }
+            crate::model::lenient::read_checked::<JobAddParameter>("JobAddParameter", &spec.to_string(), None)
+                .map(|(job, _)| job)
+                .map_err(Error::invalid)
+        })
+        .await
+}
+
 /// Creates a job as Azure does: its auto pool first, then the job, then its manager task (the
 /// job's first task). Run again after an interruption with the same spec, it adds what is
 /// missing; else an existing id is a conflict. Returns the job as made (its pool named).

@@ -63,6 +63,18 @@ pub(crate) enum JobCommand {
     PrepReleaseStatus(JobId),
     /// Delete the job and its task records.
     Delete(JobId),
+    /// Change an active job's priority, maxParallelTasks, onAllTasksComplete, constraints or
+    /// metadata (Azure's job patch: a JSON object of the fields to change).
+    Patch {
+        #[command(flatten)]
+        job: JobId,
+        /// The changes, as JSON: {"priority": 10, "maxParallelTasks": 4}.
+        #[arg(long, value_name = "FILE")]
+        json_file: PathBuf,
+        /// Azure's update instead: the fields left out go back to their defaults.
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 const CREATE_EXAMPLES: &str = "Examples:
@@ -129,6 +141,16 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
             output::list(format, &store.prep_release_status(&job_id).await?, &["nodeId", "poolId"])
         }
         JobCommand::Delete(JobId { job_id }) => Ok(store.delete_job(&job_id).await?),
+        JobCommand::Patch { job: JobId { job_id }, json_file, replace } => {
+            let shown = json_file.display();
+            let text = std::fs::read_to_string(&json_file).map_err(|e| anyhow::anyhow!("--json-file {shown}: {e}"))?;
+            let change: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
+                .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+            drover_core::actions::change_job(&store, &job_id, &change, replace)
+                .await
+                .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+            output::one(format, &store.get_job(&job_id).await?)
+        }
     }
 }
 

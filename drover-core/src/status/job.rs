@@ -1,7 +1,7 @@
 //! Job records: create, read, count, terminate, delete.
 
 use super::flag;
-use super::scripts::{CREATE_JOB, RECORD_JOB_TASK_RUN, TERMINATE_JOB};
+use super::scripts::{CREATE_JOB, RECORD_JOB_TASK_RUN, TERMINATE_JOB, UPDATE_JOB};
 use super::StatusStore;
 use crate::model::job::{
     DependencyReport, HeldTask, JobExecutionInfo, JobProgress, OnAllTasksComplete, TaskCounts, TaskCountsResult,
@@ -127,6 +127,55 @@ impl StatusStore {
             },
             dependencies: None,
         })
+    }
+
+    /// Changes an active job's spec with `change` (Azure's job update and patch): its priority,
+    /// maxParallelTasks, onAllTasksComplete, constraints and metadata take effect for what
+    /// happens next (tasks added later get its new retry count); its pool stays.
+    pub async fn update_job(
+        &self,
+        job: &str,
+        mut change: impl FnMut(&JobAddParameter) -> Result<JobAddParameter>,
+    ) -> Result<()> {
+        for _ in 0..5 {
+            let f = self.job_fields(job).await?;
+            let old = f.get("spec").map_or("", String::as_str);
+            let current: JobAddParameter = serde_json::from_str(old)
+                .map_err(|e| Error::Corrupt(format!("stored job {job:?} is unreadable: {e}")))?;
+            let new = change(&current)?;
+            if new.pool_info != current.pool_info || new.id != current.id {
+                return Err(Error::invalid(format!(
+                    "job {job:?}: poolInfo cannot change (drover does not disable jobs)"
+                )));
+            }
+            new.validate()?;
+            let created = f.get("ctime").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            let spec = serde_json::to_string(&new).map_err(|e| Error::Internal(format!("job {job:?}: {e}")))?;
+            let spec = self.sealed(spec, &format!("job {job:?}"))?;
+            let sig = self.signer().map(|s| s.sign(Kind::Job, &[job, &spec])).unwrap_or_default();
+            let mut inv = UPDATE_JOB.prepare();
+            inv.key(self.keys.job(job).hash())
+                .arg(old)
+                .arg(&spec)
+                .arg(sig)
+                .arg(new.priority.unwrap_or(0))
+                .arg(new.max_parallel_tasks.filter(|n| *n > 0).unwrap_or(0))
+                .arg(flag(new.on_all_tasks_complete == Some(OnAllTasksComplete::TerminateJob)))
+                .arg(new.max_task_retry_count())
+                .arg(new.deadline_ms(created).unwrap_or(0));
+            let reply = UPDATE_JOB.run(inv, &mut self.con()).await?;
+            match reply.head.as_str() {
+                "ok" => return Ok(()),
+                "stale" => continue,
+                "nojob" => return Err(Error::NotFound { kind: "job", id: job.into() }),
+                "state" => {
+                    let state = reply.rest.first().map_or("", String::as_str);
+                    return Err(Error::State(format!("job {job:?} is {state}: only an active job can be changed")));
+                }
+                _ => return Err(reply.unexpected()),
+            }
+        }
+        Err(Error::State(format!("job {job:?} kept changing while it was updated; try again")))
     }
 
     /// The ids of every job of the account, sorted.

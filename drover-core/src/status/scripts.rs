@@ -167,6 +167,7 @@ scripts! {
     RUN_SCHEDULE => "run_schedule.lua",
     SCHEDULE_STATE => "schedule_state.lua",
     UPDATE_SCHEDULE => "update_schedule.lua",
+    UPDATE_JOB => "update_job.lua",
     TERMINATE_JOB => "terminate_job.lua",
     CREATE_TASKS => "create_tasks.lua",
     START_TASK => "start_task.lua",
