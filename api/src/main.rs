@@ -68,7 +68,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let store = drover_core::status::StatusStore::connect(&config).await?;
         let staging = drover_core::staging::Staging::new(&config).await?;
         let name = keys.account.clone();
-        accounts.insert(name, Arc::new(routes::App { config, store, staging, keys, scheme }));
+        let topology = drover_core::queue::Topology::new(&name);
+        let publisher = drover_core::queue::Publisher::new(&config.broker(), "drover-api", topology);
+        accounts.insert(name, Arc::new(routes::App { config, store, staging, keys, scheme, publisher }));
     }
     tracing::info!(accounts = accounts.len(), "accounts served");
     let router = routes::router()

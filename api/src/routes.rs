@@ -12,7 +12,7 @@ use axum::Extension;
 use axum::Router;
 use drover_core::model::schedule::JobScheduleAddParameter;
 use drover_core::model::{lenient, JobAddParameter, PoolAddParameter, TaskAddParameter};
-use drover_core::queue::{Publisher, Topology};
+use drover_core::queue::Publisher;
 use drover_core::staging::Staging;
 use drover_core::status::StatusStore;
 use drover_core::{actions, Config};
@@ -29,6 +29,8 @@ pub(crate) struct App {
     pub(crate) keys: crate::auth::Keys,
     /// `http`, or `https` when served over TLS: the links given to clients.
     pub(crate) scheme: &'static str,
+    /// Publishes the messages of the tasks added (one connection, kept).
+    pub(crate) publisher: Publisher,
 }
 
 /// The account a request was signed for (the authentication layer puts it in the request).
@@ -438,17 +440,14 @@ async fn task_counts(Extension(app): Shared, headers: HeaderMap, Path(job): Path
 
 /// Adds tasks to a job as one submission (all or none).
 async fn submit(app: &App, job: &str, tasks: &[TaskAddParameter]) -> drover_core::Result<()> {
-    let publisher = Publisher::connect(&app.config.broker(), Topology::new(&app.config.account)).await?;
     let mut submission = drover_core::submit::Submission {
         store: &app.store,
-        publisher: &publisher,
+        publisher: &app.publisher,
         job_id: job,
         continue_on_error: false,
         progress: &|_| {},
     };
-    let added = submission.add(tasks).await;
-    publisher.close().await;
-    added.map(|_| ())
+    submission.add(tasks).await.map(|_| ())
 }
 
 async fn add_task(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
@@ -490,13 +489,15 @@ async fn add_task_collection(
     let base = base(&app, &headers);
     let mut results: Vec<Value> = Vec::with_capacity(items.len());
     let mut valid: Vec<(usize, TaskAddParameter)> = Vec::new();
+    let ids: Vec<&str> = items.iter().filter_map(|t| t.get("id").and_then(Value::as_str)).collect();
+    let existing = app.store.existing_tasks(&job, &ids).await?;
     for (i, item) in items.iter().enumerate() {
         let id = item.get("id").and_then(Value::as_str).unwrap_or("").to_string();
         let read = lenient::read_checked::<TaskAddParameter>("TaskAddParameter", &item.to_string(), None)
             .map_err(ApiError::invalid)
             .and_then(|(t, _)| t.validate().map(|()| t).map_err(ApiError::from));
         match read {
-            Ok(t) if app.store.task_record(&job, &t.id).await.is_ok() => {
+            Ok(t) if existing.contains(&t.id.as_str()) => {
                 results.push(failed(&id, drover_core::Error::Conflict { kind: "task", id: id.clone() }.into()))
             }
             Ok(t) if valid.iter().any(|(_, v)| v.id == t.id) => {
