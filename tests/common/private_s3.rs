@@ -13,9 +13,13 @@ pub struct PrivateS3 {
 
 impl PrivateS3 {
     /// Starts a server keeping its buckets under `root`, on a port of this test process (one
-    /// server per process) below the usual ephemeral range, so no client takes it while stopped.
+    /// server per process) below the ephemeral range (which starts at 32768), so no client's
+    /// socket takes it while it is stopped; the first free one from 21000 + pid % 4000.
     pub async fn start(root: std::path::PathBuf) -> Self {
-        let port = 30000 + (std::process::id() % 10000) as u16;
+        let first = 21000 + (std::process::id() % 4000) as u16;
+        let port = (first..first + 200)
+            .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            .expect("a free port for the private S3 server");
         let mut s3 = PrivateS3 { port, root, child: None };
         s3.resume().await;
         s3
@@ -52,7 +56,7 @@ impl PrivateS3 {
             .unwrap();
         self.child = Some(child);
         let port = self.port;
-        eventually(Duration::from_secs(10), "private S3 listening", || async move {
+        eventually(Duration::from_secs(30), "private S3 listening", || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
         })
         .await;
