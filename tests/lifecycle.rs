@@ -192,6 +192,11 @@ async fn a_patched_wall_clock_limit_terminates_the_running_job() {
         let file = acct.file(name, &change.to_string());
         acct.drover(&["job", "patch", "--job-id", "j", "--json-file", file.to_str().unwrap()])
     };
+    // A task's constraints change too (the running attempt keeps its own).
+    let file = acct.file("task.json", &json!({"constraints": {"maxTaskRetryCount": 4}}).to_string());
+    let updated =
+        acct.ok(&["task", "update", "--job-id", "j", "--task-id", "long", "--json-file", file.to_str().unwrap()]);
+    assert_eq!(updated.json()["constraints"]["maxTaskRetryCount"], 4);
     let refused = patch("bad.json", json!({"usesTaskDependencies": true}));
     assert!(refused.code == 1 && refused.stderr.contains("usesTaskDependencies: a job's"), "{refused:?}");
     // A limit of one second from the job's creation: it is past, or soon.

@@ -73,7 +73,7 @@ pub(crate) fn router() -> Router {
         .route("/jobs/{job}/taskcounts", get(task_counts))
         .route("/jobs/{job}/tasks", post(add_task).get(list_tasks))
         .route("/jobs/{job}/addtaskcollection", post(add_task_collection))
-        .route("/jobs/{job}/tasks/{task}", get(get_task))
+        .route("/jobs/{job}/tasks/{task}", get(get_task).put(update_task))
         .route("/jobs/{job}/tasks/{task}/files/{*path}", get(task_file).head(task_file))
         .fallback(not_served)
 }
@@ -578,6 +578,20 @@ async fn get_task(
 ) -> Reply {
     let shown = app.store.get_task(&job, &task).await?;
     read_entity(&headers, &q, entity(&base(&app, &headers), "tasks", serde_json::to_value(&shown).unwrap_or_default()))
+}
+
+/// Azure's task update: its constraints.
+async fn update_task(
+    Extension(app): Shared,
+    headers: HeaderMap,
+    Path((job, task)): Path<(String, String)>,
+    body: Bytes,
+) -> Reply {
+    let shown = app.store.get_task(&job, &task).await?;
+    let current = entity(&base(&app, &headers), "tasks", serde_json::to_value(&shown).unwrap_or_default());
+    odata::conditions(&headers, &current, false)?;
+    actions::update_task(&app.store, &job, &task, &object(&body)?).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// A task's stdout.txt or stderr.txt; HEAD gives its properties.

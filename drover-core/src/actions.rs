@@ -200,6 +200,26 @@ pub async fn change_job(store: &StatusStore, job: &str, change: &serde_json::Val
         .await
 }
 
+/// Changes a task's `constraints` as Azure's task update does (`change` holds them; left out:
+/// none, the job's retry count applies).
+pub async fn update_task(store: &StatusStore, job: &str, task: &str, change: &serde_json::Value) -> Result<()> {
+    let constraints = change.get("constraints").cloned().unwrap_or(serde_json::Value::Null);
+    store
+        .update_task(job, task, |current| {
+            let mut spec = serde_json::to_value(current).map_err(|e| Error::Internal(format!("task {task:?}: {e}")))?;
+            if let Some(fields) = spec.as_object_mut() {
+                match &constraints {
+                    serde_json::Value::Null => fields.remove("constraints"),
+                    c => fields.insert("constraints".into(), c.clone()),
+                };
+            }
+            crate::model::lenient::read_checked::<TaskAddParameter>("TaskAddParameter", &spec.to_string(), None)
+                .map(|(task, _)| task)
+                .map_err(Error::invalid)
+        })
+        .await
+}
+
 /// Creates a job as Azure does: its auto pool first, then the job, then its manager task (the
 /// job's first task). Run again after an interruption with the same spec, it adds what is
 /// missing; else an existing id is a conflict. Returns the job as made (its pool named).

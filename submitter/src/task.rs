@@ -49,6 +49,15 @@ pub(crate) enum TaskCommand {
     /// Terminate a task: a running one is killed, one not started never runs. It ends
     /// `completed` with failureInfo code TaskTerminated.
     Terminate(TaskId),
+    /// Change a task's constraints (Azure's task update: a JSON file {"constraints": {...}};
+    /// none given: the job's apply). A running attempt keeps the limits it started with.
+    Update {
+        #[command(flatten)]
+        task: TaskId,
+        /// The new constraints, as JSON: {"constraints": {"maxTaskRetryCount": 3}}.
+        #[arg(long, value_name = "FILE")]
+        json_file: PathBuf,
+    },
     /// A task's files.
     #[command(subcommand)]
     File(FileCommand),
@@ -148,6 +157,16 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
                     "nodeInfo.nodeId",
                 ],
             )
+        }
+        TaskCommand::Update { task: TaskId { job_id, task_id }, json_file } => {
+            let shown = json_file.display();
+            let text = std::fs::read_to_string(&json_file).map_err(|e| anyhow::anyhow!("--json-file {shown}: {e}"))?;
+            let change: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
+                .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+            drover_core::actions::update_task(&store, &job_id, &task_id, &change)
+                .await
+                .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+            output::one(format, &store.get_task(&job_id, &task_id).await?)
         }
         TaskCommand::Terminate(TaskId { job_id, task_id }) => {
             let wait = Duration::from_secs(30);

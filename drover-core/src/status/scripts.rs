@@ -168,6 +168,7 @@ scripts! {
     SCHEDULE_STATE => "schedule_state.lua",
     UPDATE_SCHEDULE => "update_schedule.lua",
     UPDATE_JOB => "update_job.lua",
+    REPLACE_TASK => "replace_task.lua",
     TERMINATE_JOB => "terminate_job.lua",
     CREATE_TASKS => "create_tasks.lua",
     START_TASK => "start_task.lua",

@@ -1,7 +1,7 @@
 //! Task records and their transitions: add, start, run, complete, release; read and list.
 
 use super::outbox::Outbox;
-use super::scripts::{CREATE_TASKS, REQUEUE_TASKS, TERMINATE_TASK};
+use super::scripts::{CREATE_TASKS, REPLACE_TASK, REQUEUE_TASKS, TERMINATE_TASK};
 use super::{flag, StatusStore};
 use crate::model::task::{FailureCode, FailureInfo, NodeInfo, TaskExecutionInfo, TaskResult};
 use crate::model::{now_ms, rfc3339, CloudTask, TaskAddParameter, TaskMessage, TaskState};
@@ -318,6 +318,48 @@ impl StatusStore {
             .arg(last)
             .query_async(&mut self.con())
             .await?)
+    }
+
+    /// Changes a task's spec with `change` (Azure's task update: its constraints), in one
+    /// transition fenced by the record it was made from; the new retry count counts from now
+    /// on, a running attempt keeps the limits it started with.
+    pub async fn update_task(
+        &self,
+        job: &str,
+        task: &str,
+        mut change: impl FnMut(&TaskAddParameter) -> Result<TaskAddParameter>,
+    ) -> Result<()> {
+        let key = self.keys.job(job).task(task);
+        for _ in 0..5 {
+            let raw: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut self.con()).await?;
+            let raw = raw.ok_or_else(|| Error::NotFound { kind: "task", id: task.into() })?;
+            let mut record: TaskRecord = serde_json::from_str(&raw)
+                .map_err(|e| Error::Corrupt(format!("stored task {task:?} is unreadable: {e}")))?;
+            let new = change(&stored_spec(task, &record.spec)?)?;
+            if new.id != task {
+                return Err(Error::invalid(format!("id {:?}: a task's id cannot change", new.id)));
+            }
+            new.validate()?;
+            let job_max_retry: Option<i32> =
+                redis::cmd("HGET").arg(self.keys.job(job).hash()).arg("maxRetry").query_async(&mut self.con()).await?;
+            record.max_retry =
+                new.constraints.as_ref().and_then(|c| c.max_task_retry_count).unwrap_or(job_max_retry.unwrap_or(0));
+            record.spec = self.sealed(spec_without_id(&new), &format!("task {task:?}"))?;
+            if let Some(signer) = self.signer() {
+                record.sign(signer, job, task);
+            }
+            let text = serde_json::to_string(&record).map_err(|e| Error::Internal(format!("task {task:?}: {e}")))?;
+            let mut inv = REPLACE_TASK.prepare();
+            inv.key(&key).arg(&raw).arg(text);
+            let reply = REPLACE_TASK.run(inv, &mut self.con()).await?;
+            match reply.head.as_str() {
+                "ok" => return Ok(()),
+                "stale" => continue,
+                "notask" => return Err(Error::NotFound { kind: "task", id: task.into() }),
+                _ => return Err(reply.unexpected()),
+            }
+        }
+        Err(Error::State(format!("task {task:?} kept changing while it was updated; try again")))
     }
 
     /// Of `ids`, those that already exist in `job` (one pipelined round trip).
