@@ -275,6 +275,21 @@ pub(crate) fn select(entity: Value, select: Option<&String>) -> Value {
     )
 }
 
+/// The conditional headers.
+const CONDITIONAL: [&str; 4] = ["if-match", "if-none-match", "if-modified-since", "if-unmodified-since"];
+
+/// [`conditions`] for a write: the entity (`current`) is read only when the request has a
+/// conditional header.
+pub(crate) async fn write_conditions(
+    headers: &HeaderMap,
+    current: impl std::future::Future<Output = Result<Value, ApiError>>,
+) -> Result<(), ApiError> {
+    if !CONDITIONAL.iter().any(|h| headers.contains_key(*h)) {
+        return Ok(());
+    }
+    conditions(headers, &current.await?, false)
+}
+
 /// What the conditional headers say of `entity` (its `eTag` and `lastModified`): `Ok` to go
 /// on; 304 for a read whose copy is current; 412 (`ConditionNotMet`) otherwise.
 pub(crate) fn conditions(headers: &HeaderMap, entity: &Value, read: bool) -> Result<(), ApiError> {

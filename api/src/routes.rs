@@ -144,7 +144,7 @@ async fn get_pool(
 }
 
 async fn delete_pool(Extension(app): Shared, headers: HeaderMap, Path(pool): Path<String>) -> Reply {
-    odata::conditions(&headers, &pool_entity(&app, &headers, &pool).await?, false)?;
+    odata::write_conditions(&headers, pool_entity(&app, &headers, &pool)).await?;
     actions::delete_pool(&app.config, &app.store, &pool).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -218,7 +218,7 @@ async fn evaluate_autoscale(
 
 /// Azure's resize: `targetDedicatedNodes` (spot nodes are counted with them).
 async fn resize_pool(Extension(app): Shared, headers: HeaderMap, Path(pool): Path<String>, body: Bytes) -> Reply {
-    odata::conditions(&headers, &pool_entity(&app, &headers, &pool).await?, false)?;
+    odata::write_conditions(&headers, pool_entity(&app, &headers, &pool)).await?;
     let v = object(&body)?;
     let count = |k: &str| v.get(k).and_then(|n| n.as_u64().or_else(|| n.as_str().and_then(|s| s.parse().ok())));
     let target = count("targetDedicatedNodes").unwrap_or(0) + count("targetLowPriorityNodes").unwrap_or(0);
@@ -262,14 +262,14 @@ async fn get_schedule(
 }
 
 async fn update_schedule(Extension(app): Shared, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Reply {
-    odata::conditions(&headers, &schedule_entity(&app, &headers, &id).await?, false)?;
+    odata::write_conditions(&headers, schedule_entity(&app, &headers, &id)).await?;
     let spec: JobScheduleAddParameter = read("JobScheduleAddParameter", &body)?;
     actions::update_schedule(&app.store, &id, spec).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 async fn delete_schedule(Extension(app): Shared, headers: HeaderMap, Path(id): Path<String>) -> Reply {
-    odata::conditions(&headers, &schedule_entity(&app, &headers, &id).await?, false)?;
+    odata::write_conditions(&headers, schedule_entity(&app, &headers, &id)).await?;
     app.store.delete_schedule(&id).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -286,7 +286,7 @@ async fn schedule_state(
         "terminate" => ("completed", &["active", "disabled"], StatusCode::ACCEPTED),
         _ => return Err(ApiError::not_supported(&format!("POST /jobschedules/{id}/{action}"))),
     };
-    odata::conditions(&headers, &schedule_entity(&app, &headers, &id).await?, false)?;
+    odata::write_conditions(&headers, schedule_entity(&app, &headers, &id)).await?;
     app.store.set_schedule_state(&id, state, from).await?;
     Ok(status.into_response())
 }
@@ -398,7 +398,7 @@ async fn get_job(
 }
 
 async fn delete_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
-    odata::conditions(&headers, &job_entity(&app, &headers, &job).await?, false)?;
+    odata::write_conditions(&headers, job_entity(&app, &headers, &job)).await?;
     app.store.delete_job(&job).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -414,13 +414,13 @@ async fn update_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<
 }
 
 async fn change_job(app: &App, headers: &HeaderMap, job: &str, body: &Bytes, replace: bool) -> Reply {
-    odata::conditions(headers, &job_entity(app, headers, job).await?, false)?;
+    odata::write_conditions(headers, job_entity(app, headers, job)).await?;
     actions::change_job(&app.store, job, &object(body)?, replace).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 async fn terminate_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
-    odata::conditions(&headers, &job_entity(&app, &headers, &job).await?, false)?;
+    odata::write_conditions(&headers, job_entity(&app, &headers, &job)).await?;
     let reason = if body.is_empty() {
         None
     } else {
@@ -587,9 +587,11 @@ async fn update_task(
     Path((job, task)): Path<(String, String)>,
     body: Bytes,
 ) -> Reply {
-    let shown = app.store.get_task(&job, &task).await?;
-    let current = entity(&base(&app, &headers), "tasks", serde_json::to_value(&shown).unwrap_or_default());
-    odata::conditions(&headers, &current, false)?;
+    let current = async {
+        let shown = app.store.get_task(&job, &task).await?;
+        Ok(entity(&base(&app, &headers), "tasks", serde_json::to_value(&shown).unwrap_or_default()))
+    };
+    odata::write_conditions(&headers, current).await?;
     actions::update_task(&app.store, &job, &task, &object(&body)?).await?;
     Ok(StatusCode::OK.into_response())
 }

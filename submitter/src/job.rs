@@ -143,9 +143,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
         JobCommand::Delete(JobId { job_id }) => Ok(store.delete_job(&job_id).await?),
         JobCommand::Patch { job: JobId { job_id }, json_file, replace } => {
             let shown = json_file.display();
-            let text = std::fs::read_to_string(&json_file).map_err(|e| anyhow::anyhow!("--json-file {shown}: {e}"))?;
-            let change: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
-                .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+            let change = crate::read_json_value(&json_file)?;
             drover_core::actions::change_job(&store, &job_id, &change, replace)
                 .await
                 .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;

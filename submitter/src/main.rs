@@ -161,6 +161,13 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path, 
     Ok(read)
 }
 
+/// A JSON file of changes (a job patch, a task update), read whole; a leading BOM is skipped.
+pub(crate) fn read_json_value(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--json-file {shown}: {e}"))?;
+    serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|e| anyhow::anyhow!("{shown}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::Cli;

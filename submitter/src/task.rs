@@ -160,9 +160,7 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
         }
         TaskCommand::Update { task: TaskId { job_id, task_id }, json_file } => {
             let shown = json_file.display();
-            let text = std::fs::read_to_string(&json_file).map_err(|e| anyhow::anyhow!("--json-file {shown}: {e}"))?;
-            let change: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
-                .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+            let change = crate::read_json_value(&json_file)?;
             drover_core::actions::update_task(&store, &job_id, &task_id, &change)
                 .await
                 .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;

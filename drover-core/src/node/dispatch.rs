@@ -69,7 +69,8 @@ impl Ord for Held {
 }
 
 /// Consumes the pool's three band queues on one channel, each with a prefetch of twice `slots`
-/// (`slots` and the node's rank as consumer priority when the pool packs), and starts a held delivery whenever enough of the node's `slots` are free for it (its
+/// (`slots` and the node's rank as consumer priority when the pool packs), and starts a held
+/// delivery whenever enough of the node's `slots` are free for it (its
 /// `requiredSlots`), highest priority first.
 /// The lookahead matters: with a prefetch of only `slots`, the next high-priority message would
 /// still be on its way from the broker when a slot frees, and a held low-priority one would take
