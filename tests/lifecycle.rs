@@ -409,3 +409,99 @@ async fn retries_of_a_failing_task_back_off() {
         assert!(gap >= 500 << i, "retry {} started {gap} ms after the previous attempt", i + 1);
     }
 }
+
+/// The tasks of job `j` parked (by maxParallelTasks or a disabled job), read from Redis.
+async fn parked(acct: &TestAccount) -> Vec<String> {
+    let client = redis::Client::open(acct.config.redis_url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("drover:{{{}:j}}:parked", acct.name());
+    redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query_async(&mut con).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disabled_job_requeues_its_running_task_and_starts_nothing_until_enabled() {
+    let mut acct = TestAccount::new("disable").await;
+    acct.pool("p", 2);
+    job_with_tasks(&acct, json!({}), &[json!({"id": "long", "commandLine": "/bin/sleep 600"})]);
+    acct.start_worker("p", &[]);
+    running(&acct, 1).await;
+    let bad = acct.drover(&["job", "enable", "--job-id", "j"]);
+    assert!(bad.code == 1 && bad.stderr.contains("only a disabled job"), "{bad:?}");
+    let job = acct.ok(&["job", "disable", "--job-id", "j", "--disable-tasks", "requeue"]).json();
+    assert_eq!(job["state"], "disabled", "{job}");
+    // The node kills the task and hands it back; its message comes back to the node, which
+    // parks it while the job is disabled.
+    eventually(Duration::from_secs(20), "the running task is handed back and parked", || async {
+        parked(&acct).await == ["long"]
+    })
+    .await;
+    let t = show_task(&acct, "long");
+    assert_eq!(t["state"], "active", "{t}");
+    assert_eq!(t["executionInfo"]["requeueCount"], 1, "{t}");
+    assert_eq!(ready(&acct).await, 0, "the parked task's message was taken and acked");
+    acct.ok(&["job", "enable", "--job-id", "j"]);
+    running(&acct, 1).await;
+    assert!(parked(&acct).await.is_empty());
+    // Disabled with `terminate`, a running task is killed and recorded as terminated.
+    acct.ok(&["job", "disable", "--job-id", "j", "--disable-tasks", "terminate"]);
+    let t = acct
+        .until_json(&["task", "show", "--job-id", "j", "--task-id", "long"], "the task is terminated", |t| {
+            t["state"] == "completed"
+        })
+        .await;
+    assert_eq!(t["executionInfo"]["failureInfo"]["code"], "TaskTerminated", "{t}");
+    acct.ok(&["job", "terminate", "--job-id", "j"]);
+    let refused = acct.drover(&["job", "disable", "--job-id", "j"]);
+    assert!(refused.code == 1 && refused.stderr.contains("only an active or disabled job"), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_task_is_reactivated_and_a_deleted_task_keeps_its_place() {
+    let mut acct = TestAccount::new("reactivate").await;
+    acct.pool("p", 2);
+    let tasks = [
+        json!({"id": "f", "commandLine": "/bin/false"}),
+        json!({"id": "ok", "commandLine": "/bin/true"}),
+        json!({"id": "s", "commandLine": "/bin/sleep 600"}),
+    ];
+    job_with_tasks(&acct, json!({}), &tasks);
+    acct.start_worker("p", &[]);
+    let done = |t: &Value| t["state"] == "completed";
+    let first = acct.until_json(&["task", "show", "--job-id", "j", "--task-id", "f"], "f fails", done).await;
+    acct.until_json(&["task", "show", "--job-id", "j", "--task-id", "ok"], "ok succeeds", done).await;
+    let refused = acct.drover(&["task", "reactivate", "--job-id", "j", "--task-id", "ok"]);
+    assert!(refused.code == 1 && refused.stderr.contains("succeeded"), "{refused:?}");
+    acct.ok(&["task", "reactivate", "--job-id", "j", "--task-id", "f"]);
+    let again = acct
+        .until_json(&["task", "show", "--job-id", "j", "--task-id", "f"], "f runs again", |t| {
+            done(t) && t["executionInfo"]["startTime"] != first["executionInfo"]["startTime"]
+        })
+        .await;
+    assert!(ms(&again["executionInfo"]["startTime"]) >= ms(&first["executionInfo"]["endTime"]), "{again}");
+    assert_eq!(again["executionInfo"]["exitCode"], 1);
+    let store = acct.store().await;
+    let counts = store.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.completed, counts.failed, counts.succeeded, counts.running), (2, 1, 1, 1), "{counts:?}");
+    // Deleting: a running task is terminated first; the counts follow; an id added again keeps
+    // its place in the list.
+    running(&acct, 1).await;
+    acct.ok(&["task", "delete", "--job-id", "j", "--task-id", "s"]);
+    acct.ok(&["task", "delete", "--job-id", "j", "--task-id", "f"]);
+    let gone = acct.drover(&["task", "show", "--job-id", "j", "--task-id", "f"]);
+    assert!(gone.code == 1 && gone.stderr.contains("\"f\""), "{gone:?}");
+    let counts = store.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.completed, counts.failed, counts.succeeded, counts.running), (1, 0, 1, 0), "{counts:?}");
+    acct.add_tasks("j", &[json!({"id": "f", "commandLine": "/bin/true"})]);
+    acct.until_json(&["task", "show", "--job-id", "j", "--task-id", "f"], "the new f succeeds", done).await;
+    let ids: Vec<Value> = acct
+        .ok(&["task", "list", "--job-id", "j"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("f"), json!("ok")]);
+    let missing = acct.drover(&["task", "delete", "--job-id", "j", "--task-id", "s"]);
+    assert!(missing.code == 1 && missing.stderr.contains("\"s\""), "{missing:?}");
+}

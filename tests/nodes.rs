@@ -398,3 +398,113 @@ async fn the_autoscaler_never_runs_more_workers_than_its_limits() {
     }
     assert_eq!(counts().await, (2, 1));
 }
+
+/// How many consumers the pool's normal-band queue has.
+async fn consumers(acct: &TestAccount, pool: &str) -> u32 {
+    let ch = acct.channel().await;
+    let queue = drover_core::queue::Topology::new(acct.name()).pool_queue(pool);
+    let options = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    ch.queue_declare(queue.into(), options, Default::default()).await.unwrap().consumer_count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_scheduling_disabled_hands_back_its_task_and_takes_none_until_enabled() {
+    let mut acct = TestAccount::new("nodesched").await;
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    acct.start_worker_as("p", "n1", &[]);
+    acct.add_tasks("j", &[json!({"id": "long", "commandLine": "/bin/sleep 600"})]);
+    node_state(&acct, "p", "running").await;
+    let node =
+        acct.ok(&["node", "disable-scheduling", "--pool-id", "p", "--node-id", "n1", "--option", "requeue"]).json();
+    assert_eq!(node["schedulingState"], "disabled", "{node}");
+    // With its next heartbeat the node stops consuming and hands its running task back; the
+    // task's message waits in the queue, taken by no one.
+    eventually(Duration::from_secs(20), "the node stops consuming", || async { consumers(&acct, "p").await == 0 })
+        .await;
+    let t = acct
+        .until_json(&["task", "show", "--job-id", "j", "--task-id", "long"], "the task is handed back", |t| {
+            t["state"] == "active"
+        })
+        .await;
+    assert_eq!(t["executionInfo"]["requeueCount"], 1, "{t}");
+    node_state(&acct, "p", "offline").await;
+    let unknown = acct.drover(&["node", "disable-scheduling", "--pool-id", "p", "--node-id", "nope"]);
+    assert!(unknown.code == 1 && unknown.stderr.contains("nope"), "{unknown:?}");
+    let node = acct.ok(&["node", "enable-scheduling", "--pool-id", "p", "--node-id", "n1"]).json();
+    assert_eq!(node["schedulingState"], "enabled", "{node}");
+    eventually(Duration::from_secs(20), "the node consumes again", || async { consumers(&acct, "p").await == 1 }).await;
+    acct.until_json(&["task", "show", "--job-id", "j", "--task-id", "long"], "the task runs again", |t| {
+        t["state"] == "running"
+    })
+    .await;
+}
+
+/// The pool's nodes by id, with their lastBootTime.
+async fn boots(acct: &TestAccount, pool: &str) -> Vec<(String, String, String)> {
+    let nodes = acct.ok(&["node", "list", "--pool-id", pool]).json();
+    let mut found: Vec<(String, String, String)> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let text = |k: &str| n[k].as_str().unwrap_or_default().to_string();
+            (text("id"), text("state"), text("lastBootTime"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebooted_node_comes_back_under_its_id_and_a_removed_one_goes_for_good() {
+    let mut acct = TestAccount::new("reboot").await;
+    create_pool(&mut acct, json!({"id": "p", "taskSlotsPerNode": 1, "targetDedicatedNodes": 2}));
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let listen = format!("127.0.0.1:{}", drover_tests::free_port());
+    acct.start_monitor(&["--listen", &listen]);
+    let idle = |n: &Value| n.as_array().is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["state"] == "idle"));
+    acct.until_json(&["node", "list", "--pool-id", "p"], "two idle nodes", idle).await;
+    let before = boots(&acct, "p").await;
+    let (first, second) = (before[0].0.clone(), before[1].0.clone());
+    // A reboot with a running task hands it back; the node leaves and its actuator starts it
+    // again under the same id.
+    acct.add_tasks("j", &[json!({"id": "long", "commandLine": "/bin/sleep 600"})]);
+    let t = acct
+        .until_json(&["task", "show", "--job-id", "j", "--task-id", "long"], "the task runs", |t| {
+            t["state"] == "running"
+        })
+        .await;
+    let busy = t["nodeInfo"]["nodeId"].as_str().unwrap().to_string();
+    let node = acct.ok(&["node", "reboot", "--pool-id", "p", "--node-id", &busy]).json();
+    assert_eq!(node["state"], "rebooting", "{node}");
+    let back = |n: &Value| {
+        n.as_array().is_some_and(|n| {
+            n.iter().any(|n| {
+                n["id"] == busy.as_str() && n["state"] != "rebooting" && n["lastBootTime"] != node["lastBootTime"]
+            })
+        })
+    };
+    acct.until_json(&["node", "list", "--pool-id", "p"], "the rebooted node is back", back).await;
+    let t = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "long"]).json();
+    assert!(t["executionInfo"]["requeueCount"].as_u64() >= Some(1), "{t}");
+    let ids: Vec<String> = boots(&acct, "p").await.into_iter().map(|n| n.0).collect();
+    assert_eq!(ids, [first.clone(), second.clone()], "the same two node ids");
+    // Removing a node: it goes, no replacement comes, and the pool asks for one node.
+    acct.ok(&["node", "remove", "--pool-id", "p", "--node-id", &first, "--option", "requeue"]);
+    let one = |n: &Value| n.as_array().is_some_and(|n| n.len() == 1 && n[0]["id"] == second.as_str());
+    acct.until_json(&["node", "list", "--pool-id", "p"], "only the other node is left", one).await;
+    let pool = acct.ok(&["pool", "show", "--pool-id", "p"]).json();
+    assert_eq!(pool["targetDedicatedNodes"], 1, "{pool}");
+    let unknown = acct.drover(&["node", "remove", "--pool-id", "p", "--node-id", &second, "--node-id", "nope"]);
+    assert!(unknown.code == 1 && unknown.stderr.contains("nope"), "{unknown:?}");
+    assert_eq!(boots(&acct, "p").await.len(), 1, "a refused removal removes nothing");
+    // A node started by hand has nothing to start it again: a reboot is refused.
+    acct.start_worker_as("p", "manual", &[]);
+    acct.until_json(&["node", "list", "--pool-id", "p"], "the manual node joins", |n| {
+        n.as_array().is_some_and(|n| n.iter().any(|n| n["id"] == "manual"))
+    })
+    .await;
+    let refused = acct.drover(&["node", "reboot", "--pool-id", "p", "--node-id", "manual"]);
+    assert!(refused.code == 1 && refused.stderr.contains("started by hand"), "{refused:?}");
+}

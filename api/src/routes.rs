@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Extension;
 use axum::Router;
+use drover_core::model::job::DisableTasks;
+use drover_core::model::node::{NodeOrder, TasksOption};
 use drover_core::model::schedule::JobScheduleAddParameter;
 use drover_core::model::{lenient, JobAddParameter, PoolAddParameter, TaskAddParameter};
 use drover_core::queue::Publisher;
@@ -47,9 +49,14 @@ const MAX_RESULTS: usize = 1000;
 pub(crate) fn router() -> Router {
     Router::new()
         .route("/pools", post(add_pool).get(list_pools))
-        .route("/pools/{pool}", get(get_pool).head(get_pool).delete(delete_pool))
+        .route("/pools/{pool}", get(get_pool).head(get_pool).delete(delete_pool).patch(patch_pool))
+        .route("/pools/{pool}/updateproperties", post(update_pool_properties))
         .route("/pools/{pool}/nodes", get(list_nodes))
         .route("/pools/{pool}/nodes/{node}", get(get_node))
+        .route("/pools/{pool}/nodes/{node}/disablescheduling", post(disable_scheduling))
+        .route("/pools/{pool}/nodes/{node}/enablescheduling", post(enable_scheduling))
+        .route("/pools/{pool}/nodes/{node}/reboot", post(reboot_node))
+        .route("/pools/{pool}/removenodes", post(remove_nodes))
         .route("/pools/{pool}/enableautoscale", post(enable_autoscale))
         .route("/pools/{pool}/disableautoscale", post(disable_autoscale))
         .route("/pools/{pool}/evaluateautoscale", post(evaluate_autoscale))
@@ -62,6 +69,9 @@ pub(crate) fn router() -> Router {
         )
         .route("/jobschedules/{schedule}/{action}", post(schedule_state))
         .route("/jobs/{job}/tasks/{task}/terminate", post(terminate_task))
+        .route("/jobs/{job}/tasks/{task}/reactivate", post(reactivate_task))
+        .route("/jobs/{job}/disable", post(disable_job))
+        .route("/jobs/{job}/enable", post(enable_job))
         .route("/jobs/{job}/tasks/{task}/subtasksinfo", get(list_subtasks))
         .route("/jobs/{job}/tasks/{task}/files", get(list_task_files))
         .route("/jobs/{job}/jobpreparationandreleasetaskstatus", get(prep_release_status))
@@ -73,9 +83,10 @@ pub(crate) fn router() -> Router {
         .route("/jobs/{job}/taskcounts", get(task_counts))
         .route("/jobs/{job}/tasks", post(add_task).get(list_tasks))
         .route("/jobs/{job}/addtaskcollection", post(add_task_collection))
-        .route("/jobs/{job}/tasks/{task}", get(get_task).put(update_task))
+        .route("/jobs/{job}/tasks/{task}", get(get_task).put(update_task).delete(delete_task))
         .route("/jobs/{job}/tasks/{task}/files/{*path}", get(task_file).head(task_file))
         .fallback(not_served)
+        .method_not_allowed_fallback(not_served)
 }
 
 /// The service's address as the client sees it, for links.
@@ -171,6 +182,45 @@ async fn get_node(
     read_entity(&headers, &q, entity(&base(&app, &headers), "nodes", serde_json::to_value(&shown).unwrap_or_default()))
 }
 
+async fn disable_scheduling(Extension(app): Shared, Path((pool, node)): Path<(String, String)>, body: Bytes) -> Reply {
+    let option = tasks_option(&object(&body)?, "nodeDisableSchedulingOption")?;
+    app.store.set_node_scheduling(&pool, &node, Some(option)).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// The option named by `field` of a node request's body (Azure's default when absent).
+fn tasks_option(given: &Value, field: &str) -> Result<TasksOption, ApiError> {
+    match given.get(field).and_then(Value::as_str) {
+        None => Ok(TasksOption::default()),
+        Some(text) => TasksOption::parse(text).ok_or_else(|| {
+            ApiError::invalid(format!("{field} {text:?}: use requeue, terminate, taskcompletion or retaineddata"))
+        }),
+    }
+}
+
+async fn reboot_node(Extension(app): Shared, Path((pool, node)): Path<(String, String)>, body: Bytes) -> Reply {
+    let option = tasks_option(&object(&body)?, "nodeRebootOption")?;
+    app.store.order_node(&pool, &node, NodeOrder::Reboot(option)).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn remove_nodes(Extension(app): Shared, headers: HeaderMap, Path(pool): Path<String>, body: Bytes) -> Reply {
+    odata::write_conditions(&headers, pool_entity(&app, &headers, &pool)).await?;
+    let given = object(&body)?;
+    let option = tasks_option(&given, "nodeDeallocationOption")?;
+    let nodes: Vec<String> = match given.get("nodeList") {
+        Some(Value::Array(list)) => list.iter().filter_map(|n| n.as_str().map(str::to_string)).collect(),
+        _ => return Err(ApiError::invalid("nodeList: required, a list of node ids".to_string())),
+    };
+    actions::remove_nodes(&app.store, &pool, &nodes, option).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn enable_scheduling(Extension(app): Shared, Path((pool, node)): Path<(String, String)>) -> Reply {
+    app.store.set_node_scheduling(&pool, &node, None).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
 /// The JSON object of a body, or an empty one for none.
 fn object(body: &Bytes) -> Result<Value, ApiError> {
     if body.is_empty() {
@@ -217,6 +267,23 @@ async fn evaluate_autoscale(
 }
 
 /// Azure's resize: `targetDedicatedNodes` (spot nodes are counted with them).
+async fn patch_pool(Extension(app): Shared, headers: HeaderMap, Path(pool): Path<String>, body: Bytes) -> Reply {
+    odata::write_conditions(&headers, pool_entity(&app, &headers, &pool)).await?;
+    actions::change_pool(&app.store, &pool, &object(&body)?, false).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn update_pool_properties(
+    Extension(app): Shared,
+    headers: HeaderMap,
+    Path(pool): Path<String>,
+    body: Bytes,
+) -> Reply {
+    odata::write_conditions(&headers, pool_entity(&app, &headers, &pool)).await?;
+    actions::change_pool(&app.store, &pool, &object(&body)?, true).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 async fn resize_pool(Extension(app): Shared, headers: HeaderMap, Path(pool): Path<String>, body: Bytes) -> Reply {
     odata::write_conditions(&headers, pool_entity(&app, &headers, &pool)).await?;
     let v = object(&body)?;
@@ -293,6 +360,22 @@ async fn schedule_state(
 
 async fn terminate_task(Extension(app): Shared, Path((job, task)): Path<(String, String)>) -> Reply {
     actions::terminate_task(&app.config, &app.store, &job, &task, std::time::Duration::from_secs(30)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_task(Extension(app): Shared, headers: HeaderMap, Path((job, task)): Path<(String, String)>) -> Reply {
+    odata::write_conditions(&headers, task_entity(&app, &headers, &job, &task)).await?;
+    actions::delete_task(&app.config, &app.store, &job, &task, std::time::Duration::from_secs(30)).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn reactivate_task(
+    Extension(app): Shared,
+    headers: HeaderMap,
+    Path((job, task)): Path<(String, String)>,
+) -> Reply {
+    odata::write_conditions(&headers, task_entity(&app, &headers, &job, &task)).await?;
+    actions::reactivate_task(&app.config, &app.store, &job, &task).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -428,6 +511,25 @@ async fn terminate_job(Extension(app): Shared, headers: HeaderMap, Path(job): Pa
         v.get("terminateReason").and_then(Value::as_str).map(str::to_string)
     };
     app.store.terminate_job(&job, reason.as_deref().unwrap_or("UserTerminate")).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn disable_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>, body: Bytes) -> Reply {
+    odata::write_conditions(&headers, job_entity(&app, &headers, &job)).await?;
+    let v: Value = serde_json::from_str(text(&body)?).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let given = v
+        .get("disableTasks")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid("disableTasks: required (requeue, terminate or wait)".to_string()))?;
+    let tasks = DisableTasks::parse(given)
+        .ok_or_else(|| ApiError::invalid(format!("disableTasks {given:?}: use requeue, terminate or wait")))?;
+    app.store.disable_job(&job, tasks).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn enable_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
+    odata::write_conditions(&headers, job_entity(&app, &headers, &job)).await?;
+    actions::enable_job(&app.config, &app.store, &job).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -581,17 +683,18 @@ async fn get_task(
 }
 
 /// Azure's task update: its constraints.
+async fn task_entity(app: &App, headers: &HeaderMap, job: &str, task: &str) -> Result<Value, ApiError> {
+    let shown = app.store.get_task(job, task).await?;
+    Ok(entity(&base(app, headers), "tasks", serde_json::to_value(&shown).unwrap_or_default()))
+}
+
 async fn update_task(
     Extension(app): Shared,
     headers: HeaderMap,
     Path((job, task)): Path<(String, String)>,
     body: Bytes,
 ) -> Reply {
-    let current = async {
-        let shown = app.store.get_task(&job, &task).await?;
-        Ok(entity(&base(&app, &headers), "tasks", serde_json::to_value(&shown).unwrap_or_default()))
-    };
-    odata::write_conditions(&headers, current).await?;
+    odata::write_conditions(&headers, task_entity(&app, &headers, &job, &task)).await?;
     actions::update_task(&app.store, &job, &task, &object(&body)?).await?;
     Ok(StatusCode::OK.into_response())
 }

@@ -96,13 +96,7 @@ pub async fn terminate_task(
             Err(Error::State(format!("task {task:?} of job {job:?} has already completed")))
         }
         crate::status::Termination::Terminated(outbox) => {
-            if !outbox.is_empty() {
-                let pool = store.get_job(job).await?.spec.pool_info.pool_id;
-                let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
-                let published = publisher.publish_outbox(store, &pool, &outbox).await;
-                publisher.close().await;
-                published?;
-            }
+            publish(config, store, job, &outbox).await?;
             Ok(true)
         }
         crate::status::Termination::Killing(_) => {
@@ -116,6 +110,126 @@ pub async fn terminate_task(
             Ok(true)
         }
     }
+}
+
+/// What Azure's pool update and patch change: the rest of a pool is fixed once created (its
+/// size and autoscaling change through their own operations).
+const POOL_CHANGEABLE: [&str; 5] =
+    ["startTask", "applicationPackageReferences", "certificateReferences", "metadata", "targetNodeCommunicationMode"];
+
+/// Changes a pool (Azure's pool patch: the fields given replace theirs; with `replace`, its
+/// update properties: a field left out goes back to its default). Nodes use the new start task
+/// and packages when they next join.
+pub async fn change_pool(store: &StatusStore, pool: &str, change: &serde_json::Value, replace: bool) -> Result<()> {
+    let serde_json::Value::Object(given) = change else {
+        return Err(Error::invalid("the pool's changes must be a JSON object"));
+    };
+    if let Some(field) = given.keys().find(|k| !POOL_CHANGEABLE.contains(&k.as_str())) {
+        return Err(Error::invalid(format!(
+            "{field}: a pool's {field} cannot be changed this way (only {})",
+            POOL_CHANGEABLE.join(", ")
+        )));
+    }
+    store
+        .change_pool(pool, |current| {
+            let mut spec =
+                serde_json::to_value(&*current).map_err(|e| Error::Internal(format!("pool {pool:?}: {e}")))?;
+            let Some(fields) = spec.as_object_mut() else {
+                return Err(Error::Internal(format!("pool {pool:?}: not an object")));
+            };
+            for field in POOL_CHANGEABLE {
+                // An empty list is the default (Azure's clients send empty certificateReferences
+                // and applicationPackageReferences with every update).
+                match given.get(field).filter(|v| !v.is_null()) {
+                    Some(value) if value.as_array().is_some_and(|a| a.is_empty()) => {
+                        fields.remove(field);
+                    }
+                    Some(value) => {
+                        fields.insert(field.to_string(), value.clone());
+                    }
+                    None if replace => {
+                        fields.remove(field);
+                    }
+                    None => {}
+                }
+            }
+            *current =
+                crate::model::lenient::read_checked::<PoolAddParameter>("PoolAddParameter", &spec.to_string(), None)
+                    .map(|(pool, _)| pool)
+                    .map_err(Error::invalid)?;
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Removes nodes from a pool (Azure's remove nodes): each is told to leave (handing back,
+/// killing or finishing its tasks as `option` says), then the pool asks for that many nodes
+/// fewer, so its actuator starts no replacement. An unknown node refuses the whole request.
+pub async fn remove_nodes(
+    store: &StatusStore,
+    pool: &str,
+    nodes: &[String],
+    option: crate::model::node::TasksOption,
+) -> Result<()> {
+    if nodes.is_empty() {
+        return Err(Error::invalid("nodeList: name at least one node"));
+    }
+    for node in nodes {
+        store.get_node(pool, node).await?;
+    }
+    for node in nodes {
+        store.order_node(pool, node, crate::model::node::NodeOrder::Remove(option)).await?;
+    }
+    let spec = store.get_pool(pool).await?.spec;
+    if let (false, Some(target)) = (spec.autoscales(), spec.target_dedicated_nodes) {
+        store.resize_pool(pool, target.saturating_sub(nodes.len() as u32)).await?;
+    }
+    Ok(())
+}
+
+/// Publishes what a transition of `job` put in its outbox (nothing when it is empty), on a
+/// connection of its own, then clears the outbox.
+async fn publish(config: &Config, store: &StatusStore, job: &str, outbox: &crate::status::Outbox) -> Result<()> {
+    if outbox.is_empty() {
+        return Ok(());
+    }
+    let pool = store.job_pool(job).await?;
+    let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
+    let published = publisher.publish_outbox(store, &pool, outbox).await;
+    publisher.close().await;
+    published
+}
+
+/// Enables a disabled job and publishes the tasks that waited for it.
+pub async fn enable_job(config: &Config, store: &StatusStore, job: &str) -> Result<()> {
+    let tag = format!("enable-{}-{}", std::process::id(), crate::model::now_ms());
+    let outbox = store.enable_job(job, &tag).await?;
+    publish(config, store, job, &outbox).await
+}
+
+/// Deletes a task; one that runs is terminated first (waiting up to `wait` for its node).
+pub async fn delete_task(
+    config: &Config,
+    store: &StatusStore,
+    job: &str,
+    task: &str,
+    wait: std::time::Duration,
+) -> Result<()> {
+    let state = store.task_record(job, task).await?.state;
+    if matches!(state, crate::model::TaskState::Preparing | crate::model::TaskState::Running)
+        && !terminate_task(config, store, job, task, wait).await?
+    {
+        return Err(Error::State(format!("task {task:?} of job {job:?} is still being terminated; try again")));
+    }
+    let outbox = store.delete_task(job, task).await?;
+    publish(config, store, job, &outbox).await
+}
+
+/// Makes a failed task active again and publishes its message.
+pub async fn reactivate_task(config: &Config, store: &StatusStore, job: &str, task: &str) -> Result<()> {
+    let outbox = store.reactivate_task(job, task).await?;
+    publish(config, store, job, &outbox).await
 }
 
 /// Evaluates an autoscale formula (`formula`, else the pool's) against the pool's recent

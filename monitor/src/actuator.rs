@@ -47,6 +47,8 @@ pub(crate) struct Member {
 pub(crate) struct Nodes {
     cut_off: HashSet<String>,
     running: HashMap<String, u32>,
+    /// Nodes told to leave the pool (Azure's remove nodes): the first to stop.
+    leaving: HashSet<String>,
 }
 
 impl Nodes {
@@ -54,6 +56,7 @@ impl Nodes {
         match store.list_nodes(pool).await {
             Ok(nodes) => Nodes {
                 cut_off: nodes.iter().filter(|n| n.state == NodeState::Unknown).map(|n| n.id.clone()).collect(),
+                leaving: nodes.iter().filter(|n| n.state == NodeState::LeavingPool).map(|n| n.id.clone()).collect(),
                 running: nodes.into_iter().map(|n| (n.id, n.running_tasks_count)).collect(),
             },
             Err(e) => {
@@ -82,7 +85,8 @@ pub(crate) enum Plan {
 /// The step from `members` to `target` live workers. A worker cut off from the broker does not
 /// count: it is replaced, but while the broker stays away the pool holds at most twice its target
 /// (replacements that cannot reach it either are not replaced again), and once enough workers are
-/// live the cut-off ones leave first, then idle ones, then those running the fewest tasks.
+/// live the ones told to leave go first, then the cut-off ones, then idle ones, then those running
+/// the fewest tasks.
 pub(crate) fn plan(members: &[Member], nodes: &Nodes, target: u32) -> Plan {
     let live = nodes.live(members);
     let total = members.len() as u32;
@@ -96,6 +100,7 @@ pub(crate) fn plan(members: &[Member], nodes: &Nodes, target: u32) -> Plan {
     let mut order: Vec<&Member> = members.iter().collect();
     order.sort_by_key(|m| {
         (
+            !nodes.leaving.contains(&m.node_id),
             !nodes.cut_off.contains(&m.node_id),
             nodes.running.get(&m.node_id).copied().unwrap_or(0),
             std::cmp::Reverse(m.index),
@@ -364,6 +369,7 @@ mod tests {
         Nodes {
             cut_off: cut_off.iter().map(|i| format!("h-p-{i}")).collect(),
             running: running.iter().map(|(i, n)| (format!("h-p-{i}"), *n)).collect(),
+            leaving: Default::default(),
         }
     }
 
@@ -378,5 +384,15 @@ mod tests {
         assert_eq!(plan(&members(4), &nodes(&[1, 2, 3, 4], &[]), 2), Plan::Nothing);
         // Shrinking: idle ones first, then the newest.
         assert_eq!(plan(&members(4), &nodes(&[], &[(1, 0), (2, 2), (3, 1), (4, 0)]), 2), Plan::Stop(vec![4, 1]));
+    }
+
+    #[test]
+    fn a_node_told_to_leave_counts_until_it_goes_and_is_the_first_to_stop() {
+        let mut told = nodes(&[], &[(1, 0), (2, 5), (3, 0)]);
+        told.leaving.insert("h-p-2".into());
+        // Told to leave before the target drops: no replacement is started meanwhile.
+        assert_eq!(plan(&members(3), &told, 3), Plan::Nothing);
+        // The target dropped: the busy node that was told goes, not an idle one.
+        assert_eq!(plan(&members(3), &told, 2), Plan::Stop(vec![2]));
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::ids::JobId;
 use crate::output::{self, Format};
-use drover_core::model::job::TaskCountsResult;
+use drover_core::model::job::{DisableTasks, TaskCountsResult};
 use drover_core::model::{CloudJob, CloudTask, JobAddParameter};
 use drover_core::queue::{Publisher, Topology};
 use drover_core::status::{count, Stall, StallReason, StatusStore};
@@ -55,6 +55,17 @@ pub(crate) enum JobCommand {
         #[arg(long, value_name = "REASON", default_value = "UserTerminate")]
         terminate_reason: String,
     },
+    /// Disable the job: none of its tasks starts until `job enable`; its running tasks are
+    /// requeued (killed, run again once enabled), terminated, or left to finish.
+    Disable {
+        #[command(flatten)]
+        job: JobId,
+        /// What happens to the running tasks: requeue, terminate or wait.
+        #[arg(long, value_name = "WHAT", default_value = "requeue", value_parser = ["requeue", "terminate", "wait"])]
+        disable_tasks: String,
+    },
+    /// Enable a disabled job: its tasks start again.
+    Enable(JobId),
     /// Publish again the messages of the job's active tasks (those not waiting on a parent,
     /// blocked or parked), for tasks whose messages were lost. Safe to repeat: a task runs once
     /// however many of its messages are queued.
@@ -129,6 +140,16 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
         }
         JobCommand::Terminate { job: JobId { job_id }, terminate_reason } => {
             store.terminate_job(&job_id, &terminate_reason).await?;
+            output::one(format, &store.get_job(&job_id).await?)
+        }
+        JobCommand::Disable { job: JobId { job_id }, disable_tasks } => {
+            let tasks = DisableTasks::parse(&disable_tasks)
+                .ok_or_else(|| anyhow::anyhow!("--disable-tasks {disable_tasks:?}: use requeue, terminate or wait"))?;
+            store.disable_job(&job_id, tasks).await?;
+            output::one(format, &store.get_job(&job_id).await?)
+        }
+        JobCommand::Enable(JobId { job_id }) => {
+            drover_core::actions::enable_job(config, &store, &job_id).await?;
             output::one(format, &store.get_job(&job_id).await?)
         }
         JobCommand::Requeue(JobId { job_id }) => {

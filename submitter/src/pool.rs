@@ -42,6 +42,18 @@ pub(crate) enum PoolCommand {
         #[arg(long, value_name = "N")]
         target_dedicated_nodes: u32,
     },
+    /// Change a pool's startTask, applicationPackageReferences or metadata (Azure's pool patch:
+    /// a JSON object of the fields to change); nodes use them when they next join.
+    Patch {
+        #[command(flatten)]
+        pool: PoolId,
+        /// The changes, as JSON: {"startTask": {"commandLine": "..."}, "metadata": [...]}.
+        #[arg(long, value_name = "FILE")]
+        json_file: PathBuf,
+        /// Azure's update properties instead: the fields left out go back to their defaults.
+        #[arg(long)]
+        replace: bool,
+    },
     /// Autoscaling: evaluate a formula, turn it on or off.
     #[command(subcommand)]
     Autoscale(AutoscaleCommand),
@@ -115,6 +127,14 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
         }
         PoolCommand::Resize { pool: PoolId { pool_id }, target_dedicated_nodes } => {
             output::one(format, &store.resize_pool(&pool_id, target_dedicated_nodes).await?)
+        }
+        PoolCommand::Patch { pool: PoolId { pool_id }, json_file, replace } => {
+            let shown = json_file.display();
+            let change = crate::read_json_value(&json_file)?;
+            drover_core::actions::change_pool(&store, &pool_id, &change, replace)
+                .await
+                .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+            output::one(format, &store.pool_status(&pool_id).await?)
         }
         PoolCommand::Delete(PoolId { pool_id }) => {
             Ok(drover_core::actions::delete_pool(config, &store, &pool_id).await?)

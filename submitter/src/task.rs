@@ -49,6 +49,10 @@ pub(crate) enum TaskCommand {
     /// Terminate a task: a running one is killed, one not started never runs. It ends
     /// `completed` with failureInfo code TaskTerminated.
     Terminate(TaskId),
+    /// Delete a task and its record (a running one is terminated first).
+    Delete(TaskId),
+    /// Run a task that completed with a failure again, its retry count reset.
+    Reactivate(TaskId),
     /// Change a task's constraints (Azure's task update: a JSON file {"constraints": {...}};
     /// none given: the job's apply). A running attempt keeps the limits it started with.
     Update {
@@ -171,6 +175,14 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
             if !drover_core::actions::terminate_task(config, &store, &job_id, &task_id, wait).await? {
                 anyhow::bail!("task {task_id:?}: its node has not killed it within 30 s; it will when it next checks");
             }
+            output::one(format, &store.get_task(&job_id, &task_id).await?)
+        }
+        TaskCommand::Delete(TaskId { job_id, task_id }) => {
+            drover_core::actions::delete_task(config, &store, &job_id, &task_id, Duration::from_secs(30)).await?;
+            output::one(format, &serde_json::json!({"jobId": job_id, "taskId": task_id, "deleted": true}))
+        }
+        TaskCommand::Reactivate(TaskId { job_id, task_id }) => {
+            drover_core::actions::reactivate_task(config, &store, &job_id, &task_id).await?;
             output::one(format, &store.get_task(&job_id, &task_id).await?)
         }
         TaskCommand::File(FileCommand::Download { task: TaskId { job_id, task_id }, file_path, destination }) => {

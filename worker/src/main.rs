@@ -96,6 +96,7 @@ async fn main() -> ExitCode {
         tasks_as_worker_user: cli.tasks_as_worker_user,
         storage_allow: cli.storage_allow,
         api_url: cli.api_url,
+        restartable: cli.instance.is_some() || cli.exit_with_parent,
     };
     let shutdown = CancellationToken::new();
     let hand_back = CancellationToken::new();
@@ -130,7 +131,10 @@ async fn main() -> ExitCode {
         });
     }
     match node::run(cli.config, options, shutdown, hand_back).await {
-        Ok(()) => ExitCode::SUCCESS,
+        // A reboot exits with EX_TEMPFAIL: systemd (Restart=on-failure) and the monitor's
+        // process actuator start the worker again.
+        Ok(node::Left::Rebooting) => ExitCode::from(75),
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("drover-worker: {e}");
             ExitCode::from(1)

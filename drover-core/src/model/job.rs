@@ -321,6 +321,37 @@ impl JobAddParameter {
     }
 }
 
+/// What a job's disable does to its running tasks (Azure's `disableTasks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DisableTasks {
+    /// They are killed and run again once the job is enabled (Azure's default).
+    #[default]
+    Requeue,
+    /// They are killed and complete as terminated.
+    Terminate,
+    /// They run to their end.
+    Wait,
+}
+
+impl DisableTasks {
+    /// The value's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisableTasks::Requeue => "requeue",
+            DisableTasks::Terminate => "terminate",
+            DisableTasks::Wait => "wait",
+        }
+    }
+
+    /// Reads a wire name, in any case (as Azure's clients send it).
+    pub fn parse(text: &str) -> Option<Self> {
+        [DisableTasks::Requeue, DisableTasks::Terminate, DisableTasks::Wait]
+            .into_iter()
+            .find(|d| d.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
 /// A job's state, as Azure names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -19,6 +19,9 @@ pub enum NodeState {
     Running,
     /// Told to stop: takes no new task, finishes (or hands back) what it runs.
     LeavingPool,
+    /// Told to restart (Azure's reboot): leaves as `leavingPool` does, then its actuator starts
+    /// it again under the same id.
+    Rebooting,
     /// Its heartbeat lapsed: presumed dead.
     Offline,
     /// Cannot run tasks (e.g. its work directory is unusable).
@@ -29,13 +32,14 @@ pub enum NodeState {
 
 impl NodeState {
     /// Every state.
-    pub const ALL: [NodeState; 9] = [
+    pub const ALL: [NodeState; 10] = [
         NodeState::Starting,
         NodeState::WaitingForStartTask,
         NodeState::StartTaskFailed,
         NodeState::Idle,
         NodeState::Running,
         NodeState::LeavingPool,
+        NodeState::Rebooting,
         NodeState::Offline,
         NodeState::Unusable,
         NodeState::Unknown,
@@ -50,6 +54,7 @@ impl NodeState {
             NodeState::Idle => "idle",
             NodeState::Running => "running",
             NodeState::LeavingPool => "leavingPool",
+            NodeState::Rebooting => "rebooting",
             NodeState::Offline => "offline",
             NodeState::Unusable => "unusable",
             NodeState::Unknown => "unknown",
@@ -71,6 +76,8 @@ pub struct ComputeNode {
     pub pool_id: String,
     pub state: NodeState,
     pub state_transition_time: String,
+    /// `enabled`, or `disabled` after Azure's disable scheduling (the node takes no new task).
+    pub scheduling_state: String,
     pub last_boot_time: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_time: Option<String>,
@@ -117,4 +124,76 @@ pub struct StartTaskInformation {
     pub retry_count: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+}
+
+/// What a node does with the tasks it runs when it stops taking tasks: its scheduling disabled
+/// (Azure's `nodeDisableSchedulingOption`), removed from its pool (`nodeDeallocationOption`) or
+/// restarted (`nodeRebootOption`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TasksOption {
+    /// Kill them and hand them back to the queue (Azure's default).
+    #[default]
+    Requeue,
+    /// Kill them: they complete as terminated.
+    Terminate,
+    /// Let them finish (`retaineddata` too: a node keeps its task directories anyway).
+    TaskCompletion,
+}
+
+impl TasksOption {
+    /// The option's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TasksOption::Requeue => "requeue",
+            TasksOption::Terminate => "terminate",
+            TasksOption::TaskCompletion => "taskcompletion",
+        }
+    }
+
+    /// Reads a wire name, in any case (`retaineddata` is `taskcompletion`).
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.eq_ignore_ascii_case("retaineddata") {
+            return Some(TasksOption::TaskCompletion);
+        }
+        [TasksOption::Requeue, TasksOption::Terminate, TasksOption::TaskCompletion]
+            .into_iter()
+            .find(|d| d.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// An order a node carries out itself when its heartbeat reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeOrder {
+    /// Leave the pool for good (Azure's remove nodes).
+    Remove(TasksOption),
+    /// Leave, and be started again by the actuator that runs it (Azure's reboot).
+    Reboot(TasksOption),
+}
+
+impl NodeOrder {
+    /// The order as stored: `remove:<option>` or `reboot:<option>`.
+    pub fn to_text(self) -> String {
+        match self {
+            NodeOrder::Remove(o) => format!("remove:{}", o.as_str()),
+            NodeOrder::Reboot(o) => format!("reboot:{}", o.as_str()),
+        }
+    }
+
+    /// Reads a stored order.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (kind, option) = text.split_once(':')?;
+        let option = TasksOption::parse(option)?;
+        match kind {
+            "remove" => Some(NodeOrder::Remove(option)),
+            "reboot" => Some(NodeOrder::Reboot(option)),
+            _ => None,
+        }
+    }
+
+    /// What the node does with its running tasks.
+    pub fn option(self) -> TasksOption {
+        match self {
+            NodeOrder::Remove(o) | NodeOrder::Reboot(o) => o,
+        }
+    }
 }

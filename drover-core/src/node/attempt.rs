@@ -132,6 +132,12 @@ async fn lease(ctx: &NodeContext, delivery: &Delivery, msg: &TaskMessage, epoch:
 }
 
 impl Attempt {
+    /// Whether the node's watch killed this attempt to hand it back (its job was disabled).
+    fn requeued(&self) -> bool {
+        let key = (self.msg.job_id.clone(), self.msg.task_id.clone());
+        self.ctx.requeued.lock().map(|mut r| r.remove(&key)).unwrap_or(false)
+    }
+
     fn at(&self) -> AttemptRef<'_> {
         AttemptRef {
             pool: &self.ctx.options.pool_id,
@@ -194,7 +200,7 @@ impl Attempt {
         }
         let ended = staged.run(&self.ctx, &self.kill).await;
         let mut outcome = match (&ended, ended.failure()) {
-            (Ended::Killed, _) if self.ctx.hand_back.is_cancelled() => return Run::HandedBack,
+            (Ended::Killed, _) if self.ctx.hand_back.is_cancelled() || self.requeued() => return Run::HandedBack,
             (Ended::Killed, _) => {
                 let why = "its job ended, or `drover task terminate` was run";
                 Outcome { retryable: false, ..Outcome::failed(crate::status::terminated_failure(why), None) }

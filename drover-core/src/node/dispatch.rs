@@ -2,7 +2,7 @@
 //! task it holds whenever enough of its slots are free, reconnecting when the broker goes away.
 
 use super::{attempt, NodeContext};
-use crate::model::node::NodeState;
+use crate::model::node::{NodeState, TasksOption};
 use crate::queue::{self, Band};
 use crate::retry::Patience;
 use crate::{Error, Result};
@@ -68,27 +68,13 @@ impl Ord for Held {
     }
 }
 
-/// Consumes the pool's three band queues on one channel, each with a prefetch of twice `slots`
-/// (`slots` and the node's rank as consumer priority when the pool packs), and starts a held
-/// delivery whenever enough of the node's `slots` are free for it (its
-/// `requiredSlots`), highest priority first.
-/// The lookahead matters: with a prefetch of only `slots`, the next high-priority message would
-/// still be on its way from the broker when a slot frees, and a held low-priority one would take
-/// the slot. So with a backlog of low-priority tasks, a higher-priority job's tasks start next
-/// on every node (at most `2 × slots` low-priority messages wait in each node's hand meanwhile),
-/// and a node always has its next task at hand when a slot frees.
-async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &CancellationToken) -> Result<()> {
-    let (slots, free) = (ctx.slots, &ctx.free);
-    let connection = queue::connect(&ctx.config.broker(), &format!("drover-worker {}", ctx.options.node_id)).await?;
-    let channel = connection.create_channel().await?;
-    ctx.topology.check_pool(&channel, &ctx.options.pool_id).await?;
-    // A packing node takes no lookahead: a message it held would wait while a lower node idles.
-    let prefetch = if ctx.fill_rank.is_some() { slots } else { slots.saturating_mul(2) };
-    channel.basic_qos(prefetch.min(u16::MAX as u32) as u16, BasicQosOptions::default()).await?;
-    let mut arguments = FieldTable::default();
-    if let Some(rank) = ctx.fill_rank {
-        arguments.insert("x-priority".into(), lapin::types::AMQPValue::LongInt(rank));
-    }
+/// Starts consuming the pool's three band queues on `channel`: their deliveries as one stream,
+/// and the consumer tags.
+async fn consume_bands(
+    ctx: &NodeContext,
+    channel: &lapin::Channel,
+    arguments: &FieldTable,
+) -> Result<(futures_util::stream::SelectAll<lapin::Consumer>, Vec<String>)> {
     let mut consumers = Vec::new();
     let mut tags = Vec::new();
     for band in Band::ALL {
@@ -107,8 +93,55 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
         );
         tags.push(tag);
     }
-    let mut deliveries = futures_util::stream::select_all(consumers);
-    tracing::info!(queue = %ctx.topology.pool_queue(&ctx.options.pool_id), "consuming");
+    Ok((futures_util::stream::select_all(consumers), tags))
+}
+
+/// What a node whose scheduling was just disabled does to the tasks it runs: kills them to hand
+/// them back (`requeue`), kills them (`terminate`), or lets them finish.
+fn stop_running(ctx: &NodeContext, option: TasksOption) {
+    if option == TasksOption::TaskCompletion {
+        return;
+    }
+    if let (Ok(running), Ok(mut requeued)) = (ctx.running.lock(), ctx.requeued.lock()) {
+        for (key, token) in running.iter() {
+            if option == TasksOption::Requeue {
+                requeued.insert(key.clone());
+            }
+            token.cancel();
+        }
+    }
+}
+
+/// Consumes the pool's three band queues on one channel, each with a prefetch of twice `slots`
+/// (`slots` and the node's rank as consumer priority when the pool packs), and starts a held
+/// delivery whenever enough of the node's `slots` are free for it (its
+/// `requiredSlots`), highest priority first. While the node's scheduling is disabled it
+/// consumes nothing (its running tasks keep their deliveries on the channel).
+/// The lookahead matters: with a prefetch of only `slots`, the next high-priority message would
+/// still be on its way from the broker when a slot frees, and a held low-priority one would take
+/// the slot. So with a backlog of low-priority tasks, a higher-priority job's tasks start next
+/// on every node (at most `2 × slots` low-priority messages wait in each node's hand meanwhile),
+/// and a node always has its next task at hand when a slot frees.
+async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &CancellationToken) -> Result<()> {
+    let (slots, free) = (ctx.slots, &ctx.free);
+    let connection = queue::connect(&ctx.config.broker(), &format!("drover-worker {}", ctx.options.node_id)).await?;
+    let channel = connection.create_channel().await?;
+    ctx.topology.check_pool(&channel, &ctx.options.pool_id).await?;
+    // A packing node takes no lookahead: a message it held would wait while a lower node idles.
+    let prefetch = if ctx.fill_rank.is_some() { slots } else { slots.saturating_mul(2) };
+    channel.basic_qos(prefetch.min(u16::MAX as u32) as u16, BasicQosOptions::default()).await?;
+    let mut arguments = FieldTable::default();
+    if let Some(rank) = ctx.fill_rank {
+        arguments.insert("x-priority".into(), lapin::types::AMQPValue::LongInt(rank));
+    }
+    let mut scheduling = ctx.scheduling.subscribe();
+    let mut paused = scheduling.borrow_and_update().is_some();
+    let (mut deliveries, mut tags) = if paused {
+        (futures_util::stream::select_all(Vec::new()), Vec::new())
+    } else {
+        consume_bands(ctx, &channel, &arguments).await?
+    };
+    tracing::info!(queue = %ctx.topology.pool_queue(&ctx.options.pool_id), paused, "consuming");
     if ctx.state_is(NodeState::Unknown) {
         ctx.set_state(NodeState::Idle).await;
     }
@@ -129,7 +162,38 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
                 let (Ok(permit), Some(next)) = (permit, held.pop()) else { continue };
                 tracker.spawn(attempt::handle(ctx.clone(), next.delivery, next.msg, permit));
             }
-            next = deliveries.next() => match next {
+            _ = scheduling.changed() => {
+                let disabled = *scheduling.borrow_and_update();
+                match disabled {
+                    Some(option) if !paused => {
+                        // Scheduling disabled: take nothing more, give back what is held, and
+                        // requeue, terminate or keep the running tasks as the option says.
+                        for tag in tags.drain(..) {
+                            let _ = channel.basic_cancel(tag.as_str().into(), Default::default()).await;
+                        }
+                        // Deliveries already on their way when the consumers ended go back too.
+                        let rest = async {
+                            while let Some(Ok(delivery)) = deliveries.next().await {
+                                queue::requeue(&delivery).await;
+                            }
+                        };
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), rest).await;
+                        for h in held.drain() {
+                            queue::requeue(&h.delivery).await;
+                        }
+                        paused = true;
+                        stop_running(ctx, option);
+                        tracing::info!(option = option.as_str(), "scheduling disabled: the node takes no task");
+                    }
+                    None if paused => {
+                        (deliveries, tags) = consume_bands(ctx, &channel, &arguments).await?;
+                        paused = false;
+                        tracing::info!("scheduling enabled: the node takes tasks again");
+                    }
+                    _ => {}
+                }
+            }
+            next = deliveries.next(), if !paused => match next {
                 Some(Ok(delivery)) => {
                     // A malformed message sorts first, to be dead-lettered at once. A task that needs
                     // more slots than the node has takes all of them (submission refuses more

@@ -196,7 +196,8 @@ pub(super) async fn restore(ctx: &NodeContext) {
     }
 }
 
-/// Every second: kills the running tasks whose job ended or that were terminated, and runs the
+/// Every second: kills the running tasks whose job ended or that were terminated (handing back
+/// those of a job disabled with `requeue`), and runs the
 /// release task of every job prepared here that ended.
 pub(super) async fn watch(ctx: Arc<NodeContext>) {
     loop {
@@ -214,11 +215,18 @@ pub(super) async fn watch(ctx: Arc<NodeContext>) {
                 continue;
             }
         };
-        if let Ok(r) = ctx.running.lock() {
+        if let (Ok(r), Ok(mut requeued)) = (ctx.running.lock(), ctx.requeued.lock()) {
             for key in &seen.kill {
                 if let Some(token) = r.get(key) {
                     tracing::info!(job = %key.0, task = %key.1, "killing a task: its job ended or it was terminated");
                     token.cancel();
+                }
+            }
+            for key in seen.requeue {
+                if let Some(token) = r.get(&key) {
+                    tracing::info!(job = %key.0, task = %key.1, "handing a task back: its job was disabled");
+                    token.cancel();
+                    requeued.insert(key);
                 }
             }
         }

@@ -16,12 +16,12 @@ pub mod users;
 
 pub use process::Exit;
 
-use crate::model::node::NodeState;
+use crate::model::node::{NodeOrder, NodeState, TasksOption};
 use crate::model::TaskMessage;
 use crate::queue::{Publisher, Topology};
 use crate::retry::Patience;
 use crate::staging::Staging;
-use crate::status::{NodeBeat, NodeJoin, StatusStore, NODE_LEASE};
+use crate::status::{BeatReply, NodeBeat, NodeJoin, StatusStore, NODE_LEASE};
 use crate::{Config, Result};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -54,6 +54,20 @@ pub struct NodeOptions {
     pub storage_allow: Vec<String>,
     /// The Batch API's address given to tasks (`AZ_BATCH_ACCOUNT_URL`), if one serves the account.
     pub api_url: Option<String>,
+    /// Whether something starts the worker again when it exits to restart (systemd, or the
+    /// monitor's process actuator): only then can a reboot be ordered.
+    pub restartable: bool,
+}
+
+/// Why a node left its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Left {
+    /// It was stopped (a signal, its parent's exit, an error).
+    Stopped,
+    /// It was removed from the pool (Azure's remove nodes).
+    Removed,
+    /// It was told to restart (Azure's reboot): exit so that its actuator starts it again.
+    Rebooting,
 }
 
 /// This host's name as a node id may hold it: letters, digits and '-', at most 40 of them.
@@ -97,6 +111,15 @@ pub(crate) struct NodeContext {
     pub(crate) publisher: Publisher,
     /// Tasks this node runs now, as (job, task), each with the token that kills it.
     pub(crate) running: Mutex<HashMap<(String, String), CancellationToken>>,
+    /// Running tasks killed to be handed back (their job was disabled with `requeue`).
+    pub(crate) requeued: Mutex<std::collections::HashSet<(String, String)>>,
+    /// Whether the node's scheduling is disabled, and how (Azure's disable scheduling), as its
+    /// last heartbeat read it: the dispatch loop stops or resumes consuming on a change.
+    pub(crate) scheduling: tokio::sync::watch::Sender<Option<crate::model::node::TasksOption>>,
+    /// An order to leave or restart, as the last heartbeat read it.
+    pub(crate) order: tokio::sync::watch::Sender<Option<NodeOrder>>,
+    /// Set when the node leaves by an order to let its tasks finish: no drain timeout then.
+    pub(crate) drain_all: std::sync::atomic::AtomicBool,
     /// The tasks whose attempts ended here last, newest last (Azure's recentTasks).
     pub(crate) recent: Mutex<VecDeque<(String, String)>>,
     /// The jobs this node has run tasks of: their preparation, and what their release needs.
@@ -236,7 +259,7 @@ pub async fn run(
     options: NodeOptions,
     shutdown: CancellationToken,
     hand_back: CancellationToken,
-) -> Result<()> {
+) -> Result<Left> {
     config.validate()?;
     crate::model::validate_id("pool id", &options.pool_id)?;
     check_node_id(&options.node_id)?;
@@ -260,6 +283,7 @@ pub async fn run(
         slots,
         version: env!("CARGO_PKG_VERSION"),
         work_dir: &work_dir,
+        restartable: options.restartable,
     };
     let joins = store.join_pool(&join).await?;
     tracing::info!(pool = %options.pool_id, node = %options.node_id, slots, "node joined the pool");
@@ -272,6 +296,10 @@ pub async fn run(
         store,
         staging,
         running: Mutex::new(HashMap::new()),
+        requeued: Mutex::new(Default::default()),
+        scheduling: tokio::sync::watch::Sender::new(None),
+        order: tokio::sync::watch::Sender::new(None),
+        drain_all: std::sync::atomic::AtomicBool::new(false),
         jobs: job::NodeJobs::default(),
         packages: packages::NodePackages::default(),
         hand_back,
@@ -317,6 +345,7 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(60)).await;
         }
     });
+    let ordered = tokio::spawn(carry_out_order(ctx.clone(), shutdown.clone()));
     let tracker = TaskTracker::new();
     let mut consumed = Ok(());
     if usable {
@@ -339,7 +368,43 @@ pub async fn run(
         tracing::warn!(error = %e, "could not record that the node left the pool");
     }
     tracing::info!("node left the pool");
-    consumed
+    let left = match ordered.is_finished() {
+        true => ordered.await.ok().flatten(),
+        false => {
+            ordered.abort();
+            None
+        }
+    };
+    consumed.map(|()| match left {
+        Some(NodeOrder::Remove(_)) => Left::Removed,
+        Some(NodeOrder::Reboot(_)) => Left::Rebooting,
+        None => Left::Stopped,
+    })
+}
+
+/// Waits for an order to leave or restart and starts carrying it out: the running tasks are
+/// handed back, killed or left to finish as it says, and the node leaves.
+async fn carry_out_order(ctx: Arc<NodeContext>, shutdown: CancellationToken) -> Option<NodeOrder> {
+    let mut told = ctx.order.subscribe();
+    let order = loop {
+        if let Some(order) = *told.borrow_and_update() {
+            break order;
+        }
+        told.changed().await.ok()?;
+    };
+    tracing::info!(order = %order.to_text(), "the node was told to leave; leaving");
+    match order.option() {
+        TasksOption::Requeue => ctx.hand_back.cancel(),
+        TasksOption::TaskCompletion => ctx.drain_all.store(true, Ordering::Relaxed),
+        TasksOption::Terminate => {}
+    }
+    shutdown.cancel();
+    if order.option() == TasksOption::Terminate {
+        if let Ok(running) = ctx.running.lock() {
+            running.values().for_each(CancellationToken::cancel);
+        }
+    }
+    Some(order)
 }
 
 /// Lets running tasks finish within the drain timeout, then hands the rest back.
@@ -349,6 +414,11 @@ pub(super) async fn drain(ctx: &NodeContext, tracker: &TaskTracker) {
         return;
     }
     let active = ctx.running.lock().map(|r| r.len()).unwrap_or(0);
+    if ctx.drain_all.load(Ordering::Relaxed) {
+        tracing::info!(running = active, "draining until every running task has ended");
+        tracker.wait().await;
+        return;
+    }
     tracing::info!(running = active, drain_timeout = ?ctx.options.drain_timeout, "draining");
     if tokio::time::timeout(ctx.options.drain_timeout, tracker.wait()).await.is_err() {
         tracing::warn!("drain timeout passed; handing running tasks back");
@@ -460,7 +530,12 @@ async fn beat(ctx: &NodeContext) -> bool {
         total_succeeded: ctx.total_succeeded.load(Ordering::Relaxed),
     };
     match ctx.store.node_beat(&ctx.options.node_id, &beat).await {
-        Ok(()) => true,
+        Ok(told) => {
+            let BeatReply { disabled, order } = told;
+            ctx.scheduling.send_if_modified(|now| std::mem::replace(now, disabled) != disabled);
+            ctx.order.send_if_modified(|now| std::mem::replace(now, order) != order);
+            true
+        }
         Err(e) => {
             tracing::warn!(error = %e, "heartbeat failed");
             false

@@ -1,8 +1,10 @@
 //! Job records: create, read, count, terminate, delete.
 
 use super::flag;
-use super::scripts::{CREATE_JOB, RECORD_JOB_TASK_RUN, TERMINATE_JOB, UPDATE_JOB};
+use super::scripts::{CREATE_JOB, DISABLE_JOB, ENABLE_JOB, RECORD_JOB_TASK_RUN, TERMINATE_JOB, UPDATE_JOB};
+use super::Outbox;
 use super::StatusStore;
+use crate::model::job::DisableTasks;
 use crate::model::job::{
     DependencyReport, HeldTask, JobExecutionInfo, JobProgress, OnAllTasksComplete, TaskCounts, TaskCountsResult,
 };
@@ -29,6 +31,8 @@ pub struct JobBacklog {
 pub struct Watch {
     /// Running (job, task) pairs to kill.
     pub kill: Vec<(String, String)>,
+    /// Running (job, task) pairs to kill and hand back (their job was disabled with `requeue`).
+    pub requeue: Vec<(String, String)>,
     /// Jobs that ended.
     pub ended: Vec<String>,
 }
@@ -257,6 +261,47 @@ impl StatusStore {
         }
     }
 
+    /// Disables an active job (Azure's job disable): no task of it starts until it is enabled;
+    /// the nodes running its tasks requeue them, terminate them or let them finish, as `tasks`
+    /// says.
+    pub async fn disable_job(&self, job: &str, tasks: DisableTasks) -> Result<()> {
+        let mut inv = DISABLE_JOB.prepare();
+        inv.key(self.keys.job(job).hash()).arg(tasks.as_str()).arg(now_ms());
+        let reply = DISABLE_JOB.run(inv, &mut self.con()).await?;
+        match reply.head.as_str() {
+            "ok" => Ok(()),
+            "nojob" => Err(Error::NotFound { kind: "job", id: job.into() }),
+            "state" => Err(Error::State(format!(
+                "job {job:?} is {}: only an active or disabled job can be disabled",
+                reply.at(0)?
+            ))),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    /// Enables a disabled job: it is active again, and the tasks that waited for it are in the
+    /// returned outbox (named `@<tag>`, unique per call): publish it.
+    pub async fn enable_job(&self, job: &str, tag: &str) -> Result<Outbox> {
+        let keys = self.keys.job(job);
+        let outbox = keys.batch_outbox(tag);
+        let mut inv = ENABLE_JOB.prepare();
+        inv.key(keys.hash())
+            .key(keys.part("parked"))
+            .key(keys.part("parkedmsg"))
+            .key(&outbox)
+            .key(keys.part("outboxes"))
+            .arg(now_ms());
+        let reply = ENABLE_JOB.run(inv, &mut self.con()).await?;
+        match reply.head.as_str() {
+            "ok" => Ok(Outbox::new(&keys, outbox, reply.from(0))),
+            "nojob" => Err(Error::NotFound { kind: "job", id: job.into() }),
+            "state" => {
+                Err(Error::State(format!("job {job:?} is {}: only a disabled job can be enabled", reply.at(0)?)))
+            }
+            _ => Err(reply.unexpected()),
+        }
+    }
+
     /// Which tasks of a job wait on others and why: up to `limit` of them with the parents they
     /// wait for (and which of those are not in the job at all), the failed parent that blocks
     /// them, and any cycle among them. Reads only held tasks, never the whole job.
@@ -321,9 +366,10 @@ impl StatusStore {
     }
 
     /// What a node must act on, for the tasks it runs and the jobs it has seen (two round trips):
-    /// the running tasks to kill (their job is no longer active, or they were terminated) and the
-    /// jobs that ended (completed or deleted: their release task runs). A job past its
-    /// `maxWallClockTime` is terminated on the way.
+    /// the running tasks to kill (their job is no longer active, or they were terminated), to
+    /// hand back (their job was disabled with `requeue`), and the jobs that ended (completed or
+    /// deleted: their release task runs). A job past its `maxWallClockTime` is terminated on the
+    /// way.
     pub async fn watch(&self, running: &[(String, String)], jobs: &[String]) -> Result<Watch> {
         let mut names: Vec<&str> =
             running.iter().map(|(j, _)| j.as_str()).chain(jobs.iter().map(String::as_str)).collect();
@@ -331,40 +377,45 @@ impl StatusStore {
         names.dedup();
         let mut pipe = redis::pipe();
         for j in &names {
-            pipe.cmd("HMGET").arg(self.keys.job(j).hash()).arg("state").arg("deadline");
+            pipe.cmd("HMGET").arg(self.keys.job(j).hash()).arg("state").arg("deadline").arg("disableTasks");
         }
-        let states: Vec<(Option<String>, Option<i64>)> = pipe.query_async(&mut self.con()).await?;
+        let states: Vec<(Option<String>, Option<i64>, Option<String>)> = pipe.query_async(&mut self.con()).await?;
         let mut pipe = redis::pipe();
         for (j, t) in running {
             pipe.cmd("SISMEMBER").arg(self.keys.job(j).part("killed")).arg(t);
         }
         let killed: Vec<bool> = if running.is_empty() { vec![] } else { pipe.query_async(&mut self.con()).await? };
         let now = now_ms();
-        let mut state_of: HashMap<&str, Option<JobState>> = HashMap::new();
-        for (j, (state, deadline)) in names.iter().zip(states) {
+        let mut state_of: HashMap<&str, (Option<JobState>, Option<DisableTasks>)> = HashMap::new();
+        for (j, (state, deadline, disable)) in names.iter().zip(states) {
             let mut state = state.as_deref().and_then(JobState::parse);
             if state == Some(JobState::Active) && deadline.is_some_and(|d| d > 0 && now > d) {
                 state = Some(self.terminate_job(j, "MaxWallClockTimeExpiry").await.unwrap_or(JobState::Completed));
             }
-            state_of.insert(j, state);
+            state_of.insert(j, (state, disable.as_deref().and_then(DisableTasks::parse)));
         }
-        let kill = running
-            .iter()
-            .zip(killed)
-            .filter(|((j, _), k)| *k || state_of.get(j.as_str()).copied().flatten() != Some(JobState::Active))
-            .map(|(key, _)| key.clone())
-            .collect();
-        let ended = jobs
+        let mut watch = Watch::default();
+        for ((j, t), killed) in running.iter().zip(killed) {
+            let key = (j.clone(), t.clone());
+            match state_of.get(j.as_str()).copied().unwrap_or_default() {
+                _ if killed => watch.kill.push(key),
+                (Some(JobState::Active), _) => {}
+                (Some(JobState::Disabled), Some(DisableTasks::Wait)) => {}
+                (Some(JobState::Disabled), Some(DisableTasks::Requeue)) => watch.requeue.push(key),
+                _ => watch.kill.push(key),
+            }
+        }
+        watch.ended = jobs
             .iter()
             .filter(|j| {
                 matches!(
-                    state_of.get(j.as_str()).copied().flatten(),
-                    None | Some(JobState::Completed | JobState::Deleting)
+                    state_of.get(j.as_str()).map(|s| s.0),
+                    None | Some(None | Some(JobState::Completed | JobState::Deleting))
                 )
             })
             .cloned()
             .collect();
-        Ok(Watch { kill, ended })
+        Ok(watch)
     }
 
     /// The active jobs of a pool.
@@ -505,7 +556,7 @@ impl StatusStore {
             .arg(-1)
             .query_async(&mut self.con())
             .await?;
-        let parts = ["wait", "blocked", "parked", "parkedmsg", "killed", "nodes", "queued", "outboxes"]
+        let parts = ["wait", "blocked", "parked", "parkedmsg", "killed", "nodes", "queued", "outboxes", "deleted"]
             .map(|p| self.keys.job(job).part(p));
         let _: () = redis::pipe()
             .atomic()

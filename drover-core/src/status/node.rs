@@ -3,7 +3,9 @@
 //! from a lapsed heartbeat.
 
 use super::{StatusStore, NODE_LEASE};
-use crate::model::node::{ComputeNode, NodeAgentInformation, NodeState, StartTaskInformation, TaskInformation};
+use crate::model::node::{
+    ComputeNode, NodeAgentInformation, NodeOrder, NodeState, StartTaskInformation, TaskInformation, TasksOption,
+};
 use crate::model::{now_ms, rfc3339, TaskState};
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -17,6 +19,17 @@ pub struct NodeJoin<'a> {
     pub slots: u32,
     pub version: &'a str,
     pub work_dir: &'a str,
+    /// Whether an actuator starts it again when it exits to restart (a reboot can be ordered).
+    pub restartable: bool,
+}
+
+/// What a heartbeat reads back: what the node is told.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BeatReply {
+    /// Its scheduling is disabled, and what it does with its running tasks.
+    pub disabled: Option<TasksOption>,
+    /// It is to leave, or restart.
+    pub order: Option<NodeOrder>,
 }
 
 /// What a node reports with each heartbeat.
@@ -48,6 +61,7 @@ impl StatusStore {
             .ignore()
             .cmd("DEL")
             .arg(&info)
+            .arg(self.keys.node_part(join.node, "order"))
             .ignore()
             .cmd("HSET")
             .arg(&info)
@@ -59,6 +73,7 @@ impl StatusStore {
                 ("state", NodeState::Starting.as_str().to_string()),
                 ("stime", now.to_string()),
                 ("joined", now.to_string()),
+                ("restartable", u8::from(join.restartable).to_string()),
             ])
             .ignore()
             .cmd("SADD")
@@ -78,13 +93,61 @@ impl StatusStore {
         Ok(joins)
     }
 
-    /// Renews a node's heartbeat and records its state and running tasks (one round trip).
-    pub async fn node_beat(&self, node: &str, beat: &NodeBeat) -> Result<()> {
+    /// Disables (`Some(option)`) or enables (`None`) scheduling on a node of `pool`: the node
+    /// reads it with its next heartbeat and stops or resumes taking tasks.
+    pub async fn set_node_scheduling(&self, pool: &str, node: &str, disable: Option<TasksOption>) -> Result<()> {
+        let member: Option<String> =
+            redis::cmd("HGET").arg(self.keys.node_part(node, "info")).arg("pool").query_async(&mut self.con()).await?;
+        if member.as_deref() != Some(pool) {
+            return Err(Error::NotFound { kind: "node", id: node.into() });
+        }
+        let key = self.keys.node_part(node, "sched");
+        let _: () = match disable {
+            Some(option) => redis::cmd("SET").arg(key).arg(option.as_str()).query_async(&mut self.con()).await?,
+            None => redis::cmd("DEL").arg(key).query_async(&mut self.con()).await?,
+        };
+        Ok(())
+    }
+
+    /// Orders a node of `pool` to leave it, or to restart (refused for a node no actuator
+    /// restarts); the node carries it out when its next heartbeat reads it.
+    pub async fn order_node(&self, pool: &str, node: &str, order: NodeOrder) -> Result<()> {
+        let (member, restartable): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.node_part(node, "info"))
+            .arg("pool")
+            .arg("restartable")
+            .query_async(&mut self.con())
+            .await?;
+        if member.as_deref() != Some(pool) {
+            return Err(Error::NotFound { kind: "node", id: node.into() });
+        }
+        if matches!(order, NodeOrder::Reboot(_)) && restartable.as_deref() != Some("1") {
+            return Err(Error::State(format!(
+                "node {node:?} was started by hand, not by drover-monitor's actuator or systemd: nothing would start it again after a reboot"
+            )));
+        }
+        let _: () = redis::cmd("SET")
+            .arg(self.keys.node_part(node, "order"))
+            .arg(order.to_text())
+            .query_async(&mut self.con())
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets `node`'s order (the node is carrying it out).
+    pub async fn clear_node_order(&self, node: &str) -> Result<()> {
+        let _: () = redis::cmd("DEL").arg(self.keys.node_part(node, "order")).query_async(&mut self.con()).await?;
+        Ok(())
+    }
+
+    /// Renews a node's heartbeat and records its state and running tasks (one round trip);
+    /// returns what the node is told.
+    pub async fn node_beat(&self, node: &str, beat: &NodeBeat) -> Result<BeatReply> {
         let pairs = |list: &[(String, String)]| {
             let list: Vec<[&str; 2]> = list.iter().map(|(j, t)| [j.as_str(), t.as_str()]).collect();
             serde_json::to_string(&list).unwrap_or_default()
         };
-        let _: () = redis::pipe()
+        let (disabled, order): (Option<String>, Option<String>) = redis::pipe()
             .cmd("SET")
             .arg(self.keys.node_alive(node))
             .arg(now_ms())
@@ -104,9 +167,16 @@ impl StatusStore {
                 ("ok", beat.total_succeeded.to_string()),
             ])
             .ignore()
+            .cmd("GET")
+            .arg(self.keys.node_part(node, "sched"))
+            .cmd("GET")
+            .arg(self.keys.node_part(node, "order"))
             .query_async(&mut self.con())
             .await?;
-        Ok(())
+        Ok(BeatReply {
+            disabled: disabled.as_deref().and_then(TasksOption::parse),
+            order: order.as_deref().and_then(NodeOrder::parse),
+        })
     }
 
     /// Records how the pool's start task ran on `node`.
@@ -151,6 +221,8 @@ impl StatusStore {
             .cmd("DEL")
             .arg(self.keys.node_part(node, "info"))
             .arg(self.keys.node_alive(node))
+            .arg(self.keys.node_part(node, "sched"))
+            .arg(self.keys.node_part(node, "order"))
             .ignore()
             .query_async(&mut self.con())
             .await?;
@@ -168,15 +240,24 @@ impl StatusStore {
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.cmd("HGETALL").arg(self.keys.node_part(id, "info")).cmd("EXISTS").arg(self.keys.node_alive(id));
+            pipe.cmd("EXISTS").arg(self.keys.node_part(id, "sched"));
+            pipe.cmd("GET").arg(self.keys.node_part(id, "order"));
         }
         let replies: Vec<redis::Value> = pipe.query_async(&mut self.con()).await?;
         let mut nodes = Vec::with_capacity(ids.len());
-        for (id, pair) in ids.iter().zip(replies.chunks(2)) {
-            let (Some(info), Some(alive)) = (pair.first(), pair.get(1)) else { continue };
+        for (id, four) in ids.iter().zip(replies.chunks(4)) {
+            let (Some(info), Some(alive), Some(off), Some(order)) =
+                (four.first(), four.get(1), four.get(2), four.get(3))
+            else {
+                continue;
+            };
             let info: HashMap<String, String> = redis::from_redis_value(info.clone())
                 .map_err(|e| Error::Corrupt(format!("node {id:?}: unreadable record: {e}")))?;
             let alive: bool = redis::from_redis_value(alive.clone()).unwrap_or(false);
-            if let Some(node) = compute_node(id, pool, &info, alive) {
+            let off: bool = redis::from_redis_value(off.clone()).unwrap_or(false);
+            let order: Option<String> = redis::from_redis_value(order.clone()).unwrap_or(None);
+            let told = Told { off, order: order.as_deref().and_then(NodeOrder::parse) };
+            if let Some(node) = compute_node(id, pool, &info, alive, told) {
                 nodes.push(node);
             }
         }
@@ -185,25 +266,46 @@ impl StatusStore {
 
     /// One node of a pool.
     pub async fn get_node(&self, pool: &str, node: &str) -> Result<ComputeNode> {
-        let (info, alive): (HashMap<String, String>, bool) = redis::pipe()
+        let (info, alive, off, order): (HashMap<String, String>, bool, bool, Option<String>) = redis::pipe()
             .cmd("HGETALL")
             .arg(self.keys.node_part(node, "info"))
             .cmd("EXISTS")
             .arg(self.keys.node_alive(node))
+            .cmd("EXISTS")
+            .arg(self.keys.node_part(node, "sched"))
+            .cmd("GET")
+            .arg(self.keys.node_part(node, "order"))
             .query_async(&mut self.con())
             .await?;
-        compute_node(node, pool, &info, alive).ok_or_else(|| Error::NotFound { kind: "node", id: node.into() })
+        let told = Told { off, order: order.as_deref().and_then(NodeOrder::parse) };
+        compute_node(node, pool, &info, alive, told).ok_or_else(|| Error::NotFound { kind: "node", id: node.into() })
     }
 }
 
-/// A node as users see it, from its record; None if it is not (or no longer) in `pool`.
-fn compute_node(id: &str, pool: &str, f: &HashMap<String, String>, alive: bool) -> Option<ComputeNode> {
+/// What a node has been told, as its readers see it.
+struct Told {
+    /// Its scheduling is disabled.
+    off: bool,
+    order: Option<NodeOrder>,
+}
+
+/// A node as users see it, from its record; None if it is not (or no longer) in `pool`. A live
+/// node whose scheduling is disabled and that runs nothing is `offline`, as in Azure; one told to
+/// leave or restart is `leavingPool` or `rebooting` from the order on.
+fn compute_node(id: &str, pool: &str, f: &HashMap<String, String>, alive: bool, told: Told) -> Option<ComputeNode> {
+    let off = told.off;
     if f.get("pool").map(String::as_str) != Some(pool) {
         return None;
     }
     let num = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     let stored = f.get("state").and_then(|s| NodeState::parse(s)).unwrap_or(NodeState::Starting);
-    let state = if alive { stored } else { NodeState::Offline };
+    let state = match stored {
+        _ if !alive => NodeState::Offline,
+        _ if matches!(told.order, Some(NodeOrder::Reboot(_))) => NodeState::Rebooting,
+        _ if told.order.is_some() => NodeState::LeavingPool,
+        NodeState::Idle if off => NodeState::Offline,
+        stored => stored,
+    };
     let pairs =
         |k: &str| -> Vec<[String; 2]> { f.get(k).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default() };
     let tasks = pairs("tasks");
@@ -218,6 +320,7 @@ fn compute_node(id: &str, pool: &str, f: &HashMap<String, String>, alive: bool) 
         pool_id: pool.to_string(),
         state,
         state_transition_time: rfc3339(if alive { num("stime") } else { num("beat").max(num("stime")) }),
+        scheduling_state: if off { "disabled" } else { "enabled" }.to_string(),
         last_boot_time: rfc3339(num("joined")),
         last_heartbeat_time: f.get("beat").map(|_| rfc3339(num("beat"))),
         host_name: f.get("host").cloned().unwrap_or_default(),

@@ -1,5 +1,6 @@
 //! Pool records: create (idempotent), read, list, delete.
 
+use super::scripts::REPLACE_RECORD;
 use super::StatusStore;
 use crate::model::node::NodeState;
 use crate::model::{now_ms, rfc3339, CloudPool, PoolAddParameter};
@@ -76,7 +77,12 @@ impl StatusStore {
     async fn pool_record(&self, pool: &str, checked: bool) -> Result<PoolRecord> {
         let raw: Option<String> = redis::cmd("GET").arg(self.keys.pool(pool)).query_async(&mut self.con()).await?;
         let raw = raw.ok_or_else(|| Error::NotFound { kind: "pool", id: pool.into() })?;
-        let r: PoolRecord = serde_json::from_str(&raw)
+        self.read_pool_record(pool, &raw, checked)
+    }
+
+    /// `raw` read as `pool`'s record; `checked`: only if it verifies and is valid.
+    fn read_pool_record(&self, pool: &str, raw: &str, checked: bool) -> Result<PoolRecord> {
+        let r: PoolRecord = serde_json::from_str(raw)
             .map_err(|e| Error::Corrupt(format!("stored pool {pool:?} is unreadable: {e}")))?;
         if checked {
             let refused = |e: String| Error::Refused(format!("pool {pool:?}'s record was refused: {e}"));
@@ -152,20 +158,35 @@ impl StatusStore {
         .await
     }
 
-    /// Changes a pool's spec with `change`, checks it and signs it again.
-    async fn change_pool(
+    /// Changes a pool's spec with `change`, checks it, seals its SAS tokens and signs it again,
+    /// in one transition fenced by the record the change was made from (a concurrent change
+    /// makes this one start over from the new record).
+    pub(crate) async fn change_pool(
         &self,
         pool: &str,
-        change: impl FnOnce(&mut PoolAddParameter) -> Result<()>,
+        mut change: impl FnMut(&mut PoolAddParameter) -> Result<()>,
     ) -> Result<CloudPool> {
-        // A record changed behind the account's back is not signed again.
-        let mut r = self.pool_record(pool, self.signer().is_some()).await?;
-        change(&mut r.spec)?;
-        crate::autoscale::validate_pool(&r.spec)?;
-        r.sig = self.pool_sig(&r.spec)?;
-        let record = serde_json::to_string(&r).map_err(|e| Error::Internal(format!("pool {pool:?}: {e}")))?;
-        let _: () = redis::cmd("SET").arg(self.keys.pool(pool)).arg(record).query_async(&mut self.con()).await?;
-        self.pool_status(pool).await
+        for _ in 0..5 {
+            let raw: Option<String> = redis::cmd("GET").arg(self.keys.pool(pool)).query_async(&mut self.con()).await?;
+            let raw = raw.ok_or_else(|| Error::NotFound { kind: "pool", id: pool.into() })?;
+            // A record changed behind the account's back is not signed again.
+            let mut r = self.read_pool_record(pool, &raw, self.signer().is_some())?;
+            change(&mut r.spec)?;
+            crate::autoscale::validate_pool(&r.spec)?;
+            r.spec = self.sealed_spec(&r.spec, &format!("pool {pool:?}"))?;
+            r.sig = self.pool_sig(&r.spec)?;
+            let record = serde_json::to_string(&r).map_err(|e| Error::Internal(format!("pool {pool:?}: {e}")))?;
+            let mut inv = REPLACE_RECORD.prepare();
+            inv.key(self.keys.pool(pool)).arg(&raw).arg(record);
+            let reply = REPLACE_RECORD.run(inv, &mut self.con()).await?;
+            match reply.head.as_str() {
+                "ok" => return self.pool_status(pool).await,
+                "stale" => continue,
+                "gone" => return Err(Error::NotFound { kind: "pool", id: pool.into() }),
+                _ => return Err(reply.unexpected()),
+            }
+        }
+        Err(Error::State(format!("pool {pool:?} kept changing while it was changed; try again")))
     }
 
     /// Every pool of the account, sorted by id.

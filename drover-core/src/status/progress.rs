@@ -144,7 +144,11 @@ impl StatusStore {
                     nodes.live += 1
                 }
                 NodeState::StartTaskFailed => nodes.start_task_failed += 1,
-                NodeState::LeavingPool | NodeState::Offline | NodeState::Unusable | NodeState::Unknown => {}
+                NodeState::LeavingPool
+                | NodeState::Rebooting
+                | NodeState::Offline
+                | NodeState::Unusable
+                | NodeState::Unknown => {}
             }
         }
         Ok(nodes)

@@ -1,7 +1,7 @@
 //! Task records and their transitions: add, start, run, complete, release; read and list.
 
 use super::outbox::Outbox;
-use super::scripts::{CREATE_TASKS, REPLACE_TASK, REQUEUE_TASKS, TERMINATE_TASK};
+use super::scripts::{CREATE_TASKS, DELETE_TASK, REACTIVATE_TASK, REPLACE_RECORD, REQUEUE_TASKS, TERMINATE_TASK};
 use super::{flag, StatusStore};
 use crate::model::task::{FailureCode, FailureInfo, NodeInfo, TaskExecutionInfo, TaskResult};
 use crate::model::{now_ms, rfc3339, CloudTask, TaskAddParameter, TaskMessage, TaskState};
@@ -225,7 +225,8 @@ impl StatusStore {
             .key(keys.part("blocked"))
             .key(keys.part("parents"))
             .key(&outbox)
-            .key(keys.part("outboxes"));
+            .key(keys.part("outboxes"))
+            .key(keys.part("deleted"));
         for t in a.tasks {
             inv.key(keys.task(&t.id));
         }
@@ -349,13 +350,13 @@ impl StatusStore {
                 record.sign(signer, job, task);
             }
             let text = serde_json::to_string(&record).map_err(|e| Error::Internal(format!("task {task:?}: {e}")))?;
-            let mut inv = REPLACE_TASK.prepare();
+            let mut inv = REPLACE_RECORD.prepare();
             inv.key(&key).arg(&raw).arg(text);
-            let reply = REPLACE_TASK.run(inv, &mut self.con()).await?;
+            let reply = REPLACE_RECORD.run(inv, &mut self.con()).await?;
             match reply.head.as_str() {
                 "ok" => return Ok(()),
                 "stale" => continue,
-                "notask" => return Err(Error::NotFound { kind: "task", id: task.into() }),
+                "gone" => return Err(Error::NotFound { kind: "task", id: task.into() }),
                 _ => return Err(reply.unexpected()),
             }
         }
@@ -395,9 +396,68 @@ impl StatusStore {
             }
             "killing" => Termination::Killing(reply.at(0)?.to_string()),
             "completed" => Termination::AlreadyCompleted,
-            "notask" => return Err(Error::NotFound { kind: "task", id: task.into() }),
+            "gone" => return Err(Error::NotFound { kind: "task", id: task.into() }),
             _ => return Err(reply.unexpected()),
         })
+    }
+
+    /// Deletes a task that no live node runs and no task waits on (Azure's task delete): see
+    /// `delete_task.lua`. Returns the outbox to publish (a parked task its end freed).
+    pub async fn delete_task(&self, job: &str, task: &str) -> Result<Outbox> {
+        let pool = self.job_pool(job).await?;
+        let mut inv = DELETE_TASK.prepare();
+        for key in self.keys.task_transition(&pool, job, task) {
+            inv.key(key);
+        }
+        inv.key(self.keys.job(job).part("deleted"));
+        inv.arg(now_ms()).arg(task).arg(self.keys.node_prefix());
+        let reply = DELETE_TASK.run(inv, &mut self.con()).await?;
+        match reply.head.as_str() {
+            "ok" => {
+                let keys = self.keys.job(job);
+                Ok(Outbox::new(&keys, keys.outbox(task), reply.from(0)))
+            }
+            "notask" => Err(Error::NotFound { kind: "task", id: task.into() }),
+            "running" => Err(Error::State(format!(
+                "task {task:?} of job {job:?} runs on node {:?}: terminate it before deleting it",
+                reply.at(0)?
+            ))),
+            "parent" => Err(Error::State(format!(
+                "tasks of job {job:?} wait for task {task:?}: terminate it (which releases or blocks them) before deleting it"
+            ))),
+            _ => Err(reply.unexpected()),
+        }
+    }
+
+    /// Makes a task that completed with a failure active again, its retry count reset (Azure's
+    /// task reactivate). Returns the outbox holding its message: publish it.
+    pub async fn reactivate_task(&self, job: &str, task: &str) -> Result<Outbox> {
+        let pool = self.job_pool(job).await?;
+        let mut inv = REACTIVATE_TASK.prepare();
+        for key in self.keys.task_transition(&pool, job, task) {
+            inv.key(key);
+        }
+        inv.arg(now_ms()).arg(job).arg(task);
+        let reply = REACTIVATE_TASK.run(inv, &mut self.con()).await?;
+        match reply.head.as_str() {
+            "ok" => {
+                let keys = self.keys.job(job);
+                Ok(Outbox::new(&keys, keys.outbox(task), reply.from(0)))
+            }
+            "notask" => Err(Error::NotFound { kind: "task", id: task.into() }),
+            "jobstate" => Err(Error::State(format!(
+                "job {job:?} is {}: only an active job's tasks can be reactivated",
+                reply.at(0)?
+            ))),
+            "state" => Err(Error::State(format!(
+                "task {task:?} of job {job:?} is {}: only a task that completed with a failure can be reactivated",
+                reply.at(0)?
+            ))),
+            "succeeded" => Err(Error::State(format!(
+                "task {task:?} of job {job:?} succeeded: only a task that completed with a failure can be reactivated"
+            ))),
+            _ => Err(reply.unexpected()),
+        }
     }
 
     /// Whether the attempt still owns the task (checked before uploading outputs, so a stale

@@ -3,14 +3,15 @@ parents have all completed (or that have none) go to the outbox; the others wait
 the job's wait (or blocked) hash and are released by their last parent's completion.
 KEYS[1] job  KEYS[2] the job's task list  KEYS[3] queued  KEYS[4] wait  KEYS[5] blocked
 KEYS[6] parents  KEYS[7] this batch's outbox (drover:{A:J}:out:@<batch>)  KEYS[8] outboxes
-KEYS[9..] the record of each task, in ARGV order
+KEYS[9] deleted ids (a task added again under one keeps its place in the task list)
+KEYS[10..] the record of each task, in ARGV order
 ARGV[1] now (ms); then per task: id, record JSON, slots, its message JSON, parent count n,
   then the n parent ids
 Replies: {'ok', outbox...}; {'nojob'}; {'jobstate', state}; {'dup', task id}
 ]]
 local K = {
   job = KEYS[1], tasks = KEYS[2], queued = KEYS[3], wait = KEYS[4], blocked = KEYS[5],
-  parents = KEYS[6], out = KEYS[7], outboxes = KEYS[8],
+  parents = KEYS[6], out = KEYS[7], outboxes = KEYS[8], deleted = KEYS[9],
 }
 local jp = string.sub(KEYS[1], 1, -4)
 --@include outbox.lua
@@ -19,7 +20,7 @@ local st = redis.call('HGET', K.job, 'state')
 if not st then return {'nojob'} end
 if st ~= 'active' then return {'jobstate', st} end
 local now = tonumber(ARGV[1])
-local n = #KEYS - 8
+local n = #KEYS - 9
 local tasks, c = {}, 2
 for i = 1, n do
   local np = tonumber(ARGV[c + 4])
@@ -27,13 +28,13 @@ for i = 1, n do
   c = c + 5 + np
 end
 for i = 1, n do
-  if redis.call('EXISTS', KEYS[8 + i]) == 1 then return {'dup', tasks[i].id} end
+  if redis.call('EXISTS', KEYS[9 + i]) == 1 then return {'dup', tasks[i].id} end
 end
 local slots = 0
 for i = 1, n do
   local t = tasks[i]
-  redis.call('SET', KEYS[8 + i], t.rec)
-  redis.call('RPUSH', K.tasks, t.id)
+  redis.call('SET', KEYS[9 + i], t.rec)
+  if redis.call('SREM', K.deleted, t.id) == 0 then redis.call('RPUSH', K.tasks, t.id) end
   slots = slots + t.slots
   local wait, blocker = 0, nil
   for j = t.p0, t.p0 + t.np - 1 do

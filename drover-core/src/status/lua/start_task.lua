@@ -15,7 +15,8 @@ Replies:
   {'inactive', job state}   the job ended (a task lost with its node is recorded on the way)
   {'busy', node}            a live node runs the task
   {'waiting'}               its parents have not all completed: their completion releases it
-  {'parked'}                the job runs maxParallelTasks already: a finishing task releases it
+  {'parked'}                the job runs maxParallelTasks already (a finishing task releases it),
+                            or is disabled (its enable releases it)
 Reads the owner node's heartbeat (ARGV[3]..node..':alive' and ':info'), the one cross-slot read.
 ]]
 -- A heartbeat (every 3 s) written this long after an attempt's last transition lists the task
@@ -48,9 +49,22 @@ local function owner_runs(owner)
   return string.find(f[2] or '', '["' .. ARGV[5] .. '","' .. T .. '"]', 1, true) ~= nil
 end
 local owner_alive = running and r.node ~= node and owner_runs(r.node)
+-- Holds the task back with its message, once, until what parked it releases it.
+local function park()
+  local prio = tonumber(redis.call('HGET', K.job, 'prio') or '0')
+  if redis.call('HSETNX', K.parkedmsg, T, message(ARGV[5], T, r, prio)) == 1 then
+    redis.call('RPUSH', K.parked, T)
+  end
+  return {'parked'}
+end
 local deadline = tonumber(jf[4] or '0')
 if jst == 'active' and deadline > 0 and now > deadline then
   jst = end_job(now, 'MaxWallClockTimeExpiry')
+end
+if jst == 'disabled' then
+  -- Nothing starts in a disabled job: the task waits, parked, for the job's enable.
+  if owner_alive then return {'busy', r.node} end
+  return park()
 end
 if jst ~= 'active' then
   -- A task that was running when its node was lost, in a job that has ended since: no node will
@@ -80,11 +94,7 @@ if running then
     return with_outbox({'poison', tostring(r.lost)})
   end
 elseif tonumber(jf[3] or '0') > 0 and tonumber(jf[5] or '0') >= tonumber(jf[3]) then
-  local prio = tonumber(redis.call('HGET', K.job, 'prio') or '0')
-  if redis.call('HSETNX', K.parkedmsg, T, message(ARGV[5], T, r, prio)) == 1 then
-    redis.call('RPUSH', K.parked, T)
-  end
-  return {'parked'}
+  return park()
 end
 if from == 'active' then
   observe(K.stats, 'wait', now - (r.stime or now))

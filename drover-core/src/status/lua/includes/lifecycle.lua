@@ -1,10 +1,12 @@
 --[[ What a task's transition does to the rest of its job: dependents, parked tasks, the job's
 end. Needs K and jp (includes/task_keys.lua), counters.lua and outbox.lua. ]]
 
--- A task of the job left the running states: one parked task (maxParallelTasks) may start, and
+-- A task of the job left the running states: one parked task (maxParallelTasks) may start unless
+-- the job is disabled, and
 -- a terminating job whose last running task ended is completed.
 local function freed(now)
-  if tonumber(redis.call('HGET', K.job, 'maxPar') or '0') > 0 then
+  local f = redis.call('HMGET', K.job, 'maxPar', 'state', 'running')
+  if tonumber(f[1] or '0') > 0 and f[2] ~= 'disabled' then
     local id = redis.call('LPOP', K.parked)
     if id then
       local e = redis.call('HGET', K.parkedmsg, id)
@@ -12,7 +14,7 @@ local function freed(now)
       if e then emit(e) end
     end
   end
-  if redis.call('HGET', K.job, 'state') == 'terminating' and tonumber(redis.call('HGET', K.job, 'running')) <= 0 then
+  if f[2] == 'terminating' and tonumber(f[3]) <= 0 then
     redis.call('HSET', K.job, 'state', 'completed', 'stime', now, 'end', now)
   end
 end
