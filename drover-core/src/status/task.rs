@@ -396,7 +396,7 @@ impl StatusStore {
             }
             "killing" => Termination::Killing(reply.at(0)?.to_string()),
             "completed" => Termination::AlreadyCompleted,
-            "gone" => return Err(Error::NotFound { kind: "task", id: task.into() }),
+            "notask" => return Err(Error::NotFound { kind: "task", id: task.into() }),
             _ => return Err(reply.unexpected()),
         })
     }
