@@ -228,16 +228,19 @@ impl StatusStore {
         }
         let v: Vec<i64> = raw.iter().skip(2).map(|x| x.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0)).collect();
         let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
-        let counts = |o: usize| TaskCounts {
-            active: at(o),
-            running: at(o + 1),
-            completed: at(o + 2),
-            succeeded: at(o + 3),
-            failed: at(o + 4),
+        // `s.<state>` holds the slots beyond one of each task in the state (counters.lua).
+        let slots = |i: usize| at(i) + at(i + 5);
+        let counts = TaskCounts { active: at(0), running: at(1), completed: at(2), succeeded: at(3), failed: at(4) };
+        let slot_counts = TaskCounts {
+            active: slots(0),
+            running: slots(1),
+            completed: slots(2),
+            succeeded: slots(3),
+            failed: slots(4),
         };
         Ok(JobProgress {
             state,
-            counts: TaskCountsResult { task_counts: counts(0), task_slot_counts: counts(5) },
+            counts: TaskCountsResult { task_counts: counts, task_slot_counts: slot_counts },
             waiting,
             blocked,
         })
@@ -448,8 +451,9 @@ impl StatusStore {
                 JobBacklog {
                     active: at(0),
                     running: at(1),
-                    active_slots: at(2),
-                    running_slots: at(3),
+                    // The slots beyond one of each task, plus one per task (counters.lua).
+                    active_slots: at(0) + at(2),
+                    running_slots: at(1) + at(3),
                     completed: at(4),
                     succeeded: at(5),
                     failed: at(6),

@@ -8,7 +8,7 @@ use crate::Result;
 use std::collections::HashMap;
 
 /// A histogram as the scripts keep it: a count per bucket (not cumulative; one more than
-/// [`BUCKETS_MS`] for what is above the last bound), the sum in ms, and the count.
+/// [`BUCKETS_MS`] for what is above the last bound), the sum in ms, and the count (their sum).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Histogram {
     pub buckets: Vec<u64>,
@@ -32,10 +32,10 @@ pub struct PoolStats {
 impl PoolStats {
     fn from_fields(f: &HashMap<String, u64>) -> Self {
         let get = |k: &str| f.get(k).copied().unwrap_or(0);
-        let histogram = |name: &str| Histogram {
-            buckets: (1..=BUCKETS_MS.len() + 1).map(|i| get(&format!("{name}.b{i}"))).collect(),
-            sum_ms: get(&format!("{name}.sum")),
-            count: get(&format!("{name}.count")),
+        let histogram = |name: &str| {
+            let buckets: Vec<u64> = (1..=BUCKETS_MS.len() + 1).map(|i| get(&format!("{name}.b{i}"))).collect();
+            // The scripts keep no count: it is the sum of the buckets.
+            Histogram { count: buckets.iter().sum(), buckets, sum_ms: get(&format!("{name}.sum")) }
         };
         let mut completed: Vec<(String, String, u64)> = f
             .iter()

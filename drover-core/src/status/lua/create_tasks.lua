@@ -59,5 +59,5 @@ for i = 1, n do
   end
 end
 redis.call('HINCRBY', K.job, 'active', n)
-redis.call('HINCRBY', K.job, 's.active', slots)
+redis.call('HINCRBY', K.job, 's.active', slots - n)
 return with_outbox({'ok'})

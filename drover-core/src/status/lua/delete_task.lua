@@ -27,7 +27,7 @@ if r.state == 'completed' then
   local res = 'failed'
   if r.result == 'success' then res = 'succeeded' end
   redis.call('HINCRBY', K.job, res, -1)
-  redis.call('HINCRBY', K.job, 's.' .. res, -slots)
+  redis.call('HINCRBY', K.job, 's.' .. res, 1 - slots)
 elseif running then
   move(K.job, 'running', nil, slots)
 else

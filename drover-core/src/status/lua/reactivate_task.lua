@@ -21,7 +21,7 @@ if r.result ~= 'failure' then return {'succeeded'} end
 local slots = r.slots or 1
 move(K.job, 'completed', 'active', slots)
 redis.call('HINCRBY', K.job, 'failed', -1)
-redis.call('HINCRBY', K.job, 's.failed', -slots)
+redis.call('HINCRBY', K.job, 's.failed', 1 - slots)
 r.prev = 'completed'
 r.state = 'active'
 r.stime = now

@@ -29,14 +29,14 @@ local BEAT_MARGIN_MS = 5000
 
 local raw = redis.call('GET', K.task)
 if not raw then return {'gone'} end
-local jf = redis.call('HMGET', K.job, 'state', 'deps', 'maxPar', 'deadline', 'running', 'pool')
+local jf = redis.call('HMGET', K.job, 'state', 'deps', 'maxPar', 'deadline', 'running', 'pool', 'exitActions')
 local jst = jf[1]
 if not jst or jst == 'deleting' then return {'gone'} end
 if jf[6] ~= ARGV[7] then return {'otherpool', jf[6] or ''} end
 local node, now, nodes = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local T = ARGV[6]
 local r = cjson.decode(raw)
-if r.state == 'completed' then return with_outbox({'done'}) end
+if r.state == 'completed' then return with_all_outbox({'done'}) end
 local from = r.state
 local running = from == 'preparing' or from == 'running'
 -- Whether the node that owns the attempt still runs it: it heartbeats, and its last heartbeat
@@ -111,4 +111,4 @@ r.result = nil
 r.fail = nil
 redis.call('SET', K.task, cjson.encode(r))
 if from == 'active' then move(K.job, 'active', 'running', r.slots or 1) end
-return {'ok', tostring(r.attempt), r.spec, redis.call('HGET', K.job, 'exitActions') or '0', r.sig or ''}
+return {'ok', tostring(r.attempt), r.spec, jf[7] or '0', r.sig or ''}

@@ -5,18 +5,22 @@ local BUCKETS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 6
   600000, 1800000, 3600000}
 
 -- Moves one task of `slots` slots between the job's state counters (`from` or `to` may be nil).
+-- `s.<state>` counts the slots beyond one of each task in the state: most tasks take one slot,
+-- and move no slot counter (the slots in a state are `<state> + s.<state>`).
 local function move(job, from, to, slots)
+  local extra = slots - 1
   if from then
     redis.call('HINCRBY', job, from, -1)
-    redis.call('HINCRBY', job, 's.' .. from, -slots)
+    if extra ~= 0 then redis.call('HINCRBY', job, 's.' .. from, -extra) end
   end
   if to then
     redis.call('HINCRBY', job, to, 1)
-    redis.call('HINCRBY', job, 's.' .. to, slots)
+    if extra ~= 0 then redis.call('HINCRBY', job, 's.' .. to, extra) end
   end
 end
 
--- Adds `ms` to histogram `name` of the statistics hash `key`.
+-- Adds `ms` to histogram `name` of the statistics hash `key` (its count is the sum of its
+-- buckets).
 local function observe(key, name, ms)
   if not ms or ms < 0 then return end
   local i = #BUCKETS + 1
@@ -25,7 +29,6 @@ local function observe(key, name, ms)
   end
   redis.call('HINCRBY', key, name .. '.b' .. i, 1)
   redis.call('HINCRBY', key, name .. '.sum', math.floor(ms))
-  redis.call('HINCRBY', key, name .. '.count', 1)
 end
 
 -- Adds `n` to counter `name` of the statistics hash `key`.

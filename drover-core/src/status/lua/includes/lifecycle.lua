@@ -4,8 +4,10 @@ end. Needs K and jp (includes/task_keys.lua), counters.lua and outbox.lua. ]]
 -- A task of the job left the running states: one parked task (maxParallelTasks) may start unless
 -- the job is disabled, and
 -- a terminating job whose last running task ended is completed.
-local function freed(now)
-  local f = redis.call('HMGET', K.job, 'maxPar', 'state', 'running')
+-- `known`, when given, holds the job's maxParallelTasks, state and running count as they are now
+-- (what a caller read already); else they are read.
+local function freed(now, known)
+  local f = known or redis.call('HMGET', K.job, 'maxPar', 'state', 'running')
   if tonumber(f[1] or '0') > 0 and f[2] ~= 'disabled' then
     local id = redis.call('LPOP', K.parked)
     if id then
@@ -57,11 +59,13 @@ end
 -- job manager that ends it (killJobOnCompletion) or onAllTasksComplete says so.
 local function finish(T, from, r, success, blocks, now)
   local slots = r.slots or 1
+  -- One read of what the rest needs, taken before the counters move.
+  local f = redis.call('HMGET', K.job, 'deps', 'maxPar', 'state', 'onAll', 'jm', 'active', 'running')
   move(K.job, from, 'completed', slots)
   local res = 'failed'
   if success then res = 'succeeded' end
   redis.call('HINCRBY', K.job, res, 1)
-  redis.call('HINCRBY', K.job, 's.' .. res, slots)
+  if slots ~= 1 then redis.call('HINCRBY', K.job, 's.' .. res, slots - 1) end
   if success then
     redis.call('HINCRBY', K.stats, 'done.success', 1)
   else
@@ -70,13 +74,14 @@ local function finish(T, from, r, success, blocks, now)
   if from ~= 'active' and r.start then observe(K.stats, 'dur', now - r.start) end
   if from == 'active' then redis.call('ZREM', K.queued, T) end
   redis.call('SREM', K.killed, T)
-  if redis.call('HGET', K.job, 'deps') == '1' then release(T, blocks, now) end
-  if from ~= 'active' then freed(now) end
-  local f = redis.call('HMGET', K.job, 'onAll', 'state', 'active', 'running', 'jm')
-  if f[2] ~= 'active' then return end
+  if f[1] == '1' then release(T, blocks, now) end
+  local active, running = tonumber(f[6] or '0'), tonumber(f[7] or '0')
+  if from == 'active' then active = active - 1 else running = running - 1 end
+  if from ~= 'active' then freed(now, {f[2], f[3], running}) end
+  if f[3] ~= 'active' then return end
   if f[5] == T then
     end_job(now, 'JMComplete')
-  elseif f[1] == '1' and tonumber(f[3]) <= 0 and tonumber(f[4]) <= 0 then
+  elseif f[4] == '1' and active <= 0 and running <= 0 then
     end_job(now, 'AllTasksComplete')
   end
 end

@@ -13,8 +13,12 @@ local function message(J, T, r, prio)
   return cjson.encode(m)
 end
 
+-- Whether this transition put a message in the outbox.
+local emitted = false
+
 -- Puts a message in this transition's outbox: the caller publishes it, then clears the outbox.
 local function emit(entry)
+  emitted = true
   redis.call('RPUSH', K.out, entry)
   local t = redis.call('TIME')
   redis.call('ZADD', K.outboxes, 'NX', t[1] * 1000 + math.floor(t[2] / 1000), K.out)
@@ -22,8 +26,15 @@ end
 
 -- A reply followed by the outbox's messages. No unpack(): a task may release more dependents
 -- than Lua can unpack.
-local function with_outbox(reply)
+local function with_all_outbox(reply)
   for _, e in ipairs(redis.call('LRANGE', K.out, 0, -1)) do reply[#reply + 1] = e end
   return reply
+end
+
+-- The same after a transition that may have emitted: the outbox is read only if it did (an
+-- outbox an earlier transition left is published by the nodes' sweep of stale outboxes).
+local function with_outbox(reply)
+  if not emitted then return reply end
+  return with_all_outbox(reply)
 end
 
