@@ -15,8 +15,8 @@ use crate::retry::Patience;
 use crate::status::{Outbox, StatusStore};
 use crate::{Error, Result};
 use lapin::options::{
-    BasicAckOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -450,18 +450,6 @@ impl Publisher {
     pub async fn close(self) {
         if let Some((connection, _)) = self.link.into_inner() {
             let _ = connection.close(200, "bye".into()).await;
-        }
-    }
-}
-
-/// Acknowledges a delivery whose outcome is recorded. A lost ack is only a redelivery, which the
-/// status store recognises.
-pub async fn ack(delivery: &lapin::message::Delivery) -> bool {
-    match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::debug!(error = %e, "ack failed (the message will come back and be recognised)");
-            false
         }
     }
 }

@@ -6,14 +6,13 @@
 //! before that). Every write names the attempt it belongs to, so if a newer attempt took the task
 //! over, this one's outcome is refused and its message is simply dropped.
 
+use super::acks::Inbound;
 use super::command::{Command, Ended};
 use super::{retention, NodeContext};
 use crate::model::task::{FailureCode, FailureInfo, JobAction, TaskResult};
 use crate::model::TaskMessage;
-use crate::queue::{ack, requeue};
 use crate::status::{AttemptRef, Completion, Outbox, Outcome, Start, Started, NODE_LEASE};
 use crate::{Error, Result};
-use lapin::message::Delivery;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +31,7 @@ enum Run {
 /// A task this node owns an attempt of, with the delivery that brought it.
 struct Attempt {
     ctx: Arc<NodeContext>,
-    delivery: Delivery,
+    delivery: Inbound,
     msg: TaskMessage,
     started: Started,
     /// The task's directory on this node.
@@ -48,7 +47,7 @@ struct Attempt {
 /// its outcome is recorded (the task's endTime).
 pub(super) async fn handle(
     ctx: Arc<NodeContext>,
-    delivery: Delivery,
+    delivery: Inbound,
     msg: std::result::Result<TaskMessage, String>,
     slots: OwnedSemaphorePermit,
 ) {
@@ -78,7 +77,7 @@ pub(super) fn read_message(ctx: &NodeContext, body: &[u8]) -> std::result::Resul
 
 /// Step 1: start a new attempt, or settle the delivery when there is nothing to run. None when
 /// the delivery has been settled.
-async fn lease(ctx: &NodeContext, delivery: &Delivery, msg: &TaskMessage, epoch: u64) -> Option<Started> {
+async fn lease(ctx: &NodeContext, delivery: &Inbound, msg: &TaskMessage, epoch: u64) -> Option<Started> {
     let (pool, node) = (ctx.options.pool_id.as_str(), ctx.options.node_id.as_str());
     loop {
         let start = if ctx.runs(msg) {
@@ -111,7 +110,7 @@ async fn lease(ctx: &NodeContext, delivery: &Delivery, msg: &TaskMessage, epoch:
                 tracing::debug!(job = %msg.job_id, task = %msg.task_id, %owner, "task is running elsewhere; waiting");
                 tokio::select! {
                     _ = tokio::time::sleep(NODE_LEASE / 3) => continue,
-                    _ = ctx.hand_back.cancelled() => requeue(delivery).await,
+                    _ = ctx.hand_back.cancelled() => delivery.requeue().await,
                 }
             }
             // A store error never dead-letters a task: the message goes back (after a pause, so
@@ -124,7 +123,7 @@ async fn lease(ctx: &NodeContext, delivery: &Delivery, msg: &TaskMessage, epoch:
                         _ = ctx.hand_back.cancelled() => {}
                     }
                 }
-                requeue(delivery).await
+                delivery.requeue().await
             }
         }
         return None;
@@ -153,7 +152,7 @@ impl Attempt {
             // Changed in the store since it was added: it fails without running, and its message
             // goes to the dead letters too, with the reason, for the operator.
             tracing::error!(job = %self.msg.job_id, task = %self.msg.task_id, reason = %why, "task refused");
-            if let Err(e) = self.ctx.publisher.dead_letter(&self.ctx.options.pool_id, &self.delivery.data, why).await {
+            if let Err(e) = self.ctx.publisher.dead_letter(&self.ctx.options.pool_id, self.delivery.data(), why).await {
                 tracing::warn!(error = %e, "could not dead-letter a copy of the refused task's message");
             }
             let failure = FailureInfo::server(FailureCode::TaskRecordRefused, why.clone());
@@ -174,21 +173,26 @@ impl Attempt {
             identity: spec.user_identity.as_ref(),
             job_token: crate::model::task::AuthenticationTokenSettings::job(&spec.authentication_token_settings),
         };
-        let run = match super::job::prepared(&self.ctx, &self.msg.job_id).await {
+        match super::job::prepared(&self.ctx, &self.msg.job_id).await {
             Ok(ready) => self.execute(Command { prep_wd: ready.prep_wd, job_env: &ready.env, ..command }).await,
             Err(failure) => Run::Ended(Outcome::failed(failure, None)),
-        };
-        let retention =
-            spec.constraints.as_ref().and_then(|c| c.retention_time).map_or(retention::DEFAULT_RETENTION, |d| d.0);
-        retention::mark(&self.dir, retention).await;
-        run
+        }
+    }
+
+    /// How long the task's directory stays on the node once the attempt ends.
+    fn retention(&self) -> Duration {
+        let constraints = self.started.spec.constraints.as_ref();
+        constraints.and_then(|c| c.retention_time).map_or(retention::DEFAULT_RETENTION, |d| d.0)
     }
 
     async fn execute(&self, command: Command<'_>) -> Run {
         let stage = self.started.spec.needs_staging();
         let staged = match command.stage(&self.ctx, stage).await {
             Ok(staged) => staged,
-            Err((failure, staged_in)) => return Run::Ended(Outcome { staged_in, ..Outcome::failed(failure, None) }),
+            Err((failure, staged_in)) => {
+                retention::mark(&self.dir, self.retention()).await;
+                return Run::Ended(Outcome { staged_in, ..Outcome::failed(failure, None) });
+            }
         };
         let staged_in = staged.staged_in;
         if stage {
@@ -198,7 +202,15 @@ impl Attempt {
                 Err(_) => return Run::HandedBack,
             }
         }
-        let ended = staged.run(&self.ctx, &self.kill).await;
+        // Once it has run, in one trip to the blocking pool: which of its stdout.txt and
+        // stderr.txt to keep, and its directory's retention.
+        let (dir, retention) = (self.dir.clone(), self.retention());
+        let (ended, std_files) = staged
+            .run_then(&self.ctx, &self.kill, move || {
+                retention::mark_now(&dir, retention);
+                std_files_to_keep(&dir)
+            })
+            .await;
         let mut outcome = match (&ended, ended.failure()) {
             (Ended::Killed, _) if self.ctx.hand_back.is_cancelled() || self.requeued() => return Run::HandedBack,
             (Ended::Killed, _) => {
@@ -209,13 +221,12 @@ impl Attempt {
             (_, Some(failure)) => Outcome::failed(failure, ended.exit_code()),
         };
         outcome.staged_in = staged_in;
-        self.stage_out(outcome).await
+        self.stage_out(outcome, &std_files).await
     }
 
     /// Step 6: uploads the non-empty stdout.txt and stderr.txt and the output files whose
     /// condition holds, if this attempt still owns the task.
-    async fn stage_out(&self, mut outcome: Outcome) -> Run {
-        let std_files = std_files_to_keep(&self.dir).await;
+    async fn stage_out(&self, mut outcome: Outcome, std_files: &[&'static str]) -> Run {
         let spec = &self.started.spec;
         if std_files.is_empty() && spec.output_files.is_empty() {
             return Run::Ended(outcome);
@@ -226,7 +237,7 @@ impl Attempt {
             Err(_) => return Run::HandedBack,
         }
         let success = outcome.result == TaskResult::Success;
-        match self.upload(&std_files, success).await {
+        match self.upload(std_files, success).await {
             Ok(n) => outcome.staged_out = n,
             Err(e) => {
                 let failure = FailureInfo::user(FailureCode::FileUploadError, e.to_string());
@@ -273,7 +284,7 @@ impl Attempt {
                     Ok(None) => {
                         settle(ctx, &self.delivery, self.epoch).await;
                     }
-                    Err(_) => requeue(&self.delivery).await,
+                    Err(_) => self.delivery.requeue().await,
                 }
             }
             Run::Ended(outcome) => {
@@ -313,7 +324,7 @@ impl Attempt {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not record the outcome; handing the message back");
-                        requeue(&self.delivery).await
+                        self.delivery.requeue().await
                     }
                 }
             }
@@ -354,12 +365,12 @@ fn retry_delay(n: u32) -> Duration {
 
 /// Publishes an outbox, then acks (true if it did); on failure the message goes back, and its
 /// redelivery finds the outbox and publishes it again.
-async fn publish_and_ack(ctx: &NodeContext, delivery: &Delivery, outbox: &Outbox, epoch: u64) -> bool {
+async fn publish_and_ack(ctx: &NodeContext, delivery: &Inbound, outbox: &Outbox, epoch: u64) -> bool {
     match ctx.publisher.publish_outbox(&ctx.store, &ctx.options.pool_id, outbox).await {
         Ok(()) => settle(ctx, delivery, epoch).await,
         Err(e) => {
             tracing::warn!(error = %e, "could not publish what the task made runnable; handing the message back");
-            requeue(delivery).await;
+            delivery.requeue().await;
             false
         }
     }
@@ -368,9 +379,9 @@ async fn publish_and_ack(ctx: &NodeContext, delivery: &Delivery, outbox: &Outbox
 /// Acks a delivery once what it caused is on the store's replicas (when the node must wait for
 /// them); if that cannot be known in time (a failover), the message goes back and is handled
 /// again, on the new master, where its outcome is recorded once. True if it acked.
-async fn settle(ctx: &NodeContext, delivery: &Delivery, epoch: u64) -> bool {
+async fn settle(ctx: &NodeContext, delivery: &Inbound, epoch: u64) -> bool {
     match ctx.store.replicated(epoch).await {
-        Ok(true) => return ack(delivery).await,
+        Ok(true) => return delivery.ack(),
         Ok(false) => {
             tracing::warn!("the store's master moved, or its replicas did not confirm the writes in time; handing the message back");
         }
@@ -387,38 +398,34 @@ async fn settle(ctx: &NodeContext, delivery: &Delivery, epoch: u64) -> bool {
 /// until the broker's delivery limit dead-letters it.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(2);
 
-async fn requeue_after_pause(ctx: &NodeContext, delivery: &Delivery) {
+async fn requeue_after_pause(ctx: &NodeContext, delivery: &Inbound) {
     tokio::select! {
         _ = tokio::time::sleep(REQUEUE_PAUSE) => {}
         _ = ctx.hand_back.cancelled() => {}
     }
-    requeue(delivery).await
+    delivery.requeue().await
 }
 
 /// Dead-letters a message that cannot be run, with the reason.
-async fn reject(ctx: &NodeContext, delivery: &Delivery, reason: &str) {
+async fn reject(ctx: &NodeContext, delivery: &Inbound, reason: &str) {
     tracing::warn!(reason, "dead-lettering a message that is not a runnable task");
-    match ctx.publisher.dead_letter(&ctx.options.pool_id, &delivery.data, reason).await {
+    match ctx.publisher.dead_letter(&ctx.options.pool_id, delivery.data(), reason).await {
         Ok(()) => {
-            ack(delivery).await;
+            delivery.ack();
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not dead-letter; handing the message back");
-            requeue(delivery).await
+            delivery.requeue().await
         }
     }
 }
 
 /// stdout.txt and stderr.txt unless empty: an empty file is not stored (a download of it
 /// gives an empty file), which saves two uploads for the many tasks that print nothing.
-async fn std_files_to_keep(task_dir: &std::path::Path) -> Vec<&'static str> {
-    let task_dir = task_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        ["stdout.txt", "stderr.txt"]
-            .into_iter()
-            .filter(|name| std::fs::symlink_metadata(task_dir.join(name)).is_ok_and(|m| !m.is_file() || m.len() > 0))
-            .collect()
-    })
-    .await
-    .unwrap_or_default()
+/// Blocking.
+fn std_files_to_keep(task_dir: &std::path::Path) -> Vec<&'static str> {
+    ["stdout.txt", "stderr.txt"]
+        .into_iter()
+        .filter(|name| std::fs::symlink_metadata(task_dir.join(name)).is_ok_and(|m| !m.is_file() || m.len() > 0))
+        .collect()
 }

@@ -7,7 +7,7 @@ use super::process::{self, Exit, ProcessSpec};
 use super::users::TaskUser;
 use super::NodeContext;
 use crate::model::task::{ApplicationPackageReference, FailureCode, FailureInfo, ResourceFile};
-use crate::model::{EnvironmentSetting, UserIdentity};
+use crate::model::{EnvironmentSetting, RunAs, UserIdentity};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -103,9 +103,12 @@ impl Command<'_> {
     /// packages. Err holds the failure and the bytes downloaded until then.
     pub(super) async fn stage(&self, ctx: &NodeContext, stage: bool) -> Result<Staged, (FailureInfo, u64)> {
         let wd = self.wd();
-        let (stdout, stderr) = fresh_dir(&self.dir, &wd)
-            .await
-            .map_err(|e| (FailureInfo::server(FailureCode::TaskDirectoryError, format!("{}: {e}", wd.display())), 0))?;
+        let run_as = UserIdentity::run_as(self.identity, &ctx.user_accounts)
+            .map_err(|e| (FailureInfo::user(FailureCode::CommandStartError, e), 0))?;
+        // Nothing to stage: the directory, the command's user and its ownership in one trip to
+        // the blocking pool; else the user takes the directory once the files are in it.
+        let owner = (!stage).then(|| self.owner(ctx, run_as.clone()));
+        let (stdout, stderr, early_user) = fresh_dir(&self.dir, &wd, owner).await.map_err(|e| (e, 0))?;
         let mut staged_in = 0;
         let mut env = self.environment(ctx, &wd);
         if stage {
@@ -132,7 +135,10 @@ impl Command<'_> {
                 return Err((failure, staged_in));
             }
         };
-        let user = self.user(ctx).await.map_err(|f| (f, staged_in))?;
+        let user = match early_user {
+            Some(user) => user,
+            None => self.user(ctx, run_as).await.map_err(|f| (f, staged_in))?,
+        };
         if user.is_some() {
             env.retain(|(k, _)| k != "HOME");
             env.push(("HOME".into(), wd.to_string_lossy().into_owned()));
@@ -154,37 +160,26 @@ impl Command<'_> {
         })
     }
 
-    /// The user the command runs as, its directory made its own: a task's private (0700), a
-    /// start, preparation or release task's readable by the node's tasks (0755).
-    async fn user(&self, ctx: &NodeContext) -> Result<Option<TaskUser>, FailureInfo> {
-        let refused = |e: String| FailureInfo::user(FailureCode::CommandStartError, e);
-        let run_as = UserIdentity::run_as(self.identity, &ctx.user_accounts).map_err(refused)?;
-        let user = ctx
-            .users
-            .acquire(&run_as, &ctx.config.account, &ctx.options.pool_id)
-            .map_err(|e| refused(format!("userIdentity: {e}")))?;
-        let Some(user) = user else { return Ok(None) };
-        let (dir, (uid, gid)) = (self.dir.clone(), (user.uid, user.gid));
+    /// What makes the command's directory its user's: the user to acquire, and the mode (a
+    /// task's private, 0700; a start, preparation or release task's readable by the node's
+    /// tasks, 0755).
+    fn owner(&self, ctx: &NodeContext, run_as: RunAs) -> Owner {
         let mode = if self.task.is_some() { 0o700 } else { 0o755 };
-        let owned = tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::PermissionsExt;
-            super::users::chown_tree(&dir, uid, gid)?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
-            // The job's directory: passable, not listable.
-            match dir.parent() {
-                Some(job_dir) => std::fs::set_permissions(job_dir, std::fs::Permissions::from_mode(0o711)),
-                None => Ok(()),
-            }
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        match owned {
-            Ok(()) => Ok(Some(user)),
-            Err(e) => {
-                ctx.users.release(user, &self.dir, true); // nothing ran as it
-                Err(FailureInfo::server(FailureCode::TaskDirectoryError, format!("{}: {e}", self.dir.display())))
-            }
+        Owner {
+            users: ctx.users.clone(),
+            run_as,
+            account: ctx.config.account.clone(),
+            pool: ctx.options.pool_id.clone(),
+            mode,
         }
+    }
+
+    /// The user the command runs as, its directory made its own (once its files are staged).
+    async fn user(&self, ctx: &NodeContext, run_as: RunAs) -> Result<Option<TaskUser>, FailureInfo> {
+        let (owner, dir) = (self.owner(ctx, run_as), self.dir.clone());
+        tokio::task::spawn_blocking(move || owner.take(&dir))
+            .await
+            .unwrap_or_else(|e| Err(FailureInfo::server(FailureCode::TaskDirectoryError, e.to_string())))
     }
 
     /// Stages and runs the command to its end (a start, preparation or release task).
@@ -233,6 +228,17 @@ impl Command<'_> {
 impl Staged {
     /// Runs the process to its end, its wall-clock limit, or `kill`.
     pub(super) async fn run(self, ctx: &NodeContext, kill: &CancellationToken) -> Ended {
+        self.run_then(ctx, kill, || ()).await.0
+    }
+
+    /// [`Staged::run`], then `after` on the blocking pool, in the same trip as handing the
+    /// directory back from the task's user (one trip per attempt, not two or three).
+    pub(super) async fn run_then<T: Send + Default + 'static>(
+        self,
+        ctx: &NodeContext,
+        kill: &CancellationToken,
+        after: impl FnOnce() -> T + Send + 'static,
+    ) -> (Ended, T) {
         let spec = ProcessSpec {
             argv: &self.argv,
             cwd: &self.wd,
@@ -246,9 +252,9 @@ impl Staged {
         };
         let ran = process::run(spec, kill).await;
         let contained = ran.as_ref().is_ok_and(|(_, contained)| *contained);
-        if let Some(user) = self.user {
-            let (users, dir, shared) = (ctx.users.clone(), self.dir.clone(), self.shared);
-            let _ = tokio::task::spawn_blocking(move || {
+        let (user, users, dir, shared) = (self.user, ctx.users.clone(), self.dir.clone(), self.shared);
+        let after = tokio::task::spawn_blocking(move || {
+            if let Some(user) = user {
                 // What a start, preparation or release task leaves is read by the node's tasks,
                 // never written: its directory goes back to the worker.
                 if shared {
@@ -257,11 +263,13 @@ impl Staged {
                         tracing::warn!(dir = %dir.display(), error = %e, "cannot hand a directory back to the worker");
                     }
                 }
-                users.release(user, &dir, contained)
-            })
-            .await;
-        }
-        match ran.map(|(exit, _)| exit) {
+                users.release(user, &dir, contained);
+            }
+            after()
+        })
+        .await
+        .unwrap_or_default();
+        let ended = match ran.map(|(exit, _)| exit) {
             Ok(Exit::Code(code)) => Ended::Exited(code),
             Ok(Exit::TimedOut) => Ended::TimedOut,
             Ok(Exit::Killed) => Ended::Killed,
@@ -269,23 +277,72 @@ impl Staged {
                 FailureCode::CommandStartError,
                 format!("cannot start {:?}: {e}", self.argv.first().map_or("", String::as_str)),
             )),
+        };
+        (ended, after)
+    }
+}
+
+/// Who takes a command's directory, and how (see [`Command::owner`]).
+struct Owner {
+    users: super::users::Users,
+    run_as: RunAs,
+    account: String,
+    pool: String,
+    mode: u32,
+}
+
+impl Owner {
+    /// Acquires the user and gives it `dir` (blocking). A failure leaves no user taken.
+    fn take(self, dir: &Path) -> Result<Option<TaskUser>, FailureInfo> {
+        let refused = |e: String| FailureInfo::user(FailureCode::CommandStartError, e);
+        let user = self
+            .users
+            .acquire(&self.run_as, &self.account, &self.pool)
+            .map_err(|e| refused(format!("userIdentity: {e}")))?;
+        let Some(user) = user else { return Ok(None) };
+        let owned = (|| {
+            use std::os::unix::fs::PermissionsExt;
+            super::users::chown_tree(dir, user.uid, user.gid)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(self.mode))?;
+            // The job's directory: passable, not listable.
+            match dir.parent() {
+                Some(job_dir) => std::fs::set_permissions(job_dir, std::fs::Permissions::from_mode(0o711)),
+                None => Ok(()),
+            }
+        })();
+        match owned {
+            Ok(()) => Ok(Some(user)),
+            Err(e) => {
+                self.users.release(user, dir, true); // nothing ran as it
+                Err(FailureInfo::server(FailureCode::TaskDirectoryError, format!("{}: {e}", dir.display())))
+            }
         }
     }
 }
 
-/// A fresh directory for a run, with its stdout.txt and stderr.txt open for writing; one trip to
-/// the blocking pool for all of the directory work (each tokio::fs call is one).
-async fn fresh_dir(dir: &Path, wd: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
+/// A fresh directory for a run, with its stdout.txt and stderr.txt open for writing, and given
+/// to its user by `owner` when there is one: one trip to the blocking pool for all of it (each
+/// tokio::fs call is one).
+async fn fresh_dir(
+    dir: &Path,
+    wd: &Path,
+    owner: Option<Owner>,
+) -> Result<(std::fs::File, std::fs::File, Option<Option<TaskUser>>), FailureInfo> {
     let (dir, wd) = (dir.to_path_buf(), wd.to_path_buf());
     tokio::task::spawn_blocking(move || {
+        let failed =
+            |e: std::io::Error| FailureInfo::server(FailureCode::TaskDirectoryError, format!("{}: {e}", wd.display()));
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(failed(e)),
         }
-        std::fs::create_dir_all(&wd)?;
-        Ok((std::fs::File::create(dir.join("stdout.txt"))?, std::fs::File::create(dir.join("stderr.txt"))?))
+        std::fs::create_dir_all(&wd).map_err(failed)?;
+        let stdout = std::fs::File::create(dir.join("stdout.txt")).map_err(failed)?;
+        let stderr = std::fs::File::create(dir.join("stderr.txt")).map_err(failed)?;
+        let user = owner.map(|o| o.take(&dir)).transpose()?;
+        Ok((stdout, stderr, user))
     })
     .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    .unwrap_or_else(|e| Err(FailureInfo::server(FailureCode::TaskDirectoryError, e.to_string())))
 }

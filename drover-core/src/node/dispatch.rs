@@ -46,7 +46,7 @@ struct Held {
     seq: std::cmp::Reverse<u64>,
     /// The slots it takes (its `requiredSlots`, at most the node's).
     slots: u32,
-    delivery: lapin::message::Delivery,
+    delivery: super::acks::Inbound,
     /// Its task message, read (and its signature checked) once; else why it is none.
     msg: std::result::Result<crate::model::TaskMessage, String>,
 }
@@ -145,6 +145,8 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
     if ctx.state_is(NodeState::Unknown) {
         ctx.set_state(NodeState::Idle).await;
     }
+    let acks = super::acks::Acks::start();
+    let _closing = super::acks::Closing(acks.clone());
     let mut held: BinaryHeap<Held> = BinaryHeap::new();
     let mut seq = 0u64;
     loop {
@@ -155,6 +157,7 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
                     let _ = channel.basic_cancel(tag.as_str().into(), Default::default()).await;
                 }
                 super::drain(ctx, tracker).await;
+                acks.finish().await;
                 let _ = connection.close(200, "node leaving".into()).await;
                 return Ok(());
             }
@@ -179,7 +182,7 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
                         };
                         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), rest).await;
                         for h in held.drain() {
-                            queue::requeue(&h.delivery).await;
+                            h.delivery.requeue().await;
                         }
                         paused = true;
                         stop_running(ctx, option);
@@ -198,7 +201,8 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
                     // A malformed message sorts first, to be dead-lettered at once. A task that needs
                     // more slots than the node has takes all of them (submission refuses more
                     // than the pool's taskSlotsPerNode; this node was started with fewer).
-                    let msg = super::attempt::read_message(ctx, &delivery.data);
+                    let delivery = acks.track(delivery);
+                    let msg = super::attempt::read_message(ctx, delivery.data());
                     let (priority, need) = msg.as_ref().map_or((i32::MAX, 1), |m| (m.priority, m.slots.clamp(1, slots)));
                     seq += 1;
                     held.push(Held { priority, seq: std::cmp::Reverse(seq), slots: need, delivery, msg });

@@ -2,6 +2,7 @@
 //! each task through its attempt (see [`attempt`]). It reconnects to the broker by itself, keeps a
 //! heartbeat in Redis so others can tell it is alive, and drains on shutdown.
 
+mod acks;
 mod attempt;
 mod cgroups;
 mod command;
@@ -334,10 +335,12 @@ pub async fn run(
     let watch = tokio::spawn(job::watch(ctx.clone()));
     let jobs_dir = ctx.account_dir().join("jobs");
     let outboxes = tokio::spawn(sweep_outboxes(ctx.clone()));
+    let sweeping = ctx.clone();
     let sweeper = tokio::spawn(async move {
         loop {
             let dir = jobs_dir.clone();
-            if let Ok(n) = tokio::task::spawn_blocking(move || retention::sweep(&dir)).await {
+            let running = sweeping.running.lock().map(|r| r.keys().cloned().collect()).unwrap_or_default();
+            if let Ok(n) = tokio::task::spawn_blocking(move || retention::sweep(&dir, &running)).await {
                 if n > 0 {
                     tracing::info!(removed = n, "removed task directories past their retention time");
                 }
