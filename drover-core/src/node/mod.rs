@@ -153,7 +153,7 @@ pub(crate) struct NodeContext {
 async fn create_account_dir(root: &Path, users: &users::Users) -> std::io::Result<()> {
     let jobs = root.join("jobs");
     tokio::fs::create_dir_all(&jobs).await?;
-    if matches!(users, users::Users::Switch) {
+    if matches!(users, users::Users::Switch(_)) {
         use std::os::unix::fs::PermissionsExt;
         for dir in [root, jobs.as_path()] {
             tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).await?;
@@ -367,6 +367,7 @@ pub async fn run(
     outboxes.abort();
     // Nothing a command of this node started outlives it (a start task's background services).
     ctx.cgroups.close();
+    ctx.users.close();
     if let Err(e) = ctx.store.leave_pool(&ctx.options.pool_id, &ctx.options.node_id).await {
         tracing::warn!(error = %e, "could not record that the node left the pool");
     }

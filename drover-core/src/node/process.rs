@@ -38,6 +38,20 @@ pub(super) struct ProcessSpec<'a> {
 /// particular) stays out of the task's environment.
 const PASS_THROUGH: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR"];
 
+/// The program a command names, as its own exec would find it: a path as it is, a bare name on
+/// the PATH the command gets. Not found is an error (the command could not be started).
+fn resolve(program: &Path, env: &[(String, String)]) -> std::io::Result<PathBuf> {
+    if program.components().count() > 1 || program.is_absolute() {
+        return Ok(program.to_path_buf());
+    }
+    let own = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| std::ffi::OsString::from(v));
+    let path = own.or_else(|| std::env::var_os("PATH")).unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"))
+}
+
 /// Runs the process to its end, its limit, or `stop`, and says whether its cgroup ended all it
 /// started (false without cgroups, or when its background may stay). An error means it could not
 /// be started.
@@ -49,7 +63,10 @@ pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std:
     } else {
         PathBuf::from(program)
     };
-    let mut cmd = tokio::process::Command::new(program);
+    // A path, so that std spawns with posix_spawn (vfork) when the command keeps the worker's
+    // user (a bare name with PATH set in its environment makes std fork, copying the worker's
+    // page tables). As another user std forks anyway: it has to switch users in the child.
+    let mut cmd = tokio::process::Command::new(resolve(&program, spec.env)?);
     cmd.args(&spec.argv[1..])
         .current_dir(spec.cwd)
         .env_clear()

@@ -3,7 +3,9 @@
 //! as a uid no other running command has, a pool's userAccount as its configured uid (or one
 //! kept for its name). The uids are allocated from 200000 up by files under /run/drover/uids,
 //! shared by every worker of the host; a task-scope uid is given back, with every process left
-//! under it killed, when its command ends.
+//! under it killed, when its command ends: to the worker's own free list, which the next
+//! task-scope command takes it from (no file made and removed per task), and to the host when
+//! the worker leaves.
 
 use crate::model::identity::AutoUserScope;
 use crate::model::RunAs;
@@ -19,8 +21,9 @@ const DIR: &str = "/run/drover/uids";
 /// How this worker runs non-admin commands.
 #[derive(Debug, Clone)]
 pub enum Users {
-    /// As task users (the worker runs as root).
-    Switch,
+    /// As task users (the worker runs as root), with the task-scope uids this worker holds
+    /// free (each with its allocation file).
+    Switch(std::sync::Arc<std::sync::Mutex<Vec<(u32, PathBuf)>>>),
     /// As the worker's own user, every one of them: asked for with `--tasks-as-worker-user`.
     AsWorker,
 }
@@ -49,7 +52,7 @@ impl Users {
             )));
         }
         std::fs::create_dir_all(Path::new(DIR).join("by-key")).map_err(|e| Error::io(format!("create {DIR}"), e))?;
-        Ok(Users::Switch)
+        Ok(Users::Switch(Default::default()))
     }
 
     /// The user a command of `account`'s `pool` that runs as `run_as` gets (None: the worker's).
@@ -61,7 +64,10 @@ impl Users {
             RunAs::Worker => return Ok(None),
             RunAs::AutoUser(AutoUserScope::Pool) => keyed(&format!("pool:{account}:{pool}"))?,
             RunAs::AutoUser(AutoUserScope::Task) => {
-                let (uid, lease) = claim(&format!("task:{account}:{pool}"))?;
+                let (uid, lease) = match self.take_free() {
+                    Some(free) => free,
+                    None => claim(&format!("task:{account}:{pool}"))?,
+                };
                 TaskUser { uid, gid: uid, lease: Some(lease) }
             }
             RunAs::Account { uid: Some(uid), gid, .. } => TaskUser { uid: *uid, gid: gid.unwrap_or(*uid), lease: None },
@@ -86,7 +92,27 @@ impl Users {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot hand a task directory back to the worker");
             return; // the uid stays taken rather than reach this directory
         }
-        let _ = std::fs::remove_file(lease);
+        match self {
+            Users::Switch(free) if free.lock().map(|mut f| f.push((user.uid, lease.clone()))).is_ok() => {}
+            _ => {
+                let _ = std::fs::remove_file(lease);
+            }
+        }
+    }
+
+    /// A task-scope uid this worker holds free.
+    fn take_free(&self) -> Option<(u32, PathBuf)> {
+        match self {
+            Users::Switch(free) => free.lock().ok()?.pop(),
+            Users::AsWorker => None,
+        }
+    }
+
+    /// Gives the task-scope uids this worker holds back to the host (it is leaving).
+    pub(crate) fn close(&self) {
+        while let Some((_, lease)) = self.take_free() {
+            let _ = std::fs::remove_file(lease);
+        }
     }
 }
 
