@@ -1,0 +1,292 @@
+//! The results: an aligned table, then one JSON line `{"bench": {...}}` with every figure, the
+//! parameters and the date.
+
+use crate::bare::Bare;
+use crate::phases::{quantile, Dispatch, EndToEnd, Submit};
+use crate::scrape::Scrape;
+use crate::staging::{StagingResult, Transfer};
+use serde_json::{json, Map, Value};
+
+/// Every phase's figures; a phase that did not run is `None`.
+#[derive(Default)]
+pub(crate) struct Report {
+    pub(crate) submit: Option<Submit>,
+    pub(crate) bare: Option<Bare>,
+    pub(crate) e2e: Option<EndToEnd>,
+    pub(crate) dispatch: Option<Dispatch>,
+    pub(crate) staging: Option<StagingResult>,
+    pub(crate) scrape: Option<Scrape>,
+}
+
+/// `x` rounded to `digits` decimals.
+fn round(x: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
+}
+
+/// A whole number with thousands separators: 34,000.
+fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < 0.0 && digits != "0" {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// MB (10^6 bytes) per second.
+fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / 1e6 / seconds
+}
+
+/// The median of sorted values.
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Rows of the table: phase, what, value, unit.
+struct Table(Vec<[String; 4]>);
+
+impl Table {
+    fn row(&mut self, phase: &str, what: impl Into<String>, value: impl Into<String>, unit: &str) {
+        self.0.push([phase.into(), what.into(), value.into(), unit.into()]);
+    }
+
+    fn print(&self) {
+        let header = ["phase", "measurement", "value", "unit"].map(String::from);
+        let width = |i: usize| self.0.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0);
+        let (w0, w1, w2) = (width(0), width(1), width(2));
+        let line = |r: &[String; 4]| println!("{:<w0$}  {:<w1$}  {:>w2$}  {}", r[0], r[1], r[2], r[3]);
+        line(&header);
+        line(&["-".repeat(w0), "-".repeat(w1), "-".repeat(w2), "-".repeat(width(3))]);
+        for r in &self.0 {
+            line(r);
+        }
+    }
+}
+
+impl Report {
+    /// Prints the table and the JSON line to stdout.
+    pub(crate) fn print(&self, args: &crate::Args) {
+        let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut t = Table(Vec::new());
+        let mut all = Map::new();
+        all.insert("date".into(), json!(date));
+        all.insert(
+            "params".into(),
+            json!({
+                "tasks": args.tasks,
+                "workers": args.workers,
+                "slots": args.slots,
+                "submit_tasks": args.submit_tasks,
+                "dispatch_samples": args.dispatch_samples,
+                "scrape_tasks": args.scrape_tasks,
+                "phases": args.phases(),
+                "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            }),
+        );
+
+        if let Some(s) = &self.submit {
+            let rate = s.tasks as f64 / s.seconds;
+            let mib = s.peak_rss_kib as f64 / 1024.0;
+            t.row(
+                "submit",
+                format!("submission rate ({} tasks, no worker)", thousands(s.tasks as f64)),
+                thousands(rate),
+                "tasks/s",
+            );
+            t.row("submit", format!("submitter peak RSS ({})", s.rss_method), format!("{mib:.1}"), "MiB");
+            t.row("submit", "Redis per queued task", thousands(s.redis_bytes_per_queued_task), "bytes");
+            all.insert(
+                "submit".into(),
+                json!({
+                    "tasks": s.tasks,
+                    "seconds": round(s.seconds, 3),
+                    "tasks_per_s": round(rate, 1),
+                    "peak_rss_kib": s.peak_rss_kib,
+                    "peak_rss_mib": round(mib, 1),
+                    "rss_method": s.rss_method,
+                    "redis_bytes_per_queued_task": round(s.redis_bytes_per_queued_task, 1),
+                }),
+            );
+        }
+
+        let bare_rate = self.bare.as_ref().map(|b| b.messages as f64 / b.seconds);
+        if let (Some(b), Some(rate)) = (&self.bare, bare_rate) {
+            t.row(
+                "bare",
+                format!(
+                    "rate ({} msgs, {} children, prefetch {})",
+                    thousands(b.messages as f64),
+                    b.children,
+                    b.prefetch
+                ),
+                thousands(rate),
+                "tasks/s",
+            );
+            all.insert(
+                "bare".into(),
+                json!({
+                    "messages": b.messages,
+                    "children": b.children,
+                    "prefetch": b.prefetch,
+                    "ack_every": b.ack_every,
+                    "acks_sent": b.acks_sent,
+                    "seconds": round(b.seconds, 3),
+                    "publish_seconds": round(b.publish_seconds, 3),
+                    "tasks_per_s": round(rate, 1),
+                }),
+            );
+        }
+
+        if let Some(e) = &self.e2e {
+            let rate = e.tasks as f64 / e.seconds;
+            let ratio = bare_rate.map(|b| rate / b);
+            t.row(
+                "e2e",
+                format!("rate ({} tasks, {} workers x {} slots)", thousands(e.tasks as f64), args.workers, args.slots),
+                thousands(rate),
+                "tasks/s",
+            );
+            t.row("e2e", "ratio to bare", ratio.map_or("-".into(), |r| format!("{r:.2}")), "");
+            t.row("e2e", "worker CPU per task", thousands(e.worker_cpu_us_per_task), "µs");
+            t.row("e2e", "Redis per completed task", thousands(e.redis_bytes_per_completed_task), "bytes");
+            t.row(
+                "e2e",
+                "one completed task record (MEMORY USAGE)",
+                e.record_bytes.map_or("-".into(), |b| thousands(b as f64)),
+                "bytes",
+            );
+            if e.failed > 0 {
+                t.row("e2e", "tasks failed", e.failed.to_string(), "tasks");
+            }
+            all.insert(
+                "e2e".into(),
+                json!({
+                    "tasks": e.tasks,
+                    "seconds": round(e.seconds, 3),
+                    "submit_seconds": round(e.submit_seconds, 3),
+                    "tasks_per_s": round(rate, 1),
+                    "ratio_to_bare": ratio.map(|r| round(r, 3)),
+                    "succeeded": e.succeeded,
+                    "failed": e.failed,
+                    "worker_cpu_us_per_task": round(e.worker_cpu_us_per_task, 1),
+                    "redis_bytes_per_completed_task": round(e.redis_bytes_per_completed_task, 1),
+                    "record_key": e.record_key,
+                    "record_bytes": e.record_bytes,
+                }),
+            );
+        }
+
+        if let Some(d) = &self.dispatch {
+            let l = &d.latencies_ms;
+            let (p50, p99, max) = (quantile(l, 0.5), quantile(l, 0.99), l.last().copied());
+            let mean = if l.is_empty() { None } else { Some(l.iter().sum::<i64>() as f64 / l.len() as f64) };
+            let show = |v: Option<i64>| v.map_or("-".into(), |v| v.to_string());
+            t.row("dispatch", format!("latency p50 ({} tasks)", l.len()), show(p50), "ms");
+            t.row("dispatch", "latency p99", show(p99), "ms");
+            all.insert(
+                "dispatch".into(),
+                json!({
+                    "samples": l.len(),
+                    "p50_ms": p50,
+                    "p99_ms": p99,
+                    "max_ms": max,
+                    "mean_ms": mean.map(|m| round(m, 2)),
+                }),
+            );
+        }
+
+        if let Some(s) = &self.staging {
+            let mut sets = Map::new();
+            for set in &s.sets {
+                let figures = |x: &Transfer| {
+                    json!({
+                        "upload_mb_per_s": round(mb_per_s(set.bytes, x.upload_seconds), 3),
+                        "download_mb_per_s": round(mb_per_s(set.bytes, x.download_seconds), 3),
+                        "upload_files_per_s": round(set.files as f64 / x.upload_seconds, 1),
+                        "download_files_per_s": round(set.files as f64 / x.download_seconds, 1),
+                    })
+                };
+                let up = set.raw.upload_seconds / set.drover.upload_seconds;
+                let down = set.raw.download_seconds / set.drover.download_seconds;
+                for (direction, drover, raw, ratio) in [
+                    ("upload", set.drover.upload_seconds, set.raw.upload_seconds, up),
+                    ("download", set.drover.download_seconds, set.raw.download_seconds, down),
+                ] {
+                    for (via, seconds) in [("drover", drover), ("aws-sdk-s3", raw)] {
+                        let unit = format!("MB/s, {} files/s", thousands(set.files as f64 / seconds));
+                        t.row(
+                            "staging",
+                            format!("{} x {} {direction}, {via}", set.label, set.files),
+                            format!("{:.2}", mb_per_s(set.bytes, seconds)),
+                            &unit,
+                        );
+                    }
+                    t.row(
+                        "staging",
+                        format!("{} x {} {direction}, drover/raw", set.label, set.files),
+                        format!("{ratio:.2}"),
+                        "",
+                    );
+                }
+                sets.insert(
+                    set.label.into(),
+                    json!({
+                        "files": set.files,
+                        "bytes": set.bytes,
+                        "drover": figures(&set.drover),
+                        "raw": figures(&set.raw),
+                        "ratio_drover_to_raw": { "upload": round(up, 3), "download": round(down, 3) },
+                    }),
+                );
+            }
+            all.insert("staging".into(), Value::Object(sets));
+        }
+
+        if let Some(s) = &self.scrape {
+            let med = median(&s.ms);
+            t.row(
+                "scrape",
+                format!("/metrics median of {} ({} tasks recorded)", s.ms.len(), thousands(s.tasks_recorded as f64)),
+                format!("{med:.1}"),
+                "ms",
+            );
+            if s.added > 0 {
+                t.row(
+                    "scrape",
+                    format!("adding {} tasks first", thousands(s.added as f64)),
+                    format!("{:.1}", s.add_seconds),
+                    "s",
+                );
+            }
+            all.insert(
+                "scrape".into(),
+                json!({
+                    "gets": s.ms.len(),
+                    "median_ms": round(med, 2),
+                    "min_ms": s.ms.first().map(|m| round(*m, 2)),
+                    "max_ms": s.ms.last().map(|m| round(*m, 2)),
+                    "tasks_recorded": s.tasks_recorded,
+                    "tasks_added": s.added,
+                    "add_seconds": round(s.add_seconds, 3),
+                    "body_bytes": s.body_bytes,
+                }),
+            );
+        }
+
+        println!("drover-bench {date}");
+        t.print();
+        println!("{}", json!({ "bench": all }));
+    }
+}
