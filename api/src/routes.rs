@@ -359,13 +359,13 @@ async fn schedule_state(
 }
 
 async fn terminate_task(Extension(app): Shared, Path((job, task)): Path<(String, String)>) -> Reply {
-    actions::terminate_task(&app.config, &app.store, &job, &task, std::time::Duration::from_secs(30)).await?;
+    actions::terminate_task(&app.publisher, &app.store, &job, &task, std::time::Duration::from_secs(30)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn delete_task(Extension(app): Shared, headers: HeaderMap, Path((job, task)): Path<(String, String)>) -> Reply {
     odata::write_conditions(&headers, task_entity(&app, &headers, &job, &task)).await?;
-    actions::delete_task(&app.config, &app.store, &job, &task, std::time::Duration::from_secs(30)).await?;
+    actions::delete_task(&app.publisher, &app.store, &job, &task, std::time::Duration::from_secs(30)).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -375,7 +375,7 @@ async fn reactivate_task(
     Path((job, task)): Path<(String, String)>,
 ) -> Reply {
     odata::write_conditions(&headers, task_entity(&app, &headers, &job, &task)).await?;
-    actions::reactivate_task(&app.config, &app.store, &job, &task).await?;
+    actions::reactivate_task(&app.publisher, &app.store, &job, &task).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -529,7 +529,7 @@ async fn disable_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path
 
 async fn enable_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
     odata::write_conditions(&headers, job_entity(&app, &headers, &job)).await?;
-    actions::enable_job(&app.config, &app.store, &job).await?;
+    actions::enable_job(&app.publisher, &app.store, &job).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 

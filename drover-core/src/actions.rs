@@ -83,7 +83,7 @@ pub async fn task_file(
 /// blocked as its exit conditions say); a running one is killed by its node, which this waits
 /// for up to `wait`. False if the node has not killed it by then (it will when it next checks).
 pub async fn terminate_task(
-    config: &Config,
+    publisher: &Publisher,
     store: &StatusStore,
     job: &str,
     task: &str,
@@ -96,7 +96,7 @@ pub async fn terminate_task(
             Err(Error::State(format!("task {task:?} of job {job:?} has already completed")))
         }
         crate::status::Termination::Terminated(outbox) => {
-            publish(config, store, job, &outbox).await?;
+            publish(publisher, store, job, &outbox).await?;
             Ok(true)
         }
         crate::status::Termination::Killing(_) => {
@@ -188,29 +188,25 @@ pub async fn remove_nodes(
     Ok(())
 }
 
-/// Publishes what a transition of `job` put in its outbox (nothing when it is empty), on a
-/// connection of its own, then clears the outbox.
-async fn publish(config: &Config, store: &StatusStore, job: &str, outbox: &crate::status::Outbox) -> Result<()> {
+/// Publishes what a transition of `job` put in its outbox (nothing when it is empty), then
+/// clears the outbox.
+async fn publish(publisher: &Publisher, store: &StatusStore, job: &str, outbox: &crate::status::Outbox) -> Result<()> {
     if outbox.is_empty() {
         return Ok(());
     }
-    let pool = store.job_pool(job).await?;
-    let publisher = Publisher::connect(&config.broker(), Topology::new(&config.account)).await?;
-    let published = publisher.publish_outbox(store, &pool, outbox).await;
-    publisher.close().await;
-    published
+    publisher.publish_outbox(store, &store.job_pool(job).await?, outbox).await
 }
 
 /// Enables a disabled job and publishes the tasks that waited for it.
-pub async fn enable_job(config: &Config, store: &StatusStore, job: &str) -> Result<()> {
+pub async fn enable_job(publisher: &Publisher, store: &StatusStore, job: &str) -> Result<()> {
     let tag = format!("enable-{}-{}", std::process::id(), crate::model::now_ms());
     let outbox = store.enable_job(job, &tag).await?;
-    publish(config, store, job, &outbox).await
+    publish(publisher, store, job, &outbox).await
 }
 
 /// Deletes a task; one that runs is terminated first (waiting up to `wait` for its node).
 pub async fn delete_task(
-    config: &Config,
+    publisher: &Publisher,
     store: &StatusStore,
     job: &str,
     task: &str,
@@ -218,18 +214,18 @@ pub async fn delete_task(
 ) -> Result<()> {
     let state = store.task_record(job, task).await?.state;
     if matches!(state, crate::model::TaskState::Preparing | crate::model::TaskState::Running)
-        && !terminate_task(config, store, job, task, wait).await?
+        && !terminate_task(publisher, store, job, task, wait).await?
     {
         return Err(Error::State(format!("task {task:?} of job {job:?} is still being terminated; try again")));
     }
     let outbox = store.delete_task(job, task).await?;
-    publish(config, store, job, &outbox).await
+    publish(publisher, store, job, &outbox).await
 }
 
 /// Makes a failed task active again and publishes its message.
-pub async fn reactivate_task(config: &Config, store: &StatusStore, job: &str, task: &str) -> Result<()> {
+pub async fn reactivate_task(publisher: &Publisher, store: &StatusStore, job: &str, task: &str) -> Result<()> {
     let outbox = store.reactivate_task(job, task).await?;
-    publish(config, store, job, &outbox).await
+    publish(publisher, store, job, &outbox).await
 }
 
 /// Evaluates an autoscale formula (`formula`, else the pool's) against the pool's recent

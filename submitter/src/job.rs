@@ -149,7 +149,8 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
             output::one(format, &store.get_job(&job_id).await?)
         }
         JobCommand::Enable(JobId { job_id }) => {
-            drover_core::actions::enable_job(config, &store, &job_id).await?;
+            let publisher = Publisher::new(&config.broker(), "drover", Topology::new(&config.account));
+            drover_core::actions::enable_job(&publisher, &store, &job_id).await?;
             output::one(format, &store.get_job(&job_id).await?)
         }
         JobCommand::Requeue(JobId { job_id }) => {

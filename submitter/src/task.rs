@@ -172,17 +172,18 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
         }
         TaskCommand::Terminate(TaskId { job_id, task_id }) => {
             let wait = Duration::from_secs(30);
-            if !drover_core::actions::terminate_task(config, &store, &job_id, &task_id, wait).await? {
+            if !drover_core::actions::terminate_task(&publisher(config), &store, &job_id, &task_id, wait).await? {
                 anyhow::bail!("task {task_id:?}: its node has not killed it within 30 s; it will when it next checks");
             }
             output::one(format, &store.get_task(&job_id, &task_id).await?)
         }
         TaskCommand::Delete(TaskId { job_id, task_id }) => {
-            drover_core::actions::delete_task(config, &store, &job_id, &task_id, Duration::from_secs(30)).await?;
+            drover_core::actions::delete_task(&publisher(config), &store, &job_id, &task_id, Duration::from_secs(30))
+                .await?;
             output::one(format, &serde_json::json!({"jobId": job_id, "taskId": task_id, "deleted": true}))
         }
         TaskCommand::Reactivate(TaskId { job_id, task_id }) => {
-            drover_core::actions::reactivate_task(config, &store, &job_id, &task_id).await?;
+            drover_core::actions::reactivate_task(&publisher(config), &store, &job_id, &task_id).await?;
             output::one(format, &store.get_task(&job_id, &task_id).await?)
         }
         TaskCommand::File(FileCommand::Download { task: TaskId { job_id, task_id }, file_path, destination }) => {
@@ -200,4 +201,10 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
             Ok(())
         }
     }
+}
+
+/// A publisher for what a command's transition makes runnable: it connects only if there is
+/// something to publish.
+fn publisher(config: &Config) -> Publisher {
+    Publisher::new(&config.broker(), "drover", Topology::new(&config.account))
 }

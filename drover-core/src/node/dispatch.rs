@@ -96,9 +96,10 @@ async fn consume_bands(
     Ok((futures_util::stream::select_all(consumers), tags))
 }
 
-/// What a node whose scheduling was just disabled does to the tasks it runs: kills them to hand
-/// them back (`requeue`), kills them (`terminate`), or lets them finish.
-fn stop_running(ctx: &NodeContext, option: TasksOption) {
+/// What a node that stops taking tasks (its scheduling disabled, an order to leave) does to the
+/// tasks it runs: kills them to hand them back (`requeue`), kills them (`terminate`), or lets
+/// them finish.
+pub(super) fn stop_running(ctx: &NodeContext, option: TasksOption) {
     if option == TasksOption::TaskCompletion {
         return;
     }

@@ -404,9 +404,7 @@ async fn carry_out_order(ctx: Arc<NodeContext>, shutdown: CancellationToken) -> 
     }
     shutdown.cancel();
     if order.option() == TasksOption::Terminate {
-        if let Ok(running) = ctx.running.lock() {
-            running.values().for_each(CancellationToken::cancel);
-        }
+        dispatch::stop_running(&ctx, TasksOption::Terminate);
     }
     Some(order)
 }
