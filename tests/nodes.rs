@@ -508,3 +508,112 @@ async fn a_rebooted_node_comes_back_under_its_id_and_a_removed_one_goes_for_good
     let refused = acct.drover(&["node", "reboot", "--pool-id", "p", "--node-id", "manual"]);
     assert!(refused.code == 1 && refused.stderr.contains("started by hand"), "{refused:?}");
 }
+
+/// Downloads a file with `args` (`task file download ...` or `node file download ...`): its
+/// content, or the command's error.
+fn download(acct: &TestAccount, args: &[&str]) -> Result<String, String> {
+    let dest = acct.work_dir.join("downloaded");
+    let _ = std::fs::remove_file(&dest);
+    let run = acct.drover(&[args, &["--destination", dest.to_str().unwrap()]].concat());
+    match run.code {
+        0 => Ok(std::fs::read_to_string(&dest).unwrap()),
+        _ => Err(run.stderr),
+    }
+}
+
+fn names(listing: &Value) -> Vec<String> {
+    listing.as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string()).collect()
+}
+
+/// The status line of a raw request to a node's file service.
+fn raw_status(url: &str, request: &str) -> String {
+    use std::io::Read;
+    let authority = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nodes_files_are_served_by_the_node_itself_to_another_host() {
+    let mut acct = TestAccount::new("nodefiles").await;
+    let (amqp, redis) = (acct.config.amqp_url[0].clone(), acct.config.redis_url.clone());
+    let s3 = acct.config.s3_endpoint.clone().unwrap();
+    let host = drover_tests::Host::start(0, &[amqp.as_str(), redis.as_str(), s3.as_str()]).await;
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    // The task writes, leaves links that lead out of its directory, and waits until its `hold`
+    // file is deleted through drover.
+    let script = "echo started; echo data > out.txt; mkdir sub; echo deep > sub/deep.txt; \
+                  ln -s /etc/passwd escape; ln -s ../../other sibling; touch hold; \
+                  while [ -e hold ]; do sleep 0.1; done; echo done";
+    let cmd = format!("/bin/sh -c '{script}'");
+    acct.ok(&["task", "create", "--job-id", "j", "--task-id", "t", "--command-line", &cmd]);
+    let direct = acct.config.clone();
+    acct.config.amqp_url = vec![host.url(&amqp)];
+    acct.config.redis_url = host.url(&redis);
+    acct.config.s3_endpoint = Some(host.url(&s3));
+    acct.start_worker_in(&host.exec(), "p", "node-a", &[]);
+    acct.config = direct;
+
+    // The node serves its files at the address it reaches Redis from: its own host's.
+    let store = acct.store().await;
+    eventually(Duration::from_secs(30), "node-a serves its files", || async {
+        store.node_file_service("p", "node-a").await.ok().flatten().is_some()
+    })
+    .await;
+    let url = store.node_file_service("p", "node-a").await.unwrap().unwrap().url;
+    assert!(url.starts_with("http://10.231."), "{url}");
+
+    let stdout = ["task", "file", "download", "--job-id", "j", "--task-id", "t", "--file-path", "stdout.txt"];
+    eventually(Duration::from_secs(30), "the running task's output so far", || async {
+        download(&acct, &stdout).as_deref() == Ok("started\n")
+    })
+    .await;
+    let listing = acct.ok(&["task", "file", "list", "--job-id", "j", "--task-id", "t", "--recursive"]).json();
+    let listed = names(&listing);
+    for name in ["stdout.txt", "stderr.txt", "wd", "wd/out.txt", "wd/sub", "wd/sub/deep.txt", "wd/escape", "wd/hold"] {
+        assert!(listed.contains(&name.to_string()), "{name} in {listed:?}");
+    }
+    let escape = listing.as_array().unwrap().iter().find(|f| f["name"] == "wd/escape").unwrap();
+    assert_eq!(escape["isDirectory"], false, "a link is listed, never followed: {escape}");
+    let file = |path: &str| {
+        download(&acct, &["task", "file", "download", "--job-id", "j", "--task-id", "t", "--file-path", path])
+    };
+    assert_eq!(file("wd/sub/deep.txt").as_deref(), Ok("deep\n"));
+    for (path, why) in [
+        ("wd/escape", "leads outside"),
+        ("wd/sibling/x", "leads outside"),
+        ("../t/wd/out.txt", "without '.' or '..'"),
+        ("wd/missing.txt", "does not exist"),
+    ] {
+        let err = file(path).unwrap_err();
+        assert!(err.contains(why) && err.lines().count() == 1, "{path}: {err}");
+    }
+    let top = acct.ok(&["node", "file", "list", "--pool-id", "p", "--node-id", "node-a", "--recursive"]).json();
+    assert!(names(&top).contains(&"jobs/j/t/wd/out.txt".to_string()), "{top}");
+    let node_file = ["node", "file", "download", "--pool-id", "p", "--node-id", "node-a", "--file-path"];
+    assert_eq!(download(&acct, &[&node_file[..], &["jobs/j/t/wd/out.txt"]].concat()).as_deref(), Ok("data\n"));
+
+    // Only a request signed with the node's key (kept in Redis) is served.
+    let unsigned = "GET /v1/list/?root= HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    assert!(raw_status(&url, unsigned).contains(" 403 "), "{}", raw_status(&url, unsigned));
+    let forged = "GET /v1/list/?root= HTTP/1.1\r\nhost: x\r\nx-drover-signature: 99999999999999.AAAA\r\nconnection: close\r\n\r\n";
+    assert!(raw_status(&url, forged).contains(" 403 "), "{}", raw_status(&url, forged));
+
+    // Deleting its `hold` file lets the task finish; its output is then the copy kept in storage.
+    acct.ok(&["task", "file", "delete", "--job-id", "j", "--task-id", "t", "--file-path", "wd/hold"]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    assert_eq!(download(&acct, &stdout).as_deref(), Ok("started\ndone\n"));
+    let gone = acct.drover(&["task", "file", "delete", "--job-id", "j", "--task-id", "t", "--file-path", "wd/hold"]);
+    assert!(gone.code != 0 && gone.stderr.contains("does not exist"), "{gone:?}");
+    acct.ok(&["task", "file", "delete", "--job-id", "j", "--task-id", "t", "--file-path", "wd/sub", "--recursive"]);
+    let after = names(&acct.ok(&["task", "file", "list", "--job-id", "j", "--task-id", "t", "--recursive"]).json());
+    assert!(after.contains(&"wd/out.txt".to_string()) && !after.iter().any(|n| n.starts_with("wd/sub")), "{after:?}");
+    assert!(std::fs::read_to_string("/etc/passwd").unwrap().contains("root:"), "what a link pointed at is untouched");
+    drop(host);
+    drop(acct);
+}

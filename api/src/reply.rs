@@ -67,6 +67,7 @@ impl From<Error> for ApiError {
             ("job schedule", true) => "JobScheduleNotFound",
             ("job schedule", false) => "JobScheduleExists",
             ("node", true) => "NodeNotFound",
+            ("file", true) => "FileNotFound",
             (_, true) => "NotFound",
             (_, false) => "Conflict",
         };

@@ -13,8 +13,10 @@ use axum::Router;
 use drover_core::model::job::DisableTasks;
 use drover_core::model::node::{NodeOrder, TasksOption};
 use drover_core::model::schedule::JobScheduleAddParameter;
-use drover_core::model::{lenient, JobAddParameter, PoolAddParameter, TaskAddParameter};
+use drover_core::model::{lenient, rfc3339, JobAddParameter, PoolAddParameter, TaskAddParameter};
+use drover_core::node_files::FileRead;
 use drover_core::queue::Publisher;
+use drover_core::staging::beneath::Entry;
 use drover_core::staging::Staging;
 use drover_core::status::StatusStore;
 use drover_core::{actions, Config};
@@ -74,6 +76,8 @@ pub(crate) fn router() -> Router {
         .route("/jobs/{job}/enable", post(enable_job))
         .route("/jobs/{job}/tasks/{task}/subtasksinfo", get(list_subtasks))
         .route("/jobs/{job}/tasks/{task}/files", get(list_task_files))
+        .route("/pools/{pool}/nodes/{node}/files", get(list_node_files))
+        .route("/pools/{pool}/nodes/{node}/files/{*path}", get(node_file).head(node_file).delete(node_file))
         .route("/jobs/{job}/jobpreparationandreleasetaskstatus", get(prep_release_status))
         .route("/applications", get(list_applications))
         .route("/applications/{application}", get(get_application))
@@ -84,7 +88,7 @@ pub(crate) fn router() -> Router {
         .route("/jobs/{job}/tasks", post(add_task).get(list_tasks))
         .route("/jobs/{job}/addtaskcollection", post(add_task_collection))
         .route("/jobs/{job}/tasks/{task}", get(get_task).put(update_task).delete(delete_task))
-        .route("/jobs/{job}/tasks/{task}/files/{*path}", get(task_file).head(task_file))
+        .route("/jobs/{job}/tasks/{task}/files/{*path}", get(task_file).head(task_file).delete(task_file))
         .fallback(not_served)
         .method_not_allowed_fallback(not_served)
 }
@@ -412,27 +416,44 @@ async fn list_subtasks(Extension(app): Shared, headers: HeaderMap, Path((job, ta
     Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
 }
 
-/// A task's files that drover keeps: stdout.txt and stderr.txt once it has run.
+/// A task's files: its directory on its node while the node keeps it, else its kept stdout.txt
+/// and stderr.txt.
 async fn list_task_files(
     Extension(app): Shared,
     headers: HeaderMap,
     Path((job, task)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Reply {
-    let record = app.store.get_task(&job, &task).await?;
-    let base = base(&app, &headers);
-    let files: Vec<Value> = if record.execution_info.is_some() {
-        ["stdout.txt", "stderr.txt"]
-            .iter()
-            .map(|name| {
-                json!({"name": name, "url": format!("{base}/jobs/{job}/tasks/{task}/files/{name}"), "isDirectory": false,
-                       "properties": {"creationTime": record.creation_time, "contentType": "application/octet-stream"}})
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let body = json!({"odata.metadata": format!("{base}/$metadata#files"), "value": files});
-    Ok(json_response(StatusCode::OK, HeaderMap::new(), body))
+    let recursive = q.get("recursive").is_some_and(|r| r == "true");
+    let entries = actions::list_task_files(&app.staging, &app.store, &job, &task, recursive).await?;
+    let path = format!("/jobs/{}/tasks/{}/files", encode(&job), encode(&task));
+    files_page(&app, &headers, &path, &q, entries)
+}
+
+/// A node's files (its part of the work directory: its tasks' directories, its start task's).
+async fn list_node_files(
+    Extension(app): Shared,
+    headers: HeaderMap,
+    Path((pool, node)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
+    let recursive = q.get("recursive").is_some_and(|r| r == "true");
+    let entries = actions::node_files(&app.store, &pool, &node).await?.list("", recursive).await?;
+    let path = format!("/pools/{}/nodes/{}/files", encode(&pool), encode(&node));
+    files_page(&app, &headers, &path, &q, entries)
+}
+
+/// A page of files as Azure lists them (NodeFile), each with its URL under `path`.
+fn files_page(app: &App, headers: &HeaderMap, path: &str, q: &HashMap<String, String>, entries: Vec<Entry>) -> Reply {
+    let base = base(app, headers);
+    let items = entries
+        .into_iter()
+        .map(|e| {
+            let url = format!("{base}{path}/{}", e.name.split('/').map(encode).collect::<Vec<_>>().join("/"));
+            (e.name.clone(), e.to_azure(Some(url)))
+        })
+        .collect();
+    page(app, headers, "files", path, q, items)
 }
 
 async fn prep_release_status(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
@@ -699,84 +720,88 @@ async fn update_task(
     Ok(StatusCode::OK.into_response())
 }
 
-/// A task's stdout.txt or stderr.txt; HEAD gives its properties.
+/// A task's file (GET, HEAD for its properties, DELETE).
 async fn task_file(
     Extension(app): Shared,
     method: Method,
     headers: HeaderMap,
     Path((job, task, path)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Reply {
-    let (length, body) = match actions::task_file(&app.staging, &app.store, &job, &task, &path).await {
-        Err(drover_core::Error::NotFound { kind: "file", .. }) | Err(drover_core::Error::State(_)) => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "FileNotFound",
-                format!("task {task:?} has no file {path:?}"),
-            ));
+    if method == Method::DELETE {
+        let recursive = q.get("recursive").is_some_and(|r| r == "true");
+        actions::delete_task_file(&app.staging, &app.store, &job, &task, &path, recursive).await?;
+        return Ok(StatusCode::OK.into_response());
+    }
+    let read = actions::task_file(&app.staging, &app.store, &job, &task, &path, range(&headers)).await;
+    let url = format!("{}/jobs/{}/tasks/{}/files/{path}", base(&app, &headers), encode(&job), encode(&task));
+    file_response(method, read, url)
+}
+
+/// A node's file (GET, HEAD for its properties, DELETE).
+async fn node_file(
+    Extension(app): Shared,
+    method: Method,
+    headers: HeaderMap,
+    Path((pool, node, path)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
+    let files = actions::node_files(&app.store, &pool, &node).await?;
+    if method == Method::DELETE {
+        files.remove(&path, q.get("recursive").is_some_and(|r| r == "true")).await?;
+        return Ok(StatusCode::OK.into_response());
+    }
+    let read = if method == Method::HEAD {
+        // A directory has properties too.
+        match files.stat(&path).await? {
+            dir @ Entry { is_directory: true, .. } => {
+                Ok(FileRead { entry: dir, start: 0, length: 0, body: Box::new(tokio::io::empty()) })
+            }
+            _ => files.read(&path, None).await,
+        }
+    } else {
+        files.read(&path, range(&headers)).await
+    };
+    let url = format!("{}/pools/{}/nodes/{}/files/{path}", base(&app, &headers), encode(&pool), encode(&node));
+    file_response(method, read, url)
+}
+
+/// The range a read asks for: `ocp-range` (Azure's), or `Range`.
+fn range(headers: &HeaderMap) -> Option<&str> {
+    headers.get("ocp-range").or_else(|| headers.get("range")).and_then(|v| v.to_str().ok())
+}
+
+/// A file read as Azure answers it: its properties in headers, its content unless HEAD (a
+/// ranged read answers 200 too).
+fn file_response(method: Method, read: drover_core::Result<FileRead>, url: String) -> Reply {
+    let read = match read {
+        Err(drover_core::Error::Invalid(why)) if why.starts_with("range ") => {
+            return Err(ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", why));
         }
         other => other?,
     };
-    let (length, body) = ranged(&headers, length, body).await?;
-    let record = app.store.get_task(&job, &task).await?;
-    let created =
-        record.execution_info.as_ref().and_then(|e| e.start_time.clone()).unwrap_or(record.creation_time.clone());
     let mut out = HeaderMap::new();
-    let url = format!("{}/jobs/{job}/tasks/{task}/files/{path}", base(&app, &headers));
     for (name, value) in [
         ("content-type", "application/octet-stream".to_string()),
-        ("content-length", length.to_string()),
-        ("ocp-batch-file-isdirectory", "false".into()),
+        ("content-length", read.length.to_string()),
+        ("ocp-batch-file-isdirectory", read.entry.is_directory.to_string()),
         ("ocp-batch-file-url", url),
-        ("ocp-batch-file-mode", "0100644".into()),
+        ("ocp-batch-file-mode", read.entry.mode.clone()),
     ] {
         if let Ok(v) = HeaderValue::from_str(&value) {
             out.insert(name, v);
         }
     }
-    for name in ["ocp-creation-time", "last-modified"] {
-        if let Some(v) = reply::http_date(&created) {
+    for (name, ms) in [("ocp-creation-time", read.entry.changed_ms), ("last-modified", read.entry.modified_ms)] {
+        if let Some(v) = reply::http_date(&rfc3339(ms)) {
             out.insert(name, v);
         }
     }
     if method == Method::HEAD {
         return Ok((StatusCode::OK, out).into_response());
     }
-    let stream = tokio_util::io::ReaderStream::new(body);
+    let stream = tokio_util::io::ReaderStream::new(read.body);
     Ok((StatusCode::OK, out, Body::from_stream(stream)).into_response())
-}
-
-/// The part of a file that `ocp-range` (or `Range`) asks for, `bytes=START-[END]`: its length
-/// and its content (Azure answers such a read with 200).
-async fn ranged(
-    headers: &HeaderMap,
-    length: u64,
-    mut body: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-) -> Result<(u64, Box<dyn tokio::io::AsyncRead + Send + Unpin>), ApiError> {
-    use tokio::io::AsyncReadExt;
-    let Some(range) = headers.get("ocp-range").or_else(|| headers.get("range")).and_then(|v| v.to_str().ok()) else {
-        return Ok((length, body));
-    };
-    let bad = || {
-        ApiError::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "InvalidRange",
-            format!("range {range:?}: expected bytes=START-[END] within {length} bytes"),
-        )
-    };
-    let (start, end) = range.strip_prefix("bytes=").and_then(|r| r.split_once('-')).ok_or_else(bad)?;
-    let start: u64 = start.trim().parse().map_err(|_| bad())?;
-    let end: u64 = match end.trim() {
-        "" => length.saturating_sub(1),
-        e => e.parse::<u64>().map_err(|_| bad())?.min(length.saturating_sub(1)),
-    };
-    if start > end || start >= length {
-        return Err(bad());
-    }
-    tokio::io::copy(&mut (&mut body).take(start), &mut tokio::io::sink())
-        .await
-        .map_err(|e| ApiError::from(drover_core::Error::io("reading the file", e)))?;
-    let part = end - start + 1;
-    Ok((part, Box::new(body.take(part))))
 }
 
 /// One entity read: the conditional headers decide, then `$select` picks.

@@ -3,8 +3,10 @@
 //! task, a task's files, terminating a task, the due jobs of schedules), written once for every
 //! front end: the `drover` CLI, `drover-api`, and the job scheduler in `drover-monitor`.
 
-use crate::model::{JobAddParameter, PoolAddParameter, TaskAddParameter};
+use crate::model::{CloudTask, JobAddParameter, PoolAddParameter, TaskAddParameter, TaskState};
+use crate::node_files::{FileRead, NodeFiles};
 use crate::queue::{self, Publisher, Topology};
+use crate::staging::beneath::Entry;
 use crate::status::StatusStore;
 use crate::{Config, Error, Result};
 
@@ -36,46 +38,136 @@ pub async fn delete_pool(config: &Config, store: &StatusStore, pool: &str) -> Re
     store.delete_pool(pool).await
 }
 
-/// One of a task's kept files (`stdout.txt`, `stderr.txt`): its length and its content,
-/// streamed. While the task runs on a node whose directories are on this host, what it has
-/// written so far (opened beneath the task's directory, whatever the task put there); else the
-/// copy stored once its attempt ended. An empty file is not stored: it reads as empty.
+/// Whether `file` is one of the files every task keeps in storage once its attempt ends.
+fn kept(file: &str) -> bool {
+    matches!(file, "stdout.txt" | "stderr.txt")
+}
+
+/// A task as its files need it, and the file service of the node that ran it last while that
+/// node is alive and serves its files (its directory may be gone: its retention time passed).
+async fn task_node(store: &StatusStore, job: &str, task: &str) -> Result<(CloudTask, Option<NodeFiles>)> {
+    let shown = store.get_task(job, task).await?;
+    let Some(info) = shown.node_info.as_ref() else { return Ok((shown, None)) };
+    let files = match store.node_file_service(&info.pool_id, &info.node_id).await {
+        Ok(Some(service)) => Some(NodeFiles::task(&info.node_id, service, job, task)?),
+        Ok(None) | Err(Error::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    Ok((shown, files))
+}
+
+/// One of a task's files (`range`: `bytes=START-[END]` of it), streamed. `stdout.txt` and
+/// `stderr.txt` read, while the task runs, what it has written so far, from its node wherever
+/// that is, and once its attempt ended, the copies kept in storage (an empty one is not stored:
+/// it reads as empty). Other files are read from the task's directory on its node while the node
+/// keeps it.
 pub async fn task_file(
     staging: &crate::staging::Staging,
     store: &StatusStore,
     job: &str,
     task: &str,
     file: &str,
-) -> Result<(u64, Box<dyn tokio::io::AsyncRead + Send + Unpin>)> {
-    let record = store.task_record(job, task).await?;
-    if !matches!(file, "stdout.txt" | "stderr.txt") {
-        return Err(Error::NotFound { kind: "file", id: file.into() });
-    }
-    if record.attempt == 0 {
+    range: Option<&str>,
+) -> Result<FileRead> {
+    crate::node_files::check_path("file path", file)?;
+    let (shown, node) = task_node(store, job, task).await?;
+    if shown.execution_info.is_none() {
         return Err(Error::State(format!("task {task:?} has not run yet: it has no {file}")));
     }
-    if matches!(record.state, crate::model::TaskState::Running | crate::model::TaskState::Preparing) {
-        let root = store.get_task(job, task).await?.node_info.and_then(|n| n.task_root_directory);
-        if let Some(root) = root.map(std::path::PathBuf::from).filter(|r| r.is_dir()) {
-            let opened = tokio::task::spawn_blocking({
-                let file = file.to_string();
-                move || crate::staging::beneath::open_file(&root, std::path::Path::new(&file))
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("opening {file}: {e}")))?;
-            if let Ok(opened) = opened {
-                let length = opened.metadata().map(|m| m.len()).unwrap_or(0);
-                return Ok((length, Box::new(tokio::fs::File::from_std(opened))));
-            }
+    let running = matches!(shown.state, TaskState::Running | TaskState::Preparing);
+    if let Some(node) = node.as_ref().filter(|_| running || !kept(file)) {
+        match node.read(file, range).await {
+            Err(Error::NotFound { .. }) | Err(Error::State(_)) if kept(file) => {}
+            other => return other,
+        }
+    }
+    if !kept(file) {
+        return Err(Error::NotFound { kind: "file", id: file.into() });
+    }
+    let files = staging.task_files(job, task);
+    match staging.s3.open(&files.bucket, &format!("{}/{file}", files.key), range).await {
+        Err(Error::NotFound { .. }) if shown.state == TaskState::Completed && range.is_none() => {
+            let entry = Entry::stored(file, 0, 0);
+            Ok(FileRead { entry, start: 0, length: 0, body: Box::new(tokio::io::empty()) })
+        }
+        other => other,
+    }
+}
+
+/// A task's files: those in its directory on its node while the node keeps it (beneath `path`,
+/// every level with `recursive`), else the `stdout.txt` and `stderr.txt` kept in storage.
+pub async fn list_task_files(
+    staging: &crate::staging::Staging,
+    store: &StatusStore,
+    job: &str,
+    task: &str,
+    recursive: bool,
+) -> Result<Vec<Entry>> {
+    let (shown, node) = task_node(store, job, task).await?;
+    if shown.execution_info.is_none() {
+        return Ok(Vec::new());
+    }
+    if let Some(node) = &node {
+        match node.list("", recursive).await {
+            Err(Error::NotFound { .. }) | Err(Error::State(_)) => {}
+            other => return other,
         }
     }
     let files = staging.task_files(job, task);
-    match staging.s3.open(&files.bucket, &format!("{}/{file}", files.key)).await {
-        Ok((length, body)) => Ok((length, body)),
-        Err(Error::NotFound { .. }) if record.state == crate::model::TaskState::Completed => {
-            Ok((0, Box::new(tokio::io::empty())))
+    let stored = staging.s3.list(&files.bucket, &format!("{}/", files.key)).await?;
+    let modified_ms =
+        chrono::DateTime::parse_from_rfc3339(&shown.state_transition_time).map_or(0, |t| t.timestamp_millis());
+    Ok(stored
+        .into_iter()
+        .filter_map(|(key, size)| {
+            let name = key.rsplit('/').next().filter(|n| kept(n))?.to_string();
+            Some(Entry::stored(&name, u64::try_from(size).unwrap_or(0), modified_ms))
+        })
+        .collect())
+}
+
+/// Removes one of a task's files (a directory: only when empty, or with `recursive`) from its
+/// node, and for `stdout.txt` and `stderr.txt` the copy kept in storage.
+pub async fn delete_task_file(
+    staging: &crate::staging::Staging,
+    store: &StatusStore,
+    job: &str,
+    task: &str,
+    file: &str,
+    recursive: bool,
+) -> Result<()> {
+    crate::node_files::check_path("file path", file)?;
+    if file.is_empty() {
+        return Err(Error::invalid("file path: name a file beneath the task's directory"));
+    }
+    let (_, node) = task_node(store, job, task).await?;
+    let mut found = false;
+    if let Some(node) = &node {
+        match node.remove(file, recursive).await {
+            Ok(()) => found = true,
+            Err(Error::NotFound { .. }) => {}
+            Err(Error::State(_)) if kept(file) => {}
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
+    }
+    if kept(file) {
+        let files = staging.task_files(job, task);
+        found |= staging.s3.remove(&files.bucket, &format!("{}/{file}", files.key)).await?;
+    }
+    match found {
+        true => Ok(()),
+        false => Err(Error::NotFound { kind: "file", id: file.into() }),
+    }
+}
+
+/// The file service of the live node `node` of `pool` (Azure's node files: the node's part of
+/// the work directory: its tasks' directories and its start task's).
+pub async fn node_files(store: &StatusStore, pool: &str, node: &str) -> Result<NodeFiles> {
+    match store.node_file_service(pool, node).await? {
+        Some(service) => NodeFiles::node(node, service),
+        None => Err(Error::State(format!(
+            "node {node:?} does not serve its files (it is not running, or was started with --files-listen off)"
+        ))),
     }
 }
 

@@ -8,7 +8,8 @@
 //!   file (`status/lua/`) with a typed argument struct and reply.
 //! - [`queue`]: the RabbitMQ topology and the confirmed publisher of outboxes.
 //! - [`staging`]: moving files between storage (S3, HTTP) and a task's directory.
-//! - [`node`]: the node agent: consume a pool's queues, run tasks, record their outcome.
+//! - [`node`]: the node agent: consume a pool's queues, run tasks, record their outcome, serve
+//!   its files; [`node_files`]: the client of that file service, for the API and the CLI.
 //! - [`requeue`]: putting back what an operator decides should run again (a job's active
 //!   tasks, dead letters).
 //! - [`autoscale`]: the Azure Batch autoscale formula language and one evaluation.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod model;
 pub mod node;
+pub mod node_files;
 pub mod queue;
 pub mod requeue;
 pub mod retry;

@@ -61,6 +61,54 @@ pub(crate) enum NodeCommand {
         #[arg(long, value_name = "NODE")]
         node_id: String,
     },
+    /// A node's files: its part of the work directory (jobs/<job>/<task>/..., startup/...),
+    /// served by the node itself wherever it runs.
+    #[command(subcommand)]
+    File(NodeFileCommand),
+}
+
+/// One file of a node.
+#[derive(clap::Args)]
+pub(crate) struct NodeFile {
+    #[command(flatten)]
+    pool: PoolId,
+    /// The node's id.
+    #[arg(long, value_name = "NODE")]
+    node_id: String,
+    /// The file's path on the node, as listed.
+    #[arg(long, value_name = "FILE")]
+    file_path: String,
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum NodeFileCommand {
+    /// List a node's files.
+    List {
+        #[command(flatten)]
+        pool: PoolId,
+        /// The node's id.
+        #[arg(long, value_name = "NODE")]
+        node_id: String,
+        /// Every level, not only the top.
+        #[arg(long)]
+        recursive: bool,
+    },
+    /// Download one of a node's files.
+    Download {
+        #[command(flatten)]
+        file: NodeFile,
+        /// The local file to write (created or replaced).
+        #[arg(long, value_name = "PATH")]
+        destination: std::path::PathBuf,
+    },
+    /// Delete one of a node's files.
+    Delete {
+        #[command(flatten)]
+        file: NodeFile,
+        /// Delete a directory with everything in it.
+        #[arg(long)]
+        recursive: bool,
+    },
 }
 
 pub(crate) async fn run(config: &Config, format: Format, cmd: NodeCommand) -> anyhow::Result<()> {
@@ -90,6 +138,28 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: NodeCommand) -> an
         NodeCommand::EnableScheduling { pool: PoolId { pool_id }, node_id } => {
             store.set_node_scheduling(&pool_id, &node_id, None).await?;
             output::one(format, &store.get_node(&pool_id, &node_id).await?)
+        }
+        NodeCommand::File(NodeFileCommand::List { pool: PoolId { pool_id }, node_id, recursive }) => {
+            let files = drover_core::actions::node_files(&store, &pool_id, &node_id).await?;
+            let shown: Vec<_> = files.list("", recursive).await?.iter().map(|f| f.to_azure(None)).collect();
+            output::list(format, &shown, &crate::task::FILE_COLUMNS)
+        }
+        NodeCommand::File(NodeFileCommand::Download {
+            file: NodeFile { pool: PoolId { pool_id }, node_id, file_path },
+            destination,
+        }) => {
+            let files = drover_core::actions::node_files(&store, &pool_id, &node_id).await?;
+            let read =
+                files.read(&file_path, None).await.map_err(|e| anyhow::anyhow!("--file-path {file_path:?}: {e}"))?;
+            crate::task::save(read, &destination).await
+        }
+        NodeCommand::File(NodeFileCommand::Delete {
+            file: NodeFile { pool: PoolId { pool_id }, node_id, file_path },
+            recursive,
+        }) => {
+            let files = drover_core::actions::node_files(&store, &pool_id, &node_id).await?;
+            files.remove(&file_path, recursive).await.map_err(|e| anyhow::anyhow!("--file-path {file_path:?}: {e}"))?;
+            output::one(format, &serde_json::json!({"poolId": pool_id, "nodeId": node_id, "deleted": file_path}))
         }
     }
 }

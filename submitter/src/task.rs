@@ -69,19 +69,45 @@ pub(crate) enum TaskCommand {
 
 #[derive(clap::Subcommand)]
 pub(crate) enum FileCommand {
-    /// Download one of a task's files (stdout.txt, stderr.txt).
+    /// Download one of a task's files: stdout.txt and stderr.txt (what it has written so far
+    /// while it runs, the copy kept in storage once it ended), or any file of its directory
+    /// (wd/...) while its node keeps it.
     #[command(after_long_help = DOWNLOAD_EXAMPLES)]
     Download {
         #[command(flatten)]
         task: TaskId,
-        /// Which file: stdout.txt or stderr.txt (kept in the account's storage for every task).
+        /// The file's path in the task's directory: stdout.txt, stderr.txt, wd/...
         #[arg(long, value_name = "FILE")]
         file_path: String,
         /// The local file to write (created or replaced).
         #[arg(long, value_name = "PATH")]
         destination: PathBuf,
     },
+    /// List a task's files: its directory on its node while the node keeps it, else the kept
+    /// stdout.txt and stderr.txt.
+    List {
+        #[command(flatten)]
+        task: TaskId,
+        /// Every level of the directory, not only its top.
+        #[arg(long)]
+        recursive: bool,
+    },
+    /// Delete one of a task's files (on its node, and the kept copy of stdout.txt or stderr.txt).
+    Delete {
+        #[command(flatten)]
+        task: TaskId,
+        /// The file's path in the task's directory.
+        #[arg(long, value_name = "FILE")]
+        file_path: String,
+        /// Delete a directory with everything in it.
+        #[arg(long)]
+        recursive: bool,
+    },
 }
+
+/// The columns of a table of files.
+pub(crate) const FILE_COLUMNS: [&str; 4] =
+    ["name", "isDirectory", "properties.contentLength", "properties.lastModified"];
 
 const CREATE_EXAMPLES: &str = "Examples:
   drover task create --job-id frames --task-id f0001 --command-line \"/bin/sh -c 'echo hello > out.txt'\"
@@ -187,20 +213,36 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: TaskCommand) -> an
             output::one(format, &store.get_task(&job_id, &task_id).await?)
         }
         TaskCommand::File(FileCommand::Download { task: TaskId { job_id, task_id }, file_path, destination }) => {
-            if !matches!(file_path.as_str(), "stdout.txt" | "stderr.txt") {
-                anyhow::bail!("--file-path {file_path:?}: only stdout.txt and stderr.txt are kept for a task");
-            }
             let staging = Staging::new(config).await?;
-            let (_, mut body) =
-                drover_core::actions::task_file(&staging, &store, &job_id, &task_id, &file_path).await?;
-            let shown = destination.display();
-            let mut file = tokio::fs::File::create(&destination)
+            let read = drover_core::actions::task_file(&staging, &store, &job_id, &task_id, &file_path, None).await;
+            save(read.map_err(|e| anyhow::anyhow!("--file-path {file_path:?}: {e}"))?, &destination).await
+        }
+        TaskCommand::File(FileCommand::List { task: TaskId { job_id, task_id }, recursive }) => {
+            let staging = Staging::new(config).await?;
+            let files = drover_core::actions::list_task_files(&staging, &store, &job_id, &task_id, recursive).await?;
+            let shown: Vec<_> = files.iter().map(|f| f.to_azure(None)).collect();
+            output::list(format, &shown, &FILE_COLUMNS)
+        }
+        TaskCommand::File(FileCommand::Delete { task: TaskId { job_id, task_id }, file_path, recursive }) => {
+            let staging = Staging::new(config).await?;
+            drover_core::actions::delete_task_file(&staging, &store, &job_id, &task_id, &file_path, recursive)
                 .await
-                .map_err(|e| anyhow::anyhow!("--destination {shown}: {e}"))?;
-            tokio::io::copy(&mut body, &mut file).await.map_err(|e| anyhow::anyhow!("--destination {shown}: {e}"))?;
-            Ok(())
+                .map_err(|e| anyhow::anyhow!("--file-path {file_path:?}: {e}"))?;
+            output::one(format, &serde_json::json!({"jobId": job_id, "taskId": task_id, "deleted": file_path}))
         }
     }
+}
+
+/// Writes a file read to `destination` (created or replaced).
+pub(crate) async fn save(
+    mut read: drover_core::node_files::FileRead,
+    destination: &std::path::Path,
+) -> anyhow::Result<()> {
+    let shown = destination.display();
+    let mut file =
+        tokio::fs::File::create(destination).await.map_err(|e| anyhow::anyhow!("--destination {shown}: {e}"))?;
+    tokio::io::copy(&mut read.body, &mut file).await.map_err(|e| anyhow::anyhow!("--destination {shown}: {e}"))?;
+    Ok(())
 }
 
 /// A publisher for what a command's transition makes runnable: it connects only if there is

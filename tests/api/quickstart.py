@@ -103,7 +103,7 @@ def v15():
     task = client.get_task("qs-job", "t007")
     check("a task's constraints are updated", task.constraints.max_task_retry_count == 2, task)
     files = sorted(f.name for f in client.list_task_files("qs-job", "t007"))
-    check("a task's files are listed", files == ["stderr.txt", "stdout.txt"], files)
+    check("a task's files are listed (its directory, kept by its node)", files == ["stderr.txt", "stdout.txt", "wd"], files)
     check("a task has no subtasks", list(client.list_subtasks("qs-job", "t007")) == [])
     check("applications are listed", list(client.list_applications()) == [])
 
@@ -148,11 +148,29 @@ def v15():
     check("a node's scheduling is enabled", client.get_node("qs-pool", node).scheduling_state == "enabled")
 
     # A running task is terminated; a formula is evaluated without acting.
-    client.create_task("qs-job", models.BatchTaskCreateOptions(id="long", command_line="/bin/sh -c 'echo started; exec sleep 600'"))
+    client.create_task("qs-job", models.BatchTaskCreateOptions(id="long", command_line="/bin/sh -c 'echo note > note.txt; echo started; exec sleep 600'"))
     until("the long task runs", lambda: client.get_task("qs-job", "long").state == models.BatchTaskState.RUNNING)
     live = lambda **range: b"".join(client.download_task_file("qs-job", "long", "stdout.txt", **range)).decode()
     until("its output so far reads while it runs", lambda: live() == "started\n")
     check("a range of it reads", live(ocp_range="bytes=2-4") == "art", live(ocp_range="bytes=2-4"))
+    # Its directory, listed and changed through its node's file service; the node's files.
+    files = {f.name: f for f in client.list_task_files("qs-job", "long", recursive=True)}
+    check("a running task's files are listed", {"stdout.txt", "wd", "wd/note.txt"} <= set(files)
+          and files["wd"].is_directory and files["stdout.txt"].properties.content_length == 8, sorted(files))
+    check("a file of its directory reads", b"".join(client.download_task_file("qs-job", "long", "wd/note.txt")) == b"note\n")
+    client.delete_task_file("qs-job", "long", "wd/note.txt")
+    check("a deleted task file is gone", "wd/note.txt" not in {f.name for f in client.list_task_files("qs-job", "long", recursive=True)})
+    on = client.get_task("qs-job", "long").node_info.node_id
+    node_files = [f.name for f in client.list_node_files("qs-pool", on, recursive=True)]
+    check("a node's files are listed", "jobs/qs-job/long/stdout.txt" in node_files, node_files[:20])
+    check("a node's file reads", b"".join(client.download_node_file("qs-pool", on, "jobs/qs-job/long/stdout.txt")) == b"started\n")
+    props = client.get_node_file_properties("qs-pool", on, "jobs/qs-job/long/stdout.txt")
+    check("a node file's properties", props is not None)
+    try:
+        client.delete_node_file("qs-pool", on, "jobs/qs-job/long/wd/missing")
+        check("a missing node file is not deleted", False)
+    except ResourceNotFoundError as e:
+        check("a missing node file is not deleted (FileNotFound)", e.error.code == "FileNotFound", e)
     # A task that swaps its stdout.txt for a link out of its directory gets nothing served.
     client.create_task("qs-job", models.BatchTaskCreateOptions(id="sneaky", command_line="/bin/sh -c 'ln -sf /etc/passwd ../stdout.txt; echo linked >&2; exec sleep 600'"))
     until("the sneaky task links", lambda: client.get_task("qs-job", "sneaky").state == models.BatchTaskState.RUNNING

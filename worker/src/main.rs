@@ -60,6 +60,14 @@ struct Cli {
     /// authenticationTokenSettings ask for `job` also gets AZ_BATCH_AUTHENTICATION_TOKEN.
     #[arg(long, env = "DROVER_API_URL", value_name = "URL")]
     api_url: Option<String>,
+    /// Where the node serves its task and node files to drover-api and the drover CLI on other
+    /// hosts (requests signed with a key it publishes in Redis), or `off`. Port 0 picks one.
+    #[arg(long, env = "DROVER_FILES_LISTEN", value_name = "ADDR|off", default_value = "0.0.0.0:0")]
+    files_listen: String,
+    /// The URL others reach that service at (default: http://<the address this host reaches
+    /// Redis from>:<port>; set it when a proxy or NAT stands between).
+    #[arg(long, env = "DROVER_FILES_URL", value_name = "URL")]
+    files_url: Option<String>,
 }
 
 #[tokio::main]
@@ -85,6 +93,16 @@ async fn main() -> ExitCode {
         },
         (None, pool) => (pool.unwrap_or_default(), cli.node_id.unwrap_or_else(node::default_node_id)),
     };
+    let files_listen = match cli.files_listen.as_str() {
+        "off" => None,
+        addr => match addr.parse() {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                eprintln!("drover-worker: --files-listen {addr:?}: {e} (expected IP:PORT or off)");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let options = NodeOptions {
         pool_id,
         node_id,
@@ -97,6 +115,8 @@ async fn main() -> ExitCode {
         storage_allow: cli.storage_allow,
         api_url: cli.api_url,
         restartable: cli.instance.is_some() || cli.exit_with_parent,
+        files_listen,
+        files_url: cli.files_url,
     };
     let shutdown = CancellationToken::new();
     let hand_back = CancellationToken::new();

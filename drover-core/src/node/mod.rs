@@ -7,6 +7,7 @@ mod attempt;
 mod cgroups;
 mod command;
 mod dispatch;
+mod files;
 mod job;
 mod packages;
 mod process;
@@ -58,6 +59,10 @@ pub struct NodeOptions {
     /// Whether something starts the worker again when it exits to restart (systemd, or the
     /// monitor's process actuator): only then can a reboot be ordered.
     pub restartable: bool,
+    /// Where the node serves its files to the API and the CLI (None: it serves none).
+    pub files_listen: Option<std::net::SocketAddr>,
+    /// The URL others reach that service at (None: derived, see `files::bind`).
+    pub files_url: Option<String>,
 }
 
 /// Why a node left its pool.
@@ -91,6 +96,11 @@ fn check_node_id(id: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A task's directory, relative to its node's directory (`<work-dir>/<account>`).
+pub fn task_path(job: &str, task: &str) -> String {
+    format!("jobs/{job}/{task}")
 }
 
 /// The host name plus a suffix unique on the host.
@@ -248,7 +258,7 @@ impl NodeContext {
     }
 
     pub(crate) fn task_dir(&self, job: &str, task: &str) -> PathBuf {
-        self.job_dir(job).join(task)
+        self.account_dir().join(task_path(job, task))
     }
 }
 
@@ -277,6 +287,15 @@ pub async fn run(
         Publisher::new(&config.broker(), &format!("drover-worker {}", options.node_id), Topology::new(&config.account));
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let work_dir = options.work_dir.to_string_lossy().into_owned();
+    let files = match options.files_listen {
+        Some(listen) => {
+            let (listener, url) = files::bind(listen, options.files_url.as_deref(), &config.redis_url).await?;
+            let mut key = vec![0u8; 32];
+            chacha20poly1305::aead::rand_core::RngCore::fill_bytes(&mut chacha20poly1305::aead::OsRng, &mut key);
+            Some((listener, crate::status::FileService { url, key }))
+        }
+        None => None,
+    };
     let join = NodeJoin {
         pool: &options.pool_id,
         node: &options.node_id,
@@ -285,6 +304,7 @@ pub async fn run(
         version: env!("CARGO_PKG_VERSION"),
         work_dir: &work_dir,
         restartable: options.restartable,
+        files: files.as_ref().map(|(_, service)| service),
     };
     let joins = store.join_pool(&join).await?;
     tracing::info!(pool = %options.pool_id, node = %options.node_id, slots, "node joined the pool");
@@ -315,6 +335,10 @@ pub async fn run(
         cgroups: cgroups::Cgroups::new(),
     });
     let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
+    let file_service = files.map(|(listener, service)| {
+        tracing::info!(url = %service.url, "serving the node's files");
+        tokio::spawn(files::serve(listener, ctx.account_dir(), service.key))
+    });
     job::restore(&ctx).await;
     let root = ctx.account_dir();
     let usable = match create_account_dir(&root, &ctx.users).await {
@@ -363,6 +387,9 @@ pub async fn run(
     drain(&ctx, &tracker).await;
     watch.abort();
     heartbeat.abort();
+    if let Some(service) = file_service {
+        service.abort();
+    }
     sweeper.abort();
     outboxes.abort();
     // Nothing a command of this node started outlives it (a start task's background services).

@@ -120,12 +120,36 @@ impl S3Store {
         Ok(bytes)
     }
 
-    /// An object's length and its content, streamed.
-    pub async fn open(&self, bucket: &str, key: &str) -> Result<(u64, Box<dyn tokio::io::AsyncRead + Send + Unpin>)> {
+    /// An object, or the part `range` (`bytes=START-[END]`) of it, streamed.
+    pub async fn open(&self, bucket: &str, key: &str, range: Option<&str>) -> Result<crate::node_files::FileRead> {
         let what = format!("s3://{bucket}/{key}");
-        let out = self.client.get_object().bucket(bucket).key(key).send().await.map_err(|e| storage_error(&what, e))?;
-        let length = out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-        Ok((length, Box::new(out.body.into_async_read())))
+        let mut get = self.client.get_object().bucket(bucket).key(key);
+        let mut part = None;
+        if let Some(range) = range {
+            let head =
+                self.client.head_object().bucket(bucket).key(key).send().await.map_err(|e| storage_error(&what, e))?;
+            let size = head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+            let (start, length) = crate::node_files::byte_range(range, size)?;
+            get = get.range(format!("bytes={start}-{}", start + length - 1));
+            part = Some((start, length, size));
+        }
+        let out = get.send().await.map_err(|e| storage_error(&what, e))?;
+        let sent = out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        let (start, length, size) = part.unwrap_or((0, sent, sent));
+        let modified_ms = out.last_modified().map_or(0, |t| t.to_millis().unwrap_or(0));
+        let entry = crate::staging::beneath::Entry::stored(key.rsplit('/').next().unwrap_or(key), size, modified_ms);
+        Ok(crate::node_files::FileRead { entry, start, length, body: Box::new(out.body.into_async_read()) })
+    }
+
+    /// Removes an object; false if there was none.
+    pub async fn remove(&self, bucket: &str, key: &str) -> Result<bool> {
+        let what = format!("s3://{bucket}/{key}");
+        match self.client.head_object().bucket(bucket).key(key).send().await.map_err(|e| storage_error(&what, e)) {
+            Err(Error::NotFound { .. }) => return Ok(false),
+            other => other?,
+        };
+        self.client.delete_object().bucket(bucket).key(key).send().await.map_err(|e| storage_error(&what, e))?;
+        Ok(true)
     }
 
     /// Uploads an open file as one object (streamed from disk; S3 stores it whole or not at all).

@@ -45,7 +45,7 @@ mod task;
 pub use application::{file_sha256, Application, PackageVersion};
 pub use attempt::{AttemptRef, Completion, Outcome, Start, Started};
 pub use job::{JobBacklog, Watch};
-pub use node::{BeatReply, NodeBeat, NodeJoin};
+pub use node::{BeatReply, FileService, NodeBeat, NodeJoin};
 pub use outbox::Outbox;
 pub use progress::{count, JobOutlook, PoolNodes, Stall, StallReason};
 pub use schedule::DueJob;

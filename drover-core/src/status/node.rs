@@ -21,6 +21,22 @@ pub struct NodeJoin<'a> {
     pub work_dir: &'a str,
     /// Whether an actuator starts it again when it exits to restart (a reboot can be ordered).
     pub restartable: bool,
+    /// Where it serves its files, if it does.
+    pub files: Option<&'a FileService>,
+}
+
+/// Where a node serves its files (`node::files`), and the key requests to it are signed with:
+/// kept apart from the node's record, so no listing ever shows the key.
+#[derive(Clone)]
+pub struct FileService {
+    pub url: String,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for FileService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileService").field("url", &self.url).finish_non_exhaustive()
+    }
 }
 
 /// What a heartbeat reads back: what the node is told.
@@ -53,8 +69,8 @@ impl StatusStore {
     pub async fn join_pool(&self, join: &NodeJoin<'_>) -> Result<u64> {
         let now = now_ms();
         let info = self.keys.node_part(join.node, "info");
-        let (joins,): (u64,) = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .cmd("SET")
             .arg(self.keys.node_info(join.node))
             .arg(join.work_dir)
@@ -62,6 +78,7 @@ impl StatusStore {
             .cmd("DEL")
             .arg(&info)
             .arg(self.keys.node_part(join.node, "order"))
+            .arg(self.keys.node_part(join.node, "files"))
             .ignore()
             .cmd("HSET")
             .arg(&info)
@@ -87,9 +104,12 @@ impl StatusStore {
             .arg(NODE_LEASE.as_millis() as u64)
             .ignore()
             .cmd("INCR")
-            .arg(self.keys.pool_part(join.pool, "joins"))
-            .query_async(&mut self.con())
-            .await?;
+            .arg(self.keys.pool_part(join.pool, "joins"));
+        if let Some(files) = join.files {
+            let fields = [("url", files.url.clone()), ("key", base64_key(&files.key))];
+            pipe.cmd("HSET").arg(self.keys.node_part(join.node, "files")).arg(&fields).ignore();
+        }
+        let (joins,): (u64,) = pipe.query_async(&mut self.con()).await?;
         Ok(joins)
     }
 
@@ -223,10 +243,38 @@ impl StatusStore {
             .arg(self.keys.node_alive(node))
             .arg(self.keys.node_part(node, "sched"))
             .arg(self.keys.node_part(node, "order"))
+            .arg(self.keys.node_part(node, "files"))
             .ignore()
             .query_async(&mut self.con())
             .await?;
         Ok(())
+    }
+
+    /// Where the live node `node` of `pool` serves its files; None if it serves none.
+    pub async fn node_file_service(&self, pool: &str, node: &str) -> Result<Option<FileService>> {
+        let (member, alive, url, key): (Option<String>, bool, Option<String>, Option<String>) = redis::pipe()
+            .cmd("HGET")
+            .arg(self.keys.node_part(node, "info"))
+            .arg("pool")
+            .cmd("EXISTS")
+            .arg(self.keys.node_alive(node))
+            .cmd("HGET")
+            .arg(self.keys.node_part(node, "files"))
+            .arg("url")
+            .cmd("HGET")
+            .arg(self.keys.node_part(node, "files"))
+            .arg("key")
+            .query_async(&mut self.con())
+            .await?;
+        if member.as_deref() != Some(pool) {
+            return Err(Error::NotFound { kind: "node", id: node.into() });
+        }
+        use base64::Engine;
+        let key = key.and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok());
+        Ok(match (alive, url, key) {
+            (true, Some(url), Some(key)) => Some(FileService { url, key }),
+            _ => None,
+        })
     }
 
     /// The nodes of a pool, sorted by id (one round trip for all of them).
@@ -280,6 +328,11 @@ impl StatusStore {
         let told = Told { off, order: order.as_deref().and_then(NodeOrder::parse) };
         compute_node(node, pool, &info, alive, told).ok_or_else(|| Error::NotFound { kind: "node", id: node.into() })
     }
+}
+
+fn base64_key(key: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(key)
 }
 
 /// What a node has been told, as its readers see it.
