@@ -190,6 +190,10 @@ async fn the_wall_clock_limit_kills_the_process_group_and_counts_as_a_retryable_
     let t = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "slow"]).json();
     assert_eq!(t["executionInfo"]["failureInfo"]["code"], "MaxWallClockTimeExceeded", "{t}");
     assert_eq!(t["executionInfo"]["retryCount"], 1, "retried once: {t}");
+    let stats = acct.ok(&["job", "show", "--job-id", "j"]).json()["stats"].clone();
+    assert_eq!((&stats["numTaskRetries"], &stats["numFailedTasks"]), (&json!("1"), &json!("1")), "{stats}");
+    let wall = stats["wallClockTime"].as_str().unwrap();
+    assert!(wall.starts_with("PT1.") || wall.starts_with("PT2"), "one attempt's second counted: {stats}");
     // The background child of the second attempt went with its process group.
     let root = t["nodeInfo"]["taskRootDirectory"].as_str().unwrap();
     let pid = std::fs::read_to_string(format!("{root}/wd/bg.pid")).unwrap();

@@ -53,6 +53,7 @@ pub(crate) fn router() -> Router {
         .route("/pools", post(add_pool).get(list_pools))
         .route("/pools/{pool}", get(get_pool).head(get_pool).delete(delete_pool).patch(patch_pool))
         .route("/pools/{pool}/updateproperties", post(update_pool_properties))
+        .route("/nodecounts", get(node_counts))
         .route("/pools/{pool}/nodes", get(list_nodes))
         .route("/pools/{pool}/nodes/{node}", get(get_node))
         .route("/pools/{pool}/nodes/{node}/disablescheduling", post(disable_scheduling))
@@ -141,6 +142,13 @@ async fn list_pools(Extension(app): Shared, headers: HeaderMap, Query(q): Query<
         pools.push((pool.spec.id.clone(), serde_json::to_value(&pool).unwrap_or_default()));
     }
     page(&app, &headers, "pools", "/pools", &q, pools)
+}
+
+/// How many nodes of each pool are in each state.
+async fn node_counts(Extension(app): Shared, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Reply {
+    let counts = actions::node_counts(&app.store).await?;
+    let items = counts.into_iter().map(|c| (c.pool_id.clone(), serde_json::to_value(c).unwrap_or_default())).collect();
+    page(&app, &headers, "poolnodecounts", "/nodecounts", &q, items)
 }
 
 async fn pool_entity(app: &App, headers: &HeaderMap, pool: &str) -> Result<Value, ApiError> {
@@ -479,7 +487,11 @@ async fn list_jobs(Extension(app): Shared, headers: HeaderMap, Query(q): Query<H
     ids.sort();
     for id in ids {
         match app.store.get_job(&id).await {
-            Ok(job) => jobs.push((id, serde_json::to_value(&job).unwrap_or_default())),
+            Ok(job) => {
+                let mut body = serde_json::to_value(&job).unwrap_or_default();
+                expand(&q, &mut body, || (job.stats, format!("{}/jobs/{}", base(&app, &headers), encode(&id))));
+                jobs.push((id, body))
+            }
             Err(drover_core::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -498,7 +510,25 @@ async fn get_job(
     Path(job): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Reply {
-    read_entity(&headers, &q, job_entity(&app, &headers, &job).await?)
+    let shown = app.store.get_job(&job).await?;
+    let base = base(&app, &headers);
+    let mut body = entity(&base, "jobs", serde_json::to_value(&shown).unwrap_or_default());
+    expand(&q, &mut body, || (shown.stats, format!("{base}/jobs/{}", encode(&job))));
+    read_entity(&headers, &q, body)
+}
+
+/// Adds an entity's `stats` when `$expand` asks for them (after its ETag: they change with every
+/// task, what it is does not).
+fn expand(
+    q: &HashMap<String, String>,
+    body: &mut Value,
+    stats: impl FnOnce() -> (drover_core::model::job::Statistics, String),
+) {
+    if q.get("$expand").is_some_and(|e| e.split(',').any(|x| x.trim() == "stats")) {
+        let (mut stats, url) = stats();
+        stats.url = url;
+        body["stats"] = serde_json::to_value(stats).unwrap_or_default();
+    }
 }
 
 async fn delete_job(Extension(app): Shared, headers: HeaderMap, Path(job): Path<String>) -> Reply {
@@ -672,8 +702,12 @@ async fn list_tasks(
     let mut tasks = Vec::new();
     let mut next = None;
     app.store
-        .for_each_task_from(&job, None, from, |index, task| {
-            let task = serde_json::to_value(&task).unwrap_or_default();
+        .for_each_task_from(&job, None, from, |index, shown| {
+            let mut task = serde_json::to_value(&shown).unwrap_or_default();
+            expand(&q, &mut task, || {
+                let url = format!("{}/jobs/{}/tasks/{}", base(&app, &headers), encode(&job), encode(&shown.spec.id));
+                (shown.statistics(), url)
+            });
             if filter.as_ref().is_some_and(|f| !f.matches(&task)) {
                 return ControlFlow::Continue(());
             }
@@ -700,7 +734,11 @@ async fn get_task(
     Query(q): Query<HashMap<String, String>>,
 ) -> Reply {
     let shown = app.store.get_task(&job, &task).await?;
-    read_entity(&headers, &q, entity(&base(&app, &headers), "tasks", serde_json::to_value(&shown).unwrap_or_default()))
+    let base = base(&app, &headers);
+    let mut body = entity(&base, "tasks", serde_json::to_value(&shown).unwrap_or_default());
+    let url = format!("{base}/jobs/{}/tasks/{}", encode(&job), encode(&task));
+    expand(&q, &mut body, || (shown.statistics(), url));
+    read_entity(&headers, &q, body)
 }
 
 /// Azure's task update: its constraints.

@@ -38,6 +38,16 @@ pub async fn delete_pool(config: &Config, store: &StatusStore, pool: &str) -> Re
     store.delete_pool(pool).await
 }
 
+/// How many nodes of each pool are in each state (Azure's list pool node counts).
+pub async fn node_counts(store: &StatusStore) -> Result<Vec<crate::model::node::PoolNodeCounts>> {
+    let mut counts = Vec::new();
+    for pool in store.list_pools().await? {
+        let nodes = store.list_nodes(&pool.spec.id).await?;
+        counts.push(crate::model::node::PoolNodeCounts::of(&pool.spec.id, &nodes));
+    }
+    Ok(counts)
+}
+
 /// Whether `file` is one of the files every task keeps in storage once its attempt ends.
 fn kept(file: &str) -> bool {
     matches!(file, "stdout.txt" | "stderr.txt")

@@ -29,7 +29,8 @@ pub(crate) enum JobCommand {
         #[arg(long, value_name = "FILE", group = "spec")]
         json_file: Option<PathBuf>,
     },
-    /// Show one job, with what holds it back (notProgressing) and its held tasks (dependencies).
+    /// Show one job, with what holds it back (notProgressing), its held tasks (dependencies) and
+    /// its statistics (stats).
     Show(JobId),
     /// List jobs.
     List,
@@ -105,6 +106,8 @@ struct JobView {
     job: CloudJob,
     #[serde(skip_serializing_if = "Option::is_none")]
     not_progressing: Option<Stall>,
+    /// Azure's JobStatistics (its url left out).
+    stats: drover_core::model::job::Statistics,
 }
 
 pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> anyhow::Result<()> {
@@ -123,7 +126,8 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: JobCommand) -> any
             let mut job = store.get_job(&job_id).await?;
             job.dependencies = store.dependency_report(&job_id, 100).await?;
             let not_progressing = store.job_stall(&job_id).await?;
-            output::one(format, &JobView { job, not_progressing })
+            let stats = job.stats.clone();
+            output::one(format, &JobView { job, not_progressing, stats })
         }
         JobCommand::List => {
             let mut jobs = Vec::new();

@@ -29,6 +29,8 @@ pub(crate) enum PoolCommand {
     },
     /// List pools.
     List,
+    /// How many nodes of each pool are in each state (Azure's pool node counts).
+    NodeCounts,
     /// Show one pool, with its live node count and last autoscale run.
     Show(PoolId),
     /// Delete a pool and its queue.
@@ -104,6 +106,10 @@ pub(crate) async fn run(config: &Config, format: Format, cmd: PoolCommand) -> an
         }
         PoolCommand::List => {
             output::list(format, &store.list_pools().await?, &["id", "taskSlotsPerNode", "state", "creationTime"])
+        }
+        PoolCommand::NodeCounts => {
+            let columns = ["poolId", "dedicated.total", "dedicated.idle", "dedicated.running", "dedicated.offline"];
+            output::list(format, &drover_core::actions::node_counts(&store).await?, &columns)
         }
         PoolCommand::Show(PoolId { pool_id }) => output::one(format, &store.pool_status(&pool_id).await?),
         PoolCommand::Autoscale(AutoscaleCommand::Evaluate { pool: PoolId { pool_id }, formula }) => {

@@ -94,6 +94,12 @@ def v15():
         check("a delete with a stale ETag is refused (412 ConditionNotMet)", e.error.code == "ConditionNotMet", e)
     counts = client.get_job_task_counts("qs-job")
     check("task counts", counts.task_counts.succeeded == 250, counts)
+    stats = client.get_job("qs-job", expand=["stats"]).job_statistics
+    check("a job's statistics", stats.succeeded_tasks_count == 250 and stats.failed_tasks_count == 0
+          and stats.wall_clock_time.total_seconds() > 0 and stats.url.endswith("/jobs/qs-job"), stats)
+    check("statistics only when asked for", client.get_job("qs-job").job_statistics is None)
+    task_stats = client.get_task("qs-job", "t007", expand=["stats"]).task_statistics
+    check("a task's statistics", task_stats.wall_clock_time.total_seconds() > 0, task_stats)
     client.update_job("qs-job", models.BatchJobUpdateOptions(priority=7, max_parallel_tasks=3))
     job = client.get_job("qs-job")
     check("a job is patched", job.priority == 7 and job.max_parallel_tasks == 3, job)
@@ -142,6 +148,9 @@ def v15():
     except ResourceNotFoundError as e:
         check("a deleted task is gone (TaskNotFound)", e.error.code == "TaskNotFound", e)
     node = list(client.list_nodes("qs-pool"))[0].id
+    counts = [c for c in client.list_pool_node_counts() if c.pool_id == "qs-pool"]
+    check("a pool's node counts", len(counts) == 1 and counts[0].dedicated.total == 1
+          and counts[0].dedicated.idle + counts[0].dedicated.running == 1, counts)
     client.disable_node_scheduling("qs-pool", node, models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="taskcompletion"))
     check("a node's scheduling is disabled", client.get_node("qs-pool", node).scheduling_state == "disabled")
     client.enable_node_scheduling("qs-pool", node)

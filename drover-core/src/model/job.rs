@@ -401,6 +401,67 @@ pub struct CloudJob {
     /// drover's addition: what holds the job's waiting and blocked tasks (`job show` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dependencies: Option<DependencyReport>,
+    /// Shown only when asked for (`$expand=stats`, `job show --stats`): it changes with every task.
+    #[serde(skip)]
+    pub stats: Statistics,
+}
+
+/// Azure's JobStatistics and TaskStatistics, from what drover records: wall clock and wait
+/// times, task and retry counts. drover measures no CPU time or disk I/O per task: those read
+/// zero.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Statistics {
+    /// The entity's URL; the API fills it in.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    pub start_time: String,
+    pub last_update_time: String,
+    #[serde(rename = "userCPUTime")]
+    pub user_cpu_time: String,
+    #[serde(rename = "kernelCPUTime")]
+    pub kernel_cpu_time: String,
+    pub wall_clock_time: String,
+    #[serde(rename = "readIOps")]
+    pub read_iops: String,
+    #[serde(rename = "writeIOps")]
+    pub write_iops: String,
+    #[serde(rename = "readIOGiB")]
+    pub read_io_gib: f64,
+    #[serde(rename = "writeIOGiB")]
+    pub write_io_gib: f64,
+    /// Jobs only (Azure's JobStatistics; int64 as strings, as Azure sends them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_succeeded_tasks: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_failed_tasks: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_task_retries: Option<String>,
+    pub wait_time: String,
+}
+
+impl Statistics {
+    /// Statistics over `[start_ms, now]` with these totals (ms); no counts (a task's).
+    pub fn new(start_ms: i64, last_update_ms: i64, wall_ms: i64, wait_ms: i64) -> Statistics {
+        let duration =
+            |ms: i64| IsoDuration(std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))).to_string();
+        Statistics {
+            url: String::new(),
+            start_time: super::rfc3339(start_ms),
+            last_update_time: super::rfc3339(last_update_ms),
+            user_cpu_time: duration(0),
+            kernel_cpu_time: duration(0),
+            wall_clock_time: duration(wall_ms),
+            read_iops: "0".into(),
+            write_iops: "0".into(),
+            read_io_gib: 0.0,
+            write_io_gib: 0.0,
+            num_succeeded_tasks: None,
+            num_failed_tasks: None,
+            num_task_retries: None,
+            wait_time: duration(wait_ms),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

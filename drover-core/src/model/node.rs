@@ -67,6 +67,32 @@ impl NodeState {
     }
 }
 
+/// How many of a pool's nodes are in each state (Azure's PoolNodeCounts: drover's nodes are all
+/// dedicated; states drover has no use for read zero).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolNodeCounts {
+    pub pool_id: String,
+    pub dedicated: std::collections::BTreeMap<&'static str, u32>,
+    pub low_priority: std::collections::BTreeMap<&'static str, u32>,
+}
+
+impl PoolNodeCounts {
+    /// The counts of `nodes`, the nodes of `pool_id`.
+    pub fn of(pool_id: &str, nodes: &[ComputeNode]) -> PoolNodeCounts {
+        let zero = || {
+            let unused = ["creating", "preempted", "reimaging", "deallocated", "deallocating", "upgradingOS", "total"];
+            NodeState::ALL.iter().map(|s| s.as_str()).chain(unused).map(|name| (name, 0)).collect()
+        };
+        let mut dedicated: std::collections::BTreeMap<&'static str, u32> = zero();
+        for node in nodes {
+            *dedicated.entry(node.state.as_str()).or_default() += 1;
+            *dedicated.entry("total").or_default() += 1;
+        }
+        PoolNodeCounts { pool_id: pool_id.into(), dedicated, low_priority: zero() }
+    }
+}
+
 /// A node as drover reports it (Azure's ComputeNode; `hostName`, `taskSlots` and
 /// `lastHeartbeatTime` are drover's additions).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -591,6 +591,23 @@ pub struct CloudTask {
     pub node_info: Option<NodeInfo>,
 }
 
+impl CloudTask {
+    /// Azure's TaskStatistics: its last attempt's wall clock time (to now while it runs), and the
+    /// time it waited from its creation to that attempt's start.
+    pub fn statistics(&self) -> super::job::Statistics {
+        let ms = |t: &str| chrono::DateTime::parse_from_rfc3339(t).map_or(0, |t| t.timestamp_millis());
+        let created = ms(&self.creation_time);
+        let info = self.execution_info.as_ref();
+        let start = info.and_then(|i| i.start_time.as_deref()).map(ms);
+        let end = info.and_then(|i| i.end_time.as_deref()).map(ms).unwrap_or_else(super::now_ms);
+        let last = ms(&self.state_transition_time);
+        match start {
+            Some(start) => super::job::Statistics::new(created, last, end - start, start - created),
+            None => super::job::Statistics::new(created, last, 0, 0),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskExecutionInfo {

@@ -5,6 +5,7 @@ use super::scripts::{CREATE_JOB, DISABLE_JOB, ENABLE_JOB, RECORD_JOB_TASK_RUN, T
 use super::Outbox;
 use super::StatusStore;
 use crate::model::job::DisableTasks;
+use crate::model::job::Statistics;
 use crate::model::job::{
     DependencyReport, HeldTask, JobExecutionInfo, JobProgress, OnAllTasksComplete, TaskCounts, TaskCountsResult,
 };
@@ -119,6 +120,18 @@ impl StatusStore {
             spec.validate().map_err(|e| refused(e.to_string()))?;
         }
         let ms = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok());
+        let count = |k: &str| ms(k).unwrap_or(0).to_string();
+        let stats = Statistics {
+            num_succeeded_tasks: Some(count("succeeded")),
+            num_failed_tasks: Some(count("failed")),
+            num_task_retries: Some(count("retries")),
+            ..Statistics::new(
+                ms("ctime").unwrap_or(0),
+                ms("end").unwrap_or_else(crate::model::now_ms),
+                ms("wall").unwrap_or(0),
+                ms("wait").unwrap_or(0),
+            )
+        };
         Ok(CloudJob {
             spec,
             state: f.get("state").and_then(|s| JobState::parse(s)).unwrap_or(JobState::Active),
@@ -130,6 +143,7 @@ impl StatusStore {
                 terminate_reason: f.get("reason").cloned(),
             },
             dependencies: None,
+            stats,
         })
     }
 

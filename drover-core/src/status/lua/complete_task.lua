@@ -29,6 +29,7 @@ local max = r.maxRetry or 0
 if ARGV[4] == 'failure' and ARGV[6] == '1' and (max < 0 or (r.retry or 0) < max) then
   r.retry = (r.retry or 0) + 1
   count(K.stats, 'retries', 1)
+  count(K.job, 'retries', 1)
   back_to_active(J, T, r, now)
   return with_outbox({'retry', tostring(r.retry)})
 end

@@ -98,6 +98,7 @@ elseif tonumber(jf[3] or '0') > 0 and tonumber(jf[5] or '0') >= tonumber(jf[3]) 
 end
 if from == 'active' then
   observe(K.stats, 'wait', now - (r.stime or now))
+  count(K.job, 'wait', now - (r.stime or now))
   redis.call('ZREM', K.queued, T)
 end
 r.attempt = (r.attempt or 0) + 1

@@ -71,7 +71,10 @@ local function finish(T, from, r, success, blocks, now)
   else
     redis.call('HINCRBY', K.stats, 'done.failure.' .. ((r.fail and r.fail.code) or 'Unknown'), 1)
   end
-  if from ~= 'active' and r.start then observe(K.stats, 'dur', now - r.start) end
+  if from ~= 'active' and r.start then
+    observe(K.stats, 'dur', now - r.start)
+    redis.call('HINCRBY', K.job, 'wall', now - r.start)
+  end
   if from == 'active' then redis.call('ZREM', K.queued, T) end
   redis.call('SREM', K.killed, T)
   if f[1] == '1' then release(T, blocks, now) end
