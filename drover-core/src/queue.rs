@@ -374,22 +374,27 @@ impl Publisher {
         let channel = self.channel().await?;
         let mut confirms = Vec::with_capacity(messages.len());
         let mut lost = Vec::new();
-        for (i, message) in messages.iter().enumerate() {
-            let sent = channel
-                .basic_publish(
-                    self.topology.tasks_exchange().into(),
-                    Topology::routing_key(pool, message.priority).into(),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
-                    &message.to_bytes(),
-                    task_properties(&message.task_id),
-                )
-                .await;
+        let bodies: Vec<Vec<u8>> = messages.iter().map(|m| m.to_bytes()).collect();
+        // Every publish is handed to lapin at once, in order: its I/O loop then writes many
+        // messages' frames with one write, instead of one write (and a thread hand-off) each.
+        let sent = futures_util::future::join_all(messages.iter().zip(&bodies).map(|(message, body)| {
+            channel.basic_publish(
+                self.topology.tasks_exchange().into(),
+                Topology::routing_key(pool, message.priority).into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                task_properties(&message.task_id),
+            )
+        }))
+        .await;
+        for (message, sent) in messages.iter().zip(sent) {
             match sent {
                 Ok(confirm) => confirms.push((*message, confirm)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "lost the broker while publishing");
-                    lost.extend(messages[i..].iter().copied());
-                    break;
+                    if lost.is_empty() {
+                        tracing::warn!(error = %e, "lost the broker while publishing");
+                    }
+                    lost.push(*message);
                 }
             }
         }
