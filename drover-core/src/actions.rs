@@ -104,7 +104,7 @@ pub async fn task_file(
     }
 }
 
-/// A task's files: those in its directory on its node while the node keeps it (beneath `path`,
+/// A task's files: those in its directory on its node while the node keeps it (its top, or
 /// every level with `recursive`), else the `stdout.txt` and `stderr.txt` kept in storage.
 pub async fn list_task_files(
     staging: &crate::staging::Staging,

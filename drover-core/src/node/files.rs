@@ -105,7 +105,8 @@ async fn handle(service: Arc<Service>, method: Method, uri: Uri, headers: Header
     answer.unwrap_or_else(|e| {
         let status = match &e {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
-            Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            // A path refused (it leads out, or is not a regular file) is the request's fault.
+            Error::Invalid(_) | Error::Storage(_) => StatusCode::BAD_REQUEST,
             Error::State(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
