@@ -790,13 +790,11 @@ async fn node_file(
         return Ok(StatusCode::OK.into_response());
     }
     let read = if method == Method::HEAD {
-        // A directory has properties too.
-        match files.stat(&path).await? {
-            dir @ Entry { is_directory: true, .. } => {
-                Ok(FileRead { entry: dir, start: 0, length: 0, body: Box::new(tokio::io::empty()) })
-            }
-            _ => files.read(&path, None).await,
-        }
+        // Properties only (a directory has them too): nothing is read.
+        files.stat(&path).await.map(|entry| {
+            let length = if entry.is_directory { 0 } else { entry.size };
+            FileRead { entry, start: 0, length, body: Box::new(tokio::io::empty()) }
+        })
     } else {
         files.read(&path, range(&headers)).await
     };

@@ -61,14 +61,7 @@ pub(crate) async fn submit(farm: &mut Farm, m: u64) -> Result<Submit> {
     let rusage_before = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage")?.max_rss();
     let mem0 = farm.used_memory().await?;
     let start = Instant::now();
-    let mut child = farm
-        .command("drover")
-        .args(["-o", "json", "task", "create", "--job-id", "submit", "--json-file"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .context("start drover task create")?;
+    let mut child = start_submitter(farm, "submit", &file, stderr)?;
     let pid = child.id().context("drover task create has no pid")?;
     let mut sampled = 0;
     let status = loop {
@@ -140,14 +133,7 @@ pub(crate) async fn end_to_end(farm: &mut Farm, args: &crate::Args) -> Result<En
     let cpu0 = workers_cpu(farm)?;
     let mem0 = farm.used_memory().await?;
     let start = Instant::now();
-    let mut child = farm
-        .command("drover")
-        .args(["-o", "json", "task", "create", "--job-id", "e2e", "--json-file"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .context("start drover task create")?;
+    let mut child = start_submitter(farm, "e2e", &file, stderr)?;
     let mut submit_seconds = None;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -236,4 +222,20 @@ pub(crate) async fn dispatch(farm: &mut Farm, args: &crate::Args) -> Result<Disp
     }
     latencies_ms.sort_unstable();
     Ok(Dispatch { latencies_ms })
+}
+
+/// Starts `drover task create` adding the tasks of `file` to `job`, its errors to `stderr`.
+fn start_submitter(
+    farm: &Farm,
+    job: &str,
+    file: &std::path::Path,
+    stderr: std::fs::File,
+) -> Result<tokio::process::Child> {
+    farm.command("drover")
+        .args(["-o", "json", "task", "create", "--job-id", job, "--json-file"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .context("start drover task create")
 }

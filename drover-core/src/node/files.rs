@@ -125,7 +125,7 @@ async fn read(root: PathBuf, rel: PathBuf, range: Option<&str>) -> Result<Respon
     let range = range.map(|r| r.to_string());
     let (file, entry, start, length) = blocking(move || {
         let mut file = beneath::open_file(&root, &rel)?;
-        let entry = beneath::stat(&root, &rel)?;
+        let entry = beneath::stat_open(&file, &rel)?;
         let (start, length) = match range.as_deref() {
             Some(range) => node_files::byte_range(range, entry.size)?,
             None => (0, entry.size),

@@ -8,7 +8,6 @@ use crate::{Error, Result};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// How every path under a task's directory is resolved.
@@ -133,6 +132,12 @@ fn open_path(dir: &Path, rel: &Path) -> std::io::Result<OwnedFd> {
     Ok(nix::fcntl::openat2(open_dir(dir)?, rel, how)?)
 }
 
+/// What the file `rel`, open as `file`, is.
+pub fn stat_open(file: &std::fs::File, rel: &Path) -> Result<Entry> {
+    let st = nix::sys::stat::fstat(file).map_err(|e| Error::io(format!("{}", rel.display()), e.into()))?;
+    Ok(Entry::new(rel.to_string_lossy().into_owned(), &st))
+}
+
 /// What `rel` beneath `dir` is (a link inside is followed; one leading out is refused).
 pub fn stat(dir: &Path, rel: &Path) -> Result<Entry> {
     let st = open_path(dir, rel).and_then(|fd| Ok(nix::sys::stat::fstat(&fd)?)).map_err(|e| refused(dir, rel, e))?;
@@ -160,12 +165,7 @@ pub fn list(dir: &Path, rel: &Path, recursive: bool, limit: usize) -> Result<Vec
 fn walk_dir(fd: OwnedFd, prefix: &str, recursive: bool, limit: usize, out: &mut Vec<Entry>) -> std::io::Result<()> {
     use nix::sys::stat::fstatat;
     let mut d = nix::dir::Dir::from_fd(fd)?;
-    let names: Vec<std::ffi::CString> = d
-        .iter()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_owned())
-        .filter(|n| !matches!(n.to_bytes(), b"." | b".."))
-        .collect();
+    let names = names(&mut d);
     let mut subdirs = Vec::new();
     for name in names {
         let name = name.as_c_str();
@@ -212,7 +212,7 @@ pub fn remove(dir: &Path, rel: &Path, recursive: bool) -> Result<()> {
     })
 }
 
-fn remove_at(at: &OwnedFd, name: &std::ffi::OsStr, recursive: bool) -> std::io::Result<()> {
+fn remove_at<P: ?Sized + nix::NixPath>(at: &impl std::os::fd::AsFd, name: &P, recursive: bool) -> std::io::Result<()> {
     use nix::unistd::{unlinkat, UnlinkatFlags};
     let st = nix::sys::stat::fstatat(at, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
     if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFDIR {
@@ -220,20 +220,21 @@ fn remove_at(at: &OwnedFd, name: &std::ffi::OsStr, recursive: bool) -> std::io::
     }
     if recursive {
         let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let sub = nix::fcntl::openat(at, name, flags, Mode::empty())?;
-        let mut d = nix::dir::Dir::from_fd(sub)?;
-        let names: Vec<std::ffi::OsString> = d
-            .iter()
-            .filter_map(|e| e.ok())
-            .map(|e| std::ffi::OsStr::from_bytes(e.file_name().to_bytes()).to_owned())
-            .filter(|n| n != "." && n != "..")
-            .collect();
-        let sub = nix::fcntl::openat(at, name, flags, Mode::empty())?;
-        for n in names {
-            remove_at(&sub, &n, true)?;
+        let mut d = nix::dir::Dir::from_fd(nix::fcntl::openat(at, name, flags, Mode::empty())?)?;
+        for n in names(&mut d) {
+            remove_at(&d, n.as_c_str(), true)?;
         }
     }
     Ok(unlinkat(at, name, UnlinkatFlags::RemoveDir)?)
+}
+
+/// The names in a directory, `.` and `..` left out.
+fn names(d: &mut nix::dir::Dir) -> Vec<std::ffi::CString> {
+    d.iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| !matches!(n.to_bytes(), b"." | b".."))
+        .collect()
 }
 
 #[cfg(test)]
