@@ -294,3 +294,48 @@ async fn a_package_changed_in_storage_after_upload_is_refused() {
     assert!(failure["message"].as_str().unwrap().contains("changed since it was uploaded"), "{shown}");
     assert!(!stdout_of(&acct, "t").contains("planted"));
 }
+
+/// The pid of the task spawner worker `worker` started.
+fn spawner_of(worker: u32) -> Option<u32> {
+    let out =
+        std::process::Command::new("pgrep").args(["-P", &worker.to_string(), "-f", "--", "--task-spawner"]).output();
+    String::from_utf8_lossy(&out.ok()?.stdout).lines().next()?.trim().parse().ok()
+}
+
+/// Tasks with users of their own are started by the worker's task spawner; killed mid-task, the
+/// spawner's running task is handed back and runs again, and the worker starts later tasks itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_spawner_killed_mid_task_loses_no_task() {
+    let mut acct = TestAccount::new("spawner").await;
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let ledger = acct.work_dir.join("ledger.txt");
+    let parent = "tr \"\\0\" \" \" < /proc/$PPID/cmdline";
+    let task = |id: &str, then: &str| {
+        let cmd = format!("/bin/sh -c 'echo $DROVER_TASK_ID >> {}; {parent}; {then}'", ledger.display());
+        json!({"id": id, "commandLine": cmd})
+    };
+    acct.add_tasks("j", &[task("first", "true")]);
+    let worker = acct.start_worker("p", &[]);
+    assert_eq!(acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]).code, 0, "{}", acct.worker_logs());
+    let first = acct.task_file("j", "first", "stdout.txt");
+    assert!(first.contains("--task-spawner"), "started by the spawner: {first}");
+    let spawner = spawner_of(worker).expect("the worker's task spawner");
+
+    acct.add_tasks("j", &[task("long", "sleep 3")]);
+    drover_tests::eventually(std::time::Duration::from_secs(30), "long running", || async {
+        std::fs::read_to_string(&ledger).is_ok_and(|l| l.contains("long"))
+    })
+    .await;
+    acct.signal(spawner, "KILL");
+    acct.add_tasks("j", &[task("after", "true")]);
+    assert_eq!(acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]).code, 0, "{}", acct.worker_logs());
+    let counts = acct.ok(&["job", "task-counts", "--job-id", "j"]).json();
+    assert_eq!(counts["taskCounts"]["succeeded"], 3, "{counts}\n{}", acct.worker_logs());
+    let runs = std::fs::read_to_string(&ledger).unwrap();
+    assert_eq!(runs.lines().filter(|l| *l == "long").count(), 2, "long ran again: {runs}");
+    let after = acct.task_file("j", "after", "stdout.txt");
+    assert!(after.contains("drover-worker") && !after.contains("--task-spawner"), "started by the worker: {after}");
+    let long = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "long"]).json();
+    assert_eq!(long["executionInfo"]["result"], "success", "{long}");
+}

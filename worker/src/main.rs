@@ -70,8 +70,22 @@ struct Cli {
     files_url: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Started by a worker as its task spawner (see drover_core::node::serve_spawner).
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == node::SPAWNER_FLAG) {
+        return node::serve_spawner(args.next().map(PathBuf::from));
+    }
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(worker()),
+        Err(e) => {
+            eprintln!("drover-worker: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn worker() -> ExitCode {
     drover_core::telemetry::init("info");
     let cli = Cli::parse();
     let work_dir = match std::path::absolute(&cli.work_dir) {
@@ -117,6 +131,7 @@ async fn main() -> ExitCode {
         restartable: cli.instance.is_some() || cli.exit_with_parent,
         files_listen,
         files_url: cli.files_url,
+        task_spawner: std::env::current_exe().ok(),
     };
     let shutdown = CancellationToken::new();
     let hand_back = CancellationToken::new();

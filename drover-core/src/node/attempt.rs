@@ -213,6 +213,8 @@ impl Attempt {
             .await;
         let mut outcome = match (&ended, ended.failure()) {
             (Ended::Killed, _) if self.ctx.hand_back.is_cancelled() || self.requeued() => return Run::HandedBack,
+            // Like a node that died mid-task: the task runs again.
+            (Ended::Lost, _) => return Run::HandedBack,
             (Ended::Killed, _) => {
                 let why = "its job ended, or `drover task terminate` was run";
                 Outcome { retryable: false, ..Outcome::failed(crate::status::terminated_failure(why), None) }

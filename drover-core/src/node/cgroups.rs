@@ -4,7 +4,8 @@
 //! The worker moves itself into `<its cgroup>/drover-<pid>` and makes each command's cgroup
 //! beneath it. A child starts in its parent's cgroup, so the worker spawns and moves each child
 //! under one lock and then moves whatever else is left in its own cgroup (what the child forked
-//! before it was moved) after it: only the worker itself stays there. Moving a single process is
+//! before it was moved) after it: only the worker itself stays there. The task spawner does the
+//! same in a cgroup of its own (`spawner`), one command at a time ([`contain`]). Moving a single process is
 //! cheap; moving the multi-threaded worker per command would not be. Without a writable cgroup v2
 //! hierarchy (no root, or v1 only) commands run without one and the worker says so once.
 
@@ -60,33 +61,30 @@ impl Cgroups {
         pid: impl Fn(&T) -> Option<u32>,
     ) -> std::io::Result<(T, Option<Group<'_>>)> {
         let Some(inner) = &self.inner else { return Ok((spawn()?, None)) };
+        let Some(group) = self.group() else { return Ok((spawn()?, None)) };
+        let _one = inner.spawning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let child = spawn()?;
+        if let Some(first) = pid(&child) {
+            contain(&group.dir, first, &inner.own, &[std::process::id()]);
+        }
+        Ok((child, Some(group)))
+    }
+
+    /// A new cgroup for a command (None without cgroups, or when it cannot be made).
+    pub(crate) fn group(&self) -> Option<Group<'_>> {
+        let inner = self.inner.as_ref()?;
         let dir = inner.own.join(format!("c{}", inner.next.fetch_add(1, Ordering::Relaxed)));
         if let Err(e) = std::fs::create_dir(&dir) {
             tracing::warn!(cgroup = %dir.display(), error = %e, "cannot make a command's cgroup");
-            return Ok((spawn()?, None));
+            return None;
         }
-        let group = Group { dir, cgroups: self, keep: false };
-        let _one = inner.spawning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let child = spawn()?;
-        let Some(first) = pid(&child) else { return Ok((child, Some(group))) };
-        let procs = group.dir.join("cgroup.procs");
-        let me = std::process::id();
-        let mut moving = vec![first];
-        for _ in 0..100 {
-            for pid in moving.drain(..) {
-                // A process that exited meanwhile cannot be moved (ESRCH) and needs not be.
-                let _ = std::fs::write(&procs, pid.to_string());
-            }
-            moving = members(&inner.own).into_iter().filter(|p| *p != me).collect();
-            if moving.is_empty() {
-                return Ok((child, Some(group)));
-            }
-        }
-        // Forking faster than it is moved: what is left here is that command's, and dies.
-        for pid in moving {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-        }
-        Ok((child, Some(group)))
+        Some(Group { dir, cgroups: self, keep: false })
+    }
+
+    /// A cgroup for the task spawner, where its children start (None without cgroups).
+    pub(crate) fn spawner_home(&self) -> Option<PathBuf> {
+        let dir = self.inner.as_ref()?.own.join("spawner");
+        std::fs::create_dir(&dir).ok().map(|()| dir)
     }
 
     /// Kills what is left in the worker's cgroups and removes them (the worker is leaving).
@@ -99,6 +97,11 @@ impl Cgroups {
 }
 
 impl Group<'_> {
+    /// Where it is.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Leaves what is still running in it alone.
     pub(crate) fn keep(mut self) {
         self.keep = true;
@@ -143,6 +146,28 @@ impl Inner {
             return Err(described(&format!("move into {}", own.display()), e));
         }
         Ok(Inner { own, spawning: Mutex::new(()), next: AtomicU64::new(0), dying: Mutex::new(Vec::new()) })
+    }
+}
+
+/// Moves process `first` into cgroup `group`, then whatever else is in `home` (what `first`
+/// forked before it was moved) but the processes `except`; kills what forks faster than it is
+/// moved. The caller spawned `first` in `home` and spawns nothing else there meanwhile.
+pub(crate) fn contain(group: &Path, first: u32, home: &Path, except: &[u32]) {
+    let procs = group.join("cgroup.procs");
+    let mut moving = vec![first];
+    for _ in 0..100 {
+        for pid in moving.drain(..) {
+            // A process that exited meanwhile cannot be moved (ESRCH) and needs not be.
+            let _ = std::fs::write(&procs, pid.to_string());
+        }
+        moving = members(home).into_iter().filter(|p| !except.contains(p)).collect();
+        if moving.is_empty() {
+            return;
+        }
+    }
+    // Forking faster than it is moved: what is left there is that command's, and dies.
+    for pid in moving {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
     }
 }
 

@@ -66,6 +66,8 @@ pub(super) enum Ended {
     Killed,
     /// It could not be started.
     NotStarted(FailureInfo),
+    /// Its exit is unknown (the task spawner ended before it did); it was killed.
+    Lost,
 }
 
 impl Ended {
@@ -81,6 +83,10 @@ impl Ended {
                 "the command ran past its maxWallClockTime and was killed",
             )),
             Ended::NotStarted(f) => Some(f.clone()),
+            Ended::Lost => Some(FailureInfo::server(
+                FailureCode::CommandStartError,
+                "the node's task spawner ended before the command did: its exit is unknown",
+            )),
         }
     }
 
@@ -249,6 +255,7 @@ impl Staged {
             keep_background: self.keep_background,
             user: self.user.as_ref().map(|u| (u.uid, u.gid)),
             cgroups: &ctx.cgroups,
+            spawner: ctx.spawner.as_ref(),
         };
         let ran = process::run(spec, kill).await;
         let contained = ran.as_ref().is_ok_and(|(_, contained)| *contained);
@@ -273,6 +280,7 @@ impl Staged {
             Ok(Exit::Code(code)) => Ended::Exited(code),
             Ok(Exit::TimedOut) => Ended::TimedOut,
             Ok(Exit::Killed) => Ended::Killed,
+            Ok(Exit::Lost) => Ended::Lost,
             Err(e) => Ended::NotStarted(FailureInfo::user(
                 FailureCode::CommandStartError,
                 format!("cannot start {:?}: {e}", self.argv.first().map_or("", String::as_str)),

@@ -12,11 +12,13 @@ mod job;
 mod packages;
 mod process;
 mod retention;
+mod spawner;
 mod start;
 mod systemd;
 pub mod users;
 
 pub use process::Exit;
+pub use spawner::{serve as serve_spawner, SPAWNER_FLAG};
 
 use crate::model::node::{NodeOrder, NodeState, TasksOption};
 use crate::model::TaskMessage;
@@ -63,6 +65,9 @@ pub struct NodeOptions {
     pub files_listen: Option<std::net::SocketAddr>,
     /// The URL others reach that service at (None: derived, see `files::bind`).
     pub files_url: Option<String>,
+    /// This worker's executable, which started with [`SPAWNER_FLAG`] is the task spawner (see
+    /// [`serve_spawner`]); None: the worker forks itself to start commands as other users.
+    pub task_spawner: Option<PathBuf>,
 }
 
 /// Why a node left its pool.
@@ -156,6 +161,8 @@ pub(crate) struct NodeContext {
     pub(crate) user_accounts: Vec<crate::model::UserAccount>,
     /// The cgroups commands run in.
     pub(crate) cgroups: cgroups::Cgroups,
+    /// Starts commands as other users, when tasks get users of their own.
+    pub(crate) spawner: Option<spawner::Spawner>,
 }
 
 /// Makes the account's directory and its `jobs`. With task users, both are 0711: a task reaches
@@ -308,6 +315,19 @@ pub async fn run(
     };
     let joins = store.join_pool(&join).await?;
     tracing::info!(pool = %options.pool_id, node = %options.node_id, slots, "node joined the pool");
+    let cgroups = cgroups::Cgroups::new();
+    let spawner = match (&options.task_spawner, &users) {
+        (Some(program), users::Users::Switch(_)) => {
+            match spawner::Spawner::start(program, cgroups.spawner_home().as_deref()) {
+                Ok(spawner) => Some(spawner),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no task spawner: the worker forks itself to start each command as its user");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let ctx = Arc::new(NodeContext {
         topology: Topology::new(&config.account),
         publisher,
@@ -332,7 +352,8 @@ pub async fn run(
         total_succeeded: AtomicU64::new(0),
         users,
         user_accounts: pool.spec.user_accounts.clone(),
-        cgroups: cgroups::Cgroups::new(),
+        cgroups,
+        spawner,
     });
     let heartbeat = tokio::spawn(heartbeat(ctx.clone()));
     let file_service = files.map(|(listener, service)| {
@@ -393,6 +414,9 @@ pub async fn run(
     sweeper.abort();
     outboxes.abort();
     // Nothing a command of this node started outlives it (a start task's background services).
+    if let Some(spawner) = &ctx.spawner {
+        spawner.close();
+    }
     ctx.cgroups.close();
     ctx.users.close();
     if let Err(e) = ctx.store.leave_pool(&ctx.options.pool_id, &ctx.options.node_id).await {

@@ -17,6 +17,8 @@ pub enum Exit {
     TimedOut,
     /// It was killed because the node is leaving or the task was terminated.
     Killed,
+    /// The task spawner that started it ended first, so its exit is unknown; it was killed.
+    Lost,
 }
 
 /// What to run and where.
@@ -32,6 +34,8 @@ pub(super) struct ProcessSpec<'a> {
     /// The uid and gid it runs as (None: the worker's).
     pub user: Option<(u32, u32)>,
     pub cgroups: &'a super::cgroups::Cgroups,
+    /// Starts commands as other users (None: the worker forks itself to).
+    pub spawner: Option<&'a super::spawner::Spawner>,
 }
 
 /// Environment variables passed through from the node to tasks; everything else (credentials in
@@ -52,6 +56,81 @@ fn resolve(program: &Path, env: &[(String, String)]) -> std::io::Result<PathBuf>
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"))
 }
 
+/// The command's whole environment: the node's pass-through variables, its own, and with a user
+/// of its own that user's name.
+fn environment(spec: &ProcessSpec<'_>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> =
+        PASS_THROUGH.iter().filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?))).collect();
+    env.extend(spec.env.iter().cloned());
+    if let Some((uid, _)) = spec.user {
+        env.push(("USER".into(), format!("drover{uid}")));
+        env.push(("LOGNAME".into(), format!("drover{uid}")));
+    }
+    env
+}
+
+/// A started command: the worker's own child, or one the task spawner started.
+enum Running {
+    Here(tokio::process::Child),
+    Spawned(super::spawner::Spawned, Option<std::process::ExitStatus>),
+}
+
+impl Running {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Running::Here(child) => child.id(),
+            Running::Spawned(spawned, _) => Some(spawned.pid),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Running::Here(child) => child.wait().await,
+            Running::Spawned(_, Some(status)) => Ok(*status),
+            Running::Spawned(spawned, done) => {
+                let status = spawned.wait().await?;
+                *done = Some(status);
+                Ok(status)
+            }
+        }
+    }
+}
+
+/// Kills a spawned command's process group if its run is abandoned before it ended (a child of
+/// the worker's own is killed on drop by tokio).
+struct Abandoned(Option<Pid>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Starts the command through the task spawner, in a cgroup of its own. None: the spawner is
+/// gone.
+async fn spawn_there<'c>(
+    spawner: &super::spawner::Spawner,
+    spec: &ProcessSpec<'c>,
+    program: &Path,
+    env: Vec<(String, String)>,
+) -> Option<std::io::Result<(Running, Option<super::cgroups::Group<'c>>)>> {
+    let (Some(program), Some(cwd)) = (program.to_str(), spec.cwd.to_str()) else { return None };
+    let group = spec.cgroups.group();
+    let request = super::spawner::Request {
+        id: 0,
+        program: program.to_string(),
+        args: spec.argv[1..].to_vec(),
+        cwd: cwd.to_string(),
+        env,
+        user: spec.user,
+        cgroup: group.as_ref().map(|g| g.dir().to_path_buf()),
+    };
+    let spawned = spawner.spawn(request, &spec.stdout, &spec.stderr).await?;
+    Some(spawned.map(|s| (Running::Spawned(s, None), group)))
+}
+
 /// Runs the process to its end, its limit, or `stop`, and says whether its cgroup ended all it
 /// started (false without cgroups, or when its background may stay). An error means it could not
 /// be started.
@@ -63,32 +142,40 @@ pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std:
     } else {
         PathBuf::from(program)
     };
-    // A path, so that std spawns with posix_spawn (vfork) when the command keeps the worker's
-    // user (a bare name with PATH set in its environment makes std fork, copying the worker's
-    // page tables). As another user std forks anyway: it has to switch users in the child.
-    let mut cmd = tokio::process::Command::new(resolve(&program, spec.env)?);
-    cmd.args(&spec.argv[1..])
-        .current_dir(spec.cwd)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(spec.stdout))
-        .stderr(Stdio::from(spec.stderr))
-        .process_group(0)
-        .kill_on_drop(true);
-    for name in PASS_THROUGH {
-        if let Some(v) = std::env::var_os(name) {
-            cmd.env(name, v);
+    let program = resolve(&program, spec.env)?;
+    let env = environment(&spec);
+    // As another user, through the task spawner when there is one (std forks to switch users,
+    // and a fork of the spawner is cheap, of the worker not).
+    let there = match (spec.spawner, spec.user) {
+        (Some(spawner), Some(_)) => spawn_there(spawner, &spec, &program, env.clone()).await,
+        _ => None,
+    };
+    let (mut running, group) = match there {
+        Some(spawned) => spawned?,
+        None => {
+            // A path, so that std spawns with posix_spawn (vfork) when the command keeps the
+            // worker's user (a bare name with PATH set in its environment makes std fork,
+            // copying the worker's page tables). As another user std forks.
+            let mut cmd = tokio::process::Command::new(&program);
+            cmd.args(&spec.argv[1..])
+                .current_dir(spec.cwd)
+                .env_clear()
+                .envs(env)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(spec.stdout))
+                .stderr(Stdio::from(spec.stderr))
+                .process_group(0)
+                .kill_on_drop(true);
+            if let Some((uid, gid)) = spec.user {
+                // As root, std also drops every supplementary group before switching.
+                cmd.uid(uid).gid(gid);
+            }
+            let (child, group) = spec.cgroups.spawn(|| cmd.spawn(), tokio::process::Child::id)?;
+            (Running::Here(child), group)
         }
-    }
-    for (k, v) in spec.env {
-        cmd.env(k, v);
-    }
-    if let Some((uid, gid)) = spec.user {
-        // As root, std also drops every supplementary group before switching.
-        cmd.uid(uid).gid(gid).env("USER", format!("drover{uid}")).env("LOGNAME", format!("drover{uid}"));
-    }
-    let (mut child, group) = spec.cgroups.spawn(|| cmd.spawn(), tokio::process::Child::id)?;
-    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    };
+    let pgid = running.pid().map(|id| Pid::from_raw(id as i32));
+    let mut abandoned = Abandoned(pgid.filter(|_| matches!(running, Running::Spawned(..))));
     let limit = async {
         match spec.wall_clock {
             Some(d) => tokio::time::sleep(d).await,
@@ -96,10 +183,15 @@ pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std:
         }
     };
     let ended = tokio::select! {
-        status = child.wait() => {
+        status = running.wait() => {
             use std::os::unix::process::ExitStatusExt;
-            let status = status?;
-            Exit::Code(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+            match status {
+                Ok(status) => Exit::Code(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a command's exit is unknown: it is killed and its task handed back");
+                    Exit::Lost
+                }
+            }
         }
         _ = limit => Exit::TimedOut,
         _ = stop.cancelled() => Exit::Killed,
@@ -110,7 +202,10 @@ pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std:
     if let Some(pgid) = pgid.filter(|_| !keep) {
         let _ = killpg(pgid, Signal::SIGKILL);
     }
-    let _ = child.wait().await;
+    if ended != Exit::Lost {
+        let _ = running.wait().await;
+    }
+    abandoned.0 = None;
     let contained = group.is_some() && !keep;
     match group {
         Some(group) if keep => group.keep(),
