@@ -323,6 +323,20 @@ pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(field(14)? + field(15)?)
 }
 
+/// The task spawners (`drover-worker --task-spawner`) among the children of process `pid`.
+pub(crate) fn task_spawners(pid: u32) -> Vec<u32> {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return vec![] };
+    let children = threads.flatten().filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok());
+    let pids: Vec<u32> =
+        children.flat_map(|c| c.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>()).collect();
+    pids.into_iter()
+        .filter(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"--task-spawner"))
+        })
+        .collect()
+}
+
 /// Clock ticks per second (sysconf CLK_TCK).
 pub(crate) fn ticks_per_second() -> Result<u64> {
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).context("sysconf(CLK_TCK)")?;

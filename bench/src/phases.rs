@@ -115,9 +115,18 @@ fn check_workers(farm: &mut Farm) -> Result<()> {
     Ok(())
 }
 
-/// utime + stime of every worker, in clock ticks.
+/// utime + stime of every worker and of its task spawner, in clock ticks (the tasks' own
+/// processes, the spawner's children, are not counted).
 fn workers_cpu(farm: &Farm) -> Result<u64> {
-    farm.workers.iter().map(|w| farm::cpu_ticks(w.pid)).sum()
+    let mut ticks = 0;
+    for w in &farm.workers {
+        ticks += farm::cpu_ticks(w.pid)?;
+        for helper in farm::task_spawners(w.pid) {
+            // A spawner that exited meanwhile took its CPU with it.
+            ticks += farm::cpu_ticks(helper).unwrap_or(0);
+        }
+    }
+    Ok(ticks)
 }
 
 /// N tasks of /bin/true through `drover task create` on the farm's idle workers: from the start

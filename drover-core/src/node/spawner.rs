@@ -79,9 +79,14 @@ pub fn serve(cgroup: Option<PathBuf>) -> std::process::ExitCode {
             return failed(std::io::Error::new(e.kind(), format!("move into {}: {e}", dir.display())));
         }
     }
+    let children = Arc::new(Children::default());
+    let reaping = (children.clone(), replies.clone());
+    if let Err(e) = std::thread::Builder::new().name("reaper".into()).spawn(move || reap(&reaping.0, &reaping.1)) {
+        return failed(e);
+    }
     loop {
         match receive(&socket) {
-            Ok(Some((request, fds))) => start(request, fds, cgroup.as_deref(), &replies),
+            Ok(Some((request, fds))) => start(request, fds, cgroup.as_deref(), &replies, &children),
             Ok(None) => return std::process::ExitCode::SUCCESS,
             Err(e) => return failed(e),
         }
@@ -120,8 +125,65 @@ fn receive(socket: &UnixStream) -> std::io::Result<Option<(Request, Vec<OwnedFd>
     Ok(Some((request, fds)))
 }
 
-/// Starts one command and answers its pid; a thread answers its wait status when it exits.
-fn start(request: Request, fds: Vec<OwnedFd>, own: Option<&Path>, replies: &Arc<Mutex<UnixStream>>) {
+/// The spawner's running children: pid -> command id; the wait statuses of those reaped before
+/// [`start`] recorded them; how many run.
+#[derive(Default)]
+struct Children {
+    state: Mutex<ChildrenState>,
+    started: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct ChildrenState {
+    ids: HashMap<u32, u64>,
+    early: HashMap<u32, i32>,
+    running: usize,
+}
+
+/// Waits for any child to exit (one thread for all of them) and answers its wait status.
+fn reap(children: &Children, replies: &Mutex<UnixStream>) {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        {
+            let mut state = children.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            while state.running == 0 {
+                state = children.started.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        }
+        let (pid, raw) = match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, (code & 0xff) << 8),
+            Ok(WaitStatus::Signaled(pid, signal, core)) => (pid, signal as i32 | if core { 0x80 } else { 0 }),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => {
+                // Counted but not yet forked: wait for it.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            }
+        };
+        let pid = pid.as_raw() as u32;
+        let mut state = children.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.running = state.running.saturating_sub(1);
+        match state.ids.remove(&pid) {
+            Some(id) => {
+                drop(state);
+                send(replies, &Reply { id, pid: None, error: None, status: Some(raw) });
+            }
+            None => {
+                state.early.insert(pid, raw);
+            }
+        }
+    }
+}
+
+/// Starts one command and answers its pid, then leaves it to [`reap`], which answers its wait
+/// status.
+fn start(
+    request: Request,
+    fds: Vec<OwnedFd>,
+    own: Option<&Path>,
+    replies: &Arc<Mutex<UnixStream>>,
+    children: &Children,
+) {
     let id = request.id;
     let refused =
         |e: std::io::Error| Reply { id, pid: None, error: Some((e.raw_os_error(), e.to_string())), status: None };
@@ -141,22 +203,37 @@ fn start(request: Request, fds: Vec<OwnedFd>, own: Option<&Path>, replies: &Arc<
         // As root, std also drops every supplementary group before switching.
         cmd.uid(uid).gid(gid);
     }
-    let mut child = match cmd.spawn() {
+    // Counted first, so that the reaper waits for it; uncounted if it does not start.
+    let count = |n: isize| {
+        let mut state = children.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.running = state.running.saturating_add_signed(n);
+        children.started.notify_one();
+    };
+    count(1);
+    let child = match cmd.spawn() {
         Ok(child) => child,
-        Err(e) => return send(replies, &refused(e)),
+        Err(e) => {
+            count(-1);
+            return send(replies, &refused(e));
+        }
     };
     if let (Some(group), Some(own)) = (&request.cgroup, own) {
         super::cgroups::contain(group, child.id(), own, &[std::process::id()]);
     }
-    send(replies, &Reply { id, pid: Some(child.id()), error: None, status: None });
-    let replies = replies.clone();
-    std::thread::spawn(move || {
-        let status = match child.wait() {
-            Ok(status) => status.into_raw(),
-            Err(_) => 255 << 8,
-        };
-        send(&replies, &Reply { id, pid: None, error: None, status: Some(status) });
-    });
+    let pid = child.id();
+    // The reaper waits for it (std's handle neither waits nor kills when dropped).
+    drop(child);
+    send(replies, &Reply { id, pid: Some(pid), error: None, status: None });
+    let mut state = children.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match state.early.remove(&pid) {
+        Some(raw) => {
+            drop(state);
+            send(replies, &Reply { id, pid: None, error: None, status: Some(raw) });
+        }
+        None => {
+            state.ids.insert(pid, id);
+        }
+    }
 }
 
 fn send(replies: &Mutex<UnixStream>, reply: &Reply) {
@@ -212,7 +289,13 @@ impl Spawner {
     pub(crate) fn start(program: &Path, cgroup: Option<&Path>) -> std::io::Result<Spawner> {
         let (ours, theirs) = UnixStream::pair()?;
         let mut cmd = std::process::Command::new(program);
-        cmd.arg(SPAWNER_FLAG).args(cgroup).env_clear().stdin(Stdio::from(OwnedFd::from(theirs))).stdout(Stdio::null());
+        cmd.arg(SPAWNER_FLAG)
+            .args(cgroup)
+            .env_clear()
+            // One malloc arena: a small address space is what keeps its forks cheap.
+            .env("MALLOC_ARENA_MAX", "1")
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null());
         let process = cmd.spawn()?;
         let pending: PendingMap = Arc::default();
         let reader = std::io::BufReader::new(ours.try_clone()?);
