@@ -5,9 +5,10 @@
 //! beneath it. A child starts in its parent's cgroup, so the worker spawns and moves each child
 //! under one lock and then moves whatever else is left in its own cgroup (what the child forked
 //! before it was moved) after it: only the worker itself stays there. The task spawner does the
-//! same in a cgroup of its own (`spawner`), one command at a time ([`contain`]). Moving a single process is
-//! cheap; moving the multi-threaded worker per command would not be. Without a writable cgroup v2
-//! hierarchy (no root, or v1 only) commands run without one and the worker says so once.
+//! same in a cgroup of its own (`spawner`), one command at a time ([`contain`]). Moving a single
+//! process is cheap; moving the multi-threaded worker per command would not be. Without a
+//! writable cgroup v2 hierarchy (no root, or v1 only) commands run without one and the worker
+//! says so once.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
