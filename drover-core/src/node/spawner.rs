@@ -160,18 +160,42 @@ fn reap(children: &Children, replies: &Mutex<UnixStream>) {
                 continue;
             }
         };
-        let pid = pid.as_raw() as u32;
-        let mut state = children.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.running = state.running.saturating_sub(1);
-        match state.ids.remove(&pid) {
-            Some(id) => {
-                drop(state);
-                send(replies, &Reply { id, pid: None, error: None, status: Some(raw) });
+        children.meet(replies, pid.as_raw() as u32, Known::Status(raw));
+    }
+}
+
+/// What one side knows of a child: [`start`] its command id, [`reap`] its wait status.
+enum Known {
+    Id(u64),
+    Status(i32),
+}
+
+impl Children {
+    /// Answers child `pid`'s wait status once its command id and its status are both known,
+    /// whichever comes second.
+    fn meet(&self, replies: &Mutex<UnixStream>, pid: u32, known: Known) {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (id, raw) = match known {
+            Known::Id(id) => match state.early.remove(&pid) {
+                Some(raw) => (id, raw),
+                None => {
+                    state.ids.insert(pid, id);
+                    return;
+                }
+            },
+            Known::Status(raw) => {
+                state.running = state.running.saturating_sub(1);
+                match state.ids.remove(&pid) {
+                    Some(id) => (id, raw),
+                    None => {
+                        state.early.insert(pid, raw);
+                        return;
+                    }
+                }
             }
-            None => {
-                state.early.insert(pid, raw);
-            }
-        }
+        };
+        drop(state);
+        send(replies, &Reply { id, pid: None, error: None, status: Some(raw) });
     }
 }
 
@@ -224,16 +248,7 @@ fn start(
     // The reaper waits for it (std's handle neither waits nor kills when dropped).
     drop(child);
     send(replies, &Reply { id, pid: Some(pid), error: None, status: None });
-    let mut state = children.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    match state.early.remove(&pid) {
-        Some(raw) => {
-            drop(state);
-            send(replies, &Reply { id, pid: None, error: None, status: Some(raw) });
-        }
-        None => {
-            state.ids.insert(pid, id);
-        }
-    }
+    children.meet(replies, pid, Known::Id(id));
 }
 
 fn send(replies: &Mutex<UnixStream>, reply: &Reply) {
