@@ -78,21 +78,8 @@ pub(crate) async fn run(farm: &mut Farm, n: u64, children: u32) -> Result<Bare> 
         .await
         .context("connect to RabbitMQ (bare publisher)")?;
     let ch = consuming.create_channel().await.context("open a channel")?;
-    let mut queue_args = FieldTable::default();
-    queue_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    ch.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, queue_args)
-        .await
-        .with_context(|| format!("declare queue {queue}"))?;
     ch.basic_qos(prefetch, BasicQosOptions::default()).await.context("basic.qos")?;
-    let mut consumer = ch
-        .basic_consume(
-            queue.as_str().into(),
-            "drover-bench".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .with_context(|| format!("consume from {queue}"))?;
+    let mut consumer = consume_own_queue(&ch, &queue, None).await?;
     let pch = publishing.create_channel().await.context("open a channel")?;
     pch.confirm_select(ConfirmSelectOptions::default()).await.context("confirm.select")?;
     let redis = farm.redis.clone();
@@ -222,4 +209,65 @@ async fn acker(
         bail!("acked {acked} of {n} messages");
     }
     Ok(Done::Acked(start.elapsed(), acks))
+}
+
+/// The yardstick of dispatch latency, in µs, one message at a time on an idle quorum queue of its
+/// own: a Redis write (the record), a publish (its confirm awaited after delivery, as drover's
+/// submitter does not hold delivery back for it), the delivery, a Redis write (the start).
+pub(crate) async fn dispatch(farm: &Farm, samples: u64) -> Result<Vec<u64>> {
+    let queue = format!("drover-bench.bare-dispatch.{}", std::process::id());
+    let url = farm.config.amqp_url.first().context("no broker URL")?.clone();
+    let consuming = Connection::connect(&url, ConnectionProperties::default()).await.context("connect to RabbitMQ")?;
+    let publishing = Connection::connect(&url, ConnectionProperties::default()).await.context("connect to RabbitMQ")?;
+    let ch = consuming.create_channel().await.context("open a channel")?;
+    // Gone a minute after its last use, should the bench stop before deleting it.
+    let mut consumer = consume_own_queue(&ch, &queue, Some(60_000)).await?;
+    let pch = publishing.create_channel().await.context("open a channel")?;
+    pch.confirm_select(ConfirmSelectOptions::default()).await.context("confirm.select")?;
+    let mut redis = farm.redis.clone();
+    let key = format!("drover:{}:bare:dispatch", farm.account);
+    let mut latencies = Vec::new();
+    for i in 0..samples {
+        let start = Instant::now();
+        let _: () =
+            redis::cmd("HSET").arg(&key).arg("ctime").arg(i).query_async(&mut redis).await.context("Redis HSET")?;
+        let confirm = pch
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                b"{}",
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .context("publish")?;
+        let delivery = match tokio::time::timeout(Duration::from_secs(30), consumer.next()).await {
+            Ok(Some(delivery)) => delivery.context("receive a message")?,
+            _ => bail!("no delivery within 30 s"),
+        };
+        let _: () =
+            redis::cmd("HSET").arg(&key).arg("start").arg(i).query_async(&mut redis).await.context("Redis HSET")?;
+        latencies.push(start.elapsed().as_micros() as u64);
+        delivery.ack(BasicAckOptions::default()).await.context("ack")?;
+        confirm.await.context("confirm")?;
+    }
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut redis).await.context("Redis DEL")?;
+    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await.context("delete the queue")?;
+    latencies.sort_unstable();
+    Ok(latencies)
+}
+
+/// Declares quorum queue `queue` (removed after `expires_ms` unused, when given) and consumes it.
+async fn consume_own_queue(ch: &Channel, queue: &str, expires_ms: Option<u32>) -> Result<lapin::Consumer> {
+    let mut queue_args = FieldTable::default();
+    queue_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    if let Some(ms) = expires_ms {
+        queue_args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+    }
+    ch.queue_declare(queue.into(), QueueDeclareOptions { durable: true, ..Default::default() }, queue_args)
+        .await
+        .with_context(|| format!("declare queue {queue}"))?;
+    ch.basic_consume(queue.into(), "drover-bench".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .with_context(|| format!("consume from {queue}"))
 }

@@ -34,6 +34,8 @@ pub(crate) struct EndToEnd {
 /// What the dispatch phase measured: creation to start of each task, in ms.
 pub(crate) struct Dispatch {
     pub(crate) latencies_ms: Vec<i64>,
+    /// The same path with lapin and redis alone ([`crate::bare::dispatch`]), sorted, in µs.
+    pub(crate) bare_us: Vec<u64>,
 }
 
 /// The value at quantile `q` (nearest rank) of sorted values.
@@ -230,7 +232,8 @@ pub(crate) async fn dispatch(farm: &mut Farm, args: &crate::Args) -> Result<Disp
         latencies_ms.push(start - record.ctime);
     }
     latencies_ms.sort_unstable();
-    Ok(Dispatch { latencies_ms })
+    let bare_us = crate::bare::dispatch(farm, args.dispatch_samples).await?;
+    Ok(Dispatch { latencies_ms, bare_us })
 }
 
 /// Starts `drover task create` adding the tasks of `file` to `job`, its errors to `stderr`.

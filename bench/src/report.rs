@@ -195,6 +195,11 @@ impl Report {
             let show = |v: Option<i64>| v.map_or("-".into(), |v| v.to_string());
             t.row("dispatch", format!("latency p50 ({} tasks)", l.len()), show(p50), "ms");
             t.row("dispatch", "latency p99", show(p99), "ms");
+            let b = &d.bare_us;
+            let (b50, b99) = (quantile(b, 0.5), quantile(b, 0.99));
+            let us = |v: Option<u64>| v.map_or("-".into(), |v| thousands(v as f64));
+            t.row("dispatch", "bare (lapin + redis alone) p50", us(b50), "µs");
+            t.row("dispatch", "bare p99", us(b99), "µs");
             all.insert(
                 "dispatch".into(),
                 json!({
@@ -203,6 +208,8 @@ impl Report {
                     "p99_ms": p99,
                     "max_ms": max,
                     "mean_ms": mean.map(|m| round(m, 2)),
+                    "bare_p50_us": b50,
+                    "bare_p99_us": b99,
                 }),
             );
         }
