@@ -179,7 +179,7 @@ fn members(dir: &Path) -> Vec<u32> {
 }
 
 /// Kills every process in a cgroup and beneath it (`cgroup.kill`, or one by one before Linux 5.14).
-fn kill(dir: &Path) {
+pub(crate) fn kill(dir: &Path) {
     if std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
         return;
     }

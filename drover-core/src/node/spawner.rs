@@ -315,9 +315,15 @@ impl Spawner {
         let pending: PendingMap = Arc::default();
         let reader = std::io::BufReader::new(ours.try_clone()?);
         let (answers, alive) = (pending.clone(), Arc::new(AtomicBool::new(true)));
-        let gone = alive.clone();
+        let (gone, home) = (alive.clone(), cgroup.map(Path::to_path_buf));
         std::thread::Builder::new().name("task-spawner".into()).spawn(move || {
             read_replies(reader, &answers);
+            // A child it started but had not moved into its command's cgroup yet (and whose pid
+            // never came back) dies before its command is started again from the worker.
+            if let Some(home) = &home {
+                super::cgroups::kill(home);
+            }
+            answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
             gone.store(false, Ordering::SeqCst);
             tracing::debug!("the task spawner is gone: commands start from the worker itself");
         })?;
@@ -377,7 +383,7 @@ impl Spawner {
     }
 }
 
-/// Hands each answer to the command waiting for it; when the spawner is gone, every wait ends.
+/// Hands each answer to the command waiting for it, until the spawner is gone.
 fn read_replies(reader: impl BufRead, pending: &PendingMap) {
     for line in reader.lines() {
         let Ok(line) = line else { break };
@@ -408,5 +414,4 @@ fn read_replies(reader: impl BufRead, pending: &PendingMap) {
             pending.remove(&reply.id);
         }
     }
-    pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
 }
