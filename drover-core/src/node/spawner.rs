@@ -19,7 +19,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -260,29 +260,20 @@ fn send(replies: &Mutex<UnixStream>, reply: &Reply) {
 }
 
 /// What the worker waits for of one command.
-#[derive(Default)]
 struct Pending {
     started: Option<oneshot::Sender<std::io::Result<u32>>>,
     exited: Option<oneshot::Sender<ExitStatus>>,
 }
 
-type PendingMap = Arc<Mutex<HashMap<u64, Pending>>>;
+/// The commands waiting for an answer; None once the spawner is gone.
+type PendingMap = Arc<Mutex<Option<HashMap<u64, Pending>>>>;
 
 /// The worker's side: sends commands to the spawner process and hands out its answers.
-#[derive(Debug)]
 pub(crate) struct Spawner {
     socket: Mutex<UnixStream>,
     pending: PendingMap,
     next: AtomicU64,
-    /// False once the spawner is gone.
-    alive: Arc<AtomicBool>,
     process: Mutex<std::process::Child>,
-}
-
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pending")
-    }
 }
 
 /// A command the spawner started.
@@ -312,10 +303,9 @@ impl Spawner {
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null());
         let process = cmd.spawn()?;
-        let pending: PendingMap = Arc::default();
+        let pending: PendingMap = Arc::new(Mutex::new(Some(HashMap::new())));
         let reader = std::io::BufReader::new(ours.try_clone()?);
-        let (answers, alive) = (pending.clone(), Arc::new(AtomicBool::new(true)));
-        let (gone, home) = (alive.clone(), cgroup.map(Path::to_path_buf));
+        let (answers, home) = (pending.clone(), cgroup.map(Path::to_path_buf));
         std::thread::Builder::new().name("task-spawner".into()).spawn(move || {
             read_replies(reader, &answers);
             // A child it started but had not moved into its command's cgroup yet (and whose pid
@@ -323,12 +313,11 @@ impl Spawner {
             if let Some(home) = &home {
                 super::cgroups::kill(home);
             }
-            answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
-            gone.store(false, Ordering::SeqCst);
+            *answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
             tracing::debug!("the task spawner is gone: commands start from the worker itself");
         })?;
         let (socket, next, process) = (Mutex::new(ours), AtomicU64::new(0), Mutex::new(process));
-        Ok(Spawner { socket, pending, next, alive, process })
+        Ok(Spawner { socket, pending, next, process })
     }
 
     /// Has the spawner start `request`, writing to `stdout` and `stderr`. None: the spawner is
@@ -339,18 +328,17 @@ impl Spawner {
         stdout: &std::fs::File,
         stderr: &std::fs::File,
     ) -> Option<std::io::Result<Spawned>> {
-        if !self.alive.load(Ordering::SeqCst) {
-            return None;
-        }
         request.id = self.next.fetch_add(1, Ordering::Relaxed);
         let id = request.id;
         let (started_tx, started) = oneshot::channel();
         let (exited_tx, exited) = oneshot::channel();
         let pending = Pending { started: Some(started_tx), exited: Some(exited_tx) };
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, pending);
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut()?.insert(id, pending);
         if let Err(e) = self.send(&request, stdout, stderr) {
             tracing::warn!(error = %e, "cannot reach the task spawner");
-            self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+            if let Some(pending) = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
+                pending.remove(&id);
+            }
             return None;
         }
         match started.await {
@@ -392,6 +380,7 @@ fn read_replies(reader: impl BufRead, pending: &PendingMap) {
             continue;
         };
         let mut pending = pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(pending) = pending.as_mut() else { return };
         let Some(entry) = pending.get_mut(&reply.id) else { continue };
         if let Some(status) = reply.status {
             if let Some(tx) = entry.exited.take() {
