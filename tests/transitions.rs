@@ -50,6 +50,25 @@ async fn create_job_replies() {
     assert_eq!(store.pool_jobs("p").await.unwrap(), ["j"]);
 }
 
+/// One script call with more tasks than one Redis command takes at a time (the script writes
+/// the task list, the queued set and the outbox in pieces): every task is listed, queued and
+/// published, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_larger_than_one_piece_is_added_whole_and_in_order() {
+    let acct = TestAccount::new("tbigbatch").await;
+    let store = with_job(&acct, json!({})).await;
+    let n = 2_345;
+    let tasks: Vec<serde_json::Value> = (0..n).map(|i| json!({"id": format!("t{i:05}"), "commandLine": "x"})).collect();
+    let outbox = add(&store, "big", &tasks).await;
+    let expected: Vec<String> = (0..n).map(|i| format!("t{i:05}")).collect();
+    assert_eq!(ids(&outbox), expected, "the outbox holds every task, in order");
+    assert_eq!(store.task_ids("j", 0, n + 10).await.unwrap(), expected, "the task list, in order");
+    store.clear_outbox(&outbox).await.unwrap();
+    let queued = store.queued_since("j", std::time::Duration::ZERO, n + 10).await.unwrap();
+    assert_eq!(queued.len(), n, "every task is queued");
+    assert_eq!(store.task_counts("j").await.unwrap().task_counts.active, n as u64);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn terminate_job_replies() {
     let acct = TestAccount::new("ttermjob").await;

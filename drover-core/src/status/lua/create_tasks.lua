@@ -30,11 +30,13 @@ end
 for i = 1, n do
   if redis.call('EXISTS', KEYS[9 + i]) == 1 then return {'dup', tasks[i].id} end
 end
-local slots = 0
+-- The task list, the queued set and the outbox are written once per batch, not once per task.
+local slots, listed, queued, runnable = 0, {}, {}, {}
+local readded = redis.call('EXISTS', K.deleted) == 1
 for i = 1, n do
   local t = tasks[i]
   redis.call('SET', KEYS[9 + i], t.rec)
-  if redis.call('SREM', K.deleted, t.id) == 0 then redis.call('RPUSH', K.tasks, t.id) end
+  if not readded or redis.call('SREM', K.deleted, t.id) == 0 then listed[#listed + 1] = t.id end
   slots = slots + t.slots
   local wait, blocker = 0, nil
   for j = t.p0, t.p0 + t.np - 1 do
@@ -54,10 +56,18 @@ for i = 1, n do
   elseif wait > 0 then
     redis.call('HSET', K.wait, t.id, wait)
   else
-    redis.call('ZADD', K.queued, now, t.id)
-    emit(t.msg)
+    queued[#queued + 1] = now
+    queued[#queued + 1] = t.id
+    runnable[#runnable + 1] = t.msg
   end
 end
+-- f(...) with the elements of `list` in pieces (unpack has a limit); an even piece keeps pairs.
+local function in_pieces(list, f)
+  for i = 1, #list, 1000 do f(unpack(list, i, math.min(i + 999, #list))) end
+end
+in_pieces(listed, function(...) redis.call('RPUSH', K.tasks, ...) end)
+in_pieces(queued, function(...) redis.call('ZADD', K.queued, ...) end)
+in_pieces(runnable, emit)
 redis.call('HINCRBY', K.job, 'active', n)
 redis.call('HINCRBY', K.job, 's.active', slots - n)
 return with_outbox({'ok'})

@@ -16,10 +16,12 @@ end
 -- Whether this transition put a message in the outbox.
 local emitted = false
 
--- Puts a message in this transition's outbox: the caller publishes it, then clears the outbox.
-local function emit(entry)
+-- Puts messages in this transition's outbox: the caller publishes them, then clears the outbox.
+-- The outbox is listed once per transition (a batch emits many).
+local function emit(...)
+  redis.call('RPUSH', K.out, ...)
+  if emitted then return end
   emitted = true
-  redis.call('RPUSH', K.out, entry)
   local t = redis.call('TIME')
   redis.call('ZADD', K.outboxes, 'NX', t[1] * 1000 + math.floor(t[2] / 1000), K.out)
 end
