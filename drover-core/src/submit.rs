@@ -24,6 +24,8 @@ use std::rc::Rc;
 
 /// Tasks per Redis write (one atomic script per batch).
 const BATCH: usize = 500;
+/// Batches whose messages may wait for their confirms at once while the next is written.
+const PUBLISHING: usize = 2;
 /// Parent ids per Redis write: a batch ends early when its tasks depend on this many.
 const BATCH_PARENTS: usize = 20_000;
 
@@ -524,7 +526,8 @@ struct Batches<'a> {
     /// Names this submission's outboxes (`<id>-<batch>`).
     id: String,
     count: usize,
-    publishing: Option<Publishing<'a>>,
+    /// The earlier batches' outboxes being published, oldest first.
+    publishing: futures_util::stream::FuturesOrdered<Publishing<'a>>,
 }
 
 impl<'a> Batches<'a> {
@@ -539,35 +542,41 @@ impl<'a> Batches<'a> {
             max_retry,
             id,
             count: 0,
-            publishing: None,
+            publishing: futures_util::stream::FuturesOrdered::new(),
         }
     }
 
-    /// Writes one batch of records while the previous batch's outbox is published; its own
-    /// outbox is published with the next batch (or by `finish`).
+    /// Writes one batch of records while earlier batches' outboxes are published (up to
+    /// [`PUBLISHING`] of them waiting for their confirms); its own outbox joins them.
     async fn add(&mut self, batch: &[TaskAddParameter]) -> Result<()> {
+        use futures_util::StreamExt;
         self.count += 1;
         let name = format!("{}-{}", self.id, self.count);
         let write = self.store.add_tasks(self.job, self.max_retry, self.priority, &name, batch);
-        let outbox = match self.publishing.take() {
-            Some(previous) => {
-                let (outbox, published) = tokio::join!(write, previous);
-                published?;
-                outbox?
+        tokio::pin!(write);
+        let outbox = loop {
+            tokio::select! {
+                outbox = &mut write => break outbox?,
+                Some(published) = self.publishing.next() => published?,
             }
-            None => write.await?,
         };
+        while self.publishing.len() >= PUBLISHING {
+            if let Some(published) = self.publishing.next().await {
+                published?;
+            }
+        }
         let (store, publisher, pool) = (self.store, self.publisher, self.pool);
-        self.publishing = Some(Box::pin(async move { publisher.publish_outbox(store, pool, &outbox).await }));
+        self.publishing.push_back(Box::pin(async move { publisher.publish_outbox(store, pool, &outbox).await }));
         Ok(())
     }
 
     /// Waits until every batch's messages are confirmed.
     async fn finish(mut self) -> Result<()> {
-        match self.publishing.take() {
-            Some(last) => last.await,
-            None => Ok(()),
+        use futures_util::StreamExt;
+        while let Some(published) = self.publishing.next().await {
+            published?;
         }
+        Ok(())
     }
 }
 
