@@ -33,7 +33,10 @@ pub(crate) struct EndToEnd {
 
 /// What the dispatch phase measured: creation to start of each task, in ms.
 pub(crate) struct Dispatch {
+    /// Each task added by `drover task create` (a new process and connections per task).
     pub(crate) latencies_ms: Vec<i64>,
+    /// Each task added by one long-lived client (as drover-api adds them), sorted.
+    pub(crate) client_ms: Vec<i64>,
     /// The same path with lapin and redis alone ([`crate::bare::dispatch`]), sorted, in µs.
     pub(crate) bare_us: Vec<u64>,
 }
@@ -205,35 +208,64 @@ pub(crate) async fn end_to_end(farm: &mut Farm, args: &crate::Args) -> Result<En
     })
 }
 
-/// K single tasks, each added once the previous one completed, to the idle farm: each task's
-/// start time minus its creation time (both recorded by drover, in ms).
+/// K single tasks, each added once the previous one completed, to the idle farm, first each by
+/// `drover task create`, then K more by one long-lived client: each task's start time minus its
+/// creation time (both recorded by drover, in ms).
 pub(crate) async fn dispatch(farm: &mut Farm, args: &crate::Args) -> Result<Dispatch> {
     ensure_farm(farm, args).await?;
     farm.drover(&["job", "create", "--job-id", "dispatch", "--pool-id", FARM_POOL]).await?;
+    let n = args.dispatch_samples;
     let mut latencies_ms = Vec::new();
-    for i in 1..=args.dispatch_samples {
+    for i in 1..=n {
         let id = format!("d{i:07}");
         farm.drover(&["task", "create", "--job-id", "dispatch", "--task-id", &id, "--command-line", "/bin/true"])
             .await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let counts = farm.store.task_counts("dispatch").await.context("read the job's task counts")?.task_counts;
-            if counts.completed >= i {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("task {id} did not complete within 30 s");
-            }
-            check_workers(farm)?;
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let record = farm.store.task_record("dispatch", &id).await.with_context(|| format!("read task {id}"))?;
-        let start = record.start.with_context(|| format!("task {id} completed without a start time"))?;
-        latencies_ms.push(start - record.ctime);
+        latencies_ms.push(started(farm, &id, i).await?);
     }
     latencies_ms.sort_unstable();
-    let bare_us = crate::bare::dispatch(farm, args.dispatch_samples).await?;
-    Ok(Dispatch { latencies_ms, bare_us })
+    let topology = drover_core::queue::Topology::new(&farm.account);
+    let publisher = drover_core::queue::Publisher::connect(&farm.config.broker(), topology)
+        .await
+        .context("connect to the broker")?;
+    let mut client_ms = Vec::new();
+    for i in n + 1..=2 * n {
+        let id = format!("d{i:07}");
+        let task = serde_json::from_value(serde_json::json!({"id": id, "commandLine": "/bin/true"}))?;
+        let progress = |_: usize| {};
+        let mut submission = drover_core::submit::Submission {
+            store: &farm.store,
+            publisher: &publisher,
+            job_id: "dispatch",
+            continue_on_error: false,
+            progress: &progress,
+        };
+        submission.add(&[task]).await.with_context(|| format!("add task {id}"))?;
+        client_ms.push(started(farm, &id, i).await?);
+    }
+    publisher.close().await;
+    client_ms.sort_unstable();
+    let bare_us = crate::bare::dispatch(farm, n).await?;
+    Ok(Dispatch { latencies_ms, client_ms, bare_us })
+}
+
+/// Task `id` of the dispatch job, the job's `i`th: waits until it completed, then its start time
+/// minus its creation time.
+async fn started(farm: &mut Farm, id: &str, i: u64) -> Result<i64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = farm.store.task_counts("dispatch").await.context("read the job's task counts")?.task_counts;
+        if counts.completed >= i {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("task {id} did not complete within 30 s");
+        }
+        check_workers(farm)?;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let record = farm.store.task_record("dispatch", id).await.with_context(|| format!("read task {id}"))?;
+    let start = record.start.with_context(|| format!("task {id} completed without a start time"))?;
+    Ok(start - record.ctime)
 }
 
 /// Starts `drover task create` adding the tasks of `file` to `job`, its errors to `stderr`.

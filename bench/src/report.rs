@@ -191,10 +191,15 @@ impl Report {
         if let Some(d) = &self.dispatch {
             let l = &d.latencies_ms;
             let (p50, p99, max) = (quantile(l, 0.5), quantile(l, 0.99), l.last().copied());
-            let mean = if l.is_empty() { None } else { Some(l.iter().sum::<i64>() as f64 / l.len() as f64) };
+            let mean_of = |l: &[i64]| (!l.is_empty()).then(|| round(l.iter().sum::<i64>() as f64 / l.len() as f64, 2));
+            let mean = mean_of(l);
             let show = |v: Option<i64>| v.map_or("-".into(), |v| v.to_string());
             t.row("dispatch", format!("latency p50 ({} tasks)", l.len()), show(p50), "ms");
             t.row("dispatch", "latency p99", show(p99), "ms");
+            let c = &d.client_ms;
+            let (c50, c99) = (quantile(c, 0.5), quantile(c, 0.99));
+            t.row("dispatch", format!("long-lived client p50 ({} tasks)", c.len()), show(c50), "ms");
+            t.row("dispatch", "long-lived client p99", show(c99), "ms");
             let b = &d.bare_us;
             let (b50, b99) = (quantile(b, 0.5), quantile(b, 0.99));
             let us = |v: Option<u64>| v.map_or("-".into(), |v| thousands(v as f64));
@@ -207,7 +212,10 @@ impl Report {
                     "p50_ms": p50,
                     "p99_ms": p99,
                     "max_ms": max,
-                    "mean_ms": mean.map(|m| round(m, 2)),
+                    "mean_ms": mean,
+                    "client_p50_ms": c50,
+                    "client_mean_ms": mean_of(c),
+                    "client_p99_ms": c99,
                     "bare_p50_us": b50,
                     "bare_p99_us": b99,
                 }),
