@@ -3,9 +3,10 @@
 //!
 //! Phases (`--only` picks some): `submit` (submission rate, the submitter's peak RSS, Redis
 //! bytes per queued task), `bare` (the yardstick), `e2e` (drover end to end, worker CPU per
-//! task, Redis bytes per completed task), `dispatch` (latency on an idle pool, each task added by the CLI,
-//! then by one long-lived client, and the same path with lapin and redis alone), `staging` (S3 transfers through drover and through the SDK
-//! alone) and `scrape` (a `/metrics` scrape).
+//! task, Redis bytes per completed task), `dispatch` (latency on an idle pool, each task added
+//! by the CLI, then by one long-lived client, and the same path with lapin and redis alone),
+//! `staging` (S3 transfers through drover and through the SDK alone) and `scrape` (a
+//! `/metrics` scrape).
 //! Everything it makes lives under an account of its own, removed at the end, also on error
 //! and on Ctrl-C.
 
