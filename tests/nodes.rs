@@ -626,7 +626,7 @@ async fn a_long_task_holds_back_no_other_ack() {
     let mut acct = TestAccount::new("acks").await;
     create_pool(&mut acct, json!({"id": "p", "taskSlotsPerNode": 4}));
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
-    let mut tasks = vec![json!({"id": "long", "commandLine": "/bin/sleep 60"})];
+    let mut tasks = vec![json!({"id": "long", "commandLine": "/bin/sleep 20"})];
     tasks.extend((0..30).map(|n| json!({"id": format!("t{n:02}"), "commandLine": "/bin/true"})));
     acct.add_tasks("j", &tasks);
     acct.start_worker("p", &[]);
