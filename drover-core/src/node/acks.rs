@@ -4,10 +4,8 @@
 //! Every delivery is tracked from its arrival. Settling one marks it acked (its outcome is
 //! recorded: a lost ack is only a redelivery that finds the task done) or hands it back at once
 //! (`nack`, requeue). A flusher then acks the run of acked tags at the front of the channel's
-//! outstanding ones with one `multiple=true` ack to the run's last tag. A tag acked behind one
-//! still in flight waits up to [`HOLD`] for the run to reach it (short tasks end a little out of
-//! order), then is acked singly (so a long task holds back no other ack, nor its prefetch slot,
-//! for longer than that).
+//! outstanding ones with one `multiple=true` ack to the run's last tag, and acks singly those
+//! behind a tag still in flight (so a long task holds back no other ack, and no prefetch slot).
 //! Every tag is settled exactly once, through here: a tag acked twice would close the channel.
 
 use lapin::message::Delivery;
@@ -15,14 +13,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Acker;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::Notify;
-use tokio::time::Instant;
-
-/// How long an ack behind a delivery still in flight waits to join a `multiple` ack before it
-/// is sent on its own. On a queue node every ack is a log entry: a single ack per task cost
-/// the broker about as much CPU as the publish and the delivery together.
-const HOLD: Duration = Duration::from_millis(10);
 
 /// The outstanding deliveries of one channel.
 pub(crate) struct Acks {
@@ -33,8 +24,8 @@ pub(crate) struct Acks {
 
 #[derive(Default)]
 struct Inner {
-    /// Tag -> None while in flight, the acker and when it was acked once acked.
-    outstanding: BTreeMap<u64, Option<(Acker, Instant)>>,
+    /// Tag -> None while in flight, the acker once acked.
+    outstanding: BTreeMap<u64, Option<Acker>>,
     /// The channel is gone or the node stops consuming on it: the flusher ends.
     closed: bool,
 }
@@ -83,67 +74,38 @@ impl Acks {
     }
 
     /// What can be acked now: the acker of the last tag of the front run of acked tags (one
-    /// `multiple` ack), and the acked tags behind one in flight that waited [`HOLD`] (single
-    /// acks; all of them once closed); then when the next of those is due, and whether closed.
-    fn take(&self) -> Taken {
-        let Ok(mut inner) = self.inner.lock() else { return Taken { closed: true, ..Taken::default() } };
+    /// `multiple` ack), and the acked tags behind one in flight (single acks).
+    fn take(&self) -> (Option<Acker>, Vec<Acker>, bool) {
+        let Ok(mut inner) = self.inner.lock() else { return (None, vec![], true) };
         let mut run = None;
         while let Some(entry) = inner.outstanding.first_entry() {
             if entry.get().is_none() {
                 break;
             }
-            run = entry.remove().map(|(acker, _)| acker);
+            run = entry.remove();
         }
-        let (now, closed) = (Instant::now(), inner.closed);
-        let due = |at: &Instant| closed || now >= *at + HOLD;
-        let behind: Vec<u64> = inner
-            .outstanding
-            .iter()
-            .filter(|(_, a)| a.as_ref().is_some_and(|(_, at)| due(at)))
-            .map(|(t, _)| *t)
-            .collect();
-        let singles = behind.iter().filter_map(|t| inner.outstanding.remove(t).flatten()).map(|(a, _)| a).collect();
-        let next = inner.outstanding.values().flatten().map(|(_, at)| *at + HOLD).min();
-        Taken { run, singles, next, closed }
+        let behind: Vec<u64> = inner.outstanding.iter().filter(|(_, a)| a.is_some()).map(|(t, _)| *t).collect();
+        let singles = behind.iter().filter_map(|t| inner.outstanding.remove(t).flatten()).collect();
+        (run, singles, inner.closed)
     }
 }
 
-/// What the flusher sends now, and when it looks again.
-#[derive(Default)]
-struct Taken {
-    run: Option<Acker>,
-    singles: Vec<Acker>,
-    next: Option<Instant>,
-    closed: bool,
-}
-
-/// Sends what is settled whenever something is (and held acks when due), until the channel
-/// closes.
+/// Sends what is settled whenever something is, until the channel closes.
 async fn flush(acks: Arc<Acks>) {
-    let mut next = None;
     loop {
-        match next {
-            Some(due) => {
-                tokio::select! {
-                    () = acks.wake.notified() => {}
-                    () = tokio::time::sleep_until(due) => {}
-                }
-            }
-            None => acks.wake.notified().await,
-        }
+        acks.wake.notified().await;
         // Let the attempts that are finishing now settle too: their acks join this run.
         tokio::task::yield_now().await;
-        let taken = acks.take();
-        if let Some(last) = taken.run {
+        let (run, singles, closed) = acks.take();
+        if let Some(last) = run {
             send(&last, true).await;
         }
-        for acker in taken.singles {
+        for acker in singles {
             send(&acker, false).await;
         }
-        if taken.closed {
+        if closed {
             return;
         }
-        next = taken.next;
     }
 }
 
@@ -165,7 +127,7 @@ impl Inbound {
         let queued = match self.acks.inner.lock() {
             Ok(mut inner) if !inner.closed => match inner.outstanding.get_mut(&tag) {
                 Some(slot) => {
-                    *slot = Some((self.delivery.acker.clone(), Instant::now()));
+                    *slot = Some(self.delivery.acker.clone());
                     true
                 }
                 None => false,
