@@ -126,7 +126,7 @@ fn receive(socket: &UnixStream) -> std::io::Result<Option<(Request, Vec<OwnedFd>
 }
 
 /// The spawner's running children: pid -> command id; the wait statuses of those reaped before
-/// [`start`] recorded them; how many run.
+/// [`start`] recorded them; how many were counted (once forked) and not reaped since.
 #[derive(Default)]
 struct Children {
     state: Mutex<ChildrenState>,
@@ -155,7 +155,7 @@ fn reap(children: &Children, replies: &Mutex<UnixStream>) {
             Ok(WaitStatus::Signaled(pid, signal, core)) => (pid, signal as i32 | if core { 0x80 } else { 0 }),
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => {
-                // Counted but not yet forked: wait for it.
+                // Not expected: a child is counted only once forked. Do not spin.
                 std::thread::sleep(std::time::Duration::from_millis(1));
                 continue;
             }
@@ -184,6 +184,7 @@ impl Children {
                 }
             },
             Known::Status(raw) => {
+                // Never below zero: the reaper waits for a child only while one is counted.
                 state.running = state.running.saturating_sub(1);
                 match state.ids.remove(&pid) {
                     Some(id) => (id, raw),
@@ -227,20 +228,17 @@ fn start(
         // As root, std also drops every supplementary group before switching.
         cmd.uid(uid).gid(gid);
     }
-    // Counted first, so that the reaper waits for it; uncounted if it does not start.
-    let count = |n: isize| {
-        let mut state = children.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.running = state.running.saturating_add_signed(n);
-        children.started.notify_one();
-    };
-    count(1);
     let child = match cmd.spawn() {
         Ok(child) => child,
-        Err(e) => {
-            count(-1);
-            return send(replies, &refused(e));
-        }
+        Err(e) => return send(replies, &refused(e)),
     };
+    // Counted once forked, so the reaper waits only while a child exists (it may reap this one
+    // before it is counted: the count only says when to wait).
+    {
+        let mut state = children.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.running += 1;
+        children.started.notify_one();
+    }
     if let (Some(group), Some(own)) = (&request.cgroup, own) {
         super::cgroups::contain(group, child.id(), own, &[std::process::id()]);
     }
