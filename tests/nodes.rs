@@ -617,3 +617,35 @@ async fn a_nodes_files_are_served_by_the_node_itself_to_another_host() {
     drop(host);
     drop(acct);
 }
+
+/// A node coalesces its acks (one that finished behind a task still running waits a moment to
+/// join one `multiple` ack), but none waits for that task: while a long task holds the first
+/// delivery, the short ones delivered after it are all acked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_task_holds_back_no_other_ack() {
+    let mut acct = TestAccount::new("acks").await;
+    create_pool(&mut acct, json!({"id": "p", "taskSlotsPerNode": 4}));
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let mut tasks = vec![json!({"id": "long", "commandLine": "/bin/sleep 60"})];
+    tasks.extend((0..30).map(|n| json!({"id": format!("t{n:02}"), "commandLine": "/bin/true"})));
+    acct.add_tasks("j", &tasks);
+    acct.start_worker("p", &[]);
+    eventually(Duration::from_secs(15), "the short tasks complete", || async {
+        let counts = acct.ok(&["job", "task-counts", "--job-id", "j"]).json();
+        counts["taskCounts"]["completed"] == 30
+    })
+    .await;
+    let queue = format!("drover.{}.pool.p", acct.config.account);
+    let unacked = || {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["list_queues", "-q", "--no-table-headers", "name", "messages_unacknowledged"])
+            .output()
+            .expect("run rabbitmqctl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().find_map(|l| l.strip_prefix(queue.as_str())?.trim().parse::<u64>().ok())
+    };
+    eventually(Duration::from_secs(10), "only the long task's delivery is unacked", || async { unacked() == Some(1) })
+        .await;
+    let long = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "long"]).json();
+    assert_eq!(long["state"], "running", "the long task still holds the first delivery: {long}");
+}
