@@ -144,17 +144,18 @@ pub(crate) async fn run(farm: &Farm) -> Result<StagingResult> {
         let names = make_files(&src, label, count, size)?;
         let key = |via: &str, name: &str| format!("{prefix}/{via}/{name}");
 
-        let t = Instant::now();
+        // File by file, each through drover then through the SDK alone, so that what slows the
+        // machine meanwhile (the server's file system right after an earlier phase's cleanup)
+        // slows both alike.
+        let (mut drover_up, mut raw_up) = (0.0, 0.0);
         for name in &names {
+            let t = Instant::now();
             staging
                 .upload(&src, Path::new(name), bucket, &key("drover", name))
                 .await
                 .with_context(|| format!("upload {name} through drover"))?;
-        }
-        let drover_up = t.elapsed().as_secs_f64();
-
-        let t = Instant::now();
-        for name in &names {
+            drover_up += t.elapsed().as_secs_f64();
+            let t = Instant::now();
             let body = ByteStream::from_path(src.join(name)).await.with_context(|| format!("read {name}"))?;
             raw.put_object()
                 .bucket(bucket)
@@ -163,12 +164,15 @@ pub(crate) async fn run(farm: &Farm) -> Result<StagingResult> {
                 .send()
                 .await
                 .with_context(|| format!("put_object {name}"))?;
+            raw_up += t.elapsed().as_secs_f64();
         }
-        let raw_up = t.elapsed().as_secs_f64();
 
         let dest = root.join(format!("{label}-drover"));
-        std::fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
-        let t = Instant::now();
+        let raw_dest = root.join(format!("{label}-raw"));
+        for dir in [&dest, &raw_dest] {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        let (mut drover_down, mut raw_down) = (0.0, 0.0);
         for name in &names {
             // A resource file as a task gives it: what a node downloads before the task runs.
             let resource: ResourceFile = serde_json::from_value(serde_json::json!({
@@ -176,23 +180,19 @@ pub(crate) async fn run(farm: &Farm) -> Result<StagingResult> {
                 "filePath": name,
             }))
             .context("a resource file")?;
+            let t = Instant::now();
             staging
                 .stage_in(&resource, &dest, u64::MAX)
                 .await
                 .with_context(|| format!("download {name} through drover"))?;
-        }
-        let drover_down = t.elapsed().as_secs_f64();
-        check_files(&dest, &names, size)?;
-
-        let raw_dest = root.join(format!("{label}-raw"));
-        std::fs::create_dir_all(&raw_dest).with_context(|| format!("create {}", raw_dest.display()))?;
-        let t = Instant::now();
-        for name in &names {
+            drover_down += t.elapsed().as_secs_f64();
+            let t = Instant::now();
             raw_download(&raw, bucket, &key("raw", name), &raw_dest.join(name))
                 .await
                 .with_context(|| format!("get_object {name}"))?;
+            raw_down += t.elapsed().as_secs_f64();
         }
-        let raw_down = t.elapsed().as_secs_f64();
+        check_files(&dest, &names, size)?;
         check_files(&raw_dest, &names, size)?;
 
         sets.push(Set {
