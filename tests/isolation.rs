@@ -142,6 +142,46 @@ async fn a_task_ends_with_everything_it_started_even_what_left_its_session() {
     }
 }
 
+/// A command's cgroup found empty when it ends serves a later command; one it left a process in
+/// is killed with that process and never serves another.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emptied_cgroup_serves_the_next_task_and_one_left_busy_does_not() {
+    let mut acct = TestAccount::new("cgroupreuse").await;
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let work_dir = acct.work_dir.clone();
+    let file = |task: &str, what: &str| work_dir.join(format!("{task}.{what}")).display().to_string();
+    // The shell's own cgroup, once it has left the spawner's, where a command starts (what it
+    // forks before it is moved is moved after it).
+    let record = |task: &str| {
+        format!("while grep -q /spawner /proc/$$/cgroup; do :; done; cat /proc/$$/cgroup > {}", file(task, "cgroup"))
+    };
+    let pid = file("b", "pid");
+    let tasks = [
+        json!({"id": "a", "commandLine": format!("/bin/sh -c '{}'", record("a"))}),
+        // b runs in a's cgroup and leaves a process in it, in a session of its own.
+        json!({"id": "b", "commandLine": format!(
+            "/bin/sh -c '{}; setsid /bin/sh -c \"echo \\$\\$ > {pid}; exec sleep 300\" & until [ -s {pid} ]; do sleep 0.02; done'",
+            record("b"))}),
+        json!({"id": "c", "commandLine": format!("/bin/sh -c '{}'", record("c"))}),
+    ];
+    acct.add_tasks("j", &tasks);
+    acct.start_worker("p", &[]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let cgroup = |task: &str| {
+        let text = std::fs::read_to_string(file(task, "cgroup")).unwrap();
+        text.lines().find_map(|l| l.strip_prefix("0::")).unwrap().to_string()
+    };
+    let (a, b, c) = (cgroup("a"), cgroup("b"), cgroup("c"));
+    assert!(a.contains("/drover-"), "a ran in a cgroup of the worker's: {a}");
+    assert_eq!(a, b, "a's emptied cgroup served b");
+    assert_ne!(b, c, "b's cgroup, left busy, served no other task");
+    let left: u32 = std::fs::read_to_string(&pid).unwrap().trim().parse().unwrap();
+    drover_tests::eventually(std::time::Duration::from_secs(10), "the sleep b left is gone", || async { !runs(left) })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_downloads_no_more_than_the_node_allows() {
     let mut acct = TestAccount::new("downloadlimit").await;

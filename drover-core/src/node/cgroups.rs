@@ -6,7 +6,10 @@
 //! under one lock and then moves whatever else is left in its own cgroup (what the child forked
 //! before it was moved) after it: only the worker itself stays there. The task spawner does the
 //! same in a cgroup of its own (`spawner`), one command at a time ([`contain`]). Moving a single
-//! process is cheap; moving the multi-threaded worker per command would not be. Without a
+//! process is cheap; moving the multi-threaded worker per command would not be. A command's
+//! cgroup that is empty when the command ends is kept for a later command (making and removing
+//! one costs more CPU than the rest of its handling); one with processes left is killed and
+//! removed. Without a
 //! writable cgroup v2 hierarchy (no root, or v1 only) commands run without one and the worker
 //! says so once.
 
@@ -29,7 +32,12 @@ struct Inner {
     next: AtomicU64,
     /// Cgroups whose processes were killed but had not all exited yet: removed later.
     dying: Mutex<Vec<PathBuf>>,
+    /// Cgroups found empty when their command ended, for the next commands (at most [`FREE`]).
+    free: Mutex<Vec<PathBuf>>,
 }
+
+/// How many emptied cgroups a worker keeps for later commands.
+const FREE: usize = 64;
 
 /// The cgroup of one command; dropping it kills what is left in it.
 #[derive(Debug)]
@@ -74,6 +82,10 @@ impl Cgroups {
     /// A new cgroup for a command (None without cgroups, or when it cannot be made).
     pub(crate) fn group(&self) -> Option<Group<'_>> {
         let inner = self.inner.as_ref()?;
+        let emptied = inner.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        if let Some(dir) = emptied {
+            return Some(Group { dir, cgroups: self, keep: false });
+        }
         let dir = inner.own.join(format!("c{}", inner.next.fetch_add(1, Ordering::Relaxed)));
         if let Err(e) = std::fs::create_dir(&dir) {
             tracing::warn!(cgroup = %dir.display(), error = %e, "cannot make a command's cgroup");
@@ -115,6 +127,14 @@ impl Drop for Group<'_> {
         if self.keep {
             return;
         }
+        if !populated(&self.dir) {
+            let mut free = inner.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if free.len() < FREE {
+                // Nothing is left in it, and nothing enters it but the next command.
+                free.push(std::mem::take(&mut self.dir));
+                return;
+            }
+        }
         kill(&self.dir);
         let mut dying = inner.dying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         dying.push(self.dir.clone());
@@ -146,7 +166,13 @@ impl Inner {
             let _ = std::fs::remove_dir(&own);
             return Err(described(&format!("move into {}", own.display()), e));
         }
-        Ok(Inner { own, spawning: Mutex::new(()), next: AtomicU64::new(0), dying: Mutex::new(Vec::new()) })
+        Ok(Inner {
+            own,
+            spawning: Mutex::new(()),
+            next: AtomicU64::new(0),
+            dying: Mutex::new(Vec::new()),
+            free: Mutex::new(Vec::new()),
+        })
     }
 }
 
@@ -170,6 +196,12 @@ pub(crate) fn contain(group: &Path, first: u32, home: &Path, except: &[u32]) {
     for pid in moving {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
     }
+}
+
+/// Whether any process is in a cgroup or beneath it (`cgroup.events`); when unknown, yes.
+fn populated(dir: &Path) -> bool {
+    let events = std::fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
+    !events.lines().any(|l| l == "populated 0")
 }
 
 /// The processes directly in a cgroup.
