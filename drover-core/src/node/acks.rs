@@ -116,17 +116,17 @@ impl Acks {
 fn plan<A>(outstanding: &mut BTreeMap<u64, Slot<A>>, now: Instant, closed: bool) -> (Vec<Settle<A>>, Option<Instant>) {
     let mut sends = vec![];
     let mut run = None;
-    while let Some(entry) = outstanding.first_entry() {
-        if matches!(entry.get(), Slot::InFlight) {
-            break;
-        }
-        match entry.remove() {
+    while let Some((tag, slot)) = outstanding.pop_first() {
+        match slot {
+            Slot::InFlight => {
+                outstanding.insert(tag, slot);
+                break;
+            }
             Slot::Acked(acker, _) => run = Some(acker),
             Slot::HandedBack(acker) => {
                 sends.extend(run.take().map(|last| Settle::Ack(last, true)));
                 sends.push(Settle::Nack(acker));
             }
-            Slot::InFlight => {}
         }
     }
     sends.extend(run.map(|last| Settle::Ack(last, true)));
