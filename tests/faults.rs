@@ -445,7 +445,9 @@ async fn soak_random_worker_kills_and_service_restarts() {
     let out = acct.s3_url("out");
     let tasks = (0..N).map(|i| {
         json!({"id": format!("t{i:04}"),
-               "commandLine": format!("/bin/sh -c 'echo $DROVER_TASK_ID $DROVER_NODE_ID >> {}; echo $DROVER_TASK_ID > out.txt'", ledger.display()),
+               // The sleep paces the job (12 slots: at most 120 tasks/s) so that both restarts
+               // and the kills land mid-job however fast the farm is.
+               "commandLine": format!("/bin/sh -c 'echo $DROVER_TASK_ID $DROVER_NODE_ID >> {}; sleep 0.1; echo $DROVER_TASK_ID > out.txt'", ledger.display()),
                "outputFiles": [{"filePattern": "out.txt", "destination": {"container": {"containerUrl": out, "path": format!("t{i:04}.txt")}}}]})
     });
     let file = acct.file("tasks.jsonl", &jsonl(tasks));
@@ -454,6 +456,7 @@ async fn soak_random_worker_kills_and_service_restarts() {
     let mut pids: Vec<u32> = nodes.iter().map(|n| acct.start_worker_as("p", n, &[])).collect();
     let started = Instant::now();
     let (mut kills, mut broker_restarted, mut redis_restarted) = (0, false, false);
+    let mut last_kill = Instant::now();
     loop {
         let done = completed(&acct).await;
         if done == N {
@@ -473,15 +476,19 @@ async fn soak_random_worker_kills_and_service_restarts() {
             redis.restart(Duration::from_secs(2)).await;
         }
         // SIGKILL a worker at random every ~3 s and restart it under the same node id.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let victim =
-            (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 3) as usize;
-        acct.signal(pids[victim], "KILL");
-        acct.wait_worker(pids[victim]);
-        pids[victim] = acct.start_worker_as("p", nodes[victim], &[]);
-        kills += 1;
+        if last_kill.elapsed() >= Duration::from_secs(3) {
+            let victim = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+                % 3) as usize;
+            acct.signal(pids[victim], "KILL");
+            acct.wait_worker(pids[victim]);
+            pids[victim] = acct.start_worker_as("p", nodes[victim], &[]);
+            kills += 1;
+            last_kill = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(broker_restarted && redis_restarted, "both restarts happened");
+    assert!(kills >= 3, "only {kills} worker kills");
     let store = acct.store().await;
     let counts = store.task_counts("j").await.unwrap().task_counts;
     let mut failures = Vec::new();
