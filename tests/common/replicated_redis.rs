@@ -38,12 +38,16 @@ impl ReplicatedRedis {
         for (i, &port) in ha.data.iter().enumerate() {
             ha.start_data(port, (i > 0).then_some(ha.data[0]));
         }
+        // down-after is 2 s, not 1: a sentinel pings at most once a second, and its first ping
+        // on a new link (as after a switch to the promoted master) goes out a second after the
+        // link is made, while the link counts as unanswered from then on. With 1 s the new master
+        // could look down at once and be failed over again, here to the old one, restarted empty.
         for &port in &ha.sentinels {
             let conf = ha.dir.join(format!("sentinel-{port}.conf"));
             std::fs::write(
                 &conf,
                 format!(
-                    "sentinel monitor {MASTER} 127.0.0.1 {} 2\nsentinel down-after-milliseconds {MASTER} 1000\n\
+                    "sentinel monitor {MASTER} 127.0.0.1 {} 2\nsentinel down-after-milliseconds {MASTER} 2000\n\
                      sentinel failover-timeout {MASTER} 5000\nsentinel parallel-syncs {MASTER} 2\n",
                     ha.data[0]
                 ),
