@@ -174,6 +174,14 @@ async fn all_completed_once(acct: &TestAccount, job: &BusyJob, label: &str) {
     assert_eq!((counts.completed, counts.succeeded, counts.active, counts.running), (n, n, 0, 0));
 }
 
+/// Fails the test unless job `j` is still under way, and says how far it got: a fault that came
+/// after the last task completed would test nothing.
+async fn still_under_way(acct: &TestAccount, job: &BusyJob, fault: &str) {
+    let done = acct.store().await.task_counts("j").await.unwrap().task_counts.completed;
+    assert!(done < job.n as u64, "the job ended before the fault ({fault})");
+    eprintln!("{fault}: {done} of {} tasks completed", job.n);
+}
+
 /// Workers started after this log each outcome they ack (for [`outcomes_are_the_acked_ones`]).
 fn log_acked_outcomes(acct: &mut TestAccount) {
     acct.worker_log = "info,drover_core::node::attempt=debug".into();
@@ -235,6 +243,7 @@ async fn the_broker_restarted_mid_job_loses_nothing() {
     .await;
     {
         let _stopped = BrokerStopped::stop();
+        still_under_way(&acct, &job, "broker stopped").await;
         tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself
     }
     all_completed_once(&acct, &job, "broker restart").await;
@@ -309,6 +318,7 @@ async fn redis_restarted_mid_job_loses_nothing() {
         std::fs::read_to_string(&job.ledger).unwrap_or_default().lines().count() >= 30
     })
     .await;
+    still_under_way(&acct, &job, "redis about to stop").await;
     redis.restart(Duration::from_secs(3)).await;
     all_completed_once(&acct, &job, "redis restart").await;
 }
@@ -600,6 +610,7 @@ async fn a_worker_fails_over_to_the_next_broker_node_and_says_when_none_answers(
 
     // The node the worker uses dies mid-job: it goes on through the other.
     first.cut();
+    still_under_way(&acct, &job, "first broker node cut").await;
     all_completed_once(&acct, &job, "broker node lost").await;
     assert!(acct.worker_logs().contains("connected to another broker node"), "{}", acct.worker_logs());
     eventually(Duration::from_secs(10), "node-a idle", || async { node_state(&acct).await == Some(NodeState::Idle) })
@@ -636,6 +647,7 @@ async fn redis_master_lost_mid_job(test: &str, fault: impl AsyncFnOnce(&Replicat
         acct.store().await.task_counts("j").await.is_ok_and(|c| c.task_counts.completed >= 30)
     })
     .await;
+    still_under_way(&acct, &job, "master about to go").await;
     let from = ha.master();
     let started = Instant::now();
     let to = fault(&ha).await;
@@ -672,6 +684,7 @@ async fn the_quorum_queue_leader_killed_mid_job_loses_nothing() {
     acct.start_worker_as("p", "node-b", &[]);
     eventually(Duration::from_secs(30), "some tasks completed", || async { completed(&acct).await >= 30 }).await;
     cluster.kill(leader);
+    still_under_way(&acct, &job, "queue leader killed").await;
     all_completed_once(&acct, &job, "quorum queue leader killed").await;
     outcomes_are_the_acked_ones(&acct, &job).await;
     assert!(acct.worker_logs().contains("connected to another broker node"), "{}", acct.worker_logs());
