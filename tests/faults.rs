@@ -236,7 +236,7 @@ async fn outcomes_are_the_acked_ones(acct: &TestAccount, job: &BusyJob) {
 async fn the_broker_restarted_mid_job_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let mut acct = TestAccount::new("brokerrestart").await;
-    let job = busy_job(&mut acct, 300).await;
+    let job = busy_job(&mut acct, 1000).await;
     eventually(Duration::from_secs(30), "some tasks completed", || async {
         acct.store().await.task_counts("j").await.unwrap().task_counts.completed >= 30
     })
