@@ -183,7 +183,7 @@ impl Command<'_> {
     /// The user the command runs as, its directory made its own (once its files are staged).
     async fn user(&self, ctx: &NodeContext, run_as: RunAs) -> Result<Option<TaskUser>, FailureInfo> {
         let (owner, dir) = (self.owner(ctx, run_as), self.dir.clone());
-        tokio::task::spawn_blocking(move || owner.take(&dir))
+        tokio::task::spawn_blocking(move || owner.take(&dir, None))
             .await
             .unwrap_or_else(|e| Err(FailureInfo::server(FailureCode::TaskDirectoryError, e.to_string())))
     }
@@ -300,8 +300,10 @@ struct Owner {
 }
 
 impl Owner {
-    /// Acquires the user and gives it `dir` (blocking). A failure leaves no user taken.
-    fn take(self, dir: &Path) -> Result<Option<TaskUser>, FailureInfo> {
+    /// Acquires the user and gives it `dir` (blocking): everything beneath it, or, when `fresh`
+    /// holds what [`fresh_dir`] just made in it (its `wd`, stdout and stderr), only those. A
+    /// failure leaves no user taken.
+    fn take(self, dir: &Path, fresh: Option<(&Path, &[&std::fs::File; 2])>) -> Result<Option<TaskUser>, FailureInfo> {
         let refused = |e: String| FailureInfo::user(FailureCode::CommandStartError, e);
         let user = self
             .users
@@ -310,7 +312,17 @@ impl Owner {
         let Some(user) = user else { return Ok(None) };
         let owned = (|| {
             use std::os::unix::fs::PermissionsExt;
-            super::users::chown_tree(dir, user.uid, user.gid)?;
+            match fresh {
+                Some((wd, files)) => {
+                    for path in [dir, wd] {
+                        std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid))?;
+                    }
+                    for file in files {
+                        std::os::unix::fs::fchown(file, Some(user.uid), Some(user.gid))?;
+                    }
+                }
+                None => super::users::chown_tree(dir, user.uid, user.gid)?,
+            }
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(self.mode))?;
             // The job's directory: passable, not listable.
             match dir.parent() {
@@ -345,10 +357,16 @@ async fn fresh_dir(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(failed(e)),
         }
-        std::fs::create_dir_all(&wd).map_err(failed)?;
+        // The directory, then `wd` in it: two calls where create_dir_all(wd) makes three.
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(&dir),
+            made => made,
+        }
+        .map_err(failed)?;
+        std::fs::create_dir(&wd).map_err(failed)?;
         let stdout = std::fs::File::create(dir.join("stdout.txt")).map_err(failed)?;
         let stderr = std::fs::File::create(dir.join("stderr.txt")).map_err(failed)?;
-        let user = owner.map(|o| o.take(&dir)).transpose()?;
+        let user = owner.map(|o| o.take(&dir, Some((&wd, &[&stdout, &stderr])))).transpose()?;
         Ok((stdout, stderr, user))
     })
     .await

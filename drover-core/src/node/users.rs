@@ -5,13 +5,16 @@
 //! shared by every worker of the host; a task-scope uid is given back, with every process left
 //! under it killed, when its command ends: to the worker's own free list, which the next
 //! task-scope command takes it from (no file made and removed per task), and to the host when
-//! the worker leaves.
+//! the worker leaves. A kept uid (pool scope, or a named account's) never changes on a host, so
+//! each worker reads it from its file once.
 
 use crate::model::identity::AutoUserScope;
 use crate::model::RunAs;
 use crate::{Error, Result};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The first uid (and gid) drover gives a task user, and how many there are.
 pub const UID_BASE: u32 = 200_000;
@@ -21,11 +24,19 @@ const DIR: &str = "/run/drover/uids";
 /// How this worker runs non-admin commands.
 #[derive(Debug, Clone)]
 pub enum Users {
-    /// As task users (the worker runs as root), with the task-scope uids this worker holds
-    /// free (each with its allocation file).
-    Switch(std::sync::Arc<std::sync::Mutex<Vec<(u32, PathBuf)>>>),
+    /// As task users (the worker runs as root).
+    Switch(Arc<Held>),
     /// As the worker's own user, every one of them: asked for with `--tasks-as-worker-user`.
     AsWorker,
+}
+
+/// What a worker that switches users holds.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Task-scope uids free for the next command, each with its allocation file.
+    free: Mutex<Vec<(u32, PathBuf)>>,
+    /// The kept uids read so far, by key.
+    kept: Mutex<HashMap<String, u32>>,
 }
 
 /// A uid a command runs as; one of task scope is given back with [`Users::release`].
@@ -62,7 +73,7 @@ impl Users {
         }
         let user = match run_as {
             RunAs::Worker => return Ok(None),
-            RunAs::AutoUser(AutoUserScope::Pool) => keyed(&format!("pool:{account}:{pool}"))?,
+            RunAs::AutoUser(AutoUserScope::Pool) => self.kept(format!("pool:{account}:{pool}"))?,
             RunAs::AutoUser(AutoUserScope::Task) => {
                 let (uid, lease) = match self.take_free() {
                     Some(free) => free,
@@ -72,7 +83,7 @@ impl Users {
             }
             RunAs::Account { uid: Some(uid), gid, .. } => TaskUser { uid: *uid, gid: gid.unwrap_or(*uid), lease: None },
             RunAs::Account { name, uid: None, gid } => {
-                let user = keyed(&format!("user:{account}:{pool}:{name}"))?;
+                let user = self.kept(format!("user:{account}:{pool}:{name}"))?;
                 TaskUser { gid: gid.unwrap_or(user.gid), ..user }
             }
         };
@@ -93,7 +104,7 @@ impl Users {
             return; // the uid stays taken rather than reach this directory
         }
         match self {
-            Users::Switch(free) if free.lock().map(|mut f| f.push((user.uid, lease.clone()))).is_ok() => {}
+            Users::Switch(held) if held.free.lock().map(|mut f| f.push((user.uid, lease.clone()))).is_ok() => {}
             _ => {
                 let _ = std::fs::remove_file(lease);
             }
@@ -103,9 +114,22 @@ impl Users {
     /// A task-scope uid this worker holds free.
     fn take_free(&self) -> Option<(u32, PathBuf)> {
         match self {
-            Users::Switch(free) => free.lock().ok()?.pop(),
+            Users::Switch(held) => held.free.lock().ok()?.pop(),
             Users::AsWorker => None,
         }
+    }
+
+    /// The uid kept for `key` on this host ([`keyed`]), read once per worker.
+    fn kept(&self, key: String) -> Result<TaskUser> {
+        let Users::Switch(held) = self else { return keyed(&key) };
+        if let Some(&uid) = held.kept.lock().ok().as_ref().and_then(|k| k.get(&key)) {
+            return Ok(TaskUser { uid, gid: uid, lease: None });
+        }
+        let user = keyed(&key)?;
+        if let Ok(mut kept) = held.kept.lock() {
+            kept.insert(key, user.uid);
+        }
+        Ok(user)
     }
 
     /// Gives the task-scope uids this worker holds back to the host (it is leaving).
