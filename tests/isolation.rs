@@ -379,3 +379,34 @@ async fn a_task_spawner_killed_mid_task_loses_no_task() {
     let long = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "long"]).json();
     assert_eq!(long["executionInfo"]["result"], "success", "{long}");
 }
+
+/// A command that cannot be started (a file without execute permission) fails its task alone:
+/// the task spawner, with another command of it running, stays up and that command completes
+/// where it runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_that_cannot_start_leaves_the_task_spawner_up() {
+    let mut acct = TestAccount::new("noexec").await;
+    acct.pool("p", 4);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let ledger = acct.work_dir.join("ledger.txt");
+    let long = format!("/bin/sh -c 'echo long >> {}; sleep 4'", ledger.display());
+    acct.add_tasks("j", &[json!({"id": "long", "commandLine": long})]);
+    let worker = acct.start_worker("p", &[]);
+    drover_tests::eventually(std::time::Duration::from_secs(30), "long running", || async {
+        std::fs::read_to_string(&ledger).is_ok_and(|l| l.contains("long"))
+    })
+    .await;
+    let spawner = spawner_of(worker).expect("the worker's task spawner");
+    let bad: Vec<_> = (0..3).map(|i| json!({"id": format!("noexec{i}"), "commandLine": "/etc/passwd"})).collect();
+    acct.add_tasks("j", &bad);
+    assert_eq!(acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]).code, 1, "{}", acct.worker_logs());
+    for i in 0..3 {
+        let task = acct.ok(&["task", "show", "--job-id", "j", "--task-id", &format!("noexec{i}")]).json();
+        assert_eq!(task["executionInfo"]["failureInfo"]["code"], "CommandStartError", "{task}");
+    }
+    let long = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "long"]).json();
+    assert_eq!(long["executionInfo"]["result"], "success", "{long}\n{}", acct.worker_logs());
+    assert_eq!(long["executionInfo"]["requeueCount"], 0, "{long}");
+    assert_eq!(std::fs::read_to_string(&ledger).unwrap().lines().count(), 1, "long ran once");
+    assert_eq!(spawner_of(worker), Some(spawner), "the same spawner: {}", acct.worker_logs());
+}

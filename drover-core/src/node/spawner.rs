@@ -131,6 +131,8 @@ fn receive(socket: &UnixStream) -> std::io::Result<Option<(Request, Vec<OwnedFd>
 struct Children {
     state: Mutex<ChildrenState>,
     started: std::sync::Condvar,
+    /// Held by a spawn and by the reaper while it reaps.
+    spawning: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -142,7 +144,7 @@ struct ChildrenState {
 
 /// Waits for any child to exit (one thread for all of them) and answers its wait status.
 fn reap(children: &Children, replies: &Mutex<UnixStream>) {
-    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
     loop {
         {
             let mut state = children.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -150,17 +152,27 @@ fn reap(children: &Children, replies: &Mutex<UnixStream>) {
                 state = children.started.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         }
-        let (pid, raw) = match waitpid(None, None) {
-            Ok(WaitStatus::Exited(pid, code)) => (pid, (code & 0xff) << 8),
-            Ok(WaitStatus::Signaled(pid, signal, core)) => (pid, signal as i32 | if core { 0x80 } else { 0 }),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+        // Wait for a child to have exited without reaping it: it may be one whose exec failed,
+        // which std's spawn reaps itself (and panics if it cannot). Children are reaped only
+        // while no spawn is under way, when every exited child is one that started.
+        match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(_) => {
                 // Not expected: a child is counted only once forked. Do not spin.
                 std::thread::sleep(std::time::Duration::from_millis(1));
                 continue;
             }
-        };
-        children.meet(replies, pid.as_raw() as u32, Known::Status(raw));
+        }
+        let _no_spawn = children.spawning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            let (pid, raw) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, (code & 0xff) << 8),
+                Ok(WaitStatus::Signaled(pid, signal, core)) => (pid, signal as i32 | if core { 0x80 } else { 0 }),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) | Err(_) => break,
+            };
+            children.meet(replies, pid.as_raw() as u32, Known::Status(raw));
+        }
     }
 }
 
@@ -228,10 +240,12 @@ fn start(
         // As root, std also drops every supplementary group before switching.
         cmd.uid(uid).gid(gid);
     }
+    let no_reaping = children.spawning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => return send(replies, &refused(e)),
     };
+    drop(no_reaping);
     // Counted once forked, so the reaper waits only while a child exists (it may reap this one
     // before it is counted: the count only says when to wait).
     {
