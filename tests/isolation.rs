@@ -389,7 +389,7 @@ async fn a_command_that_cannot_start_leaves_the_task_spawner_up() {
     acct.pool("p", 4);
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
     let ledger = acct.work_dir.join("ledger.txt");
-    let long = format!("/bin/sh -c 'echo long >> {}; sleep 4'", ledger.display());
+    let long = format!("/bin/sh -c 'echo long >> {}; sleep 8'", ledger.display());
     acct.add_tasks("j", &[json!({"id": "long", "commandLine": long})]);
     let worker = acct.start_worker("p", &[]);
     drover_tests::eventually(std::time::Duration::from_secs(30), "long running", || async {
