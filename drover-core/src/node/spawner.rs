@@ -8,7 +8,9 @@
 //! stdin). The worker sends each command (program, arguments, directory, environment, user,
 //! cgroup) with its stdout and stderr as descriptors; the spawner starts it, moves it (and what
 //! it forked meanwhile) into the command's cgroup, and answers the child's pid, then its wait
-//! status when it exits. The spawner exits when the worker closes the socket (or dies).
+//! status when it exits. The spawner exits when the worker closes the socket (or dies). One that
+//! ends otherwise is replaced for the worker's next command (at most one every [`RESTART`]);
+//! until then the worker starts commands itself.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -280,8 +282,22 @@ struct Pending {
 /// The commands waiting for an answer; None once the spawner is gone.
 type PendingMap = Arc<Mutex<Option<HashMap<u64, Pending>>>>;
 
-/// The worker's side: sends commands to the spawner process and hands out its answers.
+/// The worker's side: sends commands to the spawner process and hands out its answers; when
+/// that process has ended, starts another for the next command (at most one per [`RESTART`]).
 pub(crate) struct Spawner {
+    program: PathBuf,
+    home: Option<PathBuf>,
+    link: Mutex<Arc<Link>>,
+    /// When the last one was started in place of one that ended.
+    restarted: Mutex<Option<std::time::Instant>>,
+}
+
+/// The least time between two spawners started in place of ones that ended: one that keeps
+/// ending costs the tasks it was running, and meanwhile the worker starts commands itself.
+const RESTART: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One spawner process.
+struct Link {
     socket: Mutex<UnixStream>,
     pending: PendingMap,
     next: AtomicU64,
@@ -305,6 +321,64 @@ impl Spawned {
 impl Spawner {
     /// Starts `program` (this worker's executable) as the spawner, in `cgroup` when given.
     pub(crate) fn start(program: &Path, cgroup: Option<&Path>) -> std::io::Result<Spawner> {
+        let link = Mutex::new(Arc::new(Link::start(program, cgroup)?));
+        let (program, home) = (program.to_path_buf(), cgroup.map(Path::to_path_buf));
+        Ok(Spawner { program, home, link, restarted: Mutex::new(None) })
+    }
+
+    /// The spawner process, a new one if the last ended and [`RESTART`] allows; None: there
+    /// is none now.
+    fn link(&self) -> Option<Arc<Link>> {
+        let mut link = self.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if link.alive() {
+            return Some(link.clone());
+        }
+        let mut restarted = self.restarted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if restarted.is_some_and(|at| at.elapsed() < RESTART) {
+            return None;
+        }
+        *restarted = Some(std::time::Instant::now());
+        // Its reader killed what it left in the spawners' cgroup before it said it ended.
+        if let Ok(mut process) = link.process.lock() {
+            let _ = process.try_wait();
+        }
+        match Link::start(&self.program, self.home.as_deref()) {
+            Ok(new) => {
+                tracing::warn!("the task spawner ended: started another");
+                *link = Arc::new(new);
+                Some(link.clone())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the task spawner ended and another cannot start: the worker starts commands itself");
+                None
+            }
+        }
+    }
+
+    /// Has the spawner start `request`, writing to `stdout` and `stderr`. None: there is no
+    /// spawner now (the caller starts the command itself).
+    pub(super) async fn spawn(
+        &self,
+        request: Request,
+        stdout: &std::fs::File,
+        stderr: &std::fs::File,
+    ) -> Option<std::io::Result<Spawned>> {
+        self.link()?.spawn(request, stdout, stderr).await
+    }
+
+    /// Stops the spawner (the worker is leaving).
+    pub(crate) fn close(&self) {
+        self.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner).close();
+    }
+}
+
+impl Link {
+    /// Whether the spawner process still answers.
+    fn alive(&self) -> bool {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+    }
+
+    fn start(program: &Path, cgroup: Option<&Path>) -> std::io::Result<Link> {
         let (ours, theirs) = UnixStream::pair()?;
         let mut cmd = std::process::Command::new(program);
         cmd.arg(SPAWNER_FLAG)
@@ -326,15 +400,14 @@ impl Spawner {
                 super::cgroups::kill(home);
             }
             *answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-            tracing::debug!("the task spawner is gone: commands start from the worker itself");
+            tracing::debug!("the task spawner is gone");
         })?;
         let (socket, next, process) = (Mutex::new(ours), AtomicU64::new(0), Mutex::new(process));
-        Ok(Spawner { socket, pending, next, process })
+        Ok(Link { socket, pending, next, process })
     }
 
-    /// Has the spawner start `request`, writing to `stdout` and `stderr`. None: the spawner is
-    /// gone (the caller starts the command itself).
-    pub(super) async fn spawn(
+    /// [`Spawner::spawn`] through this process. None: it is gone.
+    async fn spawn(
         &self,
         mut request: Request,
         stdout: &std::fs::File,
@@ -374,8 +447,7 @@ impl Spawner {
         socket.write_all(&body)
     }
 
-    /// Stops the spawner (the worker is leaving).
-    pub(crate) fn close(&self) {
+    fn close(&self) {
         let socket = self.socket.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = socket.shutdown(std::net::Shutdown::Both);
         let mut process = self.process.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
