@@ -9,9 +9,8 @@
 //! process is cheap; moving the multi-threaded worker per command would not be. A command's
 //! cgroup that is empty when the command ends is kept for a later command (making and removing
 //! one costs more CPU than the rest of its handling); one with processes left is killed and
-//! removed. Without a
-//! writable cgroup v2 hierarchy (no root, or v1 only) commands run without one and the worker
-//! says so once.
+//! removed. Without a writable cgroup v2 hierarchy (no root, or v1 only) commands run without one
+//! and the worker says so once.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

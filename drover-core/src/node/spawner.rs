@@ -127,21 +127,14 @@ fn receive(socket: &UnixStream) -> std::io::Result<Option<(Request, Vec<OwnedFd>
     Ok(Some((request, fds)))
 }
 
-/// The spawner's running children: pid -> command id; the wait statuses of those reaped before
-/// [`start`] recorded them; how many were counted (once forked) and not reaped since.
+/// The spawner's running children: pid -> command id.
 #[derive(Default)]
 struct Children {
-    state: Mutex<ChildrenState>,
+    ids: Mutex<HashMap<u32, u64>>,
     started: std::sync::Condvar,
-    /// Held by a spawn and by the reaper while it reaps.
+    /// Held by a spawn until its child is recorded, and by the reaper while it reaps: every child
+    /// the reaper reaps has its command id.
     spawning: Mutex<()>,
-}
-
-#[derive(Default)]
-struct ChildrenState {
-    ids: HashMap<u32, u64>,
-    early: HashMap<u32, i32>,
-    running: usize,
 }
 
 /// Waits for any child to exit (one thread for all of them) and answers its wait status.
@@ -149,18 +142,17 @@ fn reap(children: &Children, replies: &Mutex<UnixStream>) {
     use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
     loop {
         {
-            let mut state = children.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            while state.running == 0 {
-                state = children.started.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut ids = children.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            while ids.is_empty() {
+                ids = children.started.wait(ids).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         }
         // Wait for a child to have exited without reaping it: it may be one whose exec failed,
-        // which std's spawn reaps itself (and panics if it cannot). Children are reaped only
-        // while no spawn is under way, when every exited child is one that started.
+        // which std's spawn reaps itself. Children are reaped only while no spawn is under way.
         match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(_) => {
-                // Not expected: a child is counted only once forked. Do not spin.
+                // Not expected: a child is recorded only once forked. Do not spin.
                 std::thread::sleep(std::time::Duration::from_millis(1));
                 continue;
             }
@@ -173,44 +165,12 @@ fn reap(children: &Children, replies: &Mutex<UnixStream>) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Ok(_) | Err(_) => break,
             };
-            children.meet(replies, pid.as_raw() as u32, Known::Status(raw));
-        }
-    }
-}
-
-/// What one side knows of a child: [`start`] its command id, [`reap`] its wait status.
-enum Known {
-    Id(u64),
-    Status(i32),
-}
-
-impl Children {
-    /// Answers child `pid`'s wait status once its command id and its status are both known,
-    /// whichever comes second.
-    fn meet(&self, replies: &Mutex<UnixStream>, pid: u32, known: Known) {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (id, raw) = match known {
-            Known::Id(id) => match state.early.remove(&pid) {
-                Some(raw) => (id, raw),
-                None => {
-                    state.ids.insert(pid, id);
-                    return;
-                }
-            },
-            Known::Status(raw) => {
-                // Never below zero: the reaper waits for a child only while one is counted.
-                state.running = state.running.saturating_sub(1);
-                match state.ids.remove(&pid) {
-                    Some(id) => (id, raw),
-                    None => {
-                        state.early.insert(pid, raw);
-                        return;
-                    }
-                }
+            let id =
+                children.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&(pid.as_raw() as u32));
+            if let Some(id) = id {
+                send(replies, &Reply { id, pid: None, error: None, status: Some(raw) });
             }
-        };
-        drop(state);
-        send(replies, &Reply { id, pid: None, error: None, status: Some(raw) });
+        }
     }
 }
 
@@ -242,27 +202,22 @@ fn start(
         // As root, std also drops every supplementary group before switching.
         cmd.uid(uid).gid(gid);
     }
-    let no_reaping = children.spawning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // No reaping until the child is recorded: one whose exec failed std reaps itself (and
+    // panics if it cannot), and one that started is answered only after its pid.
+    let _no_reaping = children.spawning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => return send(replies, &refused(e)),
     };
-    drop(no_reaping);
-    // Counted once forked, so the reaper waits only while a child exists (it may reap this one
-    // before it is counted: the count only says when to wait).
-    {
-        let mut state = children.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.running += 1;
-        children.started.notify_one();
-    }
-    if let (Some(group), Some(own)) = (&request.cgroup, own) {
-        super::cgroups::contain(group, child.id(), own, &[std::process::id()]);
-    }
     let pid = child.id();
+    if let (Some(group), Some(own)) = (&request.cgroup, own) {
+        super::cgroups::contain(group, pid, own, &[std::process::id()]);
+    }
     // The reaper waits for it (std's handle neither waits nor kills when dropped).
     drop(child);
     send(replies, &Reply { id, pid: Some(pid), error: None, status: None });
-    children.meet(replies, pid, Known::Id(id));
+    children.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(pid, id);
+    children.started.notify_one();
 }
 
 fn send(replies: &Mutex<UnixStream>, reply: &Reply) {
