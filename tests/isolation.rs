@@ -335,32 +335,48 @@ async fn a_package_changed_in_storage_after_upload_is_refused() {
     assert!(!stdout_of(&acct, "t").contains("planted"));
 }
 
-/// The pid of the task spawner worker `worker` started.
-fn spawner_of(worker: u32) -> Option<u32> {
+/// The pids of the task spawners worker `worker` started.
+fn spawners_of(worker: u32) -> Vec<u32> {
     let out =
         std::process::Command::new("pgrep").args(["-P", &worker.to_string(), "-f", "--", "--task-spawner"]).output();
-    String::from_utf8_lossy(&out.ok()?.stdout).lines().next()?.trim().parse().ok()
+    let out = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let mut pids: Vec<u32> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    pids.sort();
+    pids
 }
 
-/// Tasks with users of their own are started by the worker's task spawner; killed mid-task, the
-/// spawner's running task is handed back and runs again, and a new spawner starts later tasks.
+/// What a task prints of the process that started it: its pid, its uid, its command line.
+const PARENT: &str = "echo $PPID; id -u; grep ^Uid: /proc/$PPID/status; tr \"\\0\" \" \" < /proc/$PPID/cmdline";
+
+/// Tasks of a pool-scope user are started by a task spawner of that user's own; killed
+/// mid-task, the spawner's running task is handed back and runs again, and a new spawner
+/// starts later tasks. A task-scope user's task is started by the worker's root spawner.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_spawner_killed_mid_task_loses_no_task() {
     let mut acct = TestAccount::new("spawner").await;
     acct.pool("p", 2);
     acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
     let ledger = acct.work_dir.join("ledger.txt");
-    let parent = "tr \"\\0\" \" \" < /proc/$PPID/cmdline";
+    // Written by tasks of two users.
+    std::fs::write(&ledger, "").unwrap();
+    std::fs::set_permissions(&ledger, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let task = |id: &str, then: &str| {
-        let cmd = format!("/bin/sh -c 'echo $DROVER_TASK_ID >> {}; {parent}; {then}'", ledger.display());
+        let cmd = format!("/bin/sh -c 'echo $DROVER_TASK_ID >> {}; {PARENT}; {then}'", ledger.display());
         json!({"id": id, "commandLine": cmd})
     };
-    acct.add_tasks("j", &[task("first", "true")]);
+    let mut alone = task("alone", "true");
+    alone["userIdentity"] = json!({"autoUser": {"scope": "task"}});
+    acct.add_tasks("j", &[task("first", "true"), alone]);
     let worker = acct.start_worker("p", &[]);
     assert_eq!(acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]).code, 0, "{}", acct.worker_logs());
     let first = acct.task_file("j", "first", "stdout.txt");
-    assert!(first.contains("--task-spawner"), "started by the spawner: {first}");
-    let spawner = spawner_of(worker).expect("the worker's task spawner");
+    assert!(first.contains("--task-spawner"), "started by a spawner: {first}");
+    let lines: Vec<&str> = first.lines().collect();
+    let (spawner, uid): (u32, &str) = (lines[0].trim().parse().unwrap(), lines[1].trim());
+    assert!(lines[2].split_whitespace().skip(1).all(|id| id == uid), "its spawner runs as its user {uid}: {first}");
+    let alone = acct.task_file("j", "alone", "stdout.txt");
+    assert!(alone.contains("--task-spawner") && alone.contains("Uid:\t0\t"), "started by the root spawner: {alone}");
+    assert_eq!(spawners_of(worker).len(), 2, "a root spawner and one of the pool's user");
 
     acct.add_tasks("j", &[task("long", "sleep 3")]);
     drover_tests::eventually(std::time::Duration::from_secs(30), "long running", || async {
@@ -376,11 +392,18 @@ async fn a_task_spawner_killed_mid_task_loses_no_task() {
     acct.add_tasks("j", &[task("after", "true")]);
     assert_eq!(acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]).code, 0, "{}", acct.worker_logs());
     let counts = acct.ok(&["job", "task-counts", "--job-id", "j"]).json();
-    assert_eq!(counts["taskCounts"]["succeeded"], 3, "{counts}\n{}", acct.worker_logs());
+    assert_eq!(counts["taskCounts"]["succeeded"], 4, "{counts}\n{}", acct.worker_logs());
     let after = acct.task_file("j", "after", "stdout.txt");
-    assert!(after.contains("--task-spawner"), "started by a spawner: {after}");
-    let new = spawner_of(worker);
-    assert!(new.is_some_and(|n| n != spawner), "a new spawner ({new:?}, the killed one {spawner})");
+    assert!(
+        after.contains("--task-spawner") && after.contains(&format!("Uid:\t{uid}\t")),
+        "by a spawner of its user: {after}"
+    );
+    let new: u32 = after.lines().next().unwrap().trim().parse().unwrap();
+    assert_ne!(new, spawner, "a new spawner");
+    assert_eq!(
+        acct.ok(&["task", "show", "--job-id", "j", "--task-id", "alone"]).json()["executionInfo"]["result"],
+        "success"
+    );
     let long = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "long"]).json();
     assert_eq!(long["executionInfo"]["result"], "success", "{long}");
 }
@@ -401,7 +424,8 @@ async fn a_command_that_cannot_start_leaves_the_task_spawner_up() {
         std::fs::read_to_string(&ledger).is_ok_and(|l| l.contains("long"))
     })
     .await;
-    let spawner = spawner_of(worker).expect("the worker's task spawner");
+    let spawners = spawners_of(worker);
+    assert_eq!(spawners.len(), 2, "a root spawner and one of the pool's user");
     let bad: Vec<_> = (0..3).map(|i| json!({"id": format!("noexec{i}"), "commandLine": "/etc/passwd"})).collect();
     acct.add_tasks("j", &bad);
     assert_eq!(acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]).code, 1, "{}", acct.worker_logs());
@@ -413,5 +437,31 @@ async fn a_command_that_cannot_start_leaves_the_task_spawner_up() {
     assert_eq!(long["executionInfo"]["result"], "success", "{long}\n{}", acct.worker_logs());
     assert_eq!(long["executionInfo"]["requeueCount"], 0, "{long}");
     assert_eq!(std::fs::read_to_string(&ledger).unwrap().lines().count(), 1, "long ran once");
-    assert_eq!(spawner_of(worker), Some(spawner), "the same spawner: {}", acct.worker_logs());
+    assert_eq!(spawners_of(worker), spawners, "the same spawners: {}", acct.worker_logs());
+}
+
+/// A task can stop the task spawner of its own user (it runs as that user): the next command of
+/// that user waits for an answer no longer than 30 s, then the stopped spawner is killed, the
+/// command starts all the same, and the stopper's lost run is handed back and runs again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_that_stops_its_users_spawner_holds_up_no_task_for_good() {
+    let mut acct = TestAccount::new("stopper").await;
+    acct.pool("p", 2);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let marker = acct.work_dir.join("stopped");
+    let stop = format!("/bin/sh -c '[ -e {m} ] || {{ echo > {m}; kill -STOP $PPID; }}'", m = marker.display());
+    acct.add_tasks("j", &[json!({"id": "stopper", "commandLine": stop})]);
+    let worker = acct.start_worker("p", &[]);
+    drover_tests::eventually(std::time::Duration::from_secs(30), "the spawner stopped", || async { marker.exists() })
+        .await;
+    acct.add_tasks("j", &[json!({"id": "next", "commandLine": format!("/bin/sh -c '{PARENT}'")})]);
+    let wait = acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "120"]);
+    assert_eq!(wait.code, 0, "{wait:?}\n{}", acct.worker_logs());
+    let next = acct.task_file("j", "next", "stdout.txt");
+    assert!(next.contains("--task-spawner"), "started by a spawner: {next}");
+    let stopper = acct.ok(&["task", "show", "--job-id", "j", "--task-id", "stopper"]).json();
+    assert_eq!(stopper["executionInfo"]["result"], "success", "{stopper}");
+    assert_eq!(stopper["executionInfo"]["requeueCount"], 1, "its lost run handed back: {stopper}");
+    assert!(acct.worker_logs().contains("did not answer"), "{}", acct.worker_logs());
+    assert_eq!(spawners_of(worker).len(), 2, "a root spawner and a new one of the pool's user");
 }

@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     // Started by a worker as its task spawner (see drover_core::node::serve_spawner).
     let mut args = std::env::args_os().skip(1);
     if args.next().is_some_and(|a| a == node::SPAWNER_FLAG) {
-        return node::serve_spawner(args.next().map(PathBuf::from));
+        return node::serve_spawner(args);
     }
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(worker()),

@@ -93,10 +93,9 @@ impl Cgroups {
         Some(Group { dir, cgroups: self, keep: false })
     }
 
-    /// A cgroup for the task spawner, where its children start (None without cgroups).
-    pub(crate) fn spawner_home(&self) -> Option<PathBuf> {
-        let dir = self.inner.as_ref()?.own.join("spawner");
-        std::fs::create_dir(&dir).ok().map(|()| dir)
+    /// The worker's own cgroup, where each task spawner gets one (None without cgroups).
+    pub(crate) fn own(&self) -> Option<&Path> {
+        Some(&self.inner.as_ref()?.own)
     }
 
     /// Kills what is left in the worker's cgroups and removes them (the worker is leaving).
@@ -179,12 +178,20 @@ impl Inner {
 /// forked before it was moved) but the processes `except`; kills what forks faster than it is
 /// moved. The caller spawned `first` in `home` and spawns nothing else there meanwhile.
 pub(crate) fn contain(group: &Path, first: u32, home: &Path, except: &[u32]) {
-    let procs = group.join("cgroup.procs");
+    match std::fs::OpenOptions::new().write(true).open(group.join("cgroup.procs")) {
+        Ok(procs) => contain_into(&procs, first, home, except),
+        Err(e) => tracing::warn!(cgroup = %group.display(), error = %e, "cannot move a command into its cgroup"),
+    }
+}
+
+/// [`contain`] through the group's `cgroup.procs`, open for writing.
+pub(crate) fn contain_into(mut procs: &std::fs::File, first: u32, home: &Path, except: &[u32]) {
+    use std::io::Write;
     let mut moving = vec![first];
     for _ in 0..100 {
         for pid in moving.drain(..) {
             // A process that exited meanwhile cannot be moved (ESRCH) and needs not be.
-            let _ = std::fs::write(&procs, pid.to_string());
+            let _ = procs.write_all(pid.to_string().as_bytes());
         }
         moving = members(home).into_iter().filter(|p| !except.contains(p)).collect();
         if moving.is_empty() {

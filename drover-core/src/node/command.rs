@@ -254,6 +254,7 @@ impl Staged {
             wall_clock: self.wall_clock,
             keep_background: self.keep_background,
             user: self.user.as_ref().map(|u| (u.uid, u.gid)),
+            kept_user: self.user.as_ref().is_some_and(TaskUser::kept),
             cgroups: &ctx.cgroups,
             spawner: ctx.spawner.as_ref(),
         };

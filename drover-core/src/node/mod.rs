@@ -317,15 +317,13 @@ pub async fn run(
     tracing::info!(pool = %options.pool_id, node = %options.node_id, slots, "node joined the pool");
     let cgroups = cgroups::Cgroups::new();
     let spawner = match (&options.task_spawner, &users) {
-        (Some(program), users::Users::Switch(_)) => {
-            match spawner::Spawner::start(program, cgroups.spawner_home().as_deref()) {
-                Ok(spawner) => Some(spawner),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no task spawner: the worker forks itself to start each command as its user");
-                    None
-                }
+        (Some(program), users::Users::Switch(_)) => match spawner::Spawner::start(program, cgroups.own()) {
+            Ok(spawner) => Some(spawner),
+            Err(e) => {
+                tracing::warn!(error = %e, "no task spawner: the worker forks itself to start each command as its user");
+                None
             }
-        }
+        },
         _ => None,
     };
     let ctx = Arc::new(NodeContext {

@@ -33,6 +33,8 @@ pub(super) struct ProcessSpec<'a> {
     pub keep_background: bool,
     /// The uid and gid it runs as (None: the worker's).
     pub user: Option<(u32, u32)>,
+    /// That user is a kept one (pool scope, a named account), with a task spawner of its own.
+    pub kept_user: bool,
     pub cgroups: &'a super::cgroups::Cgroups,
     /// Starts commands as other users (None: the worker forks itself to).
     pub spawner: Option<&'a super::spawner::Spawner>,
@@ -118,6 +120,13 @@ async fn spawn_there<'c>(
 ) -> Option<std::io::Result<(Running, Option<super::cgroups::Group<'c>>)>> {
     let (Some(program), Some(cwd)) = (program.to_str(), spec.cwd.to_str()) else { return None };
     let group = spec.cgroups.group();
+    // Opened here, as root: the spawner (perhaps not root) moves the child into it through it.
+    let procs = group.as_ref().and_then(|g| {
+        let procs = std::fs::OpenOptions::new().write(true).open(g.dir().join("cgroup.procs"));
+        procs
+            .map_err(|e| tracing::warn!(cgroup = %g.dir().display(), error = %e, "cannot open a command's cgroup"))
+            .ok()
+    });
     let request = super::spawner::Request {
         id: 0,
         program: program.to_string(),
@@ -125,9 +134,8 @@ async fn spawn_there<'c>(
         cwd: cwd.to_string(),
         env,
         user: spec.user,
-        cgroup: group.as_ref().map(|g| g.dir().to_path_buf()),
     };
-    let spawned = spawner.spawn(request, &spec.stdout, &spec.stderr).await?;
+    let spawned = spawner.spawn(request, &spec.stdout, &spec.stderr, procs.as_ref(), spec.kept_user).await?;
     Some(spawned.map(|s| (Running::Spawned(s, None), group)))
 }
 

@@ -1,16 +1,26 @@
-//! The task spawner: a small helper process that starts commands as other users, so that a
-//! switch of user forks a process of a few megabytes rather than the multi-threaded worker.
+//! Task spawners: small helper processes that start commands as other users, so that a command
+//! is not a fork of the multi-threaded worker.
 //!
 //! std switches users in a forked child (posix_spawn cannot), and a fork copies the parent's
 //! page tables, which the exec then throws away: for a worker that runs short tasks as their
-//! own users, most of the node's CPU per task. So `drover-worker` starts its own executable once
-//! as the spawner ([`SPAWNER_FLAG`], an empty environment, one end of a Unix socket as its
-//! stdin). The worker sends each command (program, arguments, directory, environment, user,
-//! cgroup) with its stdout and stderr as descriptors; the spawner starts it, moves it (and what
+//! own users, most of the node's CPU per task. So `drover-worker` starts its own executable as a
+//! spawner ([`SPAWNER_FLAG`], an empty environment, one end of a Unix socket as its stdin): one
+//! as root for every user, and one per kept user (a pool-scope auto-user, a named account; at
+//! most [`MAX_OWN`]) that runs as that user, not dumpable, and so starts that user's commands
+//! with posix_spawn (vfork: no page tables copied). The worker sends each command (program,
+//! arguments, directory, environment, user) with its stdout, its stderr and its cgroup's
+//! `cgroup.procs`, opened by the worker, as descriptors (the kernel checks a move into a cgroup
+//! against whoever opened that file, Linux 5.16 on); the spawner starts it, moves it (and what
 //! it forked meanwhile) into the command's cgroup, and answers the child's pid, then its wait
-//! status when it exits. The spawner exits when the worker closes the socket (or dies). One that
-//! ends otherwise is replaced for the worker's next command (at most one every [`RESTART`]);
-//! until then the worker starts commands itself.
+//! status when it exits. Each spawner starts in a cgroup of its own (`spawner`,
+//! `spawner-<uid>`) and exits when the worker closes the socket (or dies). One that ends
+//! otherwise is replaced for the worker's next command (at once the first time, then at most one
+//! every [`RESTART`]); meanwhile a user's commands go to the root spawner, and without that the
+//! worker starts commands itself.
+//!
+//! A spawner of one user is that user's to signal or limit (`kill`, `prlimit`), as are all its
+//! processes: its tasks can stop their own user's spawner, never another's. One that does not
+//! answer within [`ANSWER`] is killed and replaced, and its running commands are handed back.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -25,8 +35,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// The argument that makes `drover-worker` the spawner (followed by the spawner's cgroup, if any).
+/// The argument that makes `drover-worker` a spawner (followed by the spawner's cgroup, empty for
+/// none, and the `uid:gid` of a spawner of one user).
 pub const SPAWNER_FLAG: &str = "--task-spawner";
+
+/// How a spawner of one user exits when it cannot be one on this host (not root, or a kernel that
+/// checks a move into a cgroup against the writer, before Linux 5.16): its user's commands go to
+/// the root spawner from then on.
+const UNSUPPORTED: u8 = 3;
+
+/// The most spawners of one user a worker starts; further users' commands go to the root one.
+pub(super) const MAX_OWN: usize = 8;
 
 /// The most bytes one command's description may have (a task's JSON is at most 1 MiB).
 const MAX_REQUEST: u64 = 8 << 20;
@@ -43,8 +62,6 @@ pub(super) struct Request {
     pub(super) env: Vec<(String, String)>,
     /// The uid and gid it runs as.
     pub(super) user: Option<(u32, u32)>,
-    /// The cgroup it runs in.
-    pub(super) cgroup: Option<PathBuf>,
 }
 
 /// The spawner's answers: the child's pid (or why it could not start), then its wait status.
@@ -61,12 +78,21 @@ struct Reply {
     status: Option<i32>,
 }
 
-/// Runs the spawner until the worker closes the socket on stdin. `cgroup`: the spawner's own
-/// cgroup, where its children start before each is moved into its command's.
-pub fn serve(cgroup: Option<PathBuf>) -> std::process::ExitCode {
+/// Runs a spawner until the worker closes the socket on stdin. `args`, after [`SPAWNER_FLAG`]:
+/// the spawner's own cgroup, where its children start before each is moved into its command's
+/// (empty: none), and for a spawner of one user its `uid:gid`.
+pub fn serve(mut args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
     let failed = |e: std::io::Error| {
         eprintln!("drover-worker {SPAWNER_FLAG}: {e}");
         std::process::ExitCode::FAILURE
+    };
+    let cgroup = args.next().filter(|a| !a.is_empty()).map(PathBuf::from);
+    let user = match args.next() {
+        None => None,
+        Some(arg) => match arg.to_str().and_then(|a| a.split_once(':')).map(|(u, g)| (u.parse(), g.parse())) {
+            Some((Ok(uid), Ok(gid))) => Some((uid, gid)),
+            _ => return failed(std::io::Error::other(format!("{arg:?} is not uid:gid"))),
+        },
     };
     let socket = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => UnixStream::from(fd),
@@ -81,6 +107,12 @@ pub fn serve(cgroup: Option<PathBuf>) -> std::process::ExitCode {
             return failed(std::io::Error::new(e.kind(), format!("move into {}: {e}", dir.display())));
         }
     }
+    if let Some(user) = user {
+        if let Err(e) = become_user(user, cgroup.as_deref()) {
+            eprintln!("drover-worker {SPAWNER_FLAG}: cannot serve uid {}: {e}", user.0);
+            return std::process::ExitCode::from(UNSUPPORTED);
+        }
+    }
     let children = Arc::new(Children::default());
     let reaping = (children.clone(), replies.clone());
     if let Err(e) = std::thread::Builder::new().name("reaper".into()).spawn(move || reap(&reaping.0, &reaping.1)) {
@@ -88,17 +120,36 @@ pub fn serve(cgroup: Option<PathBuf>) -> std::process::ExitCode {
     }
     loop {
         match receive(&socket) {
-            Ok(Some((request, fds))) => start(request, fds, cgroup.as_deref(), &replies, &children),
+            Ok(Some((request, fds))) => start(request, fds, cgroup.as_deref(), user, &replies, &children),
             Ok(None) => return std::process::ExitCode::SUCCESS,
             Err(e) => return failed(e),
         }
     }
 }
 
+/// Makes this spawner `user`'s for good: no supplementary groups, its gid and uid, not dumpable
+/// (its commands, running as the same user, can neither trace it nor reach its descriptors),
+/// and checks that it can still move its children into cgroups through files the worker opens.
+fn become_user((uid, gid): (u32, u32), home: Option<&Path>) -> std::io::Result<()> {
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    let procs = home.map(|dir| std::fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))).transpose()?;
+    setgroups(&[])?;
+    setgid(Gid::from_raw(gid))?;
+    setuid(Uid::from_raw(uid))?;
+    nix::sys::prctl::set_dumpable(false)?;
+    if let Some(mut procs) = procs {
+        // Already there: the kernel checks the right to move, then finds nothing to do.
+        procs.write_all(std::process::id().to_string().as_bytes()).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("a move into a cgroup through a file root opened: {e}"))
+        })?;
+    }
+    Ok(())
+}
+
 /// Reads the next command and its descriptors (None: the worker closed the socket).
 fn receive(socket: &UnixStream) -> std::io::Result<Option<(Request, Vec<OwnedFd>)>> {
     let mut header = [0u8; 8];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
     let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
     let got = rustix::net::recvmsg(
         socket,
@@ -174,21 +225,27 @@ fn reap(children: &Children, replies: &Mutex<UnixStream>) {
     }
 }
 
-/// Starts one command and answers its pid, then leaves it to [`reap`], which answers its wait
-/// status.
+/// Starts one command (as `me`, the spawner's own user, or switching to its user) and answers its
+/// pid, then leaves it to [`reap`], which answers its wait status. Its descriptors: stdout,
+/// stderr and, to move it into its cgroup, that cgroup's `cgroup.procs`.
 fn start(
     request: Request,
     fds: Vec<OwnedFd>,
-    own: Option<&Path>,
+    home: Option<&Path>,
+    me: Option<(u32, u32)>,
     replies: &Arc<Mutex<UnixStream>>,
     children: &Children,
 ) {
     let id = request.id;
     let refused =
         |e: std::io::Error| Reply { id, pid: None, error: Some((e.raw_os_error(), e.to_string())), status: None };
-    let Ok::<[OwnedFd; 2], _>([stdout, stderr]) = fds.try_into() else {
+    let mut fds = fds.into_iter();
+    let (Some(stdout), Some(stderr), procs) = (fds.next(), fds.next(), fds.next().map(std::fs::File::from)) else {
         return send(replies, &refused(std::io::Error::other("a command came without its stdout and stderr")));
     };
+    if me.is_some() && request.user != me {
+        return send(replies, &refused(std::io::Error::other("a command of another user than this spawner's")));
+    }
     let mut cmd = std::process::Command::new(&request.program);
     cmd.args(&request.args)
         .current_dir(&request.cwd)
@@ -198,8 +255,9 @@ fn start(
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
         .process_group(0);
-    if let Some((uid, gid)) = request.user {
-        // As root, std also drops every supplementary group before switching.
+    if let (Some((uid, gid)), None) = (request.user, me) {
+        // As root, std also drops every supplementary group before switching (and forks: it
+        // cannot switch in a posix_spawn). A spawner of the command's user spawns it as it is.
         cmd.uid(uid).gid(gid);
     }
     // No reaping until the child is recorded: one whose exec failed std reaps itself (and
@@ -210,8 +268,8 @@ fn start(
         Err(e) => return send(replies, &refused(e)),
     };
     let pid = child.id();
-    if let (Some(group), Some(own)) = (&request.cgroup, own) {
-        super::cgroups::contain(group, pid, own, &[std::process::id()]);
+    if let (Some(procs), Some(home)) = (&procs, home) {
+        super::cgroups::contain_into(procs, pid, home, &[std::process::id()]);
     }
     // The reaper waits for it (std's handle neither waits nor kills when dropped).
     drop(child);
@@ -237,19 +295,35 @@ struct Pending {
 /// The commands waiting for an answer; None once the spawner is gone.
 type PendingMap = Arc<Mutex<Option<HashMap<u64, Pending>>>>;
 
-/// The worker's side: sends commands to the spawner process and hands out its answers; when
-/// that process has ended, starts another for the next command (at most one per [`RESTART`]).
+/// The worker's side: sends commands to its spawner processes and hands out their answers; starts
+/// another in place of one that ended (at most one per [`RESTART`] each).
 pub(crate) struct Spawner {
     program: PathBuf,
-    home: Option<PathBuf>,
-    link: Mutex<Arc<Link>>,
-    /// When the last one was started in place of one that ended.
-    restarted: Mutex<Option<std::time::Instant>>,
+    /// The worker's own cgroup, where each spawner gets one of its own.
+    cgroups: Option<PathBuf>,
+    /// The root one, for every user.
+    shared: Slot,
+    /// Those of one kept user each, by uid and gid.
+    own: Mutex<HashMap<(u32, u32), Arc<Slot>>>,
 }
 
 /// The least time between two spawners started in place of ones that ended: one that keeps
-/// ending costs the tasks it was running, and meanwhile the worker starts commands itself.
+/// ending costs the tasks it was running, and meanwhile its commands start otherwise.
 const RESTART: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A spawner's place: its user (None: root), its cgroup, its process while there is one.
+struct Slot {
+    user: Option<(u32, u32)>,
+    home: Option<PathBuf>,
+    link: Mutex<Option<Arc<Link>>>,
+    /// When the last one was started in place of one that ended.
+    restarted: Mutex<Option<std::time::Instant>>,
+    /// It cannot run here (its process said so): never started again.
+    unsupported: std::sync::atomic::AtomicBool,
+}
+
+/// How long a spawner may take to answer a command's pid before it is killed and replaced.
+const ANSWER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One spawner process.
 struct Link {
@@ -274,56 +348,121 @@ impl Spawned {
 }
 
 impl Spawner {
-    /// Starts `program` (this worker's executable) as the spawner, in `cgroup` when given.
-    pub(crate) fn start(program: &Path, cgroup: Option<&Path>) -> std::io::Result<Spawner> {
-        let link = Mutex::new(Arc::new(Link::start(program, cgroup)?));
-        let (program, home) = (program.to_path_buf(), cgroup.map(Path::to_path_buf));
-        Ok(Spawner { program, home, link, restarted: Mutex::new(None) })
+    /// Starts `program` (this worker's executable) as the root spawner; each spawner gets a
+    /// cgroup of its own beneath `cgroups` (the worker's) when given.
+    pub(crate) fn start(program: &Path, cgroups: Option<&Path>) -> std::io::Result<Spawner> {
+        let shared = Slot::new(None, cgroups);
+        let link = Link::start(program, shared.home.as_deref(), None)?;
+        *shared.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(link));
+        let (program, cgroups) = (program.to_path_buf(), cgroups.map(Path::to_path_buf));
+        Ok(Spawner { program, cgroups, shared, own: Mutex::new(HashMap::new()) })
     }
 
-    /// The spawner process, a new one if the last ended and [`RESTART`] allows; None: there
-    /// is none now.
-    fn link(&self) -> Option<Arc<Link>> {
+    /// Has a spawner start `request`, writing to `stdout` and `stderr`, moved into the cgroup
+    /// whose `cgroup.procs` is `procs`: the spawner of its user when `kept` (the user is a kept
+    /// one), else or meanwhile the root one. None: there is none now (the caller starts the
+    /// command itself).
+    pub(super) async fn spawn(
+        &self,
+        mut request: Request,
+        stdout: &std::fs::File,
+        stderr: &std::fs::File,
+        procs: Option<&std::fs::File>,
+        kept: bool,
+    ) -> Option<std::io::Result<Spawned>> {
+        let own = request.user.filter(|_| kept).and_then(|user| self.own_slot(user));
+        if let Some(link) = own.and_then(|slot| slot.link(&self.program)) {
+            // Gone before it answered: what it may have started was killed with its cgroup.
+            if let Some(spawned) = link.spawn(&mut request, stdout, stderr, procs).await {
+                return Some(spawned);
+            }
+        }
+        self.shared.link(&self.program)?.spawn(&mut request, stdout, stderr, procs).await
+    }
+
+    /// The place of `user`'s own spawner (None: [`MAX_OWN`] users have one already).
+    fn own_slot(&self, user: (u32, u32)) -> Option<Arc<Slot>> {
+        let mut own = self.own.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(slot) = own.get(&user) {
+            return Some(slot.clone());
+        }
+        if own.len() >= MAX_OWN {
+            return None;
+        }
+        let slot = Arc::new(Slot::new(Some(user), self.cgroups.as_deref()));
+        own.insert(user, slot.clone());
+        Some(slot)
+    }
+
+    /// Stops the spawners (the worker is leaving).
+    pub(crate) fn close(&self) {
+        self.shared.close();
+        let own: Vec<_> =
+            self.own.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
+        for slot in own {
+            slot.close();
+        }
+    }
+}
+
+impl Slot {
+    fn new(user: Option<(u32, u32)>, cgroups: Option<&Path>) -> Slot {
+        let name = match user {
+            Some((uid, _)) => format!("spawner-{uid}"),
+            None => "spawner".to_string(),
+        };
+        // Made once; one left by an earlier spawner of the same user serves again.
+        let home = cgroups.map(|dir| dir.join(name)).filter(|dir| match std::fs::create_dir(dir) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::AlreadyExists,
+        });
+        let unsupported = std::sync::atomic::AtomicBool::new(false);
+        Slot { user, home, link: Mutex::new(None), restarted: Mutex::new(None), unsupported }
+    }
+
+    /// Its spawner process: the one running, a first one, or a new one if the last ended and
+    /// [`RESTART`] allows. None: there is none now.
+    fn link(&self, program: &Path) -> Option<Arc<Link>> {
+        if self.unsupported.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut link = self.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if link.alive() {
-            return Some(link.clone());
+        if let Some(old) = link.as_ref().filter(|l| l.alive()) {
+            return Some(old.clone());
         }
         let mut restarted = self.restarted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if restarted.is_some_and(|at| at.elapsed() < RESTART) {
             return None;
         }
-        *restarted = Some(std::time::Instant::now());
-        // Its reader killed what it left in the spawners' cgroup before it said it ended.
-        if let Ok(mut process) = link.process.lock() {
-            let _ = process.try_wait();
+        if let Some(old) = link.as_ref() {
+            *restarted = Some(std::time::Instant::now());
+            // Its reader killed what it left in its cgroup before it said it ended.
+            let code = old.process.lock().ok().and_then(|mut p| p.try_wait().ok().flatten()).and_then(|s| s.code());
+            if code == Some(UNSUPPORTED.into()) {
+                tracing::warn!(uid = self.user.map(|u| u.0), "a task spawner of one user cannot run on this host (its error is above): the root one starts that user's commands");
+                self.unsupported.store(true, Ordering::Relaxed);
+                return None;
+            }
+            tracing::warn!(uid = self.user.map(|u| u.0), "a task spawner ended: starting another");
         }
-        match Link::start(&self.program, self.home.as_deref()) {
+        match Link::start(program, self.home.as_deref(), self.user) {
             Ok(new) => {
-                tracing::warn!("the task spawner ended: started another");
-                *link = Arc::new(new);
-                Some(link.clone())
+                let new = Arc::new(new);
+                *link = Some(new.clone());
+                Some(new)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "the task spawner ended and another cannot start: the worker starts commands itself");
+                tracing::warn!(uid = self.user.map(|u| u.0), error = %e, "a task spawner cannot start: its commands start otherwise");
+                *restarted = Some(std::time::Instant::now());
                 None
             }
         }
     }
 
-    /// Has the spawner start `request`, writing to `stdout` and `stderr`. None: there is no
-    /// spawner now (the caller starts the command itself).
-    pub(super) async fn spawn(
-        &self,
-        request: Request,
-        stdout: &std::fs::File,
-        stderr: &std::fs::File,
-    ) -> Option<std::io::Result<Spawned>> {
-        self.link()?.spawn(request, stdout, stderr).await
-    }
-
-    /// Stops the spawner (the worker is leaving).
-    pub(crate) fn close(&self) {
-        self.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner).close();
+    fn close(&self) {
+        if let Some(link) = self.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+            link.close();
+        }
     }
 }
 
@@ -333,11 +472,12 @@ impl Link {
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
     }
 
-    fn start(program: &Path, cgroup: Option<&Path>) -> std::io::Result<Link> {
+    fn start(program: &Path, cgroup: Option<&Path>, user: Option<(u32, u32)>) -> std::io::Result<Link> {
         let (ours, theirs) = UnixStream::pair()?;
         let mut cmd = std::process::Command::new(program);
         cmd.arg(SPAWNER_FLAG)
-            .args(cgroup)
+            .arg(cgroup.unwrap_or(Path::new("")))
+            .args(user.map(|(uid, gid)| format!("{uid}:{gid}")))
             .env_clear()
             // One malloc arena: a small address space is what keeps its forks cheap.
             .env("MALLOC_ARENA_MAX", "1")
@@ -364,9 +504,10 @@ impl Link {
     /// [`Spawner::spawn`] through this process. None: it is gone.
     async fn spawn(
         &self,
-        mut request: Request,
+        request: &mut Request,
         stdout: &std::fs::File,
         stderr: &std::fs::File,
+        procs: Option<&std::fs::File>,
     ) -> Option<std::io::Result<Spawned>> {
         request.id = self.next.fetch_add(1, Ordering::Relaxed);
         let id = request.id;
@@ -374,25 +515,37 @@ impl Link {
         let (exited_tx, exited) = oneshot::channel();
         let pending = Pending { started: Some(started_tx), exited: Some(exited_tx) };
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut()?.insert(id, pending);
-        if let Err(e) = self.send(&request, stdout, stderr) {
+        if let Err(e) = self.send(request, stdout, stderr, procs) {
             tracing::warn!(error = %e, "cannot reach the task spawner");
             if let Some(pending) = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
                 pending.remove(&id);
             }
             return None;
         }
-        match started.await {
-            Ok(Ok(pid)) => Some(Ok(Spawned { pid, exited })),
-            Ok(Err(e)) => Some(Err(e)),
-            Err(_) => None,
+        match tokio::time::timeout(ANSWER, started).await {
+            Ok(Ok(Ok(pid))) => Some(Ok(Spawned { pid, exited })),
+            Ok(Ok(Err(e))) => Some(Err(e)),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                // Stopped, say (a spawner of one user can be signalled by that user's tasks).
+                tracing::warn!(after_s = ANSWER.as_secs(), "a task spawner did not answer: killed");
+                let _ = self.process.lock().unwrap_or_else(std::sync::PoisonError::into_inner).kill();
+                None
+            }
         }
     }
 
-    fn send(&self, request: &Request, stdout: &std::fs::File, stderr: &std::fs::File) -> std::io::Result<()> {
+    fn send(
+        &self,
+        request: &Request,
+        stdout: &std::fs::File,
+        stderr: &std::fs::File,
+        procs: Option<&std::fs::File>,
+    ) -> std::io::Result<()> {
         let body = serde_json::to_vec(request).map_err(std::io::Error::other)?;
         let header = (body.len() as u64).to_le_bytes();
-        let fds = [stdout.as_fd(), stderr.as_fd()];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let fds: Vec<_> = [stdout, stderr].into_iter().chain(procs).map(|f| f.as_fd()).collect();
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
         let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
         control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
         let mut socket = self.socket.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -48,6 +48,13 @@ pub(crate) struct TaskUser {
     lease: Option<PathBuf>,
 }
 
+impl TaskUser {
+    /// Whether it is kept on this host (pool scope, a named account), not one task's.
+    pub(crate) fn kept(&self) -> bool {
+        self.lease.is_none()
+    }
+}
+
 impl Users {
     /// Task users when the worker can switch users; an error that says what to do when it
     /// cannot and was not told to run every task as itself.
