@@ -32,7 +32,18 @@ struct Inner {
     /// Cgroups whose processes were killed but had not all exited yet: removed later.
     dying: Mutex<Vec<PathBuf>>,
     /// Cgroups found empty when their command ended, for the next commands (at most [`FREE`]).
-    free: Mutex<Vec<PathBuf>>,
+    free: Mutex<Vec<(PathBuf, Files)>>,
+    /// The worker's own cgroup's `cgroup.procs`, to read.
+    own_procs: std::fs::File,
+}
+
+/// A cgroup's files, opened once and kept with it (a command per cgroup would open them again).
+#[derive(Debug, Default)]
+struct Files {
+    /// `cgroup.procs`, to write.
+    procs: Option<std::fs::File>,
+    /// `cgroup.events`, to read.
+    events: Option<std::fs::File>,
 }
 
 /// How many emptied cgroups a worker keeps for later commands.
@@ -42,6 +53,7 @@ const FREE: usize = 64;
 #[derive(Debug)]
 pub(crate) struct Group<'a> {
     dir: PathBuf,
+    files: Files,
     cgroups: &'a Cgroups,
     /// Left alone when dropped (a start task's background services).
     keep: bool,
@@ -70,10 +82,11 @@ impl Cgroups {
     ) -> std::io::Result<(T, Option<Group<'_>>)> {
         let Some(inner) = &self.inner else { return Ok((spawn()?, None)) };
         let Some(group) = self.group() else { return Ok((spawn()?, None)) };
+        let mut group = group;
         let _one = inner.spawning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let child = spawn()?;
-        if let Some(first) = pid(&child) {
-            contain(&group.dir, first, &inner.own, &[std::process::id()]);
+        if let (Some(first), Some(procs)) = (pid(&child), group.procs()) {
+            contain(procs, first, &inner.own_procs, &[std::process::id()]);
         }
         Ok((child, Some(group)))
     }
@@ -82,15 +95,15 @@ impl Cgroups {
     pub(crate) fn group(&self) -> Option<Group<'_>> {
         let inner = self.inner.as_ref()?;
         let emptied = inner.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-        if let Some(dir) = emptied {
-            return Some(Group { dir, cgroups: self, keep: false });
+        if let Some((dir, files)) = emptied {
+            return Some(Group { dir, files, cgroups: self, keep: false });
         }
         let dir = inner.own.join(format!("c{}", inner.next.fetch_add(1, Ordering::Relaxed)));
         if let Err(e) = std::fs::create_dir(&dir) {
             tracing::warn!(cgroup = %dir.display(), error = %e, "cannot make a command's cgroup");
             return None;
         }
-        Some(Group { dir, cgroups: self, keep: false })
+        Some(Group { dir, files: Files::default(), cgroups: self, keep: false })
     }
 
     /// The worker's own cgroup, where each task spawner gets one (None without cgroups).
@@ -108,9 +121,24 @@ impl Cgroups {
 }
 
 impl Group<'_> {
-    /// Where it is.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
+    /// Its `cgroup.procs`, open for writing (None: it cannot be opened).
+    pub(crate) fn procs(&mut self) -> Option<&std::fs::File> {
+        if self.files.procs.is_none() {
+            match std::fs::OpenOptions::new().write(true).open(self.dir.join("cgroup.procs")) {
+                Ok(file) => self.files.procs = Some(file),
+                Err(e) => tracing::warn!(cgroup = %self.dir.display(), error = %e, "cannot open a command's cgroup"),
+            }
+        }
+        self.files.procs.as_ref()
+    }
+
+    /// Whether any process is in it or beneath it (`cgroup.events`); when unknown, yes.
+    fn populated(&mut self) -> bool {
+        if self.files.events.is_none() {
+            self.files.events = std::fs::File::open(self.dir.join("cgroup.events")).ok();
+        }
+        let events = self.files.events.as_ref().map(read_from_start).unwrap_or_default();
+        !events.lines().any(|l| l == "populated 0")
     }
 
     /// Leaves what is still running in it alone.
@@ -125,11 +153,11 @@ impl Drop for Group<'_> {
         if self.keep {
             return;
         }
-        if !populated(&self.dir) {
+        if !self.populated() {
             let mut free = inner.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if free.len() < FREE {
                 // Nothing is left in it, and nothing enters it but the next command.
-                free.push(std::mem::take(&mut self.dir));
+                free.push((std::mem::take(&mut self.dir), std::mem::take(&mut self.files)));
                 return;
             }
         }
@@ -164,28 +192,24 @@ impl Inner {
             let _ = std::fs::remove_dir(&own);
             return Err(described(&format!("move into {}", own.display()), e));
         }
+        let own_procs = std::fs::File::open(own.join("cgroup.procs"))
+            .map_err(|e| described(&format!("open {}/cgroup.procs", own.display()), e))?;
         Ok(Inner {
             own,
             spawning: Mutex::new(()),
             next: AtomicU64::new(0),
             dying: Mutex::new(Vec::new()),
             free: Mutex::new(Vec::new()),
+            own_procs,
         })
     }
 }
 
-/// Moves process `first` into cgroup `group`, then whatever else is in `home` (what `first`
+/// Moves process `first` into the cgroup whose `cgroup.procs` is `procs` (open for writing), then
+/// whatever else is in the cgroup whose `cgroup.procs` is `home` (open for reading: what `first`
 /// forked before it was moved) but the processes `except`; kills what forks faster than it is
 /// moved. The caller spawned `first` in `home` and spawns nothing else there meanwhile.
-pub(crate) fn contain(group: &Path, first: u32, home: &Path, except: &[u32]) {
-    match std::fs::OpenOptions::new().write(true).open(group.join("cgroup.procs")) {
-        Ok(procs) => contain_into(&procs, first, home, except),
-        Err(e) => tracing::warn!(cgroup = %group.display(), error = %e, "cannot move a command into its cgroup"),
-    }
-}
-
-/// [`contain`] through the group's `cgroup.procs`, open for writing.
-pub(crate) fn contain_into(mut procs: &std::fs::File, first: u32, home: &Path, except: &[u32]) {
+pub(crate) fn contain(mut procs: &std::fs::File, first: u32, home: &std::fs::File, except: &[u32]) {
     use std::io::Write;
     let mut moving = vec![first];
     for _ in 0..100 {
@@ -193,7 +217,7 @@ pub(crate) fn contain_into(mut procs: &std::fs::File, first: u32, home: &Path, e
             // A process that exited meanwhile cannot be moved (ESRCH) and needs not be.
             let _ = procs.write_all(pid.to_string().as_bytes());
         }
-        moving = members(home).into_iter().filter(|p| !except.contains(p)).collect();
+        moving = pids(&read_from_start(home)).filter(|p| !except.contains(p)).collect();
         if moving.is_empty() {
             return;
         }
@@ -204,16 +228,24 @@ pub(crate) fn contain_into(mut procs: &std::fs::File, first: u32, home: &Path, e
     }
 }
 
-/// Whether any process is in a cgroup or beneath it (`cgroup.events`); when unknown, yes.
-fn populated(dir: &Path) -> bool {
-    let events = std::fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
-    !events.lines().any(|l| l == "populated 0")
+/// A cgroup file read afresh from its start through a descriptor kept open (empty on an error).
+pub(crate) fn read_from_start(file: &std::fs::File) -> String {
+    use std::os::unix::fs::FileExt;
+    let (mut text, mut buf) = (Vec::new(), [0u8; 4096]);
+    while let Ok(n @ 1..) = file.read_at(&mut buf, text.len() as u64) {
+        text.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(text).unwrap_or_default()
+}
+
+/// The pids in the text of a `cgroup.procs`.
+fn pids(text: &str) -> impl Iterator<Item = u32> + '_ {
+    text.lines().filter_map(|l| l.trim().parse().ok())
 }
 
 /// The processes directly in a cgroup.
 fn members(dir: &Path) -> Vec<u32> {
-    let text = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    pids(&std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default()).collect()
 }
 
 /// Kills every process in a cgroup and beneath it (`cgroup.kill`, or one by one before Linux 5.14).

@@ -119,14 +119,9 @@ async fn spawn_there<'c>(
     env: Vec<(String, String)>,
 ) -> Option<std::io::Result<(Running, Option<super::cgroups::Group<'c>>)>> {
     let (Some(program), Some(cwd)) = (program.to_str(), spec.cwd.to_str()) else { return None };
-    let group = spec.cgroups.group();
-    // Opened here, as root: the spawner (perhaps not root) moves the child into it through it.
-    let procs = group.as_ref().and_then(|g| {
-        let procs = std::fs::OpenOptions::new().write(true).open(g.dir().join("cgroup.procs"));
-        procs
-            .map_err(|e| tracing::warn!(cgroup = %g.dir().display(), error = %e, "cannot open a command's cgroup"))
-            .ok()
-    });
+    let mut group = spec.cgroups.group();
+    // Opened by the worker, as root: the spawner (perhaps not root) moves the child through it.
+    let procs = group.as_mut().and_then(|g| g.procs());
     let request = super::spawner::Request {
         id: 0,
         program: program.to_string(),
@@ -135,7 +130,7 @@ async fn spawn_there<'c>(
         env,
         user: spec.user,
     };
-    let spawned = spawner.spawn(request, &spec.stdout, &spec.stderr, procs.as_ref(), spec.kept_user).await?;
+    let spawned = spawner.spawn(request, &spec.stdout, &spec.stderr, procs, spec.kept_user).await?;
     Some(spawned.map(|s| (Running::Spawned(s, None), group)))
 }
 

@@ -113,6 +113,15 @@ pub fn serve(mut args: impl Iterator<Item = std::ffi::OsString>) -> std::process
             return std::process::ExitCode::from(UNSUPPORTED);
         }
     }
+    // Kept open: each command's stdin, and where its children start.
+    let devnull = match std::fs::File::open("/dev/null") {
+        Ok(file) => file,
+        Err(e) => return failed(e),
+    };
+    let home = match cgroup.as_ref().map(|dir| std::fs::File::open(dir.join("cgroup.procs"))).transpose() {
+        Ok(home) => home,
+        Err(e) => return failed(e),
+    };
     let children = Arc::new(Children::default());
     let reaping = (children.clone(), replies.clone());
     if let Err(e) = std::thread::Builder::new().name("reaper".into()).spawn(move || reap(&reaping.0, &reaping.1)) {
@@ -120,7 +129,10 @@ pub fn serve(mut args: impl Iterator<Item = std::ffi::OsString>) -> std::process
     }
     loop {
         match receive(&socket) {
-            Ok(Some((request, fds))) => start(request, fds, cgroup.as_deref(), user, &replies, &children),
+            Ok(Some((request, fds))) => {
+                let own = Own { devnull: &devnull, home: home.as_ref(), user };
+                start(request, fds, &own, &replies, &children)
+            }
             Ok(None) => return std::process::ExitCode::SUCCESS,
             Err(e) => return failed(e),
         }
@@ -225,17 +237,19 @@ fn reap(children: &Children, replies: &Mutex<UnixStream>) {
     }
 }
 
-/// Starts one command (as `me`, the spawner's own user, or switching to its user) and answers its
+/// What a spawner keeps for every command.
+struct Own<'a> {
+    devnull: &'a std::fs::File,
+    /// Its cgroup's `cgroup.procs`, where its children start.
+    home: Option<&'a std::fs::File>,
+    /// Its user, for a spawner of one user.
+    user: Option<(u32, u32)>,
+}
+
+/// Starts one command (as the spawner's own user, or switching to its user) and answers its
 /// pid, then leaves it to [`reap`], which answers its wait status. Its descriptors: stdout,
 /// stderr and, to move it into its cgroup, that cgroup's `cgroup.procs`.
-fn start(
-    request: Request,
-    fds: Vec<OwnedFd>,
-    home: Option<&Path>,
-    me: Option<(u32, u32)>,
-    replies: &Arc<Mutex<UnixStream>>,
-    children: &Children,
-) {
+fn start(request: Request, fds: Vec<OwnedFd>, own: &Own<'_>, replies: &Arc<Mutex<UnixStream>>, children: &Children) {
     let id = request.id;
     let refused =
         |e: std::io::Error| Reply { id, pid: None, error: Some((e.raw_os_error(), e.to_string())), status: None };
@@ -243,7 +257,11 @@ fn start(
     let (Some(stdout), Some(stderr), procs) = (fds.next(), fds.next(), fds.next().map(std::fs::File::from)) else {
         return send(replies, &refused(std::io::Error::other("a command came without its stdout and stderr")));
     };
-    if me.is_some() && request.user != me {
+    let stdin = match own.devnull.try_clone() {
+        Ok(file) => file,
+        Err(e) => return send(replies, &refused(e)),
+    };
+    if own.user.is_some() && request.user != own.user {
         return send(replies, &refused(std::io::Error::other("a command of another user than this spawner's")));
     }
     let mut cmd = std::process::Command::new(&request.program);
@@ -251,11 +269,11 @@ fn start(
         .current_dir(&request.cwd)
         .env_clear()
         .envs(request.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
         .process_group(0);
-    if let (Some((uid, gid)), None) = (request.user, me) {
+    if let (Some((uid, gid)), None) = (request.user, own.user) {
         // As root, std also drops every supplementary group before switching (and forks: it
         // cannot switch in a posix_spawn). A spawner of the command's user spawns it as it is.
         cmd.uid(uid).gid(gid);
@@ -268,8 +286,8 @@ fn start(
         Err(e) => return send(replies, &refused(e)),
     };
     let pid = child.id();
-    if let (Some(procs), Some(home)) = (&procs, home) {
-        super::cgroups::contain_into(procs, pid, home, &[std::process::id()]);
+    if let (Some(procs), Some(home)) = (&procs, own.home) {
+        super::cgroups::contain(procs, pid, home, &[std::process::id()]);
     }
     // The reaper waits for it (std's handle neither waits nor kills when dropped).
     drop(child);
