@@ -119,10 +119,7 @@ async fn spawn_there<'c>(
     env: Vec<(String, String)>,
 ) -> Option<std::io::Result<(Running, Option<super::cgroups::Group<'c>>)>> {
     let (Some(program), Some(cwd)) = (program.to_str(), spec.cwd.to_str()) else { return None };
-    let mut group = spec.cgroups.group();
-    // Opened by the worker, as root: the spawner (perhaps not root) moves the child through it.
-    let procs = group.as_mut().and_then(|g| g.procs());
-    let request = super::spawner::Request {
+    let mut request = super::spawner::Request {
         id: 0,
         program: program.to_string(),
         args: spec.argv[1..].to_vec(),
@@ -130,8 +127,21 @@ async fn spawn_there<'c>(
         env,
         user: spec.user,
     };
-    let spawned = spawner.spawn(request, &spec.stdout, &spec.stderr, procs, spec.kept_user).await?;
-    Some(spawned.map(|s| (Running::Spawned(s, None), group)))
+    // A kept user's spawner first, then the root one.
+    for kept in [true, false] {
+        if kept && !spec.kept_user {
+            continue;
+        }
+        let mut group = spec.cgroups.group();
+        // Opened by the worker, as root: the spawner (perhaps not root) moves the child through it.
+        let procs = group.as_mut().and_then(|g| g.procs());
+        if let Some(spawned) = spawner.spawn(&mut request, &spec.stdout, &spec.stderr, procs, kept).await {
+            return Some(spawned.map(|s| (Running::Spawned(s, None), group)));
+        }
+        // That spawner went before it answered: what it started of this command, if anything,
+        // dies with this cgroup, dropped here.
+    }
+    None
 }
 
 /// Runs the process to its end, its limit, or `stop`, and says whether its cgroup ended all it

@@ -378,24 +378,23 @@ impl Spawner {
 
     /// Has a spawner start `request`, writing to `stdout` and `stderr`, moved into the cgroup
     /// whose `cgroup.procs` is `procs`: the spawner of its user when `kept` (the user is a kept
-    /// one), else or meanwhile the root one. None: there is none now (the caller starts the
-    /// command itself).
+    /// one and has one), else the root one. None: that spawner is not there now, or went before
+    /// it answered (the caller kills the command's cgroup, and tries the root spawner or starts
+    /// the command itself).
     pub(super) async fn spawn(
         &self,
-        mut request: Request,
+        request: &mut Request,
         stdout: &std::fs::File,
         stderr: &std::fs::File,
         procs: Option<&std::fs::File>,
         kept: bool,
     ) -> Option<std::io::Result<Spawned>> {
-        let own = request.user.filter(|_| kept).and_then(|user| self.own_slot(user));
-        if let Some(link) = own.and_then(|slot| slot.link(&self.program)) {
-            // Gone before it answered: what it may have started was killed with its cgroup.
-            if let Some(spawned) = link.spawn(&mut request, stdout, stderr, procs).await {
-                return Some(spawned);
-            }
-        }
-        self.shared.link(&self.program)?.spawn(&mut request, stdout, stderr, procs).await
+        let slot = request.user.filter(|_| kept).and_then(|user| self.own_slot(user));
+        let link = match &slot {
+            Some(own) => own.link(&self.program)?,
+            None => self.shared.link(&self.program)?,
+        };
+        link.spawn(request, stdout, stderr, procs).await
     }
 
     /// The place of `user`'s own spawner (None: [`MAX_OWN`] users have one already).
