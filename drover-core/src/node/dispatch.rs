@@ -146,7 +146,8 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
     if ctx.state_is(NodeState::Unknown) {
         ctx.set_state(NodeState::Idle).await;
     }
-    let acks = super::acks::Acks::start();
+    // Acks go a lookahead's worth at a time: the held ones never take the node's running slots.
+    let acks = super::acks::Acks::start(prefetch.saturating_sub(slots) as usize);
     let _closing = super::acks::Closing(acks.clone());
     let mut held: BinaryHeap<Held> = BinaryHeap::new();
     let mut seq = 0u64;
