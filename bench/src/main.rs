@@ -2,7 +2,8 @@
 //! (lapin and redis alone) doing the same work, and prints a table and one JSON line.
 //!
 //! Phases (`--only` picks some): `submit` (submission rate, the submitter's peak RSS, Redis
-//! bytes per queued task), `bare` (the yardstick), `e2e` (drover end to end, worker CPU per
+//! bytes per queued task), `bare` (the yardstick: run again right after `e2e` when both run,
+//! and the ratio taken to the mean of both), `e2e` (drover end to end, worker CPU per
 //! task, Redis bytes per completed task), `dispatch` (latency on an idle pool, each task added
 //! by the CLI, then by one long-lived client, and the same path with lapin and redis alone),
 //! `staging` (S3 transfers through drover and through the SDK alone) and `scrape` (a
@@ -114,6 +115,10 @@ async fn run(farm: &mut farm::Farm, args: &Args, chosen: &[&str]) -> Result<repo
     if chosen.contains(&"e2e") {
         eprintln!("[e2e] {} tasks on {} workers x {} slots", args.tasks, args.workers, args.slots);
         report.e2e = Some(phases::end_to_end(farm, args).await?);
+        if chosen.contains(&"bare") {
+            eprintln!("[bare] again, after e2e");
+            report.bare_after = Some(bare::run(farm, args.tasks, args.workers * args.slots).await?);
+        }
     }
     if chosen.contains(&"dispatch") {
         eprintln!("[dispatch] {} single tasks on an idle pool", args.dispatch_samples);
