@@ -134,17 +134,17 @@ fn plan<A>(
 ) -> (Vec<Settle<A>>, Option<Instant>) {
     let mut sends = vec![];
     let mut run = None;
-    let held = !closed && {
-        let front = outstanding.values().map_while(|slot| match slot {
+    // When each tag of the front run was acked.
+    let front = || {
+        outstanding.values().map_while(|slot| match slot {
             Slot::Acked(_, at) => Some(*at),
             _ => None,
-        });
-        let (len, first) = front
-            .fold((0, None), |(n, first): (usize, Option<Instant>), at| (n + 1, Some(first.map_or(at, |f| f.min(at)))));
-        len < batch
-            && first.is_some_and(|at| now < at + HOLD)
-            && !outstanding.values().any(|slot| matches!(slot, Slot::HandedBack(_)))
+        })
     };
+    let held = !closed
+        && front().count() < batch
+        && front().min().is_some_and(|first| now < first + HOLD)
+        && !outstanding.values().any(|slot| matches!(slot, Slot::HandedBack(_)));
     while let Some((tag, slot)) = if held { None } else { outstanding.pop_first() } {
         match slot {
             Slot::InFlight => {
