@@ -341,3 +341,80 @@ async fn a_terminated_job_whose_node_was_lost_still_completes() {
     assert_eq!(task.execution_info.unwrap().failure_info.unwrap().code, "TaskTerminated");
     assert_eq!(store.get_job("j").await.unwrap().state, JobState::Completed);
 }
+
+/// A transition stores a record as MessagePack with its times relative to its creation and
+/// without what a completion implies (lua/includes/record.lua); it reads back whole, failures
+/// and a completion from `active` keep what differs, and a record stored as JSON (added, or
+/// stored before that format) takes its transitions as ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_are_stored_compactly_and_read_back_whole() {
+    use drover_core::model::TaskState::{Active, Completed, Running};
+    use redis::AsyncCommands;
+    let acct = TestAccount::new("trecord").await;
+    let store = with_job(&acct, json!({})).await;
+    let tasks: Vec<_> =
+        ["ok", "bad", "old", "idle"].iter().map(|id| json!({"id": id, "commandLine": "/bin/true"})).collect();
+    add(&store, "b", &tasks).await;
+    let mut con =
+        redis::Client::open(acct.config.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let key = |id: &str| format!("drover:{{{}:j}}:t:{id}", acct.name());
+    let stored: Vec<u8> = con.get(key("ok")).await.unwrap();
+    assert_eq!(stored.first(), Some(&b'{'), "an added task's record is the submitter's JSON");
+
+    let attempt = started(&store, "ok", "n1").await;
+    assert!(matches!(
+        store.complete_task(at("ok", attempt), &Outcome::success(), false).await.unwrap(),
+        Completion::Completed(_)
+    ));
+    let stored: Vec<u8> = con.get(key("ok")).await.unwrap();
+    let record = store.task_record("j", "ok").await.unwrap();
+    let as_json = serde_json::to_vec(&record).unwrap();
+    assert_ne!(stored.first(), Some(&b'{'));
+    assert!(stored.len() * 3 < as_json.len() * 2, "{} bytes stored, {} as JSON", stored.len(), as_json.len());
+    let start = record.start.unwrap();
+    assert!(
+        record.ctime > 1_700_000_000_000 && record.ctime <= start && start <= record.stime,
+        "absolute times: {record:?}"
+    );
+    assert_eq!(
+        (record.state, record.prev, record.result, record.exit, record.end, record.fail.as_ref()),
+        (Completed, Some(Running), Some(TaskResult::Success), Some(0), Some(record.stime), None)
+    );
+    // What users see is what the same record stored as JSON shows.
+    let shown = serde_json::to_value(store.get_task("j", "ok").await.unwrap()).unwrap();
+    let _: () = con.set(key("ok"), &as_json).await.unwrap();
+    assert_eq!(serde_json::to_value(store.get_task("j", "ok").await.unwrap()).unwrap(), shown);
+
+    // A failure keeps its result, exit code and failure info; a task ended while active, its
+    // previous state.
+    let attempt = started(&store, "bad", "n1").await;
+    let mut last = failure();
+    last.retryable = false;
+    assert!(matches!(store.complete_task(at("bad", attempt), &last, false).await.unwrap(), Completion::Completed(_)));
+    let record = store.task_record("j", "bad").await.unwrap();
+    assert_eq!(
+        (record.prev, record.result, record.exit, record.fail.map(|f| f.code)),
+        (Some(Running), Some(TaskResult::Failure), Some(1), Some("FailureExitCode".to_string()))
+    );
+    assert!(matches!(store.terminate_task("j", "idle", false).await.unwrap(), Termination::Terminated(_)));
+    let record = store.task_record("j", "idle").await.unwrap();
+    assert_eq!((record.state, record.prev, record.result), (Completed, Some(Active), Some(TaskResult::Failure)));
+
+    // A running task's record stored as JSON (as before this format) completes, once.
+    let attempt = started(&store, "old", "n1").await;
+    let running = store.task_record("j", "old").await.unwrap();
+    let _: () = con.set(key("old"), serde_json::to_vec(&running).unwrap()).await.unwrap();
+    assert_eq!(store.task_record("j", "old").await.unwrap(), running);
+    assert!(matches!(
+        store.complete_task(at("old", attempt), &Outcome::success(), false).await.unwrap(),
+        Completion::Completed(_)
+    ));
+    assert_eq!(store.complete_task(at("old", attempt), &Outcome::success(), false).await.unwrap(), Completion::Stale);
+    let record = store.task_record("j", "old").await.unwrap();
+    assert_eq!(
+        (record.state, record.ctime, record.start, record.attempt),
+        (Completed, running.ctime, running.start, attempt)
+    );
+    let counts = store.task_counts("j").await.unwrap().task_counts;
+    assert_eq!((counts.completed, counts.succeeded, counts.failed), (4, 2, 2));
+}

@@ -27,6 +27,7 @@ fn include(name: &str) -> Option<&'static str> {
         "outbox.lua" => include_str!("lua/includes/outbox.lua"),
         "lifecycle.lua" => include_str!("lua/includes/lifecycle.lua"),
         "new_job.lua" => include_str!("lua/includes/new_job.lua"),
+        "record.lua" => include_str!("lua/includes/record.lua"),
         _ => return None,
     })
 }

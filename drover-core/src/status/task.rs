@@ -105,6 +105,29 @@ impl TaskRecord {
         }
     }
 
+    /// Reads task `task`'s stored record: JSON as a submitter added it (or as stored before
+    /// transitions stored MessagePack), else MessagePack as the transition scripts store it, with
+    /// its times relative to `ctime` and, once completed, without what completion implies
+    /// (`end` = `stime`, `prev` running, `result` success): `lua/includes/record.lua`.
+    pub fn decode(task: &str, raw: &[u8]) -> Result<TaskRecord> {
+        let unreadable = |e: &dyn std::fmt::Display| Error::Corrupt(format!("stored task {task:?} is unreadable: {e}"));
+        if raw.first() == Some(&b'{') {
+            return serde_json::from_slice(raw).map_err(|e| unreadable(&e));
+        }
+        let mut r: TaskRecord = rmp_serde::from_slice(raw).map_err(|e| unreadable(&e))?;
+        let ctime = r.ctime;
+        r.stime = r.stime.saturating_add(ctime);
+        for t in [&mut r.start, &mut r.end].into_iter().flatten() {
+            *t = t.saturating_add(ctime);
+        }
+        if r.state == TaskState::Completed {
+            r.end.get_or_insert(r.stime);
+            r.prev.get_or_insert(TaskState::Running);
+            r.result.get_or_insert(TaskResult::Success);
+        }
+        Ok(r)
+    }
+
     /// Signs the record and its messages with the account's first key.
     pub fn sign(&mut self, signer: &Signer, job: &str, task: &str) {
         self.sig = Some(signer.sign(Kind::Task, &[job, task, &self.spec]));
@@ -332,10 +355,9 @@ impl StatusStore {
     ) -> Result<()> {
         let key = self.keys.job(job).task(task);
         for _ in 0..5 {
-            let raw: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut self.con()).await?;
+            let raw: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut self.con()).await?;
             let raw = raw.ok_or_else(|| Error::NotFound { kind: "task", id: task.into() })?;
-            let mut record: TaskRecord = serde_json::from_str(&raw)
-                .map_err(|e| Error::Corrupt(format!("stored task {task:?} is unreadable: {e}")))?;
+            let mut record = TaskRecord::decode(task, &raw)?;
             let new = change(&stored_spec(task, &record.spec)?)?;
             if new.id != task {
                 return Err(Error::invalid(format!("id {:?}: a task's id cannot change", new.id)));
@@ -472,10 +494,10 @@ impl StatusStore {
 
     /// The stored record of a task.
     pub async fn task_record(&self, job: &str, task: &str) -> Result<TaskRecord> {
-        let raw: Option<String> =
+        let raw: Option<Vec<u8>> =
             redis::cmd("GET").arg(self.keys.job(job).task(task)).query_async(&mut self.con()).await?;
         let raw = raw.ok_or_else(|| Error::NotFound { kind: "task", id: task.into() })?;
-        serde_json::from_str(&raw).map_err(|e| Error::Corrupt(format!("stored task {task:?} is unreadable: {e}")))
+        TaskRecord::decode(task, &raw)
     }
 
     /// One task as users see it.
@@ -544,11 +566,10 @@ impl StatusStore {
                 return Ok(());
             }
             let keys: Vec<String> = ids.iter().map(|id| self.keys.job(job).task(id)).collect();
-            let raws: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut self.con()).await?;
+            let raws: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut self.con()).await?;
             for (n, (id, raw)) in ids.iter().zip(raws).enumerate() {
                 let Some(raw) = raw else { continue };
-                let record: TaskRecord = serde_json::from_str(&raw)
-                    .map_err(|e| Error::Corrupt(format!("stored task {id:?} is unreadable: {e}")))?;
+                let record = TaskRecord::decode(id, &raw)?;
                 if state.is_none_or(|s| s == record.state) {
                     let root = self.task_root(&mut dirs, &record, job, id).await?;
                     let index = usize::try_from(start).unwrap_or(0) + n;

@@ -12,6 +12,7 @@ Replies:
 --@include task_keys.lua
 --@include counters.lua
 --@include outbox.lua
+--@include record.lua
 --@include lifecycle.lua
 
 local r = owned(ARGV[1], {preparing = true, running = true})
@@ -35,6 +36,6 @@ if ARGV[4] == 'failure' and ARGV[6] == '1' and (max < 0 or (r.retry or 0) < max)
 end
 r.state = 'completed'
 if ARGV[7] == '1' then r.dblk = 1 end
-redis.call('SET', K.task, cjson.encode(r))
+store_record(K.task, r)
 finish(T, 'running', r, ARGV[4] == 'success', ARGV[7] == '1', now)
 return with_outbox({'completed'})

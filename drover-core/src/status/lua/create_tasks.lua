@@ -15,6 +15,7 @@ local K = {
 }
 local jp = string.sub(KEYS[1], 1, -4)
 --@include outbox.lua
+--@include record.lua
 
 local st = redis.call('HGET', K.job, 'state')
 if not st then return {'nojob'} end
@@ -42,7 +43,7 @@ for i = 1, n do
   for j = t.p0, t.p0 + t.np - 1 do
     local P = ARGV[j]
     local praw = redis.call('GET', jp .. 't:' .. P)
-    local pr = praw and cjson.decode(praw)
+    local pr = praw and load_record(praw)
     if pr and pr.state == 'completed' then
       if pr.dblk and not blocker then blocker = P end
     else

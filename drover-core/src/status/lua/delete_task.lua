@@ -12,12 +12,13 @@ Reads the running node's heartbeat (ARGV[3]..node..':alive'), the one cross-slot
 --@include task_keys.lua
 --@include counters.lua
 --@include outbox.lua
+--@include record.lua
 --@include lifecycle.lua
 
 local raw = redis.call('GET', K.task)
 if not raw then return {'notask'} end
 local now, T = tonumber(ARGV[1]), ARGV[2]
-local r = cjson.decode(raw)
+local r = load_record(raw)
 local running = r.state == 'preparing' or r.state == 'running'
 if running and redis.call('EXISTS', ARGV[3] .. r.node .. ':alive') == 1 then return {'running', r.node} end
 if r.state ~= 'completed' and redis.call('SISMEMBER', K.parents, T) == 1 then return {'parent'} end

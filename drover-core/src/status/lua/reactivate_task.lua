@@ -9,13 +9,14 @@ Replies: {'ok', outbox...}; {'notask'}; {'jobstate', state} when the job is not 
 --@include task_keys.lua
 --@include counters.lua
 --@include outbox.lua
+--@include record.lua
 
 local raw = redis.call('GET', K.task)
 if not raw then return {'notask'} end
 local f = redis.call('HMGET', K.job, 'state', 'prio')
 if f[1] ~= 'active' then return {'jobstate', f[1] or 'gone'} end
 local now, J, T = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local r = cjson.decode(raw)
+local r = load_record(raw)
 if r.state ~= 'completed' then return {'state', r.state} end
 if r.result ~= 'failure' then return {'succeeded'} end
 local slots = r.slots or 1
@@ -31,7 +32,7 @@ r.fail = nil
 r.exit = nil
 r['end'] = nil
 r.dblk = nil
-redis.call('SET', K.task, cjson.encode(r))
+store_record(K.task, r)
 redis.call('ZADD', K.queued, now, T)
 emit(message(J, T, r, tonumber(f[2] or '0')))
 return with_outbox({'ok'})

@@ -7,6 +7,7 @@ Replies: {'ok', outbox...}; {'stale'} when another attempt owns the task.
 --@include task_keys.lua
 --@include counters.lua
 --@include outbox.lua
+--@include record.lua
 --@include lifecycle.lua
 
 local r = owned(ARGV[1], {preparing = true, running = true})

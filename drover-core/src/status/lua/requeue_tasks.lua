@@ -19,6 +19,7 @@ Replies: {'ok', outbox...}; {'nojob'}; {'jobstate', state} when the job is not a
 local K = {job = KEYS[1], wait = KEYS[2], blocked = KEYS[3], parkedmsg = KEYS[4], out = KEYS[5], outboxes = KEYS[6],
   queued = KEYS[7]}
 --@include outbox.lua
+--@include record.lua
 
 local state = redis.call('HGET', K.job, 'state')
 if not state then return {'nojob'} end
@@ -32,7 +33,7 @@ for i = 3, #ARGV do
   local T = ARGV[i]
   local raw = redis.call('GET', KEYS[i + 5])
   if raw then
-    local r = cjson.decode(raw)
+    local r = load_record(raw)
     if r.state == 'active' and (r.msig or not signed_only) and redis.call('HEXISTS', K.wait, T) == 0 and redis.call('HEXISTS', K.blocked, T) == 0
         and redis.call('HEXISTS', K.parkedmsg, T) == 0 then
       emit(message(J, T, r, prio))

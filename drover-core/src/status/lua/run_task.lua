@@ -6,6 +6,7 @@ Replies: {'ok'}; {'stale'} when another attempt owns the task.
 --@include task_keys.lua
 --@include counters.lua
 --@include outbox.lua
+--@include record.lua
 --@include lifecycle.lua
 
 local r = owned(ARGV[1], {preparing = true})
@@ -14,5 +15,5 @@ r.prev = 'preparing'
 r.state = 'running'
 r.stime = tonumber(ARGV[2])
 r.start = r.stime
-redis.call('SET', K.task, cjson.encode(r))
+store_record(K.task, r)
 return {'ok'}

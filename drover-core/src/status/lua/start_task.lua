@@ -25,6 +25,7 @@ local BEAT_MARGIN_MS = 5000
 --@include task_keys.lua
 --@include counters.lua
 --@include outbox.lua
+--@include record.lua
 --@include lifecycle.lua
 
 local raw = redis.call('GET', K.task)
@@ -35,7 +36,7 @@ if not jst or jst == 'deleting' then return {'gone'} end
 if jf[6] ~= ARGV[7] then return {'otherpool', jf[6] or ''} end
 local node, now, nodes = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local T = ARGV[6]
-local r = cjson.decode(raw)
+local r = load_record(raw)
 if r.state == 'completed' then return with_all_outbox({'done'}) end
 local from = r.state
 local running = from == 'preparing' or from == 'running'
@@ -110,6 +111,6 @@ r['end'] = nil
 r.exit = nil
 r.result = nil
 r.fail = nil
-redis.call('SET', K.task, cjson.encode(r))
+store_record(K.task, r)
 if from == 'active' then move(K.job, 'active', 'running', r.slots or 1) end
 return {'ok', tostring(r.attempt), r.spec, jf[7] or '0', r.sig or ''}

@@ -8,6 +8,7 @@ local K = {job = KEYS[1], pooljobs = KEYS[2]}
 local jp = string.sub(KEYS[1], 1, -4)
 --@include counters.lua
 --@include outbox.lua
+--@include record.lua
 --@include lifecycle.lua
 
 local st = redis.call('HGET', K.job, 'state')

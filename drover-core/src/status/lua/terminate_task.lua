@@ -13,12 +13,13 @@ Reads the running node's heartbeat (ARGV[3]..node..':alive'), the one cross-slot
 --@include task_keys.lua
 --@include counters.lua
 --@include outbox.lua
+--@include record.lua
 --@include lifecycle.lua
 
 local raw = redis.call('GET', K.task)
 if not raw then return {'notask'} end
 local now, T = tonumber(ARGV[1]), ARGV[2]
-local r = cjson.decode(raw)
+local r = load_record(raw)
 if r.state == 'completed' then return {'completed'} end
 local from = 'active'
 if r.state == 'preparing' or r.state == 'running' then

@@ -1,5 +1,5 @@
 --[[ What a task's transition does to the rest of its job: dependents, parked tasks, the job's
-end. Needs K and jp (includes/task_keys.lua), counters.lua and outbox.lua. ]]
+end. Needs K and jp (includes/task_keys.lua), counters.lua, outbox.lua and record.lua. ]]
 
 -- A task of the job left the running states: one parked task (maxParallelTasks) may start unless
 -- the job is disabled, and
@@ -100,7 +100,7 @@ local function fail_outside(T, r, from, now, failure, blocks)
   r.result = 'failure'
   r.fail = failure
   if blocks then r.dblk = 1 end
-  redis.call('SET', K.task, cjson.encode(r))
+  store_record(K.task, r)
   finish(T, from, r, false, blocks, now)
 end
 
@@ -108,7 +108,7 @@ end
 local function owned(attempt, states)
   local raw = redis.call('GET', K.task)
   if not raw then return nil end
-  local r = cjson.decode(raw)
+  local r = load_record(raw)
   if r.attempt ~= tonumber(attempt) or not states[r.state] then return nil end
   return r
 end
@@ -116,7 +116,7 @@ end
 -- Task T (record `r`, running) is active again: counted, queued, and its message in the outbox.
 local function back_to_active(J, T, r, now)
   r.state = 'active'
-  redis.call('SET', K.task, cjson.encode(r))
+  store_record(K.task, r)
   move(K.job, 'running', 'active', r.slots or 1)
   redis.call('ZADD', K.queued, now, T)
   emit(message(J, T, r, tonumber(redis.call('HGET', K.job, 'prio') or '0')))

@@ -3,7 +3,7 @@ Every one of a job's keys shares the hash tag {A:J}; `jp`, the job's key prefix
 `drover:{A:J}:`, is KEYS[2] without its trailing `job`. Keys a script derives from an id it
 reads (another task's record `jp..'t:'..id`, a parent's dependents `jp..'dep:'..id`) use that
 prefix, so they hash to the same slot.
-KEYS[1]  task record            drover:{A:J}:t:T        string (JSON)
+KEYS[1]  task record            drover:{A:J}:t:T        string (includes/record.lua)
 KEYS[2]  job                    drover:{A:J}:job        hash
 KEYS[3]  queued tasks           drover:{A:J}:queued     zset task -> since (ms)
 KEYS[4]  waiting on parents     drover:{A:J}:wait       hash task -> parents awaited
