@@ -24,7 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::{BufRead, IoSlice, IoSliceMut, Read, Write};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -345,7 +345,10 @@ const ANSWER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One spawner process.
 struct Link {
-    socket: Mutex<UnixStream>,
+    /// Non-blocking: answers are read on the runtime (see [`read_replies`]).
+    socket: Arc<tokio::net::UnixStream>,
+    /// Held while one command is written, so that two are never interleaved.
+    sending: tokio::sync::Mutex<()>,
     pending: PendingMap,
     next: AtomicU64,
     process: Mutex<std::process::Child>,
@@ -502,10 +505,13 @@ impl Link {
             .stdout(Stdio::null());
         let process = cmd.spawn()?;
         let pending: PendingMap = Arc::new(Mutex::new(Some(HashMap::new())));
-        let reader = std::io::BufReader::new(ours.try_clone()?);
-        let (answers, home) = (pending.clone(), cgroup.map(Path::to_path_buf));
-        std::thread::Builder::new().name("task-spawner".into()).spawn(move || {
-            read_replies(reader, &answers);
+        // Answers are read on the runtime, not by a thread of their own: one wakes the task
+        // waiting for it without a hand-off between threads.
+        ours.set_nonblocking(true)?;
+        let socket = Arc::new(tokio::net::UnixStream::from_std(ours)?);
+        let (reader, answers, home) = (socket.clone(), pending.clone(), cgroup.map(Path::to_path_buf));
+        tokio::spawn(async move {
+            read_replies(&reader, &answers).await;
             // A child it started but had not moved into its command's cgroup yet (and whose pid
             // never came back) dies before its command is started again from the worker.
             if let Some(home) = &home {
@@ -513,9 +519,9 @@ impl Link {
             }
             *answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
             tracing::debug!("the task spawner is gone");
-        })?;
-        let (socket, next, process) = (Mutex::new(ours), AtomicU64::new(0), Mutex::new(process));
-        Ok(Link { socket, pending, next, process })
+        });
+        let (sending, next, process) = (tokio::sync::Mutex::new(()), AtomicU64::new(0), Mutex::new(process));
+        Ok(Link { socket, sending, pending, next, process })
     }
 
     /// [`Spawner::spawn`] through this process. None: it is gone.
@@ -532,7 +538,15 @@ impl Link {
         let (exited_tx, exited) = oneshot::channel();
         let pending = Pending { started: Some(started_tx), exited: Some(exited_tx) };
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut()?.insert(id, pending);
-        if let Err(e) = self.send(request, stdout, stderr, procs) {
+        let sent = match tokio::time::timeout(ANSWER, self.send(request, stdout, stderr, procs)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                // It stopped reading (stopped, say): what it was sent last may be cut short.
+                self.kill("did not take a command");
+                Err(std::io::Error::other("the task spawner did not take the command"))
+            }
+        };
+        if let Err(e) = sent {
             tracing::warn!(error = %e, "cannot reach the task spawner");
             if let Some(pending) = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
                 pending.remove(&id);
@@ -545,14 +559,20 @@ impl Link {
             Ok(Err(_)) => None,
             Err(_) => {
                 // Stopped, say (a spawner of one user can be signalled by that user's tasks).
-                tracing::warn!(after_s = ANSWER.as_secs(), "a task spawner did not answer: killed");
-                let _ = self.process.lock().unwrap_or_else(std::sync::PoisonError::into_inner).kill();
+                self.kill("did not answer");
                 None
             }
         }
     }
 
-    fn send(
+    /// Kills the spawner process (its reader then finds it gone).
+    fn kill(&self, why: &str) {
+        tracing::warn!(after_s = ANSWER.as_secs(), "a task spawner {why}: killed");
+        let _ = self.process.lock().unwrap_or_else(std::sync::PoisonError::into_inner).kill();
+    }
+
+    /// Writes one command: its length with the descriptors, then its JSON.
+    async fn send(
         &self,
         request: &Request,
         stdout: &std::fs::File,
@@ -562,54 +582,90 @@ impl Link {
         let body = serde_json::to_vec(request).map_err(std::io::Error::other)?;
         let header = (body.len() as u64).to_le_bytes();
         let fds: Vec<_> = [stdout, stderr].into_iter().chain(procs).map(|f| f.as_fd()).collect();
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
-        let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
-        control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
-        let mut socket = self.socket.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let sent =
-            rustix::net::sendmsg(&*socket, &[IoSlice::new(&header)], &mut control, rustix::net::SendFlags::NOSIGNAL)?;
-        socket.write_all(&header[sent..])?;
-        socket.write_all(&body)
+        let flags = rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT;
+        let socket = &*self.socket;
+        let _turn = self.sending.lock().await;
+        let mut sent = socket
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+                let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+                control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
+                Ok(rustix::net::sendmsg(socket, &[IoSlice::new(&header)], &mut control, flags)?)
+            })
+            .await?;
+        let rest = [&header[..], &body[..]].concat();
+        while sent < rest.len() {
+            sent += socket
+                .async_io(tokio::io::Interest::WRITABLE, || Ok(rustix::net::send(socket, &rest[sent..], flags)?))
+                .await?;
+        }
+        Ok(())
     }
 
     fn close(&self) {
-        let socket = self.socket.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = socket.shutdown(std::net::Shutdown::Both);
+        let _ = rustix::net::shutdown(&*self.socket, rustix::net::Shutdown::Both);
         let mut process = self.process.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = process.wait();
     }
 }
 
-/// Hands each answer to the command waiting for it, until the spawner is gone.
-fn read_replies(reader: impl BufRead, pending: &PendingMap) {
-    for line in reader.lines() {
-        let Ok(line) = line else { break };
-        let Ok(reply) = serde_json::from_str::<Reply>(&line) else {
-            tracing::warn!("an unreadable answer from the task spawner");
-            continue;
-        };
-        let mut pending = pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(pending) = pending.as_mut() else { return };
-        let Some(entry) = pending.get_mut(&reply.id) else { continue };
-        if let Some(status) = reply.status {
-            if let Some(tx) = entry.exited.take() {
-                let _ = tx.send(ExitStatus::from_raw(status));
+/// Hands each answer (a line of JSON) to the command waiting for it, until the spawner is gone.
+async fn read_replies(socket: &tokio::net::UnixStream, pending: &PendingMap) {
+    let (mut buf, mut filled) = (vec![0u8; 64 * 1024], 0);
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        match socket.try_read(&mut buf[filled..]) {
+            Ok(0) => return,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        }
+        let mut used = 0;
+        while let Some(end) = buf[used..filled].iter().position(|b| *b == b'\n') {
+            if !answer(&buf[used..used + end], pending) {
+                return;
             }
-            pending.remove(&reply.id);
-            continue;
+            used += end + 1;
         }
-        let started = match (reply.pid, reply.error) {
-            (Some(pid), _) => Ok(pid),
-            (None, Some((Some(code), _))) => Err(std::io::Error::from_raw_os_error(code)),
-            (None, Some((None, message))) => Err(std::io::Error::other(message)),
-            (None, None) => Err(std::io::Error::other("the task spawner answered nothing")),
-        };
-        let failed = started.is_err();
-        if let Some(tx) = entry.started.take() {
-            let _ = tx.send(started);
-        }
-        if failed {
-            pending.remove(&reply.id);
+        buf.copy_within(used..filled, 0);
+        filled -= used;
+        if filled == buf.len() {
+            tracing::warn!("an answer from the task spawner longer than {} bytes", buf.len());
+            return;
         }
     }
+}
+
+/// Hands one answer to the command waiting for it; false once the spawner is gone.
+fn answer(line: &[u8], pending: &PendingMap) -> bool {
+    let Ok(reply) = serde_json::from_slice::<Reply>(line) else {
+        tracing::warn!("an unreadable answer from the task spawner");
+        return true;
+    };
+    let mut pending = pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(pending) = pending.as_mut() else { return false };
+    let Some(entry) = pending.get_mut(&reply.id) else { return true };
+    if let Some(status) = reply.status {
+        if let Some(tx) = entry.exited.take() {
+            let _ = tx.send(ExitStatus::from_raw(status));
+        }
+        pending.remove(&reply.id);
+        return true;
+    }
+    let started = match (reply.pid, reply.error) {
+        (Some(pid), _) => Ok(pid),
+        (None, Some((Some(code), _))) => Err(std::io::Error::from_raw_os_error(code)),
+        (None, Some((None, message))) => Err(std::io::Error::other(message)),
+        (None, None) => Err(std::io::Error::other("the task spawner answered nothing")),
+    };
+    let failed = started.is_err();
+    if let Some(tx) = entry.started.take() {
+        let _ = tx.send(started);
+    }
+    if failed {
+        pending.remove(&reply.id);
+    }
+    true
 }
