@@ -571,7 +571,7 @@ impl Link {
         let _ = self.process.lock().unwrap_or_else(std::sync::PoisonError::into_inner).kill();
     }
 
-    /// Writes one command: its length with the descriptors, then its JSON.
+    /// Writes one command: its length, then its JSON, with the descriptors on its first bytes.
     async fn send(
         &self,
         request: &Request,
@@ -579,8 +579,11 @@ impl Link {
         stderr: &std::fs::File,
         procs: Option<&std::fs::File>,
     ) -> std::io::Result<()> {
-        let body = serde_json::to_vec(request).map_err(std::io::Error::other)?;
-        let header = (body.len() as u64).to_le_bytes();
+        // The length goes in front of the JSON, in the one buffer the JSON is written to.
+        let mut message = vec![0u8; 8];
+        serde_json::to_writer(&mut message, request).map_err(std::io::Error::other)?;
+        let len = (message.len() - 8) as u64;
+        message[..8].copy_from_slice(&len.to_le_bytes());
         let fds: Vec<_> = [stdout, stderr].into_iter().chain(procs).map(|f| f.as_fd()).collect();
         let flags = rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT;
         let socket = &*self.socket;
@@ -590,13 +593,12 @@ impl Link {
                 let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
                 let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
                 control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
-                Ok(rustix::net::sendmsg(socket, &[IoSlice::new(&header)], &mut control, flags)?)
+                Ok(rustix::net::sendmsg(socket, &[IoSlice::new(&message)], &mut control, flags)?)
             })
             .await?;
-        let rest = [&header[..], &body[..]].concat();
-        while sent < rest.len() {
+        while sent < message.len() {
             sent += socket
-                .async_io(tokio::io::Interest::WRITABLE, || Ok(rustix::net::send(socket, &rest[sent..], flags)?))
+                .async_io(tokio::io::Interest::WRITABLE, || Ok(rustix::net::send(socket, &message[sent..], flags)?))
                 .await?;
         }
         Ok(())

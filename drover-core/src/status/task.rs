@@ -355,8 +355,7 @@ impl StatusStore {
     ) -> Result<()> {
         let key = self.keys.job(job).task(task);
         for _ in 0..5 {
-            let raw: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut self.con()).await?;
-            let raw = raw.ok_or_else(|| Error::NotFound { kind: "task", id: task.into() })?;
+            let raw = self.stored_record(job, task).await?;
             let mut record = TaskRecord::decode(task, &raw)?;
             let new = change(&stored_spec(task, &record.spec)?)?;
             if new.id != task {
@@ -494,10 +493,14 @@ impl StatusStore {
 
     /// The stored record of a task.
     pub async fn task_record(&self, job: &str, task: &str) -> Result<TaskRecord> {
+        TaskRecord::decode(task, &self.stored_record(job, task).await?)
+    }
+
+    /// A task's record as stored (see [`TaskRecord::decode`]).
+    async fn stored_record(&self, job: &str, task: &str) -> Result<Vec<u8>> {
         let raw: Option<Vec<u8>> =
             redis::cmd("GET").arg(self.keys.job(job).task(task)).query_async(&mut self.con()).await?;
-        let raw = raw.ok_or_else(|| Error::NotFound { kind: "task", id: task.into() })?;
-        TaskRecord::decode(task, &raw)
+        raw.ok_or_else(|| Error::NotFound { kind: "task", id: task.into() })
     }
 
     /// One task as users see it.

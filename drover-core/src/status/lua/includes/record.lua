@@ -29,7 +29,7 @@ local function store_record(key, r)
     if s[k] then s[k] = s[k] - s.ctime end
   end
   if s.state == 'completed' then
-    if r['end'] == r.stime then s['end'] = nil end
+    if s['end'] == s.stime then s['end'] = nil end
     if s.prev == 'running' then s.prev = nil end
     if s.result == 'success' then s.result = nil end
   end
