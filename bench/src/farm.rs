@@ -191,6 +191,20 @@ impl Farm {
             .context("no used_memory in INFO memory")
     }
 
+    /// The CPU Redis has used since it started (`used_cpu_sys` + `used_cpu_user` of `INFO cpu`),
+    /// in seconds.
+    pub(crate) async fn redis_cpu_seconds(&mut self) -> Result<f64> {
+        let info: String =
+            redis::cmd("INFO").arg("cpu").query_async(&mut self.redis).await.context("Redis INFO cpu")?;
+        let field = |name: &str| -> Result<f64> {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .with_context(|| format!("no {name} in INFO cpu"))
+        };
+        Ok(field("used_cpu_sys:")? + field("used_cpu_user:")?)
+    }
+
     /// Stops the workers and the monitor: SIGTERM, then waits (SIGKILL after 60 s).
     pub(crate) async fn stop_processes(&mut self) {
         let mut procs: Vec<Proc> = self.workers.drain(..).collect();

@@ -25,7 +25,12 @@ pub(crate) struct EndToEnd {
     pub(crate) submit_seconds: f64,
     pub(crate) succeeded: u64,
     pub(crate) failed: u64,
+    /// The workers' CPU with their task spawners' (not the tasks').
     pub(crate) worker_cpu_us_per_task: f64,
+    /// The task spawners' part of it.
+    pub(crate) spawner_cpu_us_per_task: f64,
+    /// The Redis server's CPU (all of it: the submission's too, and whatever else uses it).
+    pub(crate) redis_cpu_us_per_task: f64,
     pub(crate) redis_bytes_per_completed_task: f64,
     pub(crate) record_key: String,
     pub(crate) record_bytes: Option<i64>,
@@ -120,18 +125,24 @@ fn check_workers(farm: &mut Farm) -> Result<()> {
     Ok(())
 }
 
-/// utime + stime of every worker and of its task spawner, in clock ticks (the tasks' own
-/// processes, the spawner's children, are not counted).
-fn workers_cpu(farm: &Farm) -> Result<u64> {
-    let mut ticks = 0;
+/// utime + stime of the workers and of their task spawners, in clock ticks (the tasks' own
+/// processes, the spawners' children, are not counted).
+#[derive(Clone, Copy)]
+struct WorkersCpu {
+    workers: u64,
+    spawners: u64,
+}
+
+fn workers_cpu(farm: &Farm) -> Result<WorkersCpu> {
+    let mut cpu = WorkersCpu { workers: 0, spawners: 0 };
     for w in &farm.workers {
-        ticks += farm::cpu_ticks(w.pid)?;
+        cpu.workers += farm::cpu_ticks(w.pid)?;
         for helper in farm::task_spawners(w.pid) {
             // A spawner that exited meanwhile took its CPU with it.
-            ticks += farm::cpu_ticks(helper).unwrap_or(0);
+            cpu.spawners += farm::cpu_ticks(helper).unwrap_or(0);
         }
     }
-    Ok(ticks)
+    Ok(cpu)
 }
 
 /// N tasks of /bin/true through `drover task create` on the farm's idle workers: from the start
@@ -145,6 +156,7 @@ pub(crate) async fn end_to_end(farm: &mut Farm, args: &crate::Args) -> Result<En
     let stderr = std::fs::File::create(&errors).with_context(|| format!("create {}", errors.display()))?;
     let ticks = farm::ticks_per_second()?;
     let cpu0 = workers_cpu(farm)?;
+    let redis_cpu0 = farm.redis_cpu_seconds().await?;
     let mem0 = farm.used_memory().await?;
     let start = Instant::now();
     let mut child = start_submitter(farm, "e2e", &file, stderr)?;
@@ -176,7 +188,9 @@ pub(crate) async fn end_to_end(farm: &mut Farm, args: &crate::Args) -> Result<En
         }
     };
     let seconds = start.elapsed().as_secs_f64();
+    let per_task = |ticks_used: u64| ticks_used as f64 * 1e6 / ticks as f64 / n as f64;
     let cpu1 = workers_cpu(farm)?;
+    let redis_cpu1 = farm.redis_cpu_seconds().await?;
     let mem1 = farm.used_memory().await?;
     let submit_seconds = match submit_seconds {
         Some(s) => s,
@@ -201,7 +215,9 @@ pub(crate) async fn end_to_end(farm: &mut Farm, args: &crate::Args) -> Result<En
         submit_seconds,
         succeeded: counts.succeeded,
         failed: counts.failed,
-        worker_cpu_us_per_task: (cpu1 - cpu0) as f64 * 1e6 / ticks as f64 / n as f64,
+        worker_cpu_us_per_task: per_task((cpu1.workers + cpu1.spawners).saturating_sub(cpu0.workers + cpu0.spawners)),
+        spawner_cpu_us_per_task: per_task(cpu1.spawners.saturating_sub(cpu0.spawners)),
+        redis_cpu_us_per_task: (redis_cpu1 - redis_cpu0) * 1e6 / n as f64,
         redis_bytes_per_completed_task: (mem1 - mem0) as f64 / n as f64,
         record_key,
         record_bytes,

@@ -167,6 +167,13 @@ impl Report {
             let to = if bare_rates.len() > 1 { "ratio to bare (the mean of both)" } else { "ratio to bare" };
             t.row("e2e", to, ratio.map_or("-".into(), |r| format!("{r:.2}")), "");
             t.row("e2e", "worker CPU per task", thousands(e.worker_cpu_us_per_task), "µs");
+            t.row("e2e", "  of it, its task spawners", thousands(e.spawner_cpu_us_per_task), "µs");
+            t.row(
+                "e2e",
+                "Redis CPU per task (the server's, submission included)",
+                thousands(e.redis_cpu_us_per_task),
+                "µs",
+            );
             t.row("e2e", "Redis per completed task", thousands(e.redis_bytes_per_completed_task), "bytes");
             t.row(
                 "e2e",
@@ -188,6 +195,8 @@ impl Report {
                     "succeeded": e.succeeded,
                     "failed": e.failed,
                     "worker_cpu_us_per_task": round(e.worker_cpu_us_per_task, 1),
+                    "spawner_cpu_us_per_task": round(e.spawner_cpu_us_per_task, 1),
+                    "redis_cpu_us_per_task": round(e.redis_cpu_us_per_task, 1),
                     "redis_bytes_per_completed_task": round(e.redis_bytes_per_completed_task, 1),
                     "record_key": e.record_key,
                     "record_bytes": e.record_bytes,
