@@ -353,14 +353,13 @@ async fn fresh_dir(
     tokio::task::spawn_blocking(move || {
         let failed =
             |e: std::io::Error| FailureInfo::server(FailureCode::TaskDirectoryError, format!("{}: {e}", wd.display()));
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(failed(e)),
-        }
-        // The directory, then `wd` in it: two calls where create_dir_all(wd) makes three.
+        // The directory, then `wd` in it: two calls where create_dir_all(wd) makes three. What
+        // an earlier attempt left there goes first (most attempts are first ones: no removal).
         match std::fs::create_dir(&dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(&dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::remove_dir_all(&dir).and_then(|()| std::fs::create_dir(&dir))
+            }
             made => made,
         }
         .map_err(failed)?;
@@ -372,4 +371,34 @@ async fn fresh_dir(
     })
     .await
     .unwrap_or_else(|e| Err(FailureInfo::server(FailureCode::TaskDirectoryError, e.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_fresh_directory_holds_nothing_an_earlier_attempt_left() {
+        let root = std::env::temp_dir().join(format!("drover-fresh-{}", std::process::id()));
+        let (dir, wd) = (root.join("job/task"), root.join("job/task/wd"));
+        // The first attempt: neither the job's directory nor the task's exists.
+        let (mut out, _, user) = fresh_dir(&dir, &wd, None).await.unwrap();
+        assert!(wd.is_dir() && user.is_none());
+        std::io::Write::write_all(&mut out, b"first").unwrap();
+        std::fs::write(wd.join("left"), "by the first attempt").unwrap();
+        // A retry on the same node: what the first attempt left goes.
+        fresh_dir(&dir, &wd, None).await.unwrap();
+        assert!(wd.is_dir() && !wd.join("left").exists());
+        assert_eq!(std::fs::metadata(dir.join("stdout.txt")).unwrap().len(), 0);
+        // A link planted where the directory goes is removed, not followed.
+        let outside = root.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("kept"), "").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(&outside, &dir).unwrap();
+        fresh_dir(&dir, &wd, None).await.unwrap();
+        assert!(!std::fs::symlink_metadata(&dir).unwrap().file_type().is_symlink());
+        assert!(outside.join("kept").exists() && !outside.join("wd").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -61,8 +61,13 @@ fn resolve(program: &Path, env: &[(String, String)]) -> std::io::Result<PathBuf>
 /// The command's whole environment: the node's pass-through variables, its own, and with a user
 /// of its own that user's name.
 fn environment(spec: &ProcessSpec<'_>) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> =
-        PASS_THROUGH.iter().filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?))).collect();
+    // The worker's environment does not change while it runs: read once.
+    static NODE: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    let node = NODE.get_or_init(|| {
+        PASS_THROUGH.iter().filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?))).collect()
+    });
+    let mut env = Vec::with_capacity(node.len() + spec.env.len() + 2);
+    env.extend(node.iter().cloned());
     env.extend(spec.env.iter().cloned());
     if let Some((uid, _)) = spec.user {
         env.push(("USER".into(), format!("drover{uid}")));

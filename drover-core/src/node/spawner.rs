@@ -8,7 +8,7 @@
 //! as root for every user, and one per kept user (a pool-scope auto-user, a named account; at
 //! most [`MAX_OWN`]) that runs as that user, not dumpable, and so starts that user's commands
 //! with posix_spawn (vfork: no page tables copied). The worker sends each command (program,
-//! arguments, directory, environment, user) with its stdout, its stderr and its cgroup's
+//! arguments, directory, environment, user; MessagePack after its length) with its stdout, its stderr and its cgroup's
 //! `cgroup.procs`, opened by the worker, as descriptors (the kernel checks a move into a cgroup
 //! against whoever opened that file, Linux 5.16 on); the spawner starts it, moves it (and what
 //! it forked meanwhile) into the command's cgroup, and answers the child's pid, then its wait
@@ -186,7 +186,7 @@ fn receive(socket: &UnixStream) -> std::io::Result<Option<(Request, Vec<OwnedFd>
     }
     let mut body = vec![0u8; len as usize];
     (&*socket).read_exact(&mut body)?;
-    let request = serde_json::from_slice(&body).map_err(std::io::Error::other)?;
+    let request = rmp_serde::from_slice(&body).map_err(std::io::Error::other)?;
     Ok(Some((request, fds)))
 }
 
@@ -571,7 +571,8 @@ impl Link {
         let _ = self.process.lock().unwrap_or_else(std::sync::PoisonError::into_inner).kill();
     }
 
-    /// Writes one command: its length, then its JSON, with the descriptors on its first bytes.
+    /// Writes one command: its length, then its MessagePack, with the descriptors on its first
+    /// bytes.
     async fn send(
         &self,
         request: &Request,
@@ -579,9 +580,9 @@ impl Link {
         stderr: &std::fs::File,
         procs: Option<&std::fs::File>,
     ) -> std::io::Result<()> {
-        // The length goes in front of the JSON, in the one buffer the JSON is written to.
+        // The length goes in front of the command, in the one buffer the command is written to.
         let mut message = vec![0u8; 8];
-        serde_json::to_writer(&mut message, request).map_err(std::io::Error::other)?;
+        rmp_serde::encode::write(&mut message, request).map_err(std::io::Error::other)?;
         let len = (message.len() - 8) as u64;
         message[..8].copy_from_slice(&len.to_le_bytes());
         let fds: Vec<_> = [stdout, stderr].into_iter().chain(procs).map(|f| f.as_fd()).collect();
