@@ -133,6 +133,7 @@ struct WorkersCpu {
     spawners: u64,
 }
 
+/// The farm's workers' and task spawners' CPU so far.
 fn workers_cpu(farm: &Farm) -> Result<WorkersCpu> {
     let mut cpu = WorkersCpu { workers: 0, spawners: 0 };
     for w in &farm.workers {
