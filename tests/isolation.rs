@@ -408,6 +408,47 @@ async fn a_task_spawner_killed_mid_task_loses_no_task() {
     assert_eq!(long["executionInfo"]["result"], "success", "{long}");
 }
 
+/// A worker whose executable is replaced on disk while it runs (an upgrade) starts its task
+/// spawners from the executable it runs, not from the file now at its path: a spawner started
+/// after the replacement still starts its user's commands.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_spawner_comes_from_the_running_worker_after_its_file_is_replaced() {
+    let mut acct = TestAccount::new("upgraded").await;
+    acct.pool("p", 1);
+    acct.ok(&["job", "create", "--job-id", "j", "--pool-id", "p"]);
+    let task = |id: &str| json!({"id": id, "commandLine": format!("/bin/sh -c '{PARENT}'")});
+    acct.add_tasks("j", &[task("first")]);
+    // The worker runs from a copy of its executable, which the "upgrade" then replaces.
+    let copy = acct.work_dir.join("drover-worker");
+    let script = format!("cp \"$1\" {0} && shift && exec {0} \"$@\"", copy.display());
+    let worker = acct.start_worker_in(&["/bin/sh", "-c", &script, "sh"], "p", "upgraded-node0", &[]);
+    assert_eq!(acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]).code, 0, "{}", acct.worker_logs());
+    let first = acct.task_file("j", "first", "stdout.txt");
+    assert!(first.contains("--task-spawner"), "started by a spawner: {first}");
+    let spawner: u32 = first.lines().next().unwrap().trim().parse().unwrap();
+    let uid = first.lines().nth(1).unwrap().trim().to_string();
+    let next = acct.work_dir.join("drover-worker.new");
+    std::fs::write(&next, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&next, &copy).unwrap();
+    acct.signal(spawner, "KILL");
+    drover_tests::eventually(std::time::Duration::from_secs(30), "the spawner gone", || async {
+        !spawners_of(worker).contains(&spawner)
+    })
+    .await;
+    acct.add_tasks("j", &[task("after")]);
+    assert_eq!(acct.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]).code, 0, "{}", acct.worker_logs());
+    let after = acct.task_file("j", "after", "stdout.txt");
+    assert!(
+        after.contains("--task-spawner") && after.contains(&format!("Uid:\t{uid}\t")),
+        "by a new spawner of its user, from the running worker's executable: {after}\n{}",
+        acct.worker_logs()
+    );
+    assert!(after.contains(&copy.display().to_string()), "shown under the worker's path: {after}");
+    let new: u32 = after.lines().next().unwrap().trim().parse().unwrap();
+    assert_ne!(new, spawner, "a new spawner");
+}
+
 /// A command that cannot be started (a file without execute permission) fails its task alone:
 /// the task spawner, with another command of it running, stays up and that command completes
 /// where it runs.

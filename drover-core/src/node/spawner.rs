@@ -493,8 +493,13 @@ impl Link {
 
     fn start(program: &Path, cgroup: Option<&Path>, user: Option<(u32, u32)>) -> std::io::Result<Link> {
         let (ours, theirs) = UnixStream::pair()?;
-        let mut cmd = std::process::Command::new(program);
-        cmd.arg(SPAWNER_FLAG)
+        // The running worker's own executable, even where a newer one has replaced it on disk
+        // since the worker started (an upgrade): a spawner started later speaks the worker's
+        // protocol. It is shown under the executable's path.
+        let own = Path::new("/proc/self/exe");
+        let mut cmd = std::process::Command::new(if own.exists() { own } else { program });
+        cmd.arg0(program)
+            .arg(SPAWNER_FLAG)
             .arg(cgroup.unwrap_or(Path::new("")))
             .args(user.map(|(uid, gid)| format!("{uid}:{gid}")))
             .env_clear()
