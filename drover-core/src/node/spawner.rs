@@ -46,6 +46,9 @@ const UNSUPPORTED: u8 = 3;
 /// The most spawners of one user a worker starts; further users' commands go to the root one.
 pub(super) const MAX_OWN: usize = 8;
 
+/// The most bytes one answer of a spawner may have (a pid, an error message, a wait status).
+const MAX_ANSWER: usize = 64 * 1024;
+
 /// The most bytes one command's description may have (a task's JSON is at most 1 MiB).
 const MAX_REQUEST: u64 = 8 << 20;
 
@@ -344,8 +347,8 @@ const ANSWER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One spawner process.
 struct Link {
-    /// Non-blocking: answers are read on the runtime (see [`read_replies`]).
-    socket: Arc<tokio::net::UnixStream>,
+    /// Where commands are written; its read half is [`read_replies`]'s.
+    socket: tokio::net::unix::OwnedWriteHalf,
     /// Held while one command is written, so that two are never interleaved.
     sending: tokio::sync::Mutex<()>,
     pending: PendingMap,
@@ -512,10 +515,10 @@ impl Link {
         // Answers are read on the runtime, not by a thread of their own: one wakes the task
         // waiting for it without a hand-off between threads.
         ours.set_nonblocking(true)?;
-        let socket = Arc::new(tokio::net::UnixStream::from_std(ours)?);
-        let (reader, answers, home) = (socket.clone(), pending.clone(), cgroup.map(Path::to_path_buf));
+        let (reader, socket) = tokio::net::UnixStream::from_std(ours)?.into_split();
+        let (answers, home) = (pending.clone(), cgroup.map(Path::to_path_buf));
         tokio::spawn(async move {
-            read_replies(&reader, &answers).await;
+            read_replies(reader, &answers).await;
             // A child it started but had not moved into its command's cgroup yet (and whose pid
             // never came back) dies before its command is started again from the worker.
             if let Some(home) = &home {
@@ -591,7 +594,7 @@ impl Link {
         message[..8].copy_from_slice(&len.to_le_bytes());
         let fds: Vec<_> = [stdout, stderr].into_iter().chain(procs).map(|f| f.as_fd()).collect();
         let flags = rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT;
-        let socket = &*self.socket;
+        let socket = self.socket.as_ref();
         let _turn = self.sending.lock().await;
         let mut sent = socket
             .async_io(tokio::io::Interest::WRITABLE, || {
@@ -610,36 +613,27 @@ impl Link {
     }
 
     fn close(&self) {
-        let _ = rustix::net::shutdown(&*self.socket, rustix::net::Shutdown::Both);
+        let _ = rustix::net::shutdown(self.socket.as_ref(), rustix::net::Shutdown::Both);
         let mut process = self.process.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = process.wait();
     }
 }
 
 /// Hands each answer (a line of JSON) to the command waiting for it, until the spawner is gone.
-async fn read_replies(socket: &tokio::net::UnixStream, pending: &PendingMap) {
-    let (mut buf, mut filled) = (vec![0u8; 64 * 1024], 0);
-    loop {
-        if socket.readable().await.is_err() {
-            return;
-        }
-        match socket.try_read(&mut buf[filled..]) {
-            Ok(0) => return,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
-        }
-        let mut used = 0;
-        while let Some(end) = buf[used..filled].iter().position(|b| *b == b'\n') {
-            if !answer(&buf[used..used + end], pending) {
+async fn read_replies(socket: tokio::net::unix::OwnedReadHalf, pending: &PendingMap) {
+    use futures_util::StreamExt;
+    let codec = tokio_util::codec::AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_ANSWER);
+    let mut lines = tokio_util::codec::FramedRead::new(socket, codec);
+    while let Some(line) = lines.next().await {
+        let line = match line {
+            Ok(line) => line,
+            Err(tokio_util::codec::AnyDelimiterCodecError::MaxChunkLengthExceeded) => {
+                tracing::warn!("an answer from the task spawner longer than {MAX_ANSWER} bytes");
                 return;
             }
-            used += end + 1;
-        }
-        buf.copy_within(used..filled, 0);
-        filled -= used;
-        if filled == buf.len() {
-            tracing::warn!("an answer from the task spawner longer than {} bytes", buf.len());
+            Err(_) => return,
+        };
+        if !answer(&line, pending) {
             return;
         }
     }
