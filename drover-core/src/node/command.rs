@@ -237,8 +237,8 @@ impl Staged {
         self.run_then(ctx, kill, || ()).await.0
     }
 
-    /// [`Staged::run`], then `after` on the blocking pool, in the same trip as handing the
-    /// directory back from the task's user (one trip per attempt, not two or three).
+    /// [`Staged::run`], then `after` (a few file system calls), with the directory handed back
+    /// from the task's user: in one trip to the blocking pool when that walks the directory.
     pub(super) async fn run_then<T: Send + Default + 'static>(
         self,
         ctx: &NodeContext,
@@ -260,8 +260,12 @@ impl Staged {
         };
         let ran = process::run(spec, kill).await;
         let contained = ran.as_ref().is_ok_and(|(_, contained)| *contained);
+        // A directory that goes back to the worker is walked whole: on the blocking pool. Else
+        // (a task of a kept user, or of the worker's) only `after`'s few calls are left: here,
+        // where a trip to the blocking pool would cost more than they do.
+        let walks = self.user.as_ref().is_some_and(|u| self.shared || !u.kept());
         let (user, users, dir, shared) = (self.user, ctx.users.clone(), self.dir.clone(), self.shared);
-        let after = tokio::task::spawn_blocking(move || {
+        let finish = move || {
             if let Some(user) = user {
                 // What a start, preparation or release task leaves is read by the node's tasks,
                 // never written: its directory goes back to the worker.
@@ -274,9 +278,8 @@ impl Staged {
                 users.release(user, &dir, contained);
             }
             after()
-        })
-        .await
-        .unwrap_or_default();
+        };
+        let after = if walks { tokio::task::spawn_blocking(finish).await.unwrap_or_default() } else { finish() };
         let ended = match ran.map(|(exit, _)| exit) {
             Ok(Exit::Code(code)) => Ended::Exited(code),
             Ok(Exit::TimedOut) => Ended::TimedOut,
@@ -341,36 +344,51 @@ impl Owner {
     }
 }
 
+/// What [`fresh_dir`] gives: the command's stdout.txt and stderr.txt, open for writing, and its
+/// user when an owner took the directory.
+type Fresh = (std::fs::File, std::fs::File, Option<Option<TaskUser>>);
+
 /// A fresh directory for a run, with its stdout.txt and stderr.txt open for writing, and given
-/// to its user by `owner` when there is one: one trip to the blocking pool for all of it (each
-/// tokio::fs call is one).
-async fn fresh_dir(
-    dir: &Path,
-    wd: &Path,
-    owner: Option<Owner>,
-) -> Result<(std::fs::File, std::fs::File, Option<Option<TaskUser>>), FailureInfo> {
-    let (dir, wd) = (dir.to_path_buf(), wd.to_path_buf());
-    tokio::task::spawn_blocking(move || {
-        let failed =
-            |e: std::io::Error| FailureInfo::server(FailureCode::TaskDirectoryError, format!("{}: {e}", wd.display()));
-        // The directory, then `wd` in it: two calls where create_dir_all(wd) makes three. What
-        // an earlier attempt left there goes first (most attempts are first ones: no removal).
-        match std::fs::create_dir(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(&dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                std::fs::remove_dir_all(&dir).and_then(|()| std::fs::create_dir(&dir))
-            }
-            made => made,
+/// to its user by `owner` when there is one. Most attempts are first ones, whose directory is
+/// new: a handful of calls, made here, where a trip to the blocking pool would cost more than
+/// they do. What an earlier attempt left is removed on the blocking pool, the rest in that trip.
+async fn fresh_dir(dir: &Path, wd: &Path, owner: Option<Owner>) -> Result<Fresh, FailureInfo> {
+    let failed = |e| dir_failed(wd, e);
+    // The directory, then `wd` in it: two calls where create_dir_all(wd) makes three.
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        // The job's first command on this node.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir).map_err(failed)?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let (dir, wd) = (dir.to_path_buf(), wd.to_path_buf());
+            return tokio::task::spawn_blocking(move || {
+                std::fs::remove_dir_all(&dir)
+                    .and_then(|()| std::fs::create_dir(&dir))
+                    .map_err(|e| dir_failed(&wd, e))?;
+                fill(&dir, &wd, owner)
+            })
+            .await
+            .unwrap_or_else(|e| Err(FailureInfo::server(FailureCode::TaskDirectoryError, e.to_string())));
         }
-        .map_err(failed)?;
-        std::fs::create_dir(&wd).map_err(failed)?;
-        let stdout = std::fs::File::create(dir.join("stdout.txt")).map_err(failed)?;
-        let stderr = std::fs::File::create(dir.join("stderr.txt")).map_err(failed)?;
-        let user = owner.map(|o| o.take(&dir, Some((&wd, &[&stdout, &stderr])))).transpose()?;
-        Ok((stdout, stderr, user))
-    })
-    .await
-    .unwrap_or_else(|e| Err(FailureInfo::server(FailureCode::TaskDirectoryError, e.to_string())))
+        Err(e) => return Err(failed(e)),
+    }
+    fill(dir, wd, owner)
+}
+
+/// Makes `wd`, stdout.txt and stderr.txt in the new directory `dir` and gives them to `owner`'s
+/// user.
+fn fill(dir: &Path, wd: &Path, owner: Option<Owner>) -> Result<Fresh, FailureInfo> {
+    let failed = |e| dir_failed(wd, e);
+    std::fs::create_dir(wd).map_err(failed)?;
+    let stdout = std::fs::File::create(dir.join("stdout.txt")).map_err(failed)?;
+    let stderr = std::fs::File::create(dir.join("stderr.txt")).map_err(failed)?;
+    let user = owner.map(|o| o.take(dir, Some((wd, &[&stdout, &stderr])))).transpose()?;
+    Ok((stdout, stderr, user))
+}
+
+/// The failure of a command whose directory (its working directory `wd`) cannot be made.
+fn dir_failed(wd: &Path, e: std::io::Error) -> FailureInfo {
+    FailureInfo::server(FailureCode::TaskDirectoryError, format!("{}: {e}", wd.display()))
 }
 
 #[cfg(test)]
