@@ -506,8 +506,11 @@ impl Link {
             .arg(cgroup.unwrap_or(Path::new("")))
             .args(user.map(|(uid, gid)| format!("{uid}:{gid}")))
             .env_clear()
-            // One malloc arena: a small address space is what keeps its forks cheap.
+            // A small address space is what keeps its forks cheap: one glibc malloc arena, and
+            // no transparent huge pages for mimalloc (the worker's allocator), whose first
+            // copy-on-write fault after a fork would copy 2 MiB.
             .env("MALLOC_ARENA_MAX", "1")
+            .env("MIMALLOC_ALLOW_THP", "0")
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null());
         let process = cmd.spawn()?;
