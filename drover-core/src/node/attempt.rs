@@ -190,7 +190,7 @@ impl Attempt {
         let staged = match command.stage(&self.ctx, stage).await {
             Ok(staged) => staged,
             Err((failure, staged_in)) => {
-                retention::mark(&self.dir, self.retention()).await;
+                retention::mark(&self.dir, self.retention());
                 return Run::Ended(Outcome { staged_in, ..Outcome::failed(failure, None) });
             }
         };
@@ -207,7 +207,7 @@ impl Attempt {
         let (dir, retention) = (self.dir.clone(), self.retention());
         let (ended, std_files) = staged
             .run_then(&self.ctx, &self.kill, move || {
-                retention::mark_now(&dir, retention);
+                retention::mark(&dir, retention);
                 std_files_to_keep(&dir)
             })
             .await;

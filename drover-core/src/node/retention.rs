@@ -14,8 +14,9 @@ use std::time::Duration;
 pub(crate) const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 const MARKER: &str = ".drover-expires";
 
-/// Marks `task_dir` for removal `retention` from now (blocking: call it off the runtime).
-pub(crate) fn mark_now(task_dir: &Path, retention: Duration) {
+/// Marks `task_dir` for removal `retention` from now: a call or two, made in place (a trip to the
+/// blocking pool would cost more).
+pub(crate) fn mark(task_dir: &Path, retention: Duration) {
     let marked = if retention == DEFAULT_RETENTION {
         // The directory is the worker's (its parent is not the task's to change): its time is
         // the attempt's end, no file needed.
@@ -38,12 +39,6 @@ pub(crate) fn mark_now(task_dir: &Path, retention: Duration) {
     if let Err(e) = marked {
         tracing::warn!(dir = %task_dir.display(), error = %e, "cannot mark the task directory's retention");
     }
-}
-
-/// [`mark_now`] on the blocking pool.
-pub(crate) async fn mark(task_dir: &Path, retention: Duration) {
-    let dir = task_dir.to_path_buf();
-    let _ = tokio::task::spawn_blocking(move || mark_now(&dir, retention)).await;
 }
 
 /// Removes every expired task directory under `<work_dir>/<account>/jobs/*/*` but those of the
@@ -80,19 +75,19 @@ pub(crate) fn sweep(jobs_dir: &Path, running: &HashSet<(String, String)>) -> usi
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn expired_task_directories_are_swept() {
+    #[test]
+    fn expired_task_directories_are_swept() {
         let jobs = std::env::temp_dir().join(format!("drover-retention-{}", std::process::id()));
         let (old, fresh, unmarked) = (jobs.join("j/old"), jobs.join("j/fresh"), jobs.join("k/running"));
         for d in [&old, &fresh, &unmarked] {
             std::fs::create_dir_all(d.join("wd")).unwrap();
         }
-        mark(&old, Duration::ZERO).await;
-        mark(&fresh, Duration::from_secs(3600)).await;
+        mark(&old, Duration::ZERO);
+        mark(&fresh, Duration::from_secs(3600));
         // Planted by tasks: a link to an expired directory outside, a marker that is a link.
         let outside = std::env::temp_dir().join(format!("drover-retention-outside-{}", std::process::id()));
         std::fs::create_dir_all(&outside).unwrap();
-        mark(&outside, Duration::ZERO).await;
+        mark(&outside, Duration::ZERO);
         std::os::unix::fs::symlink(&outside, jobs.join("j/planted")).unwrap();
         let linked = jobs.join("k/linked");
         std::fs::create_dir_all(&linked).unwrap();
@@ -116,9 +111,9 @@ mod tests {
         assert!(!aged.exists() && busy.exists());
         assert!(!old.exists() && fresh.exists() && unmarked.exists() && linked.exists());
         // The default retention marks by time: no file.
-        mark(&fresh, DEFAULT_RETENTION).await;
+        mark(&fresh, DEFAULT_RETENTION);
         assert!(fresh.join(MARKER).exists(), "the earlier marker stays");
-        mark(&unmarked, DEFAULT_RETENTION).await;
+        mark(&unmarked, DEFAULT_RETENTION);
         assert!(!unmarked.join(MARKER).exists());
         assert!(outside.join(MARKER).exists(), "the sweep stayed in the work directory");
         std::fs::remove_dir_all(&jobs).unwrap();

@@ -4,18 +4,19 @@
 //! std switches users in a forked child (posix_spawn cannot), and a fork copies the parent's page
 //! tables, which the exec then throws away: for a worker that runs short tasks as their own users,
 //! most of the node's CPU per task. So `drover-worker` starts its own executable as a spawner
-//! ([`SPAWNER_FLAG`], an empty environment, one end of a Unix socket as its stdin): one as root for
-//! every user, and one per kept user (a pool-scope auto-user, a named account; at most [`MAX_OWN`])
-//! that runs as that user, not dumpable, and so starts that user's commands with posix_spawn
-//! (vfork: no page tables copied). The worker sends each command (program, arguments, directory,
-//! environment, user; its length, then MessagePack) with its stdout, its stderr and its cgroup's
-//! `cgroup.procs`, opened by the worker, as descriptors (the kernel checks a move into a cgroup
-//! against whoever opened that file, Linux 5.16 on); the spawner starts it, moves it (and what it
-//! forked meanwhile) into the command's cgroup, and answers the child's pid, then its wait status
-//! when it exits. Each spawner starts in a cgroup of its own (`spawner`, `spawner-<uid>`) and exits
-//! when the worker closes the socket (or dies). One that ends otherwise is replaced for the
-//! worker's next command (at once the first time, then at most one every [`RESTART`]); meanwhile a
-//! user's commands go to the root spawner, and without that the worker starts commands itself.
+//! ([`SPAWNER_FLAG`], no environment but allocator settings, one end of a Unix socket as its
+//! stdin): one as root for every user, and one per kept user (a pool-scope auto-user, a named
+//! account; at most [`MAX_OWN`]) that runs as that user, not dumpable, and so starts that user's
+//! commands with posix_spawn (vfork: no page tables copied). The worker sends each command
+//! (program, arguments, directory, environment, user; its length, then MessagePack) with its
+//! stdout, its stderr and its cgroup's `cgroup.procs`, opened by the worker, as descriptors (the
+//! kernel checks a move into a cgroup against whoever opened that file, Linux 5.16 on); the spawner
+//! starts it, moves it (and what it forked meanwhile) into the command's cgroup, and answers the
+//! child's pid, then its wait status when it exits. Each spawner starts in a cgroup of its own
+//! (`spawner`, `spawner-<uid>`) and exits when the worker closes the socket (or dies). One that
+//! ends otherwise is replaced for the worker's next command (at once the first time, then at most
+//! one every [`RESTART`]); meanwhile a user's commands go to the root spawner, and without that the
+//! worker starts commands itself.
 //!
 //! A spawner of one user is that user's to signal or limit (`kill`, `prlimit`), as are all its
 //! processes: its tasks can stop their own user's spawner, never another's. One that does not
