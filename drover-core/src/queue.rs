@@ -426,9 +426,18 @@ impl Publisher {
         if outbox.is_empty() {
             return Ok(());
         }
-        self.publish(pool, outbox.messages()).await?;
-        crate::retry::transient("clear_outbox", Patience::For(self.patience), || false, || store.clear_outbox(outbox))
+        // Boxed: most outboxes are empty, and a caller's future need not hold this one's state.
+        Box::pin(async {
+            self.publish(pool, outbox.messages()).await?;
+            crate::retry::transient(
+                "clear_outbox",
+                Patience::For(self.patience),
+                || false,
+                || store.clear_outbox(outbox),
+            )
             .await
+        })
+        .await
     }
 
     /// Moves a message that is not a runnable task to the account's dead-letter queue, saying why.

@@ -59,7 +59,11 @@ pub(super) async fn handle(
     let epoch = ctx.store.epoch();
     let Some(started) = lease(&ctx, &delivery, &msg, epoch).await else { return };
     let dir = ctx.task_dir(&msg.job_id, &msg.task_id);
-    let attempt = Attempt { kill: ctx.hand_back.child_token(), ctx, delivery, msg, started, dir, epoch };
+    // Boxed: the attempt is a kilobyte (its delivery, its task's spec), which the future of
+    // each step below would otherwise hold, and copy, again. So are the futures of the rare
+    // steps that are kilobytes (uploads, a dead letter, a job action, a job's preparation):
+    // every attempt's future would be their size, 14 KB in all, and copied at each await.
+    let attempt = Box::new(Attempt { kill: ctx.hand_back.child_token(), ctx, delivery, msg, started, dir, epoch });
     attempt.ctx.running_insert(&attempt.msg, attempt.kill.clone());
     tracing::debug!(job = %attempt.msg.job_id, task = %attempt.msg.task_id, attempt = attempt.started.attempt, "task started");
     let run = attempt.run().await;
@@ -152,7 +156,8 @@ impl Attempt {
             // Changed in the store since it was added: it fails without running, and its message
             // goes to the dead letters too, with the reason, for the operator.
             tracing::error!(job = %self.msg.job_id, task = %self.msg.task_id, reason = %why, "task refused");
-            if let Err(e) = self.ctx.publisher.dead_letter(&self.ctx.options.pool_id, self.delivery.data(), why).await {
+            let dead_letter = self.ctx.publisher.dead_letter(&self.ctx.options.pool_id, self.delivery.data(), why);
+            if let Err(e) = Box::pin(dead_letter).await {
                 tracing::warn!(error = %e, "could not dead-letter a copy of the refused task's message");
             }
             let failure = FailureInfo::server(FailureCode::TaskRecordRefused, why.clone());
@@ -239,7 +244,8 @@ impl Attempt {
             Err(_) => return Run::HandedBack,
         }
         let success = outcome.result == TaskResult::Success;
-        match self.upload(std_files, success).await {
+        // Boxed, like every rare step's future that is kilobytes (see `handle`).
+        match Box::pin(self.upload(std_files, success)).await {
             Ok(n) => outcome.staged_out = n,
             Err(e) => {
                 let failure = FailureInfo::user(FailureCode::FileUploadError, e.to_string());
@@ -270,7 +276,7 @@ impl Attempt {
 
     /// Steps 7 and 8: record how the attempt ended, free its slots, publish what that made
     /// runnable, ack.
-    async fn record(self, run: Run, slots: OwnedSemaphorePermit) {
+    async fn record(self: Box<Self>, run: Run, slots: OwnedSemaphorePermit) {
         let (ctx, msg) = (&self.ctx, &self.msg);
         match run {
             Run::Stale => {
@@ -297,7 +303,7 @@ impl Attempt {
                     ctx.persist("complete_task", || ctx.store.complete_task(self.at(), &outcome, blocks)).await;
                 // The slots are free once the outcome (and a job action it calls for) is recorded.
                 if self.started.exit_actions && !success && matches!(completion, Ok(Completion::Completed(_))) {
-                    self.apply_job_action(&outcome).await;
+                    Box::pin(self.apply_job_action(&outcome)).await;
                 }
                 drop(slots);
                 match completion {

@@ -118,9 +118,11 @@ impl Command<'_> {
         let mut staged_in = 0;
         let mut env = self.environment(ctx, &wd);
         if stage {
+            // The downloads' futures are boxed: kilobytes (an S3 request's), which every
+            // command's future would otherwise hold, and copy at each await, staging or not.
             for (i, rf) in self.resource_files.iter().enumerate() {
                 let limit = ctx.options.max_task_download_bytes.map_or(u64::MAX, |m| m.saturating_sub(staged_in));
-                match ctx.staging.stage_in(rf, &wd, limit).await {
+                match Box::pin(ctx.staging.stage_in(rf, &wd, limit)).await {
                     Ok(n) => staged_in += n,
                     Err(e) => {
                         let failure = FailureInfo::user(
@@ -131,7 +133,7 @@ impl Command<'_> {
                     }
                 }
             }
-            env.extend(super::packages::install(ctx, self.packages).await.map_err(|f| (f, staged_in))?);
+            env.extend(Box::pin(super::packages::install(ctx, self.packages)).await.map_err(|f| (f, staged_in))?);
         }
         let argv = match shell_words::split(self.command_line) {
             Ok(a) if !a.is_empty() => a,

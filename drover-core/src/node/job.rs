@@ -58,7 +58,8 @@ pub(super) struct JobReady {
 /// the failure to record for the task when the preparation failed and `waitForSuccess` holds.
 pub(super) async fn prepared(ctx: &NodeContext, job: &str) -> Result<JobReady, FailureInfo> {
     let cell = ctx.jobs.jobs.lock().await.entry(job.to_string()).or_default().clone();
-    cell.get_or_init(|| prepare(ctx, job)).await.result.clone()
+    // Boxed: preparing runs a command, a future of kilobytes every task's would otherwise hold.
+    cell.get_or_init(|| Box::pin(prepare(ctx, job))).await.result.clone()
 }
 
 async fn prepare(ctx: &NodeContext, job: &str) -> Prepared {
