@@ -447,12 +447,15 @@ impl Publisher {
         headers.insert("x-drover-pool".into(), AMQPValue::LongString(pool.into()));
         let properties = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
         let exchange = self.topology.dead_letters();
-        let confirm = self
-            .channel()
-            .await?
-            .basic_publish(exchange.as_str().into(), "".into(), BasicPublishOptions::default(), body, properties)
-            .await?
-            .await?;
+        // Boxed, like a non-empty outbox's publish: rare, and a caller's future need not hold it.
+        let confirm = Box::pin(async {
+            let channel = self.channel().await?;
+            let publish = BasicPublishOptions::default();
+            Ok::<_, Error>(
+                channel.basic_publish(exchange.as_str().into(), "".into(), publish, body, properties).await?.await?,
+            )
+        })
+        .await?;
         if confirm.is_ack() {
             Ok(())
         } else {

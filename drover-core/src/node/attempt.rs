@@ -61,7 +61,7 @@ pub(super) async fn handle(
     let dir = ctx.task_dir(&msg.job_id, &msg.task_id);
     // Boxed: the attempt is a kilobyte (its delivery, its task's spec), which the future of
     // each step below would otherwise hold, and copy, again. So are the futures of the rare
-    // steps that are kilobytes (uploads, a dead letter, a job action, a job's preparation):
+    // steps that are kilobytes (uploads, a job action, a job's preparation, publishing):
     // every attempt's future would be their size, 14 KB in all, and copied at each await.
     let attempt = Box::new(Attempt { kill: ctx.hand_back.child_token(), ctx, delivery, msg, started, dir, epoch });
     attempt.ctx.running_insert(&attempt.msg, attempt.kill.clone());
@@ -156,8 +156,7 @@ impl Attempt {
             // Changed in the store since it was added: it fails without running, and its message
             // goes to the dead letters too, with the reason, for the operator.
             tracing::error!(job = %self.msg.job_id, task = %self.msg.task_id, reason = %why, "task refused");
-            let dead_letter = self.ctx.publisher.dead_letter(&self.ctx.options.pool_id, self.delivery.data(), why);
-            if let Err(e) = Box::pin(dead_letter).await {
+            if let Err(e) = self.ctx.publisher.dead_letter(&self.ctx.options.pool_id, self.delivery.data(), why).await {
                 tracing::warn!(error = %e, "could not dead-letter a copy of the refused task's message");
             }
             let failure = FailureInfo::server(FailureCode::TaskRecordRefused, why.clone());
