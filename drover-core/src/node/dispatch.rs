@@ -143,7 +143,8 @@ async fn consume_once(ctx: &Arc<NodeContext>, tracker: &TaskTracker, shutdown: &
         consume_bands(ctx, &channel, &arguments).await?
     };
     tracing::info!(queue = %ctx.topology.pool_queue(&ctx.options.pool_id), paused, "consuming");
-    if ctx.state_is(NodeState::Unknown) {
+    // Joining, or back from a lost broker: the node takes tasks now, and only now shows it.
+    if [NodeState::Starting, NodeState::WaitingForStartTask, NodeState::Unknown].into_iter().any(|s| ctx.state_is(s)) {
         ctx.set_state(NodeState::Idle).await;
     }
     // Acks go a lookahead's worth at a time: the held ones never take the node's running slots.

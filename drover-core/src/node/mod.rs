@@ -371,9 +371,8 @@ pub async fn run(
             None => true,
         },
     };
-    if usable {
-        ctx.set_state(NodeState::Idle).await;
-    }
+    // A usable node turns idle once it consumes (dispatch), not before: a task added after the
+    // node shows idle reaches it.
     systemd::ready();
     let watch = tokio::spawn(job::watch(ctx.clone()));
     let jobs_dir = ctx.account_dir().join("jobs");
