@@ -4,6 +4,7 @@
 //! pipelined on one multiplexed connection), `/bin/true` spawned and awaited (at most `children`
 //! at once), then the ack, coalesced into `multiple` acks.
 
+use crate::budget::{self, Budget, Parties};
 use crate::farm::{unlink_matching, Farm};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
@@ -35,6 +36,9 @@ pub(crate) struct Bare {
     pub(crate) seconds: f64,
     /// First publish to the last confirm.
     pub(crate) publish_seconds: f64,
+    /// The machine's CPU per message, by party: `pipeline` is this process's (publisher and
+    /// consumer), `tasks` the children's.
+    pub(crate) cpu: Budget,
 }
 
 /// What a task of the pipeline ends with.
@@ -90,6 +94,7 @@ pub(crate) async fn run(farm: &mut Farm, n: u64, children: u32) -> Result<Bare> 
     // Dropped (on error or Ctrl-C), the set aborts what is still running.
     let mut tasks: JoinSet<Result<Done>> = JoinSet::new();
     let mut outcome = Outcome::default();
+    let counters0 = budget::sample(farm, parties()?).await?;
     let start = Instant::now();
     tasks.spawn(publish(pch, queue.clone(), n, start));
     tasks.spawn(acker(ch.clone(), finished_rx, n, ack_every, start));
@@ -139,6 +144,7 @@ pub(crate) async fn run(farm: &mut Farm, n: u64, children: u32) -> Result<Bare> 
     let Outcome { publish_seconds, acked } = outcome;
     let (seconds, acks_sent) = acked.context("the acker did not finish")?;
     let publish_seconds = publish_seconds.context("the publisher did not finish")?;
+    let cpu = Budget::between(&counters0, &budget::sample(farm, parties()?).await?, n);
 
     ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await
@@ -147,7 +153,14 @@ pub(crate) async fn run(farm: &mut Farm, n: u64, children: u32) -> Result<Bare> 
     let _ = consuming.close(200, "done".into()).await;
     let _ = publishing.close(200, "done".into()).await;
     unlink_matching(&mut farm.redis, &format!("{key_prefix}*")).await.context("delete the bare pipeline's keys")?;
-    Ok(Bare { messages: n, children, prefetch, ack_every, acks_sent, seconds, publish_seconds })
+    Ok(Bare { messages: n, children, prefetch, ack_every, acks_sent, seconds, publish_seconds, cpu })
+}
+
+/// The bare pipeline's parties: this process, and the children it reaped (its tasks: nothing
+/// else ends meanwhile).
+fn parties() -> Result<Parties> {
+    let (own, reaped) = budget::own_and_reaped()?;
+    Ok(Parties { tasks: reaped, pipeline: own, submitter: 0.0 })
 }
 
 /// Publishes `n` persistent messages to `queue`, pipelined: every one sent, then every confirm

@@ -323,9 +323,9 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
     }
 }
 
-/// utime + stime of a process (its own threads, children excluded), in clock ticks: fields 14
-/// and 15 of /proc/<pid>/stat, counted after the command name (which may hold spaces).
-pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
+/// A process's CPU so far: fields 14 to 17 of /proc/<pid>/stat, counted after the command name
+/// (which may hold spaces).
+pub(crate) fn cpu_ticks(pid: u32) -> Result<ProcCpu> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     let (_, rest) = stat.rsplit_once(')').with_context(|| format!("{path}: no command name"))?;
@@ -334,7 +334,15 @@ pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
     let field = |n: usize| -> Result<u64> {
         fields.get(n - 3).and_then(|f| f.parse().ok()).with_context(|| format!("{path}: field {n}"))
     };
-    Ok(field(14)? + field(15)?)
+    Ok(ProcCpu { own: field(14)? + field(15)?, reaped: field(16)? + field(17)? })
+}
+
+/// A process's CPU so far, in clock ticks: its own (utime + stime) and that of the children it
+/// has reaped (cutime + cstime).
+#[derive(Clone, Copy)]
+pub(crate) struct ProcCpu {
+    pub(crate) own: u64,
+    pub(crate) reaped: u64,
 }
 
 /// The task spawners (`drover-worker --task-spawner`) among the children of process `pid`.

@@ -3,15 +3,17 @@
 //!
 //! Phases (`--only` picks some): `submit` (submission rate, the submitter's peak RSS, Redis
 //! bytes per queued task), `bare` (the yardstick: run again right after `e2e` when both run,
-//! and the ratio taken to the mean of both), `e2e` (drover end to end, worker CPU per
-//! task, Redis bytes per completed task), `dispatch` (latency on an idle pool, each task added
-//! by the CLI, then by one long-lived client, and the same path with lapin and redis alone),
-//! `staging` (S3 transfers through drover and through the SDK alone) and `scrape` (a
-//! `/metrics` scrape).
+//! and the ratio taken to the mean of both), `e2e` (drover end to end, Redis bytes per
+//! completed task; for it and the bare pipeline, the machine's CPU per task split into the
+//! tasks', the pipeline's, the submitter's, the broker's, Redis's and the rest: `budget`),
+//! `dispatch` (latency on an idle pool, each task added by the CLI, then by one long-lived
+//! client, and the same path with lapin and redis alone), `staging` (S3 transfers through drover
+//! and through the SDK alone) and `scrape` (a `/metrics` scrape).
 //! Everything it makes lives under an account of its own, removed at the end, also on error
 //! and on Ctrl-C.
 
 mod bare;
+mod budget;
 mod farm;
 mod phases;
 mod report;

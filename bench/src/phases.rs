@@ -1,6 +1,7 @@
 //! The phases that go through drover itself: submission (no worker), end to end on the farm
 //! pool's workers, and dispatch latency on the idle farm.
 
+use crate::budget::{self, Budget, Parties};
 use crate::farm::{self, Farm, FARM_POOL, QUEUE_POOL};
 use anyhow::{bail, Context, Result};
 use nix::sys::resource::{getrusage, UsageWho};
@@ -25,12 +26,11 @@ pub(crate) struct EndToEnd {
     pub(crate) submit_seconds: f64,
     pub(crate) succeeded: u64,
     pub(crate) failed: u64,
-    /// The workers' CPU with their task spawners' (not the tasks').
-    pub(crate) worker_cpu_us_per_task: f64,
-    /// The task spawners' part of it.
+    /// The task spawners' CPU per task, part of the workers' (`cpu.pipeline`).
     pub(crate) spawner_cpu_us_per_task: f64,
-    /// The Redis server's CPU (all of it: the submission's too, and whatever else uses it).
-    pub(crate) redis_cpu_us_per_task: f64,
+    /// The machine's CPU per task, by party: `pipeline` is the workers' with their task
+    /// spawners' (not the tasks'), `redis` the Redis server's (the submission's included).
+    pub(crate) cpu: Budget,
     pub(crate) redis_bytes_per_completed_task: f64,
     pub(crate) record_key: String,
     pub(crate) record_bytes: Option<i64>,
@@ -125,25 +125,35 @@ fn check_workers(farm: &mut Farm) -> Result<()> {
     Ok(())
 }
 
-/// utime + stime of the workers and of their task spawners, in clock ticks (the tasks' own
-/// processes, the spawners' children, are not counted).
+/// The CPU of the workers, of their task spawners, and of the tasks they reaped, in clock ticks.
 #[derive(Clone, Copy)]
 struct WorkersCpu {
     workers: u64,
     spawners: u64,
+    tasks: u64,
 }
 
 /// The farm's workers' and task spawners' CPU so far.
 fn workers_cpu(farm: &Farm) -> Result<WorkersCpu> {
-    let mut cpu = WorkersCpu { workers: 0, spawners: 0 };
+    let mut cpu = WorkersCpu { workers: 0, spawners: 0, tasks: 0 };
     for w in &farm.workers {
-        cpu.workers += farm::cpu_ticks(w.pid)?;
+        let worker = farm::cpu_ticks(w.pid)?;
+        (cpu.workers, cpu.tasks) = (cpu.workers + worker.own, cpu.tasks + worker.reaped);
         for helper in farm::task_spawners(w.pid) {
             // A spawner that exited meanwhile took its CPU with it.
-            cpu.spawners += farm::cpu_ticks(helper).unwrap_or(0);
+            if let Ok(spawner) = farm::cpu_ticks(helper) {
+                (cpu.spawners, cpu.tasks) = (cpu.spawners + spawner.own, cpu.tasks + spawner.reaped);
+            }
         }
     }
     Ok(cpu)
+}
+
+/// The e2e phase's parties: the tasks, the workers with their spawners, the submitter (the one
+/// child the bench reaps meanwhile), in seconds.
+fn e2e_parties(cpu: WorkersCpu, ticks: u64) -> Result<Parties> {
+    let s = |t: u64| t as f64 / ticks as f64;
+    Ok(Parties { tasks: s(cpu.tasks), pipeline: s(cpu.workers + cpu.spawners), submitter: budget::own_and_reaped()?.1 })
 }
 
 /// N tasks of /bin/true through `drover task create` on the farm's idle workers: from the start
@@ -157,7 +167,7 @@ pub(crate) async fn end_to_end(farm: &mut Farm, args: &crate::Args) -> Result<En
     let stderr = std::fs::File::create(&errors).with_context(|| format!("create {}", errors.display()))?;
     let ticks = farm::ticks_per_second()?;
     let cpu0 = workers_cpu(farm)?;
-    let redis_cpu0 = farm.redis_cpu_seconds().await?;
+    let counters0 = budget::sample(farm, e2e_parties(cpu0, ticks)?).await?;
     let mem0 = farm.used_memory().await?;
     let start = Instant::now();
     let mut child = start_submitter(farm, "e2e", &file, stderr)?;
@@ -191,7 +201,7 @@ pub(crate) async fn end_to_end(farm: &mut Farm, args: &crate::Args) -> Result<En
     let seconds = start.elapsed().as_secs_f64();
     let per_task = |ticks_used: u64| ticks_used as f64 * 1e6 / ticks as f64 / n as f64;
     let cpu1 = workers_cpu(farm)?;
-    let redis_cpu1 = farm.redis_cpu_seconds().await?;
+    let counters1 = budget::sample(farm, e2e_parties(cpu1, ticks)?).await?;
     let mem1 = farm.used_memory().await?;
     let submit_seconds = match submit_seconds {
         Some(s) => s,
@@ -216,9 +226,8 @@ pub(crate) async fn end_to_end(farm: &mut Farm, args: &crate::Args) -> Result<En
         submit_seconds,
         succeeded: counts.succeeded,
         failed: counts.failed,
-        worker_cpu_us_per_task: per_task((cpu1.workers + cpu1.spawners).saturating_sub(cpu0.workers + cpu0.spawners)),
         spawner_cpu_us_per_task: per_task(cpu1.spawners.saturating_sub(cpu0.spawners)),
-        redis_cpu_us_per_task: (redis_cpu1 - redis_cpu0) * 1e6 / n as f64,
+        cpu: Budget::between(&counters0, &counters1, n),
         redis_bytes_per_completed_task: (mem1 - mem0) as f64 / n as f64,
         record_key,
         record_bytes,

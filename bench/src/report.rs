@@ -2,6 +2,7 @@
 //! parameters and the date.
 
 use crate::bare::Bare;
+use crate::budget::Budget;
 use crate::phases::{quantile, Dispatch, EndToEnd, Submit};
 use crate::scrape::Scrape;
 use crate::staging::{StagingResult, Transfer};
@@ -78,6 +79,24 @@ impl Table {
     }
 }
 
+/// The rows of a phase's CPU per task: the machine's, then each party's; `pipeline` names the
+/// pipeline's row and gives its task spawners' part, if any.
+fn cpu_rows(t: &mut Table, phase: &str, cpu: &Budget, pipeline: (&str, Option<f64>)) {
+    let us = |x: f64| thousands(x);
+    t.row(phase, "CPU per task, the machine's (every CPU's busy time)", us(cpu.machine), "µs");
+    t.row(phase, "  the tasks' own processes (/bin/true)", us(cpu.tasks), "µs");
+    t.row(phase, format!("  {}", pipeline.0), us(cpu.pipeline), "µs");
+    if let Some(spawners) = pipeline.1 {
+        t.row(phase, "    of it, its task spawners", us(spawners), "µs");
+    }
+    if cpu.submitter > 0.0 {
+        t.row(phase, "  the submitter (drover task create)", us(cpu.submitter), "µs");
+    }
+    t.row(phase, "  the broker (RabbitMQ on this machine)", cpu.broker.map_or("-".into(), us), "µs");
+    t.row(phase, "  Redis (the server's; in e2e, the submission's writes too)", us(cpu.redis), "µs");
+    t.row(phase, "  the rest (kernel threads, the monitor, other processes)", us(cpu.rest), "µs");
+}
+
 impl Report {
     /// Prints the table and the JSON line to stdout.
     pub(crate) fn print(&self, args: &crate::Args) {
@@ -138,6 +157,9 @@ impl Report {
                 thousands(rate_of(b)),
                 "tasks/s",
             );
+            if key == "bare" {
+                cpu_rows(&mut t, "bare", &b.cpu, ("the pipeline's process (publisher and consumer)", None));
+            }
             all.insert(
                 key.into(),
                 json!({
@@ -149,6 +171,7 @@ impl Report {
                     "seconds": round(b.seconds, 3),
                     "publish_seconds": round(b.publish_seconds, 3),
                     "tasks_per_s": round(rate_of(b), 1),
+                    "cpu_us_per_task": b.cpu.json(),
                 }),
             );
         }
@@ -166,13 +189,11 @@ impl Report {
             );
             let to = if bare_rates.len() > 1 { "ratio to bare (the mean of both)" } else { "ratio to bare" };
             t.row("e2e", to, ratio.map_or("-".into(), |r| format!("{r:.2}")), "");
-            t.row("e2e", "worker CPU per task", thousands(e.worker_cpu_us_per_task), "µs");
-            t.row("e2e", "  of it, its task spawners", thousands(e.spawner_cpu_us_per_task), "µs");
-            t.row(
+            cpu_rows(
+                &mut t,
                 "e2e",
-                "Redis CPU per task (the server's, submission included)",
-                thousands(e.redis_cpu_us_per_task),
-                "µs",
+                &e.cpu,
+                ("worker CPU per task (with its task spawners)", Some(e.spawner_cpu_us_per_task)),
             );
             t.row("e2e", "Redis per completed task", thousands(e.redis_bytes_per_completed_task), "bytes");
             t.row(
@@ -194,9 +215,10 @@ impl Report {
                     "ratio_to_bare": ratio.map(|r| round(r, 3)),
                     "succeeded": e.succeeded,
                     "failed": e.failed,
-                    "worker_cpu_us_per_task": round(e.worker_cpu_us_per_task, 1),
+                    "worker_cpu_us_per_task": round(e.cpu.pipeline, 1),
                     "spawner_cpu_us_per_task": round(e.spawner_cpu_us_per_task, 1),
-                    "redis_cpu_us_per_task": round(e.redis_cpu_us_per_task, 1),
+                    "redis_cpu_us_per_task": round(e.cpu.redis, 1),
+                    "cpu_us_per_task": e.cpu.json(),
                     "redis_bytes_per_completed_task": round(e.redis_bytes_per_completed_task, 1),
                     "record_key": e.record_key,
                     "record_bytes": e.record_bytes,
