@@ -19,7 +19,7 @@ pub(crate) struct Counters {
 }
 
 /// What the phase itself knows of its processes' CPU so far, in seconds.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub(crate) struct Parties {
     /// The tasks' own processes (`/bin/true`), as their parents reaped them.
     pub(crate) tasks: f64,
