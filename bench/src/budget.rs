@@ -4,7 +4,6 @@
 use crate::farm::{self, Farm};
 use anyhow::{Context, Result};
 use nix::sys::resource::{getrusage, UsageWho};
-use serde_json::{json, Value};
 
 /// CPU used so far, in seconds, by each party of a phase.
 #[derive(Clone, Copy)]
@@ -82,20 +81,6 @@ impl Budget {
             - budget.broker.unwrap_or(0.0)
             - budget.redis;
         budget
-    }
-
-    /// The JSON object of the report.
-    pub(crate) fn json(&self) -> Value {
-        let r = |x: f64| (x * 10.0).round() / 10.0;
-        json!({
-            "machine": r(self.machine),
-            "tasks": r(self.tasks),
-            "pipeline": r(self.pipeline),
-            "submitter": r(self.submitter),
-            "broker": self.broker.map(r),
-            "redis": r(self.redis),
-            "rest": r(self.rest),
-        })
     }
 }
 

@@ -82,19 +82,31 @@ impl Table {
 /// The rows of a phase's CPU per task: the machine's, then each party's; `pipeline` names the
 /// pipeline's row and gives its task spawners' part, if any.
 fn cpu_rows(t: &mut Table, phase: &str, cpu: &Budget, pipeline: (&str, Option<f64>)) {
-    let us = |x: f64| thousands(x);
-    t.row(phase, "CPU per task, the machine's (every CPU's busy time)", us(cpu.machine), "µs");
-    t.row(phase, "  the tasks' own processes (/bin/true)", us(cpu.tasks), "µs");
-    t.row(phase, format!("  {}", pipeline.0), us(cpu.pipeline), "µs");
+    t.row(phase, "CPU per task, the machine's (every CPU's busy time)", thousands(cpu.machine), "µs");
+    t.row(phase, "  the tasks' own processes (/bin/true)", thousands(cpu.tasks), "µs");
+    t.row(phase, format!("  {}", pipeline.0), thousands(cpu.pipeline), "µs");
     if let Some(spawners) = pipeline.1 {
-        t.row(phase, "    of it, its task spawners", us(spawners), "µs");
+        t.row(phase, "    of it, its task spawners", thousands(spawners), "µs");
     }
     if cpu.submitter > 0.0 {
-        t.row(phase, "  the submitter (drover task create)", us(cpu.submitter), "µs");
+        t.row(phase, "  the submitter (drover task create)", thousands(cpu.submitter), "µs");
     }
-    t.row(phase, "  the broker (RabbitMQ on this machine)", cpu.broker.map_or("-".into(), us), "µs");
-    t.row(phase, "  Redis (the server's; in e2e, the submission's writes too)", us(cpu.redis), "µs");
-    t.row(phase, "  the rest (kernel threads, the monitor, other processes)", us(cpu.rest), "µs");
+    t.row(phase, "  the broker (RabbitMQ on this machine)", cpu.broker.map_or("-".into(), thousands), "µs");
+    t.row(phase, "  Redis (the server's; in e2e, the submission's writes too)", thousands(cpu.redis), "µs");
+    t.row(phase, "  the rest (kernel threads, the monitor, other processes)", thousands(cpu.rest), "µs");
+}
+
+/// A phase's CPU per task in the JSON line, in µs.
+fn cpu_json(cpu: &Budget) -> Value {
+    json!({
+        "machine": round(cpu.machine, 1),
+        "tasks": round(cpu.tasks, 1),
+        "pipeline": round(cpu.pipeline, 1),
+        "submitter": round(cpu.submitter, 1),
+        "broker": cpu.broker.map(|b| round(b, 1)),
+        "redis": round(cpu.redis, 1),
+        "rest": round(cpu.rest, 1),
+    })
 }
 
 impl Report {
@@ -171,7 +183,7 @@ impl Report {
                     "seconds": round(b.seconds, 3),
                     "publish_seconds": round(b.publish_seconds, 3),
                     "tasks_per_s": round(rate_of(b), 1),
-                    "cpu_us_per_task": b.cpu.json(),
+                    "cpu_us_per_task": cpu_json(&b.cpu),
                 }),
             );
         }
@@ -218,7 +230,7 @@ impl Report {
                     "worker_cpu_us_per_task": round(e.cpu.pipeline, 1),
                     "spawner_cpu_us_per_task": round(e.spawner_cpu_us_per_task, 1),
                     "redis_cpu_us_per_task": round(e.cpu.redis, 1),
-                    "cpu_us_per_task": e.cpu.json(),
+                    "cpu_us_per_task": cpu_json(&e.cpu),
                     "redis_bytes_per_completed_task": round(e.redis_bytes_per_completed_task, 1),
                     "record_key": e.record_key,
                     "record_bytes": e.record_bytes,
