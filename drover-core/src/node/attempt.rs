@@ -254,23 +254,34 @@ impl Attempt {
         Run::Ended(outcome)
     }
 
-    async fn upload(&self, std_files: &[&str], success: bool) -> Result<u64> {
-        let staging = &self.ctx.staging;
+    /// The uploads, on the node's transfer runtime.
+    async fn upload(&self, std_files: &[&'static str], success: bool) -> Result<u64> {
+        let (staging, dir, std_files) = (self.ctx.staging.clone(), self.dir.clone(), std_files.to_vec());
         let own = staging.task_files(&self.msg.job_id, &self.msg.task_id);
-        let mut bytes = 0;
-        for name in std_files {
-            bytes += staging.upload(&self.dir, Path::new(name), &own.bucket, &format!("{}/{name}", own.key)).await?;
-        }
-        for (i, output) in self.started.spec.output_files.iter().enumerate() {
-            if !output.upload_options.upload_condition.applies(success) {
-                continue;
-            }
-            let at = |e: Error| Error::Storage(format!("outputFiles[{i}]: {e}"));
-            for m in crate::staging::matching_files(output, &self.dir).map_err(at)? {
-                bytes += staging.upload_to(&self.dir, &m.file, &m.dest).await.map_err(at)?;
-            }
-        }
-        Ok(bytes)
+        let outputs = self.started.spec.output_files.clone();
+        self.ctx
+            .transfer(async move {
+                let mut bytes = 0;
+                for name in std_files {
+                    let key = format!("{}/{name}", own.key);
+                    bytes += staging.upload(&dir, Path::new(name), &own.bucket, &key).await?;
+                }
+                for (i, output) in outputs.iter().enumerate() {
+                    if !output.upload_options.upload_condition.applies(success) {
+                        continue;
+                    }
+                    let at = |e: Error| Error::Storage(format!("outputFiles[{i}]: {e}"));
+                    // A pattern's walk of the task's tree is blocking work.
+                    let (pattern, under) = (output.clone(), dir.clone());
+                    let walk = tokio::task::spawn_blocking(move || crate::staging::matching_files(&pattern, &under));
+                    let matches = walk.await.map_err(|e| Error::Internal(format!("the output walk: {e}")));
+                    for m in matches.and_then(|m| m).map_err(at)? {
+                        bytes += staging.upload_to(&dir, &m.file, &m.dest).await.map_err(at)?;
+                    }
+                }
+                Ok(bytes)
+            })
+            .await
     }
 
     /// Steps 7 and 8: record how the attempt ended, free its slots, publish what that made

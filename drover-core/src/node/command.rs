@@ -122,7 +122,8 @@ impl Command<'_> {
             // command's future would otherwise hold, and copy at each await, staging or not.
             for (i, rf) in self.resource_files.iter().enumerate() {
                 let limit = ctx.options.max_task_download_bytes.map_or(u64::MAX, |m| m.saturating_sub(staged_in));
-                match Box::pin(ctx.staging.stage_in(rf, &wd, limit)).await {
+                let (staging, rf, into) = (ctx.staging.clone(), rf.clone(), wd.clone());
+                match Box::pin(ctx.transfer(async move { staging.stage_in(&rf, &into, limit).await })).await {
                     Ok(n) => staged_in += n,
                     Err(e) => {
                         let failure = FailureInfo::user(

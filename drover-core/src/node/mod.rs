@@ -68,6 +68,10 @@ pub struct NodeOptions {
     /// This worker's executable, which started with [`SPAWNER_FLAG`] is the task spawner (see
     /// [`serve_spawner`]); None: the worker forks itself to start commands as other users.
     pub task_spawner: Option<PathBuf>,
+    /// The runtime that moves tasks' files (downloads, uploads, packages) on threads of its own,
+    /// so that their bytes (TLS, checksums) do not hold up the node's agent, which runs on one
+    /// thread; None: the agent's runtime moves them too.
+    pub transfers: Option<tokio::runtime::Handle>,
 }
 
 /// Why a node left its pool.
@@ -121,7 +125,7 @@ pub(crate) struct NodeContext {
     pub(crate) config: Config,
     pub(crate) options: NodeOptions,
     pub(crate) store: StatusStore,
-    pub(crate) staging: Staging,
+    pub(crate) staging: Arc<Staging>,
     pub(crate) topology: Topology,
     /// Publishes outboxes and dead letters, on its own connection.
     pub(crate) publisher: Publisher,
@@ -194,6 +198,21 @@ impl NodeContext {
     /// Whether the node's own state is `state`.
     pub(crate) fn state_is(&self, state: NodeState) -> bool {
         self.state.lock().map(|s| s.0 == state).unwrap_or(false)
+    }
+
+    /// Runs a transfer of a task's files on the node's transfer runtime (`NodeOptions::
+    /// transfers`); dropped (the task killed, the node leaving), it is aborted there.
+    pub(crate) async fn transfer<T, F>(&self, transfer: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        match &self.options.transfers {
+            Some(runtime) => tokio_util::task::AbortOnDropHandle::new(runtime.spawn(transfer))
+                .await
+                .map_err(|e| crate::Error::Internal(format!("a file transfer: {e}")))?,
+            None => transfer.await,
+        }
     }
 
     /// Runs a status write until it succeeds or fails for good; Redis outages are waited out
@@ -333,7 +352,7 @@ pub async fn run(
         config,
         options,
         store,
-        staging,
+        staging: Arc::new(staging),
         running: Mutex::new(HashMap::new()),
         requeued: Mutex::new(Default::default()),
         scheduling: tokio::sync::watch::Sender::new(None),

@@ -78,7 +78,8 @@ async fn unpack(ctx: &NodeContext, application: &str, package: &PackageVersion) 
     tokio::fs::create_dir_all(&root).await.map_err(|e| Error::io(format!("{}", root.display()), e))?;
     let archive = root.join(format!(".{version}.download"));
     let at = ctx.staging.application_package(application, version, file);
-    ctx.staging.retrying(|| ctx.staging.s3.download(&at.bucket, &at.key, &archive)).await?;
+    let (staging, from, into) = (ctx.staging.clone(), at.clone(), archive.clone());
+    ctx.transfer(async move { staging.retrying(|| staging.s3.download(&from.bucket, &from.key, &into)).await }).await?;
     if let Some(want) = &package.sha256 {
         let path = archive.clone();
         let got = tokio::task::spawn_blocking(move || file_sha256(&path))
