@@ -146,7 +146,7 @@ async fn worker(transfers: tokio::runtime::Handle) -> ExitCode {
         files_listen,
         files_url: cli.files_url,
         task_spawner: std::env::current_exe().ok(),
-        transfers: Some(transfers),
+        transfers,
     };
     let shutdown = CancellationToken::new();
     let hand_back = CancellationToken::new();

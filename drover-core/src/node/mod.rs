@@ -68,10 +68,10 @@ pub struct NodeOptions {
     /// This worker's executable, which started with [`SPAWNER_FLAG`] is the task spawner (see
     /// [`serve_spawner`]); None: the worker forks itself to start commands as other users.
     pub task_spawner: Option<PathBuf>,
-    /// The runtime that moves tasks' files (downloads, uploads, packages) on threads of its own,
-    /// so that their bytes (TLS, checksums) do not hold up the node's agent, which runs on one
-    /// thread; None: the agent's runtime moves them too.
-    pub transfers: Option<tokio::runtime::Handle>,
+    /// The runtime that moves tasks' files (downloads, uploads, packages): drover-worker's has
+    /// threads of its own, so that their bytes (TLS, checksums) do not hold up the node's agent,
+    /// which runs on one thread (`Handle::current()`: the agent's runtime moves them too).
+    pub transfers: tokio::runtime::Handle,
 }
 
 /// Why a node left its pool.
@@ -207,12 +207,8 @@ impl NodeContext {
         F: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        match &self.options.transfers {
-            Some(runtime) => tokio_util::task::AbortOnDropHandle::new(runtime.spawn(transfer))
-                .await
-                .map_err(|e| crate::Error::Internal(format!("a file transfer: {e}")))?,
-            None => transfer.await,
-        }
+        let transfer = tokio_util::task::AbortOnDropHandle::new(self.options.transfers.spawn(transfer));
+        transfer.await.map_err(|e| crate::Error::Internal(format!("a file transfer: {e}")))?
     }
 
     /// Runs a status write until it succeeds or fails for good; Redis outages are waited out
