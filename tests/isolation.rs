@@ -253,7 +253,7 @@ async fn tasks_run_as_their_own_users_and_reach_no_one_elses_work() {
     let file = a.file("job.json", &job.to_string());
     a.ok(&["job", "create", "--json-file", file.to_str().unwrap()]);
     let probe = format!(
-        "/bin/sh -c 'id -u; cat /proc/$PPID/environ >/dev/null 2>&1 && echo read-worker-env; cat {b_dir}/wd/secret.txt 2>/dev/null; ls {b_account_dir} >/dev/null 2>&1 && echo listed-b; cat $AZ_BATCH_JOB_PREP_WORKING_DIR/prepared; echo changed 2>/dev/null >> $AZ_BATCH_JOB_PREP_WORKING_DIR/prepared && echo wrote-prep; sleep 1'"
+        "/bin/sh -c 'while read l; do case $l in SigBlk*) echo $l;; esac; done < /proc/$$/status; id -u; cat /proc/$PPID/environ >/dev/null 2>&1 && echo read-worker-env; cat {b_dir}/wd/secret.txt 2>/dev/null; ls {b_account_dir} >/dev/null 2>&1 && echo listed-b; cat $AZ_BATCH_JOB_PREP_WORKING_DIR/prepared; echo changed 2>/dev/null >> $AZ_BATCH_JOB_PREP_WORKING_DIR/prepared && echo wrote-prep; sleep 1'"
     );
     let task = |id: &str, identity: serde_json::Value| {
         let mut t = json!({"id": id, "commandLine": probe});
@@ -276,7 +276,7 @@ async fn tasks_run_as_their_own_users_and_reach_no_one_elses_work() {
     let wait = a.drover(&["job", "wait", "--job-id", "j", "--timeout", "60"]);
     assert_eq!(wait.code, 0, "{wait:?}\n{}", a.worker_logs());
 
-    let uid = |t: &str| -> u32 { stdout_of(&a, t).lines().next().unwrap_or_default().trim().parse().unwrap() };
+    let uid = |t: &str| -> u32 { stdout_of(&a, t).lines().nth(1).unwrap_or_default().trim().parse().unwrap() };
     let (pool_uid, t1, t2) = (uid("default"), uid("task-1"), uid("task-2"));
     assert!(pool_uid >= 200_000 && t1 >= 200_000 && t2 >= 200_000, "{pool_uid} {t1} {t2}");
     assert!(t1 != t2 && t1 != pool_uid && t2 != pool_uid, "task scope gets a uid of its own: {pool_uid} {t1} {t2}");
@@ -290,6 +290,12 @@ async fn tasks_run_as_their_own_users_and_reach_no_one_elses_work() {
             out.contains("prepared") && !out.contains("wrote-prep"),
             "{t} reads, never writes, the preparation: {out}"
         );
+    }
+    // Every command starts with no signal blocked, whoever started it (a spawner blocks SIGCHLD):
+    // the shell's own mask, read before it starts anything.
+    for t in ["default", "task-1", "task-2", "admin", "render", "ops"] {
+        let out = stdout_of(&a, t);
+        assert!(out.starts_with("SigBlk: 0000000000000000\n"), "{t} started with signals blocked: {out}");
     }
     // The admin (the worker's user, root here) reaches everything: the probe itself works.
     assert!(stdout_of(&a, "admin").contains("read-worker-env"));

@@ -101,10 +101,6 @@ pub fn serve(mut args: impl Iterator<Item = std::ffi::OsString>) -> std::process
         Ok(fd) => UnixStream::from(fd),
         Err(e) => return failed(e),
     };
-    let replies = match socket.try_clone() {
-        Ok(s) => Arc::new(Mutex::new(s)),
-        Err(e) => return failed(e),
-    };
     if let Some(dir) = &cgroup {
         if let Err(e) = std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string()) {
             return failed(std::io::Error::new(e.kind(), format!("move into {}: {e}", dir.display())));
@@ -125,21 +121,53 @@ pub fn serve(mut args: impl Iterator<Item = std::ffi::OsString>) -> std::process
         Ok(home) => home,
         Err(e) => return failed(e),
     };
-    let children = Arc::new(Children::default());
-    let reaping = (children.clone(), replies.clone());
-    if let Err(e) = std::thread::Builder::new().name("reaper".into()).spawn(move || reap(&reaping.0, &reaping.1)) {
-        return failed(e);
-    }
+    // Children's exits come as reads of a signalfd, beside the commands on the socket: one thread
+    // starts and reaps, with no hand-off between threads. SIGCHLD is blocked for it but while
+    // a command starts (a child inherits the mask).
+    let exits = match child_exits() {
+        Ok(fd) => fd,
+        Err(e) => return failed(e),
+    };
+    let own = Own { devnull: &devnull, home: home.as_ref(), user };
+    let mut children = HashMap::new();
     loop {
-        match receive(&socket) {
-            Ok(Some((request, fds))) => {
-                let own = Own { devnull: &devnull, home: home.as_ref(), user };
-                start(request, fds, &own, &replies, &children)
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN), PollFd::new(exits.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return failed(e.into()),
+        }
+        let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+        let (command, exited) = (ready(&fds[0]), ready(&fds[1]));
+        if exited {
+            // Exits coalesce into fewer signals: read them all, then reap until none is left.
+            while let Ok(Some(_)) = exits.read_signal() {}
+            reap(&socket, &mut children);
+        }
+        if command {
+            match receive(&socket) {
+                Ok(Some((request, fds))) => start(request, fds, &own, &socket, &mut children),
+                Ok(None) => return std::process::ExitCode::SUCCESS,
+                Err(e) => return failed(e),
             }
-            Ok(None) => return std::process::ExitCode::SUCCESS,
-            Err(e) => return failed(e),
+            // A child that exited while SIGCHLD was unblocked for the start signalled nothing.
+            reap(&socket, &mut children);
         }
     }
+}
+
+/// SIGCHLD alone.
+fn sigchld() -> nix::sys::signal::SigSet {
+    let mut mask = nix::sys::signal::SigSet::empty();
+    mask.add(nix::sys::signal::Signal::SIGCHLD);
+    mask
+}
+
+/// A signalfd that becomes readable when a child exits (SIGCHLD blocked for this thread).
+fn child_exits() -> std::io::Result<nix::sys::signalfd::SignalFd> {
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    sigchld().thread_block()?;
+    Ok(SignalFd::with_flags(&sigchld(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?)
 }
 
 /// Makes this spawner `user`'s for good: no supplementary groups, its gid and uid, not dumpable
@@ -193,49 +221,20 @@ fn receive(socket: &UnixStream) -> std::io::Result<Option<(Request, Vec<OwnedFd>
     Ok(Some((request, fds)))
 }
 
-/// The spawner's running children: pid -> command id.
-#[derive(Default)]
-struct Children {
-    ids: Mutex<HashMap<u32, u64>>,
-    started: std::sync::Condvar,
-    /// Held by a spawn until its child is recorded, and by the reaper while it reaps: every child
-    /// the reaper reaps has its command id.
-    spawning: Mutex<()>,
-}
-
-/// Waits for any child to exit (one thread for all of them) and answers its wait status.
-fn reap(children: &Children, replies: &Mutex<UnixStream>) {
-    use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+/// Reaps every child that has exited and answers its wait status (`children`: pid -> command
+/// id). A child is reaped only here, never while a command starts: one whose exec failed std's
+/// spawn reaps itself.
+fn reap(replies: &UnixStream, children: &mut HashMap<u32, u64>) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     loop {
-        {
-            let mut ids = children.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            while ids.is_empty() {
-                ids = children.started.wait(ids).unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-        }
-        // Wait for a child to have exited without reaping it: it may be one whose exec failed,
-        // which std's spawn reaps itself. Children are reaped only while no spawn is under way.
-        match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => {
-                // Not expected: a child is recorded only once forked. Do not spin.
-                std::thread::sleep(std::time::Duration::from_millis(1));
-                continue;
-            }
-        }
-        let _no_spawn = children.spawning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        loop {
-            let (pid, raw) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, (code & 0xff) << 8),
-                Ok(WaitStatus::Signaled(pid, signal, core)) => (pid, signal as i32 | if core { 0x80 } else { 0 }),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Ok(_) | Err(_) => break,
-            };
-            let id =
-                children.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&(pid.as_raw() as u32));
-            if let Some(id) = id {
-                send(replies, &Reply { id, pid: None, error: None, status: Some(raw) });
-            }
+        let (pid, raw) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, (code & 0xff) << 8),
+            Ok(WaitStatus::Signaled(pid, signal, core)) => (pid, signal as i32 | if core { 0x80 } else { 0 }),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) | Err(_) => return,
+        };
+        if let Some(id) = children.remove(&(pid.as_raw() as u32)) {
+            send(replies, &Reply { id, pid: None, error: None, status: Some(raw) });
         }
     }
 }
@@ -252,7 +251,7 @@ struct Own<'a> {
 /// Starts one command (as the spawner's own user, or switching to its user) and answers its
 /// pid, then leaves it to [`reap`], which answers its wait status. Its descriptors: stdout,
 /// stderr and, to move it into its cgroup, that cgroup's `cgroup.procs`.
-fn start(request: Request, fds: Vec<OwnedFd>, own: &Own<'_>, replies: &Arc<Mutex<UnixStream>>, children: &Children) {
+fn start(request: Request, fds: Vec<OwnedFd>, own: &Own<'_>, replies: &UnixStream, children: &mut HashMap<u32, u64>) {
     let id = request.id;
     let refused =
         |e: std::io::Error| Reply { id, pid: None, error: Some((e.raw_os_error(), e.to_string())), status: None };
@@ -281,10 +280,14 @@ fn start(request: Request, fds: Vec<OwnedFd>, own: &Own<'_>, replies: &Arc<Mutex
         // cannot switch in a posix_spawn). A spawner of the command's user spawns it as it is.
         cmd.uid(uid).gid(gid);
     }
-    // No reaping until the child is recorded: one whose exec failed std reaps itself (and
-    // panics if it cannot), and one that started is answered only after its pid.
-    let _no_reaping = children.spawning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let child = match cmd.spawn() {
+    // Started with SIGCHLD unblocked, as it would be anywhere else; blocked again at once (a
+    // spawner that cannot is useless: it ends, and the worker starts another).
+    let spawned = sigchld().thread_unblock().map_err(std::io::Error::from).and_then(|()| cmd.spawn());
+    if let Err(e) = sigchld().thread_block() {
+        eprintln!("drover-worker {SPAWNER_FLAG}: cannot block SIGCHLD again: {e}");
+        std::process::exit(1);
+    }
+    let child = match spawned {
         Ok(child) => child,
         Err(e) => return send(replies, &refused(e)),
     };
@@ -292,19 +295,18 @@ fn start(request: Request, fds: Vec<OwnedFd>, own: &Own<'_>, replies: &Arc<Mutex
     if let (Some(procs), Some(home)) = (&procs, own.home) {
         super::cgroups::contain(procs, pid, home, &[std::process::id()]);
     }
-    // The reaper waits for it (std's handle neither waits nor kills when dropped).
+    // [`reap`] waits for it (std's handle neither waits nor kills when dropped), and answers
+    // its exit after its pid.
     drop(child);
     send(replies, &Reply { id, pid: Some(pid), error: None, status: None });
-    children.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(pid, id);
-    children.started.notify_one();
+    children.insert(pid, id);
 }
 
-fn send(replies: &Mutex<UnixStream>, reply: &Reply) {
+fn send(mut replies: &UnixStream, reply: &Reply) {
     let Ok(mut line) = serde_json::to_vec(reply) else { return };
     line.push(b'\n');
-    let mut socket = replies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // The worker is gone if this fails; the next read of a command ends the spawner.
-    let _ = socket.write_all(&line);
+    let _ = replies.write_all(&line);
 }
 
 /// What the worker waits for of one command.
