@@ -266,16 +266,16 @@ impl Attempt {
                     let key = format!("{}/{name}", own.key);
                     bytes += staging.upload(&dir, Path::new(name), &own.bucket, &key).await?;
                 }
-                for (i, output) in outputs.iter().enumerate() {
+                for (i, output) in outputs.into_iter().enumerate() {
                     if !output.upload_options.upload_condition.applies(success) {
                         continue;
                     }
                     let at = |e: Error| Error::Storage(format!("outputFiles[{i}]: {e}"));
                     // A pattern's walk of the task's tree is blocking work.
-                    let (pattern, under) = (output.clone(), dir.clone());
-                    let walk = tokio::task::spawn_blocking(move || crate::staging::matching_files(&pattern, &under));
+                    let under = dir.clone();
+                    let walk = tokio::task::spawn_blocking(move || crate::staging::matching_files(&output, &under));
                     let matches = walk.await.map_err(|e| Error::Internal(format!("the output walk: {e}")));
-                    for m in matches.and_then(|m| m).map_err(at)? {
+                    for m in matches.flatten().map_err(at)? {
                         bytes += staging.upload_to(&dir, &m.file, &m.dest).await.map_err(at)?;
                     }
                 }
