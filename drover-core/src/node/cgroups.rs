@@ -229,11 +229,19 @@ pub(crate) fn contain(mut procs: &std::fs::File, first: u32, home: &std::fs::Fil
 }
 
 /// A cgroup file read afresh from its start through a descriptor kept open (empty on an error).
+/// A cgroup file is a seq_file, whose read returns every whole line that fits: one that leaves
+/// room for a longer line than these files hold reached the end, and no read follows to say so
+/// (most reads, of a `cgroup.events` or of a `cgroup.procs` holding one pid, are the only one).
 pub(crate) fn read_from_start(file: &std::fs::File) -> String {
     use std::os::unix::fs::FileExt;
+    /// Longer than any line of `cgroup.procs` (a pid) or `cgroup.events`.
+    const LINE: usize = 64;
     let (mut text, mut buf) = (Vec::new(), [0u8; 4096]);
     while let Ok(n @ 1..) = file.read_at(&mut buf, text.len() as u64) {
         text.extend_from_slice(&buf[..n]);
+        if n < buf.len() - LINE {
+            break;
+        }
     }
     String::from_utf8(text).unwrap_or_default()
 }
@@ -286,5 +294,19 @@ fn sweep_dead(base: &Path) {
         if !Path::new("/proc").join(pid.to_string()).exists() {
             remove_tree(&entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_file_longer_than_one_read_is_read_whole() {
+        let path = std::env::temp_dir().join(format!("drover-procs-{}", std::process::id()));
+        let text: String = (100_000..102_000).map(|pid| format!("{pid}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let read = super::read_from_start(&std::fs::File::open(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(read.len(), 14_000);
+        assert_eq!(read, text);
     }
 }

@@ -330,7 +330,11 @@ impl Owner {
                 }
                 None => super::users::chown_tree(dir, user.uid, user.gid)?,
             }
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(self.mode))?;
+            // [`fresh_dir`] made it with its mode, which the umask cuts only of group or other
+            // bits; a directory staged into first was made without it.
+            if fresh.is_none() || self.mode & 0o077 != 0 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(self.mode))?;
+            }
             // The job's directory: passable, not listable.
             match dir.parent() {
                 Some(job_dir) => std::fs::set_permissions(job_dir, std::fs::Permissions::from_mode(0o711)),
@@ -357,17 +361,19 @@ type Fresh = (std::fs::File, std::fs::File, Option<Option<TaskUser>>);
 /// they do. What an earlier attempt left is removed on the blocking pool, the rest in that trip.
 async fn fresh_dir(dir: &Path, wd: &Path, owner: Option<Owner>) -> Result<Fresh, FailureInfo> {
     let failed = |e| dir_failed(wd, e);
-    // The directory, then `wd` in it: two calls where create_dir_all(wd) makes three.
-    match std::fs::create_dir(dir) {
+    // The directory (with its owner's mode), then `wd` in it: two calls where create_dir_all(wd)
+    // makes three.
+    let mode = owner.as_ref().filter(|o| o.users.switches(&o.run_as)).map(|o| o.mode);
+    match make_dir(dir, mode) {
         Ok(()) => {}
         // The job's first command on this node.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir).map_err(failed)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            dir.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| make_dir(dir, mode)).map_err(failed)?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let (dir, wd) = (dir.to_path_buf(), wd.to_path_buf());
             return tokio::task::spawn_blocking(move || {
-                std::fs::remove_dir_all(&dir)
-                    .and_then(|()| std::fs::create_dir(&dir))
-                    .map_err(|e| dir_failed(&wd, e))?;
+                std::fs::remove_dir_all(&dir).and_then(|()| make_dir(&dir, mode)).map_err(|e| dir_failed(&wd, e))?;
                 fill(&dir, &wd, owner)
             })
             .await
@@ -376,6 +382,16 @@ async fn fresh_dir(dir: &Path, wd: &Path, owner: Option<Owner>) -> Result<Fresh,
         Err(e) => return Err(failed(e)),
     }
     fill(dir, wd, owner)
+}
+
+/// Makes directory `dir` in an existing one, with `mode` (less the umask) when given.
+fn make_dir(dir: &Path, mode: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut builder = std::fs::DirBuilder::new();
+    if let Some(mode) = mode {
+        builder.mode(mode);
+    }
+    builder.create(dir)
 }
 
 /// Makes `wd`, stdout.txt and stderr.txt in the new directory `dir` and gives them to `owner`'s

@@ -215,9 +215,12 @@ pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std:
         _ = stop.cancelled() => Exit::Killed,
     };
     // The command ends with its process group and its cgroup: what it left running in the
-    // background goes too (unless it may stay), whether it left the group or not.
-    let keep = spec.keep_background && matches!(ended, Exit::Code(_));
-    if let Some(pgid) = pgid.filter(|_| !keep) {
+    // background goes too (unless it may stay), whether it left the group or not. After an exit,
+    // its cgroup (dropped below) ends all it left, so only a command without one, or still
+    // running, gets its group killed.
+    let exited = matches!(ended, Exit::Code(_));
+    let keep = spec.keep_background && exited;
+    if let Some(pgid) = pgid.filter(|_| !keep && (!exited || group.is_none())) {
         let _ = killpg(pgid, Signal::SIGKILL);
     }
     if ended != Exit::Lost {

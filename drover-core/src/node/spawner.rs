@@ -128,7 +128,7 @@ pub fn serve(mut args: impl Iterator<Item = std::ffi::OsString>) -> std::process
         Ok(fd) => fd,
         Err(e) => return failed(e),
     };
-    let own = Own { devnull: &devnull, home: home.as_ref(), user };
+    let own = Own { devnull: &devnull, home: home.as_ref(), user, pid: std::process::id() };
     let mut children = HashMap::new();
     loop {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -246,6 +246,8 @@ struct Own<'a> {
     home: Option<&'a std::fs::File>,
     /// Its user, for a spawner of one user.
     user: Option<(u32, u32)>,
+    /// Its pid.
+    pid: u32,
 }
 
 /// Starts one command (as the spawner's own user, or switching to its user) and answers its
@@ -293,7 +295,7 @@ fn start(request: Request, fds: Vec<OwnedFd>, own: &Own<'_>, replies: &UnixStrea
     };
     let pid = child.id();
     if let (Some(procs), Some(home)) = (&procs, own.home) {
-        super::cgroups::contain(procs, pid, home, &[std::process::id()]);
+        super::cgroups::contain(procs, pid, home, &[own.pid]);
     }
     // [`reap`] waits for it (std's handle neither waits nor kills when dropped), and answers
     // its exit after its pid.

@@ -73,9 +73,14 @@ impl Users {
         Ok(Users::Switch(Default::default()))
     }
 
+    /// Whether a command that runs as `run_as` gets a user of its own ([`Users::acquire`]).
+    pub(crate) fn switches(&self, run_as: &RunAs) -> bool {
+        !matches!(self, Users::AsWorker) && !matches!(run_as, RunAs::Worker)
+    }
+
     /// The user a command of `account`'s `pool` that runs as `run_as` gets (None: the worker's).
     pub(crate) fn acquire(&self, run_as: &RunAs, account: &str, pool: &str) -> Result<Option<TaskUser>> {
-        if matches!(self, Users::AsWorker) {
+        if !self.switches(run_as) {
             return Ok(None);
         }
         let user = match run_as {
