@@ -91,19 +91,25 @@ impl Cgroups {
         Ok((child, Some(group)))
     }
 
-    /// A new cgroup for a command (None without cgroups, or when it cannot be made).
+    /// A new cgroup for a command (None without cgroups, or when it cannot be made or entered).
     pub(crate) fn group(&self) -> Option<Group<'_>> {
         let inner = self.inner.as_ref()?;
         let emptied = inner.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-        if let Some((dir, files)) = emptied {
-            return Some(Group { dir, files, cgroups: self, keep: false });
-        }
-        let dir = inner.own.join(format!("c{}", inner.next.fetch_add(1, Ordering::Relaxed)));
-        if let Err(e) = std::fs::create_dir(&dir) {
-            tracing::warn!(cgroup = %dir.display(), error = %e, "cannot make a command's cgroup");
-            return None;
-        }
-        Some(Group { dir, files: Files::default(), cgroups: self, keep: false })
+        let mut group = match emptied {
+            Some((dir, files)) => Group { dir, files, cgroups: self, keep: false },
+            None => {
+                let dir = inner.own.join(format!("c{}", inner.next.fetch_add(1, Ordering::Relaxed)));
+                if let Err(e) = std::fs::create_dir(&dir) {
+                    tracing::warn!(cgroup = %dir.display(), error = %e, "cannot make a command's cgroup");
+                    return None;
+                }
+                Group { dir, files: Files::default(), cgroups: self, keep: false }
+            }
+        };
+        // A command enters it through this file only: a cgroup without it would hold nothing, and
+        // its command would end without its process group killed (`process::run`).
+        group.procs()?;
+        Some(group)
     }
 
     /// The worker's own cgroup, where each task spawner gets one (None without cgroups).
