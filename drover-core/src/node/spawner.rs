@@ -261,16 +261,14 @@ fn start(request: Request, fds: Vec<OwnedFd>, own: &Own<'_>, replies: &UnixStrea
     let (Some(stdout), Some(stderr), procs) = (fds.next(), fds.next(), fds.next().map(std::fs::File::from)) else {
         return send(replies, &refused(std::io::Error::other("a command came without its stdout and stderr")));
     };
-    let stdin = match own.devnull.try_clone() {
-        Ok(file) => file,
-        Err(e) => return send(replies, &refused(e)),
-    };
     if own.user.is_some() && request.user != own.user {
         return send(replies, &refused(std::io::Error::other("a command of another user than this spawner's")));
     }
     let spawned = match (request.user, own.user) {
-        (Some(user), None) => fork_as(&request, user, [stdin.into(), stdout, stderr]),
-        _ => spawn_as_self(&request, [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()]),
+        (Some(user), None) => {
+            own.devnull.try_clone().and_then(|stdin| fork_as(&request, user, [stdin.into(), stdout, stderr]))
+        }
+        _ => spawn_as_self(&request, [own.devnull.as_fd(), stdout.as_fd(), stderr.as_fd()]),
     };
     let pid = match spawned {
         Ok(pid) => pid,
