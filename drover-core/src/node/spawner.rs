@@ -317,11 +317,11 @@ fn spawn_as_self(request: &Request, stdio: [std::os::fd::BorrowedFd<'_>; 3]) -> 
     use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
     use nix::sys::signal::SigSet;
     use std::os::fd::AsRawFd;
-    let text = |s: String| {
+    fn text(s: impl Into<Vec<u8>>) -> std::io::Result<std::ffi::CString> {
         std::ffi::CString::new(s)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "nul byte found in provided data"))
-    };
-    let args = std::iter::once(&request.program).chain(&request.args).map(|a| text(a.clone()));
+    }
+    let args = std::iter::once(&request.program).chain(&request.args).map(|a| text(a.as_str()));
     let args = args.collect::<std::io::Result<Vec<_>>>()?;
     // One value per name, the last given (as std's `envs`).
     let env: std::collections::BTreeMap<&str, &str> =
