@@ -342,10 +342,11 @@ async fn a_terminated_job_whose_node_was_lost_still_completes() {
     assert_eq!(store.get_job("j").await.unwrap().state, JobState::Completed);
 }
 
-/// A transition stores a record as MessagePack with its times relative to its creation and
-/// without what a completion implies (lua/includes/record.lua); it reads back whole, failures
-/// and a completion from `active` keep what differs, and a record stored as JSON (added, or
-/// stored before that format) takes its transitions as ever.
+/// A transition stores a record as MessagePack with one-letter field names, its times relative
+/// to its creation and without what a completion implies (lua/includes/record.lua); it reads
+/// back whole, failures and a completion from `active` keep what differs, and a record stored as
+/// JSON (added, or stored before that format) or as MessagePack with the fields' own names (before
+/// the one-letter names) takes its transitions as ever.
 #[tokio::test(flavor = "multi_thread")]
 async fn records_are_stored_compactly_and_read_back_whole() {
     use drover_core::model::TaskState::{Active, Completed, Running};
@@ -353,7 +354,7 @@ async fn records_are_stored_compactly_and_read_back_whole() {
     let acct = TestAccount::new("trecord").await;
     let store = with_job(&acct, json!({})).await;
     let tasks: Vec<_> =
-        ["ok", "bad", "old", "idle"].iter().map(|id| json!({"id": id, "commandLine": "/bin/true"})).collect();
+        ["ok", "bad", "old", "own", "idle"].iter().map(|id| json!({"id": id, "commandLine": "/bin/true"})).collect();
     add(&store, "b", &tasks).await;
     let mut con =
         redis::Client::open(acct.config.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
@@ -369,8 +370,8 @@ async fn records_are_stored_compactly_and_read_back_whole() {
     let stored: Vec<u8> = con.get(key("ok")).await.unwrap();
     let record = store.task_record("j", "ok").await.unwrap();
     let as_json = serde_json::to_vec(&record).unwrap();
-    assert_ne!(stored.first(), Some(&b'{'));
-    assert!(stored.len() * 3 < as_json.len() * 2, "{} bytes stored, {} as JSON", stored.len(), as_json.len());
+    assert_eq!(stored.first(), Some(&0xc1), "the mark of one-letter names");
+    assert!(stored.len() * 2 < as_json.len(), "{} bytes stored, {} as JSON", stored.len(), as_json.len());
     let start = record.start.unwrap();
     assert!(
         record.ctime > 1_700_000_000_000 && record.ctime <= start && start <= record.stime,
@@ -400,21 +401,34 @@ async fn records_are_stored_compactly_and_read_back_whole() {
     let record = store.task_record("j", "idle").await.unwrap();
     assert_eq!((record.state, record.prev, record.result), (Completed, Some(Active), Some(TaskResult::Failure)));
 
-    // A running task's record stored as JSON (as before this format) completes, once.
-    let attempt = started(&store, "old", "n1").await;
-    let running = store.task_record("j", "old").await.unwrap();
-    let _: () = con.set(key("old"), serde_json::to_vec(&running).unwrap()).await.unwrap();
-    assert_eq!(store.task_record("j", "old").await.unwrap(), running);
-    assert!(matches!(
-        store.complete_task(at("old", attempt), &Outcome::success(), false).await.unwrap(),
-        Completion::Completed(_)
-    ));
-    assert_eq!(store.complete_task(at("old", attempt), &Outcome::success(), false).await.unwrap(), Completion::Stale);
-    let record = store.task_record("j", "old").await.unwrap();
-    assert_eq!(
-        (record.state, record.ctime, record.start, record.attempt),
-        (Completed, running.ctime, running.start, attempt)
-    );
+    // A running task's record stored as JSON (as before MessagePack) or as MessagePack with the
+    // fields' own names (as before the one-letter names) completes, once.
+    for (id, as_json) in [("old", true), ("own", false)] {
+        let attempt = started(&store, id, "n1").await;
+        let running = store.task_record("j", id).await.unwrap();
+        let earlier = if as_json {
+            serde_json::to_vec(&running).unwrap()
+        } else {
+            let mut relative = serde_json::to_value(&running).unwrap();
+            for time in ["stime", "start"] {
+                relative[time] = json!(relative[time].as_i64().unwrap() - running.ctime);
+            }
+            rmp_serde::to_vec_named(&relative).unwrap()
+        };
+        let _: () = con.set(key(id), earlier).await.unwrap();
+        assert_eq!(store.task_record("j", id).await.unwrap(), running, "{id}");
+        assert!(matches!(
+            store.complete_task(at(id, attempt), &Outcome::success(), false).await.unwrap(),
+            Completion::Completed(_)
+        ));
+        assert_eq!(store.complete_task(at(id, attempt), &Outcome::success(), false).await.unwrap(), Completion::Stale);
+        let record = store.task_record("j", id).await.unwrap();
+        assert_eq!(
+            (record.state, record.ctime, record.start, record.attempt),
+            (Completed, running.ctime, running.start, attempt),
+            "{id}"
+        );
+    }
     let counts = store.task_counts("j").await.unwrap().task_counts;
-    assert_eq!((counts.completed, counts.succeeded, counts.failed), (4, 2, 2));
+    assert_eq!((counts.completed, counts.succeeded, counts.failed), (5, 3, 2));
 }

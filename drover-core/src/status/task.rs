@@ -14,55 +14,65 @@ use std::ops::ControlFlow;
 type NodeDirs = HashMap<String, Option<String>>;
 
 /// A task as stored in Redis: the submitted JSON (verbatim but for its id, which the key holds)
-/// and its status. Short names, and no field at its default, keep a completed task's record small.
+/// and its status. Short names, and no field at its default, keep a completed task's record small;
+/// the transition scripts store each field under its one-letter alias (`lua/includes/record.lua`'s
+/// STORED; a unit test compares them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// The TaskAddParameter JSON as submitted, without its `id`.
+    #[serde(alias = "p")]
     pub spec: String,
+    #[serde(alias = "s")]
     pub state: TaskState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "v", default, skip_serializing_if = "Option::is_none")]
     pub prev: Option<TaskState>,
+    #[serde(alias = "c")]
     pub ctime: i64,
+    #[serde(alias = "t")]
     pub stime: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "b", default, skip_serializing_if = "Option::is_none")]
     pub start: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "e", default, skip_serializing_if = "Option::is_none")]
     pub end: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "x", default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<i32>,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(alias = "r", default, skip_serializing_if = "is_zero")]
     pub retry: u32,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(alias = "q", default, skip_serializing_if = "is_zero")]
     pub requeue: u32,
     /// Attempts lost with their node (a poison task's count).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(alias = "l", default, skip_serializing_if = "is_zero")]
     pub lost: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "o", default, skip_serializing_if = "Option::is_none")]
     pub result: Option<TaskResult>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "f", default, skip_serializing_if = "Option::is_none")]
     pub fail: Option<FailureInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "n", default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// The fencing token: which attempt owns the task.
-    #[serde(default)]
+    #[serde(alias = "a", default)]
     pub attempt: u32,
-    #[serde(default = "one", skip_serializing_if = "is_one")]
+    #[serde(alias = "z", default = "one", skip_serializing_if = "is_one")]
     pub slots: u32,
-    #[serde(rename = "maxRetry", default, skip_serializing_if = "is_zero_i32")]
+    #[serde(alias = "m", rename = "maxRetry", default, skip_serializing_if = "is_zero_i32")]
     pub max_retry: i32,
     /// Set once the task completed in a way that blocks its dependents (its dependencyAction).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(alias = "d", default, skip_serializing_if = "is_zero")]
     pub dblk: u32,
     /// 1 when an attempt stages files first (resource files or packages): it starts `preparing`.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(alias = "g", default, skip_serializing_if = "is_zero")]
     pub stg: u32,
     /// The signature over the job, the task and its spec ([`crate::signing`]), when signed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "i", default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<String>,
     /// Its messages' signature, which the status scripts copy into every message they make.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "j", default, skip_serializing_if = "Option::is_none")]
     pub msig: Option<String>,
 }
+
+/// The first byte of a record the transition scripts stored with the fields' aliases: one that
+/// MessagePack never uses, so that code from before them fails on it rather than misreads it.
+const STORED_MARK: u8 = 0xc1;
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -106,15 +116,18 @@ impl TaskRecord {
     }
 
     /// Reads task `task`'s stored record: JSON as a submitter added it (or as stored before
-    /// transitions stored MessagePack), else MessagePack as the transition scripts store it, with
+    /// transitions stored MessagePack), else MessagePack as the transition scripts store it (after
+    /// [`STORED_MARK`], with the fields' aliases; before it, with their own names), with
     /// its times relative to `ctime` and, once completed, without what completion implies
     /// (`end` = `stime`, `prev` running, `result` success): `lua/includes/record.lua`.
     pub fn decode(task: &str, raw: &[u8]) -> Result<TaskRecord> {
         let unreadable = |e: &dyn std::fmt::Display| Error::Corrupt(format!("stored task {task:?} is unreadable: {e}"));
-        if raw.first() == Some(&b'{') {
-            return serde_json::from_slice(raw).map_err(|e| unreadable(&e));
-        }
-        let mut r: TaskRecord = rmp_serde::from_slice(raw).map_err(|e| unreadable(&e))?;
+        let packed = match raw.first() {
+            Some(b'{') => return serde_json::from_slice(raw).map_err(|e| unreadable(&e)),
+            Some(&STORED_MARK) => &raw[1..],
+            _ => raw,
+        };
+        let mut r: TaskRecord = rmp_serde::from_slice(packed).map_err(|e| unreadable(&e))?;
         let ctime = r.ctime;
         r.stime = r.stime.saturating_add(ctime);
         for t in [&mut r.start, &mut r.end].into_iter().flatten() {
@@ -583,5 +596,113 @@ impl StatusStore {
             }
             start += PAGE;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each field's name in a record the transition scripts stored, as `lua/includes/record.lua`'s
+    /// STORED has it (a unit test compares them): the field's serde alias.
+    const STORED_NAMES: [(&str, &str); 21] = [
+        ("spec", "p"),
+        ("state", "s"),
+        ("prev", "v"),
+        ("ctime", "c"),
+        ("stime", "t"),
+        ("start", "b"),
+        ("end", "e"),
+        ("exit", "x"),
+        ("retry", "r"),
+        ("requeue", "q"),
+        ("lost", "l"),
+        ("result", "o"),
+        ("fail", "f"),
+        ("node", "n"),
+        ("attempt", "a"),
+        ("slots", "z"),
+        ("maxRetry", "m"),
+        ("dblk", "d"),
+        ("stg", "g"),
+        ("sig", "i"),
+        ("msig", "j"),
+    ];
+
+    /// The (field, stored name) pairs of `lua/includes/record.lua`'s table constructor that
+    /// starts with `opening`, each pair read with `pair` (None if it is not one).
+    fn lua_names(opening: &str, pair: fn(&str, &str) -> Option<(String, String)>) -> Vec<(String, String)> {
+        let lua = include_str!("lua/includes/record.lua");
+        let table = lua.split(opening).nth(1).and_then(|t| t.split('}').next()).unwrap_or_default();
+        let pairs: Vec<_> = table.split(',').filter(|p| !p.trim().is_empty()).collect();
+        let names: Vec<_> =
+            pairs.iter().filter_map(|p| p.split_once('=').and_then(|(l, r)| pair(l.trim(), r.trim()))).collect();
+        assert_eq!(names.len(), pairs.len(), "every entry of the table that starts with {opening:?} reads");
+        names
+    }
+
+    /// A field as record.lua names it: `stime`, or `['end']` for a Lua keyword.
+    fn lua_field(name: &str) -> String {
+        name.trim_start_matches("['").trim_end_matches("']").to_string()
+    }
+
+    #[test]
+    fn the_scripts_store_each_field_under_the_name_decode_reads() {
+        let names: Vec<(String, String)> = STORED_NAMES.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect();
+        // load_record: `field = s.<stored>`; store_record: `<stored> = keep(r.field)` or
+        // `rel(r.field)`.
+        let loaded =
+            lua_names("    r = {", |field, stored| Some((lua_field(field), stored.strip_prefix("s.")?.to_string())));
+        assert_eq!(loaded, names, "load_record");
+        let stored = lua_names("  local s = {", |stored, field| {
+            let field = field.strip_prefix("keep(r").or_else(|| field.strip_prefix("rel(r"))?.strip_suffix(')')?;
+            Some((lua_field(field.trim_start_matches('.')), stored.to_string()))
+        });
+        assert_eq!(stored, names, "store_record");
+        // Every field at a value other than its default, under its own name (JSON) and under its
+        // stored name after the mark (MessagePack, times relative to ctime), reads the same.
+        // A struct literal names every field: one added to TaskRecord must be added here, and
+        // so needs a stored name.
+        let record = TaskRecord {
+            spec: r#"{"commandLine":"x"}"#.into(),
+            state: TaskState::Completed,
+            prev: Some(TaskState::Preparing),
+            ctime: 1_000_000,
+            stime: 1_000_500,
+            start: Some(1_000_100),
+            end: Some(1_000_400),
+            exit: Some(3),
+            retry: 1,
+            requeue: 2,
+            lost: 1,
+            result: Some(TaskResult::Failure),
+            fail: Some(FailureInfo::user(FailureCode::FailureExitCode, "m")),
+            node: Some("n1".into()),
+            attempt: 4,
+            slots: 2,
+            max_retry: 5,
+            dblk: 1,
+            stg: 1,
+            sig: Some("s1".into()),
+            msig: Some("s2".into()),
+        };
+        let whole = serde_json::to_value(&record).expect("JSON");
+        let serde_json::Value::Object(fields) = &whole else { panic!("an object") };
+        assert_eq!(fields.len(), STORED_NAMES.len());
+        let stored: serde_json::Map<String, serde_json::Value> = fields
+            .iter()
+            .map(|(field, value)| {
+                let (_, name) = STORED_NAMES.iter().find(|(f, _)| f == field).expect("every field has a stored name");
+                let value = match field.as_str() {
+                    "stime" | "start" | "end" => serde_json::json!(value.as_i64().unwrap_or_default() - 1_000_000),
+                    _ => value.clone(),
+                };
+                (name.to_string(), value)
+            })
+            .collect();
+        let mut packed = vec![STORED_MARK];
+        packed.extend(rmp_serde::to_vec_named(&stored).expect("MessagePack"));
+        assert_eq!(TaskRecord::decode("t", whole.to_string().as_bytes()).expect("JSON"), record);
+        assert_eq!(TaskRecord::decode("t", &packed).expect("stored"), record);
     }
 }
