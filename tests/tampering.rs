@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use drover_core::status::TaskRecord;
 use drover_tests::TestAccount;
 use lapin::options::BasicPublishOptions;
 use redis::AsyncCommands;
@@ -15,12 +16,12 @@ async fn edit_record(acct: &TestAccount, task: &str, edit: impl FnOnce(&mut Valu
     let client = redis::Client::open(acct.config.redis_url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let key = format!("drover:{{{}:j}}:t:{task}", acct.name());
-    let raw: String = con.get(&key).await.unwrap();
-    let mut record: Value = serde_json::from_str(&raw).unwrap();
-    let mut spec: Value = serde_json::from_str(record["spec"].as_str().unwrap()).unwrap();
+    let raw: Vec<u8> = con.get(&key).await.unwrap();
+    let mut record = TaskRecord::decode(task, &raw).unwrap();
+    let mut spec: Value = serde_json::from_str(&record.spec).unwrap();
     edit(&mut spec);
-    record["spec"] = spec.to_string().into();
-    let _: () = con.set(&key, record.to_string()).await.unwrap();
+    record.spec = spec.to_string();
+    let _: () = con.set(&key, record.encode(task).unwrap()).await.unwrap();
 }
 
 async fn publish(acct: &TestAccount, pool: &str, body: &Value) {
@@ -64,8 +65,8 @@ async fn with_signing_keys_a_worker_runs_only_what_was_submitted() {
     publish(&acct, "p", &json!({"v": 1, "jobId": "j", "taskId": "genuine"})).await;
     let client = redis::Client::open(acct.config.redis_url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let raw: String = con.get(format!("drover:{{{}:j}}:t:wide", acct.name())).await.unwrap();
-    let msig = serde_json::from_str::<Value>(&raw).unwrap()["msig"].as_str().unwrap().to_string();
+    let raw: Vec<u8> = con.get(format!("drover:{{{}:j}}:t:wide", acct.name())).await.unwrap();
+    let msig = TaskRecord::decode("wide", &raw).unwrap().msig.unwrap();
     publish(&acct, "p", &json!({"v": 1, "jobId": "j", "taskId": "wide", "sig": msig})).await;
     // A task added without the keys (by a submitter that has none) is not signed.
     let keys = acct.config.signing_key_file.take();

@@ -342,11 +342,11 @@ async fn a_terminated_job_whose_node_was_lost_still_completes() {
     assert_eq!(store.get_job("j").await.unwrap().state, JobState::Completed);
 }
 
-/// A transition stores a record as MessagePack with one-letter field names, its times relative
-/// to its creation and without what a completion implies (lua/includes/record.lua); it reads
-/// back whole, failures and a completion from `active` keep what differs, and a record stored as
-/// JSON (added, or stored before that format) or as MessagePack with the fields' own names (before
-/// the one-letter names) takes its transitions as ever.
+/// A record is stored, added or by a transition, as MessagePack with one-letter field names, its
+/// times relative to its creation and without what a completion implies
+/// (lua/includes/record.lua); it reads back whole, failures and a completion from `active` keep
+/// what differs, and a record stored as JSON (as added before that format) or as MessagePack
+/// with the fields' own names (before the one-letter names) takes its transitions as ever.
 #[tokio::test(flavor = "multi_thread")]
 async fn records_are_stored_compactly_and_read_back_whole() {
     use drover_core::model::TaskState::{Active, Completed, Running};
@@ -360,7 +360,9 @@ async fn records_are_stored_compactly_and_read_back_whole() {
         redis::Client::open(acct.config.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let key = |id: &str| format!("drover:{{{}:j}}:t:{id}", acct.name());
     let stored: Vec<u8> = con.get(key("ok")).await.unwrap();
-    assert_eq!(stored.first(), Some(&b'{'), "an added task's record is the submitter's JSON");
+    let added = store.task_record("j", "ok").await.unwrap();
+    assert_eq!(stored.first(), Some(&0xc1), "an added task's record is stored as a transition stores it");
+    assert!(stored.len() * 3 < serde_json::to_vec(&added).unwrap().len() * 2, "{} bytes stored", stored.len());
 
     let attempt = started(&store, "ok", "n1").await;
     assert!(matches!(

@@ -11,8 +11,8 @@
 //! - `drover:{A:J}:job` hash: `spec`, `state`, `pool`, times, `env`, the settings the scripts read,
 //!   and the task counters (`active`, `running`, `completed`, `succeeded`, `failed`, `s.*` for slots).
 //! - `drover:{A:J}:tasks` list of the job's task ids, in the order they were added.
-//! - `drover:{A:J}:t:T` the task record (JSON as added, MessagePack once a transition stored it,
-//!   see [`TaskRecord::decode`]); its `attempt` fences writers.
+//! - `drover:{A:J}:t:T` the task record (MessagePack with one-letter names after a mark byte, see
+//!   [`TaskRecord::encode`]); its `attempt` fences writers.
 //! - Dependencies (jobs with `usesTaskDependencies`): `drover:{A:J}:dep:P` list of the tasks
 //!   waiting on parent P (each its task message); `:wait` hash task -> parents still awaited;
 //!   `:blocked` hash task -> the parent whose failure blocks it; `:parents` set of the P with a list.

@@ -15,8 +15,7 @@ type NodeDirs = HashMap<String, Option<String>>;
 
 /// A task as stored in Redis: the submitted JSON (verbatim but for its id, which the key holds)
 /// and its status. Short names, and no field at its default, keep a completed task's record small;
-/// the transition scripts store each field under its one-letter alias (`lua/includes/record.lua`'s
-/// STORED; a unit test compares them).
+/// it is stored with each field under its one-letter alias ([`TaskRecord::encode`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// The TaskAddParameter JSON as submitted, without its `id`.
@@ -70,8 +69,34 @@ pub struct TaskRecord {
     pub msig: Option<String>,
 }
 
-/// The first byte of a record the transition scripts stored with the fields' aliases: one that
-/// MessagePack never uses, so that code from before them fails on it rather than misreads it.
+/// Each field's name in a stored record ([`TaskRecord::encode`]): its serde alias, and the name
+/// `lua/includes/record.lua` stores it under (a unit test compares them).
+const STORED_NAMES: [(&str, &str); 21] = [
+    ("spec", "p"),
+    ("state", "s"),
+    ("prev", "v"),
+    ("ctime", "c"),
+    ("stime", "t"),
+    ("start", "b"),
+    ("end", "e"),
+    ("exit", "x"),
+    ("retry", "r"),
+    ("requeue", "q"),
+    ("lost", "l"),
+    ("result", "o"),
+    ("fail", "f"),
+    ("node", "n"),
+    ("attempt", "a"),
+    ("slots", "z"),
+    ("maxRetry", "m"),
+    ("dblk", "d"),
+    ("stg", "g"),
+    ("sig", "i"),
+    ("msig", "j"),
+];
+
+/// The first byte of a stored record ([`TaskRecord::encode`]): one that MessagePack never uses,
+/// so that code from before the one-letter names fails on it rather than misreads it.
 const STORED_MARK: u8 = 0xc1;
 
 fn is_zero(n: &u32) -> bool {
@@ -115,11 +140,46 @@ impl TaskRecord {
         }
     }
 
-    /// Reads task `task`'s stored record: JSON as a submitter added it (or as stored before
-    /// transitions stored MessagePack), else MessagePack as the transition scripts store it (after
-    /// [`STORED_MARK`], with the fields' aliases; before it, with their own names), with
-    /// its times relative to `ctime` and, once completed, without what completion implies
-    /// (`end` = `stime`, `prev` running, `result` success): `lua/includes/record.lua`.
+    /// The record as it is stored (as `lua/includes/record.lua`'s store_record stores it): a
+    /// mark byte (0xC1), then MessagePack with each field under its one-letter name,
+    /// its times relative to `ctime` and, once completed, without what completion implies.
+    pub fn encode(&self, task: &str) -> Result<Vec<u8>> {
+        let failed = |e: &dyn std::fmt::Display| Error::Internal(format!("task {task:?}: {e}"));
+        let mut r = self.clone();
+        if r.state == TaskState::Completed {
+            if r.end == Some(r.stime) {
+                r.end = None;
+            }
+            if r.prev == Some(TaskState::Running) {
+                r.prev = None;
+            }
+            if r.result == Some(TaskResult::Success) {
+                r.result = None;
+            }
+        }
+        r.stime -= r.ctime;
+        for t in [&mut r.start, &mut r.end].into_iter().flatten() {
+            *t -= r.ctime;
+        }
+        let serde_json::Value::Object(fields) = serde_json::to_value(&r).map_err(|e| failed(&e))? else {
+            return Err(failed(&"not an object"));
+        };
+        let stored: serde_json::Map<String, serde_json::Value> = fields
+            .into_iter()
+            .map(|(field, value)| {
+                let name = STORED_NAMES.iter().find(|(f, _)| *f == field).map_or(field, |(_, name)| name.to_string());
+                (name, value)
+            })
+            .collect();
+        let mut out = vec![STORED_MARK];
+        rmp_serde::encode::write_named(&mut out, &stored).map_err(|e| failed(&e))?;
+        Ok(out)
+    }
+
+    /// Reads task `task`'s stored record: as [`TaskRecord::encode`] and `lua/includes/record.lua`
+    /// store it, or in a form stored before: JSON, or MessagePack with the fields' own names
+    /// (its times relative to `ctime` and, once completed, without `end` = `stime`, `prev`
+    /// running and `result` success, as now).
     pub fn decode(task: &str, raw: &[u8]) -> Result<TaskRecord> {
         let unreadable = |e: &dyn std::fmt::Display| Error::Corrupt(format!("stored task {task:?} is unreadable: {e}"));
         let packed = match raw.first() {
@@ -275,8 +335,7 @@ impl StatusStore {
             }
             let message =
                 TaskMessage { sig: record.msig.clone(), ..TaskMessage::for_task(a.job, t).with_priority(a.priority) };
-            let record =
-                serde_json::to_string(&record).map_err(|e| Error::Internal(format!("task {:?}: {e}", t.id)))?;
+            let record = record.encode(&t.id)?;
             let parents = t.parent_ids()?;
             inv.arg(&t.id).arg(record).arg(t.slots()).arg(message.to_bytes());
             inv.arg(parents.len()).arg(parents);
@@ -383,9 +442,8 @@ impl StatusStore {
             if let Some(signer) = self.signer() {
                 record.sign(signer, job, task);
             }
-            let text = serde_json::to_string(&record).map_err(|e| Error::Internal(format!("task {task:?}: {e}")))?;
             let mut inv = REPLACE_RECORD.prepare();
-            inv.key(&key).arg(&raw).arg(text);
+            inv.key(&key).arg(&raw).arg(record.encode(task)?);
             let reply = REPLACE_RECORD.run(inv, &mut self.con()).await?;
             match reply.head.as_str() {
                 "ok" => return Ok(()),
@@ -603,32 +661,6 @@ impl StatusStore {
 mod tests {
     use super::*;
 
-    /// Each field's name in a record the transition scripts stored, as `lua/includes/record.lua`'s
-    /// STORED has it (a unit test compares them): the field's serde alias.
-    const STORED_NAMES: [(&str, &str); 21] = [
-        ("spec", "p"),
-        ("state", "s"),
-        ("prev", "v"),
-        ("ctime", "c"),
-        ("stime", "t"),
-        ("start", "b"),
-        ("end", "e"),
-        ("exit", "x"),
-        ("retry", "r"),
-        ("requeue", "q"),
-        ("lost", "l"),
-        ("result", "o"),
-        ("fail", "f"),
-        ("node", "n"),
-        ("attempt", "a"),
-        ("slots", "z"),
-        ("maxRetry", "m"),
-        ("dblk", "d"),
-        ("stg", "g"),
-        ("sig", "i"),
-        ("msig", "j"),
-    ];
-
     /// The (field, stored name) pairs of `lua/includes/record.lua`'s table constructor that
     /// starts with `opening`, each pair read with `pair` (None if it is not one).
     fn lua_names(opening: &str, pair: fn(&str, &str) -> Option<(String, String)>) -> Vec<(String, String)> {
@@ -704,5 +736,25 @@ mod tests {
         packed.extend(rmp_serde::to_vec_named(&stored).expect("MessagePack"));
         assert_eq!(TaskRecord::decode("t", whole.to_string().as_bytes()).expect("JSON"), record);
         assert_eq!(TaskRecord::decode("t", &packed).expect("stored"), record);
+        // What encode stores is that, and reads back whole; so does a completed task's record
+        // without what completion implies, and a task's record as it is added.
+        assert_eq!(record.encode("t").expect("encode"), packed);
+        let implied = TaskRecord {
+            prev: Some(TaskState::Running),
+            end: Some(record.stime),
+            result: Some(TaskResult::Success),
+            fail: None,
+            ..record.clone()
+        };
+        let added = TaskRecord::new(&serde_json::from_str(r#"{"id":"t","commandLine":"x"}"#).expect("a task"), 0, 5);
+        let names = |r: &TaskRecord| -> Vec<String> {
+            let stored = r.encode("t").expect("encode");
+            assert_eq!(stored.first(), Some(&STORED_MARK));
+            assert_eq!(&TaskRecord::decode("t", &stored).expect("stored"), r);
+            let map: serde_json::Map<String, serde_json::Value> = rmp_serde::from_slice(&stored[1..]).expect("a map");
+            map.into_iter().map(|(name, _)| name).collect()
+        };
+        assert_eq!(names(&implied).len(), STORED_NAMES.len() - 4, "no end, prev, result or fail");
+        assert_eq!(names(&added), ["a", "c", "p", "s", "t"]);
     }
 }
