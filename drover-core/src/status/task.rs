@@ -157,9 +157,10 @@ impl TaskRecord {
                 r.result = None;
             }
         }
-        r.stime -= r.ctime;
+        let ctime = r.ctime;
+        r.stime = r.stime.saturating_sub(ctime);
         for t in [&mut r.start, &mut r.end].into_iter().flatten() {
-            *t -= r.ctime;
+            *t = t.saturating_sub(ctime);
         }
         let serde_json::Value::Object(fields) = serde_json::to_value(&r).map_err(|e| failed(&e))? else {
             return Err(failed(&"not an object"));

@@ -1,9 +1,10 @@
---[[ A task record as the transition scripts store it: MARK, then MessagePack with one-letter
-field names, its times (stime, start, end) relative to ctime and, once completed, without what
-a completion implies (end = stime, prev 'running', result 'success'). A record stored as JSON
-(a submitter's, or one from before MessagePack) or as MessagePack with the fields' own names
-(from before MARK) reads as it is. status::TaskRecord::decode reads all three; its fields' serde
-aliases are the one-letter names (a unit test compares them with both tables below). Each name
+--[[ A task record as it is stored (here, and by status::TaskRecord::encode when it is added):
+MARK, then MessagePack with one-letter field names, its times (stime, start, end) relative to
+ctime and, once completed, without what a completion implies (end = stime, prev 'running',
+result 'success'). A record stored before MARK, as JSON (added by an older submitter) or as
+MessagePack with the fields' own names, reads as it is. status::TaskRecord::decode reads all
+three; its fields' serde aliases are the one-letter names (a unit test compares them with both
+tables below). Each name
 is written out in a table constructor: a loop over a table of names cost a Redis call about
 three microseconds more per record read and stored. ]]
 
