@@ -116,12 +116,12 @@ impl Drop for Abandoned {
 }
 
 /// Starts the command through the task spawner, in a cgroup of its own. None: the spawner is
-/// gone.
+/// gone, and `env` is as it was.
 async fn spawn_there<'c>(
     spawner: &super::spawner::Spawner,
     spec: &ProcessSpec<'c>,
     program: &Path,
-    env: Vec<(String, String)>,
+    env: &mut Vec<(String, String)>,
 ) -> Option<std::io::Result<(Running, Option<super::cgroups::Group<'c>>)>> {
     let (Some(program), Some(cwd)) = (program.to_str(), spec.cwd.to_str()) else { return None };
     let mut request = super::spawner::Request {
@@ -129,7 +129,7 @@ async fn spawn_there<'c>(
         program: program.to_string(),
         args: spec.argv[1..].to_vec(),
         cwd: cwd.to_string(),
-        env,
+        env: std::mem::take(env),
         user: spec.user,
     };
     // A kept user's spawner first, then the root one.
@@ -146,6 +146,7 @@ async fn spawn_there<'c>(
         // That spawner went before it answered: what it started of this command, if anything,
         // dies with this cgroup, dropped here.
     }
+    *env = request.env;
     None
 }
 
@@ -161,11 +162,11 @@ pub(super) async fn run(spec: ProcessSpec<'_>, stop: &CancellationToken) -> std:
         PathBuf::from(program)
     };
     let program = resolve(&program, spec.env)?;
-    let env = environment(&spec);
+    let mut env = environment(&spec);
     // As another user, through the task spawner when there is one (std forks to switch users,
     // and a fork of the spawner is cheap, of the worker not).
     let there = match (spec.spawner, spec.user) {
-        (Some(spawner), Some(_)) => spawn_there(spawner, &spec, &program, env.clone()).await,
+        (Some(spawner), Some(_)) => spawn_there(spawner, &spec, &program, &mut env).await,
         _ => None,
     };
     let (mut running, group) = match there {
