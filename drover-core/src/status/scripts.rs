@@ -3,9 +3,10 @@
 //!
 //! A task record is one string key (`lua/includes/record.lua`, [`super::TaskRecord::encode`]).
 //! Its `attempt` is the fencing token: `start_task` bumps it, and every later transition names
-//! the attempt it belongs to, so a stale worker's write is refused. Job counters live in the job hash and move in the same
-//! script as the task, so task counts are O(1) and always add up. Each file's header lists its
-//! KEYS, ARGV and replies; the typed argument structs and replies are beside their callers.
+//! the attempt it belongs to, so a stale worker's write is refused. Job counters live in the job
+//! hash and move in the same script as the task, so task counts are O(1) and always add up. Each
+//! file's header lists its KEYS, ARGV and replies; the typed argument structs and replies are
+//! beside their callers.
 
 use crate::{Error, Result};
 use redis::aio::ConnectionManager;

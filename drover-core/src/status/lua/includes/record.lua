@@ -4,9 +4,8 @@ ctime and, once completed, without what a completion implies (end = stime, prev 
 result 'success'). A record stored before MARK, as JSON (added by an older submitter) or as
 MessagePack with the fields' own names, reads as it is. status::TaskRecord::decode reads all
 three; its fields' serde aliases are the one-letter names (a unit test compares them with both
-tables below). Each name
-is written out in a table constructor: a loop over a table of names cost a Redis call about
-three microseconds more per record read and stored. ]]
+tables below). Each name is written out in a table constructor: a loop over a table of names
+cost a Redis call about three microseconds more per record read and stored. ]]
 
 -- A byte MessagePack never uses: a script from before MARK fails on such a record rather than
 -- misread it.
