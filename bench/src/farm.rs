@@ -92,6 +92,15 @@ impl Farm {
         // target/release -> target/bench/<account>
         let target = bin_dir.parent().context("the binaries' directory has no parent")?;
         let work = target.join("bench").join(&account);
+        if let Some(ago) = since_cleanup(&work) {
+            eprintln!(
+                "drover-bench: an earlier run removed its files {}s ago; if {} is on an ext4 without a journal, \
+                 its new inodes step over those freed in the last {}s, and the workers' CPU per task reads high",
+                ago.as_secs(),
+                target.display(),
+                INODE_RECENCY.as_secs()
+            );
+        }
         std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
         Ok(Farm { account, config, work, bin_dir, redis, store, workers: vec![], monitor: None, bare_queue: None })
     }
@@ -249,6 +258,10 @@ impl Farm {
         if let Err(e) = std::fs::remove_dir_all(&self.work) {
             eprintln!("cleanup: remove {}: {e}", self.work.display());
         }
+        // Its time, for the next run to see (since_cleanup).
+        if let Some(mark) = self.work.parent().map(|dir| dir.join(CLEANED)) {
+            let _ = std::fs::write(mark, b"");
+        }
     }
 
     /// Deletes the account's queues and exchanges, and the bare pipeline's queue.
@@ -370,4 +383,21 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
     line.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// The file whose time is the last cleanup's, beside the runs' work directories.
+const CLEANED: &str = ".cleaned";
+
+/// How long ext4 without a journal keeps a freed inode from reuse while its inode table block is
+/// dirty (`recently_deleted`: 5 s, plus 300 s when dirty); each new inode's search steps over
+/// every one of them, so a run right after another's cleanup (80,000 inodes for 20,000 tasks)
+/// spends CPU there.
+const INODE_RECENCY: Duration = Duration::from_secs(305);
+
+/// How long ago an earlier run's cleanup removed its files in `work`'s parent, if within
+/// [`INODE_RECENCY`].
+fn since_cleanup(work: &Path) -> Option<Duration> {
+    let mark = work.parent()?.join(CLEANED);
+    let ago = std::fs::metadata(mark).ok()?.modified().ok()?.elapsed().ok()?;
+    (ago < INODE_RECENCY).then_some(ago)
 }
