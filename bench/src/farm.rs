@@ -94,7 +94,7 @@ impl Farm {
         let work = target.join("bench").join(&account);
         if let Some(ago) = since_cleanup(&work) {
             eprintln!(
-                "drover-bench: an earlier run removed its files {}s ago; if {} is on an ext4 without a journal, \
+                "drover-bench: an earlier run removed its task directories {}s ago; if {} is on an ext4 without a journal, \
                  its new inodes step over those freed in the last {}s, and the workers' CPU per task reads high",
                 ago.as_secs(),
                 target.display(),
@@ -255,11 +255,12 @@ impl Farm {
         if let Err(e) = crate::staging::delete_prefix(&self.config, &format!("{}/", self.account)).await {
             eprintln!("cleanup: S3: {e:#}");
         }
+        // A run whose workers made task directories leaves the time they went (since_cleanup).
+        let tasks_ran = self.work.join("node-1").exists();
         if let Err(e) = std::fs::remove_dir_all(&self.work) {
             eprintln!("cleanup: remove {}: {e}", self.work.display());
         }
-        // Its time, for the next run to see (since_cleanup).
-        if let Some(mark) = self.work.parent().map(|dir| dir.join(CLEANED)) {
+        if let Some(mark) = self.work.parent().map(|dir| dir.join(CLEANED)).filter(|_| tasks_ran) {
             let _ = std::fs::write(mark, b"");
         }
     }
@@ -394,8 +395,8 @@ const CLEANED: &str = ".cleaned";
 /// spends CPU there.
 const INODE_RECENCY: Duration = Duration::from_secs(305);
 
-/// How long ago an earlier run's cleanup removed its files in `work`'s parent, if within
-/// [`INODE_RECENCY`].
+/// How long ago an earlier run's cleanup removed its workers' task directories beside `work`,
+/// if within [`INODE_RECENCY`].
 fn since_cleanup(work: &Path) -> Option<Duration> {
     let mark = work.parent()?.join(CLEANED);
     let ago = std::fs::metadata(mark).ok()?.modified().ok()?.elapsed().ok()?;
