@@ -1,8 +1,8 @@
 //! Adding tasks to a job: reading task files and the all-or-nothing, confirmed submission.
 //!
 //! A task file is one TaskAddParameter, a JSON array of them, Azure's `{"value":[...]}`
-//! collection, or JSON Lines, read as `az` reads it (`model::lenient`); it is streamed, never
-//! held whole. Submission reads it twice: first
+//! collection, or JSON Lines, read as `az` reads it (`model::lenient`); it is streamed (64 KiB at
+//! a time, each chunk's tasks parsed from memory), never held whole. Submission reads it twice: first
 //! to validate every task (fields, duplicate ids in the file and in the job), then to write the
 //! records to Redis in batches, each with its outbox of runnable tasks, which is published with
 //! confirms and cleared. A file
@@ -12,15 +12,12 @@ use crate::model::{lenient, TaskAddParameter};
 use crate::queue::Publisher;
 use crate::status::StatusStore;
 use crate::{Error, Result};
-use serde::de::{SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::io::Read;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::rc::Rc;
 
 /// Tasks per Redis write (one atomic script per batch).
 const BATCH: usize = 500;
@@ -47,14 +44,17 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
     let start = head.iter().position(|b| !b.is_ascii_whitespace());
     let first = start.map(|i| head[i]);
     let collection = first == Some(b'{') && is_collection(&head[start.unwrap_or(0)..]);
-    let position = Rc::new(RefCell::new(Position { line: 1, column: 0, lines: Vec::new() }));
-    let reader = LineCounter { inner: reader, position: position.clone() };
     let name = path.display();
-    let at = |e: serde_json::Error| Error::invalid(format!("{name}: {e}"));
     let mut count = 0usize;
-    // `start`: where the task starts in the file (line, column), when known.
-    let mut call = |raw: &RawValue, place: String, start: Option<(usize, usize)>| -> Result<()> {
-        let entry = match lenient::read_checked::<TaskAddParameter>("TaskAddParameter", raw.get(), start) {
+    let shape = match first {
+        None => return Err(Error::invalid(format!("{name}: the file holds no task"))),
+        Some(b'[') => Shape::Array,
+        Some(_) if collection => Shape::Collection,
+        Some(_) => Shape::Stream,
+    };
+    read_values(reader, shape, CHUNK, |raw, start| {
+        let place = format!("#{}", count + 1);
+        let entry = match lenient::read_checked::<TaskAddParameter>("TaskAddParameter", raw.get(), Some(start)) {
             Ok((task, notes)) => {
                 note_once(&name.to_string(), notes);
                 Ok(task)
@@ -64,36 +64,12 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
         each(count, entry)?;
         count += 1;
         Ok(())
-    };
-    let start = |raw: &RawValue| position.borrow_mut().start_of(raw.get());
-    match first {
-        None => return Err(Error::invalid(format!("{name}: the file holds no task"))),
-        Some(c) if c == b'[' || collection => {
-            let mut de = serde_json::Deserializer::from_reader(reader);
-            let mut failure = None;
-            let mut n = 0usize;
-            let mut each_value = |v: Box<RawValue>| {
-                n += 1;
-                let at = start(&v);
-                call(&v, format!("#{n}"), Some(at))
-            };
-            let values = Values { each: &mut each_value, failure: &mut failure };
-            let read = if collection {
-                serde::Deserializer::deserialize_map(&mut de, Collection(values))
-            } else {
-                serde::Deserializer::deserialize_seq(&mut de, values)
-            };
-            read.map_err(|e| failure.take().unwrap_or_else(|| at(e)))?;
-            de.end().map_err(at)?;
-        }
-        Some(_) => {
-            for (n, v) in serde_json::Deserializer::from_reader(reader).into_iter::<Box<RawValue>>().enumerate() {
-                let v = v.map_err(at)?;
-                let at = start(&v);
-                call(&v, format!("#{}", n + 1), Some(at))?;
-            }
-        }
-    }
+    })
+    .map_err(|e| match e {
+        ReadError::Json(e) => Error::invalid(format!("{name}: {e}")),
+        ReadError::Read(e) => Error::io(format!("read {name}"), e),
+        ReadError::Stopped(e) => e,
+    })?;
     if count == 0 {
         return Err(Error::invalid(format!("{name}: the file holds no task")));
     }
@@ -124,46 +100,213 @@ fn note_once(name: &str, notes: Vec<String>) {
     }
 }
 
-/// Follows where the JSON parser is in the file, to say where a task starts.
-struct LineCounter<R> {
-    inner: R,
-    position: Rc<RefCell<Position>>,
+/// How much of a task file is read at a time (more while one task is longer).
+const CHUNK: usize = 1 << 16;
+
+/// How a task file holds its tasks.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Shape {
+    /// JSON values one after another: JSON Lines, or one task.
+    Stream,
+    /// A JSON array of tasks.
+    Array,
+    /// Azure's task collection, `{"value": [tasks]}`.
+    Collection,
 }
 
-/// The parser's place: its line, the characters read of it, and the length (in characters) of
-/// each line since the last task was read.
-struct Position {
-    line: usize,
-    column: usize,
-    lines: Vec<usize>,
+/// What the reader expects next in a file of its [`Shape`].
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Step {
+    /// The opening `[`, or a collection's `{`.
+    Open,
+    /// A collection's key, `"value"`.
+    Key,
+    Colon,
+    /// A collection's `[`.
+    Bracket,
+    /// The first task of an array, or its end.
+    First,
+    /// A task after a comma.
+    Value,
+    /// A comma, or the array's end.
+    Next,
+    /// A collection's closing `}`.
+    Brace,
+    /// Nothing but whitespace.
+    End,
+    /// A task of a stream, or its end.
+    Stream,
 }
 
-impl Position {
-    /// Where `raw`, the value just read (it ends where the parser is), starts: (line, column).
-    fn start_of(&mut self, raw: &str) -> (usize, usize) {
-        let above = raw.matches('\n').count();
-        let first = raw.split('\n').next().unwrap_or("").chars().count();
-        let line_length =
-            if above == 0 { self.column } else { self.lines.len().checked_sub(above).map_or(0, |i| self.lines[i]) };
-        self.lines.clear();
-        (self.line.saturating_sub(above), line_length.saturating_sub(first) + 1)
+/// Why [`read_values`] stopped.
+enum ReadError {
+    /// Not JSON, or not a file of tasks: the reason, placed in the file.
+    Json(String),
+    Read(std::io::Error),
+    /// The caller's `each` refused.
+    Stopped(Error),
+}
+
+/// Calls `each(value, (line, column))` for every task of a file shaped `shape`, with where it
+/// starts (1-based; the column in characters). The file is read `chunk` bytes at a time and
+/// parsed from memory: serde_json reading from a `Read` asks for each byte on its own, which cost
+/// a third of a million-task file's check.
+fn read_values(
+    mut reader: impl Read,
+    shape: Shape,
+    chunk: usize,
+    mut each: impl FnMut(&RawValue, (usize, usize)) -> Result<()>,
+) -> std::result::Result<(), ReadError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * chunk);
+    // Where buf[at] is in the file: `at` moves over what is parsed, and buf drops it.
+    let mut place = Place { line: 1, bytes: 0, chars: 0 };
+    let mut step = if shape == Shape::Stream { Step::Stream } else { Step::Open };
+    let mut eof = false;
+    loop {
+        // Read at least `chunk` more, or as much again as an unfinished task holds (so a long
+        // task is parsed again a bounded number of times).
+        let want = buf.len().max(chunk);
+        let mut got = 0;
+        while got < want && !eof {
+            let from = buf.len();
+            buf.resize(from + (want - got), 0);
+            let n = loop {
+                match reader.read(&mut buf[from..]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    r => break r,
+                }
+            };
+            let n = n.map_err(ReadError::Read)?;
+            buf.truncate(from + n);
+            got += n;
+            eof = n == 0;
+        }
+        let mut at = 0usize;
+        loop {
+            let blank = buf[at..].iter().take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')).count();
+            place.advance(&buf[at..at + blank]);
+            at += blank;
+            let Some(&b) = buf.get(at) else {
+                if !eof {
+                    break;
+                }
+                let within = match step {
+                    Step::Stream | Step::End => return Ok(()),
+                    Step::First | Step::Value | Step::Next => "a list",
+                    _ => "an object",
+                };
+                // serde_json places the end of its input after the last byte.
+                return Err(ReadError::Json(format!(
+                    "EOF while parsing {within} at line {} column {}",
+                    place.line, place.bytes
+                )));
+            };
+            // A task where one may be; a `]` after a comma is an error, below.
+            if step == Step::Stream || (matches!(step, Step::First | Step::Value) && b != b']') {
+                let mut values = serde_json::Deserializer::from_slice(&buf[at..]).into_iter::<&RawValue>();
+                let v = match values.next() {
+                    Some(Ok(v)) => v,
+                    // A chunk's end cuts a task short: serde_json says so as the end of its
+                    // input, or, for a number, as an invalid one at the end.
+                    Some(Err(e)) if !eof && (e.is_eof() || at + error_offset(&buf[at..], &e) >= buf.len()) => break,
+                    Some(Err(e)) => return Err(ReadError::Json(place.relocate(&e))),
+                    None => return Err(place.error("expected a task")),
+                };
+                let end = at + values.byte_offset();
+                // A value ending where the data read so far ends may go on (a number).
+                if end == buf.len() && !eof {
+                    break;
+                }
+                let start = (place.line, place.chars + 1);
+                place.advance(&buf[at..end]);
+                at = end;
+                each(v, start).map_err(ReadError::Stopped)?;
+                step = if step == Step::Stream { Step::Stream } else { Step::Next };
+                continue;
+            }
+            let next = match (step, b) {
+                (Step::Open, b'[') if shape == Shape::Array => Step::First,
+                (Step::Open, b'{') if shape == Shape::Collection => Step::Key,
+                (Step::Key, b'"') => {
+                    const KEY: &[u8] = b"\"value\"";
+                    if buf.len() - at < KEY.len() && !eof {
+                        break;
+                    }
+                    if !buf[at..].starts_with(KEY) {
+                        return Err(place.error("expected the key \"value\" (a task collection)"));
+                    }
+                    place.advance(&KEY[..KEY.len() - 1]);
+                    at += KEY.len() - 1;
+                    Step::Colon
+                }
+                (Step::Colon, b':') => Step::Bracket,
+                (Step::Bracket, b'[') => Step::First,
+                (Step::First | Step::Next, b']') if shape == Shape::Collection => Step::Brace,
+                (Step::First | Step::Next, b']') => Step::End,
+                (Step::Next, b',') => Step::Value,
+                (Step::Brace, b'}') => Step::End,
+                (Step::Value, _) => return Err(place.error("trailing comma")),
+                (Step::Stream | Step::First, _) => return Err(place.error("expected a task")),
+                (Step::Open | Step::Bracket, _) => return Err(place.error("expected `[`")),
+                (Step::Key, _) => return Err(place.error("expected the key \"value\" (a task collection)")),
+                (Step::Colon, _) => return Err(place.error("expected `:`")),
+                (Step::Next, _) => return Err(place.error("expected `,` or `]`")),
+                (Step::Brace, _) => return Err(place.error("expected `}` (a task collection holds only \"value\")")),
+                (Step::End, _) => return Err(place.error("trailing characters")),
+            };
+            place.advance(&buf[at..at + 1]);
+            at += 1;
+            step = next;
+        }
+        buf.drain(..at);
     }
 }
 
-impl<R: Read> Read for LineCounter<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut p = self.position.borrow_mut();
-        for b in &buf[..n] {
-            if *b == b'\n' {
-                let length = std::mem::take(&mut p.column);
-                p.lines.push(length);
-                p.line += 1;
-            } else if b & 0xC0 != 0x80 {
-                p.column += 1;
+/// The byte of `text` at serde_json's error `e` (its line and byte column).
+fn error_offset(text: &[u8], e: &serde_json::Error) -> usize {
+    let line_start = match e.line() {
+        0 | 1 => 0,
+        n => text.iter().enumerate().filter(|(_, &b)| b == b'\n').nth(n - 2).map_or(text.len(), |(i, _)| i + 1),
+    };
+    line_start + e.column()
+}
+
+/// A place in a file: its line, and the bytes and characters before it on that line.
+struct Place {
+    line: usize,
+    bytes: usize,
+    chars: usize,
+}
+
+impl Place {
+    /// Moves past `text`.
+    fn advance(&mut self, text: &[u8]) {
+        let chars = |t: &[u8]| t.iter().filter(|&&b| b & 0xC0 != 0x80).count();
+        match text.iter().rposition(|&b| b == b'\n') {
+            Some(last) => {
+                self.line += text.iter().filter(|&&b| b == b'\n').count();
+                self.bytes = text.len() - last - 1;
+                self.chars = chars(&text[last + 1..]);
+            }
+            None => {
+                self.bytes += text.len();
+                self.chars += chars(text);
             }
         }
-        Ok(n)
+    }
+
+    /// `message` at the byte here, placed as serde_json places its errors (the column in bytes).
+    fn error(&self, message: &str) -> ReadError {
+        ReadError::Json(format!("{message} at line {} column {}", self.line, self.bytes + 1))
+    }
+
+    /// serde_json's message for text parsed from here, with its line and column in the file.
+    fn relocate(&self, e: &serde_json::Error) -> String {
+        let text = e.to_string();
+        let (line, column) = (e.line(), e.column());
+        let Some(message) = text.strip_suffix(&format!(" at line {line} column {column}")) else { return text };
+        let (line, column) = if line <= 1 { (self.line, self.bytes + column) } else { (self.line + line - 1, column) };
+        format!("{message} at line {line} column {column}")
     }
 }
 
@@ -172,55 +315,6 @@ fn is_collection(head: &[u8]) -> bool {
     let rest = head.strip_prefix(b"{").unwrap_or(head);
     let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(rest.len())..];
     rest.starts_with(b"\"value\"")
-}
-
-struct Values<'a, F> {
-    each: &'a mut F,
-    failure: &'a mut Option<Error>,
-}
-
-impl<'de, F: FnMut(Box<RawValue>) -> Result<()>> Visitor<'de> for Values<'_, F> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an array of tasks")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(value) = seq.next_element::<Box<RawValue>>()? {
-            if let Err(e) = (self.each)(value) {
-                *self.failure = Some(e);
-                return Err(serde::de::Error::custom("stopped"));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<'de, F: FnMut(Box<RawValue>) -> Result<()>> serde::de::DeserializeSeed<'de> for Values<'_, F> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_seq(self)
-    }
-}
-
-/// Azure's task collection, `{"value": [...]}`, its tasks streamed as an array's are.
-struct Collection<'a, F>(Values<'a, F>);
-
-impl<'de, F: FnMut(Box<RawValue>) -> Result<()>> Visitor<'de> for Collection<'_, F> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a task collection, {\"value\": [tasks]}")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut values = Some(self.0);
-        while let Some(key) = map.next_key::<String>()? {
-            match (key.as_str(), values.take()) {
-                ("value", Some(v)) => map.next_value_seed(v)?,
-                ("value", None) => return Err(serde::de::Error::duplicate_field("value")),
-                _ => return Err(serde::de::Error::unknown_field(&key, &["value"])),
-            }
-        }
-        Ok(())
-    }
 }
 
 /// How many bad tasks a refused file names.
@@ -606,6 +700,84 @@ mod tests {
         assert_eq!(read(&format!("[{one}, {}]", one.replace("\"a\"", "\"b\""))).unwrap(), ["a", "b"]);
         assert_eq!(read(&format!(" {{ \"value\": [{one}] }}")).unwrap(), ["a"]);
         assert_eq!(read(&format!("{one}\n{}\n", one.replace("\"a\"", "\"b\""))).unwrap(), ["a", "b"]);
+    }
+
+    /// Each value read, with where it starts.
+    type Found = Vec<(String, (usize, usize))>;
+
+    /// Every value of `text` with where it starts, or the error, read `chunk` bytes at a time.
+    fn values(text: &str, shape: Shape, chunk: usize) -> std::result::Result<Found, String> {
+        let mut seen = vec![];
+        let read = read_values(text.as_bytes(), shape, chunk, |v, at| {
+            seen.push((v.get().to_string(), at));
+            Ok(())
+        });
+        match read {
+            Ok(()) => Ok(seen),
+            Err(ReadError::Json(e)) => Err(e),
+            Err(_) => Err("stopped".into()),
+        }
+    }
+
+    #[test]
+    fn a_file_reads_the_same_whatever_its_chunks() {
+        let good = "{\"id\":\"a\",\"commandLine\":\"é ü\"}\r\n  {\"id\":\"b\"} {\"id\":\"ç\"}\n{\n  \"id\": \"d\",\n  \"x\": [1, 2.5e3]\n}\n12345 \"€uro\" true\n\n";
+        let whole = values(good, Shape::Stream, 1 << 20).unwrap();
+        assert_eq!(whole.len(), 7);
+        assert_eq!(whole[0].1, (1, 1));
+        assert_eq!(whole[2], ("{\"id\":\"ç\"}".to_string(), (2, 14)));
+        assert_eq!(whole[3].1, (3, 1));
+        assert_eq!(whole[4], ("12345".to_string(), (7, 1)));
+        assert_eq!(whole[5].1, (7, 7));
+        let array = "\n [ {\"id\":\"ü\"},\n12,{\"id\":[\"b\"]}\t,\"x\" ]\n";
+        let collection = format!("{{ \"value\" :{}}}", array.trim_end());
+        let in_array = values(array, Shape::Array, 1 << 20).unwrap();
+        let parsed: Vec<&RawValue> = serde_json::from_str(array).unwrap();
+        assert_eq!(
+            in_array.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>(),
+            parsed.iter().map(|v| v.get()).collect::<Vec<_>>()
+        );
+        assert_eq!(in_array.iter().map(|(_, at)| *at).collect::<Vec<_>>(), [(2, 4), (3, 1), (3, 4), (3, 18)]);
+        assert_eq!(values(&collection, Shape::Collection, 1 << 20).unwrap().len(), 4);
+        for chunk in 1..good.len() + 2 {
+            assert_eq!(values(good, Shape::Stream, chunk).unwrap(), whole, "chunk {chunk}");
+            assert_eq!(values(array, Shape::Array, chunk).unwrap(), in_array, "chunk {chunk}");
+        }
+        // A syntax error is placed in the whole text, wherever the chunks end.
+        for bad in [
+            "{\"id\":\"a\"}\n{\"id\": \"b\", \"commandLine\" \"y\"}\n",
+            "{\"id\":\"ä\"} {\"id\" 1}",
+            "{\"id\":\"a\"}\n{\"id\":\n\"b\"",
+            "{\"id\":\"a\"}\n12x",
+        ] {
+            let whole = serde_json::Deserializer::from_str(bad)
+                .into_iter::<&RawValue>()
+                .find_map(|v| v.err())
+                .unwrap()
+                .to_string();
+            for chunk in 1..bad.len() + 2 {
+                assert_eq!(values(bad, Shape::Stream, chunk).unwrap_err(), whole, "chunk {chunk} of {bad:?}");
+            }
+        }
+        for (bad, shape, error) in [
+            ("[{}, {} {}]", Shape::Array, "expected `,` or `]` at line 1 column 9"),
+            ("[{},\n ]", Shape::Array, "trailing comma at line 2 column 2"),
+            ("[{}] {}", Shape::Array, "trailing characters at line 1 column 6"),
+            ("[{},\n {\"id\": x}]", Shape::Array, "expected value at line 2 column 9"),
+            ("[{}, {}", Shape::Array, "EOF while parsing a list at line 1 column 7"),
+            (
+                "{\"value\": [{}], \"value\": []}",
+                Shape::Collection,
+                "expected `}` (a task collection holds only \"value\") at line 1 column 15",
+            ),
+            ("{\"value\" [{}]}", Shape::Collection, "expected `:` at line 1 column 10"),
+            ("{\"value\": [{}]", Shape::Collection, "EOF while parsing an object at line 1 column 14"),
+            ("{\"value\": [{}", Shape::Collection, "EOF while parsing a list at line 1 column 13"),
+        ] {
+            for chunk in 1..bad.len() + 2 {
+                assert_eq!(values(bad, shape, chunk).unwrap_err(), error, "chunk {chunk} of {bad:?}");
+            }
+        }
     }
 
     #[test]
