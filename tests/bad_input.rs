@@ -32,7 +32,7 @@ async fn bad_task_files_add_nothing() {
         ("wrong-type", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"requiredSlots\":\"two\"}}\n"), vec!["invalid type", "line 2"]),
         ("no-command", format!("{good}\n{{\"id\":\"x\"}}\n"), vec!["missing field `commandLine`"]),
         ("long-id", format!("{good}\n{{\"id\":\"{}\",\"commandLine\":\"y\"}}\n", "a".repeat(65)), vec!["task id", "longer than 64"]),
-        ("bad-char", format!("{good}\n{{\"id\":\"a/b\",\"commandLine\":\"y\"}}\n"), vec!["task id", "'/'"]),
+        ("bad-char", format!("{good}\n{{\"id\":\"a/b\",\"commandLine\":\"y\"}}\n"), vec!["task #2 (line 2): task id", "'/'"]),
         ("dup-in-file", format!("{good}\n{good}\n"), vec!["\"good\"", "more than once"]),
         ("dup-in-job", format!("{good}\n{{\"id\":\"existing\",\"commandLine\":\"y\"}}\n"), vec!["\"existing\"", "already exists"]),
         ("escape", format!("{good}\n{{\"id\":\"x\",\"commandLine\":\"y\",\"resourceFiles\":[{{\"httpUrl\":\"s3://b-b/k\",\"filePath\":\"../x\"}}]}}\n"), vec!["task \"x\"", "resourceFiles[0].filePath", "escapes"]),

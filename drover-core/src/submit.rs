@@ -30,8 +30,8 @@ const BATCH_PARENTS: usize = 20_000;
 pub type Entry = Result<TaskAddParameter>;
 
 /// Calls `each(index, entry)` for every task in the file, in order, streaming it. A JSON syntax
-/// error stops the reading (with its line and column); a task with a bad field is handed to
-/// `each` as an error, so the caller decides whether to go on.
+/// error stops the reading (with its line and column); a task with a bad field, or one that is
+/// not valid, is handed to `each` as an error, so the caller decides whether to go on.
 pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>) -> Result<usize> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(format!("--json-file {}", path.display()), e))?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
@@ -57,7 +57,10 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
         let entry = match lenient::read_checked::<TaskAddParameter>("TaskAddParameter", raw.get(), Some(start)) {
             Ok((task, notes)) => {
                 note_once(&name.to_string(), notes);
-                Ok(task)
+                // A task that is not valid is named by its place in the file as well as its id.
+                task.validate()
+                    .map(|()| task)
+                    .map_err(|e| Error::invalid(format!("{name}: task {place} (line {}): {e}", start.0)))
             }
             Err(e) => Err(Error::invalid(format!("{name}: task {place}: {e}"))),
         };
@@ -424,7 +427,7 @@ impl Submission<'_> {
             let stopped = || Error::Internal("submission stopped".into());
             let (mut refused, mut problems) = (0usize, Vec::new());
             read_tasks(&file, |i, entry| {
-                let checked = entry.and_then(|t| t.validate().map(|()| t)).and_then(|t| {
+                let checked = entry.and_then(|t| {
                     check_slots(&t, &pool_id, pool_slots)?;
                     let parents = t.parent_ids()?;
                     if !parents.is_empty() && !uses_dependencies {
@@ -539,7 +542,7 @@ impl Submission<'_> {
                     ))
                 };
                 let t = entry.map_err(|_| changed())?;
-                t.validate().and_then(|()| check_slots(&t, &pool_id, pool_slots)).map_err(|_| changed())?;
+                check_slots(&t, &pool_id, pool_slots).map_err(|_| changed())?;
                 parents += t.depends_on.as_ref().map_or(0, |_| t.parent_ids().map_or(0, |p| p.len()));
                 tasks.push(t);
                 if tasks.len() == BATCH || parents >= BATCH_PARENTS {
@@ -789,5 +792,10 @@ mod tests {
         let err = read("[{\"id\":\"a\"}]").unwrap_err().to_string();
         assert!(err.contains("commandLine") && err.contains("line 1"), "{err}");
         assert!(read("  \n").is_err());
+        // A task that is not valid is placed in the file too.
+        let err = read("{\"id\":\"a\",\"commandLine\":\"x\"}\n\n {\"id\":\"a/b\",\"commandLine\":\"y\"}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("task #2 (line 3): task id \"a/b\""), "{err}");
     }
 }
