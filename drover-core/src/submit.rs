@@ -2,11 +2,11 @@
 //!
 //! A task file is one TaskAddParameter, a JSON array of them, Azure's `{"value":[...]}`
 //! collection, or JSON Lines, read as `az` reads it (`model::lenient`); it is streamed (64 KiB at
-//! a time, each chunk's tasks parsed from memory), never held whole. Submission reads it twice: first
-//! to validate every task (fields, duplicate ids in the file and in the job), then to write the
-//! records to Redis in batches, each with its outbox of runnable tasks, which is published with
-//! confirms and cleared. A file
-//! with one bad task adds none, unless the caller chose to skip bad tasks.
+//! a time, each chunk's tasks parsed from memory), never held whole. Submission reads it twice:
+//! first to validate every task (fields, duplicate ids in the file and in the job), then to write
+//! the records to Redis in batches, each with its outbox of runnable tasks, which is published
+//! with confirms and cleared. A file with one bad task adds none, unless the caller chose to skip
+//! bad tasks.
 
 use crate::model::{lenient, TaskAddParameter};
 use crate::queue::Publisher;
@@ -53,16 +53,16 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
         Some(_) => Shape::Stream,
     };
     read_values(reader, shape, CHUNK, |raw, start| {
-        let place = format!("#{}", count + 1);
+        let nth = format!("#{}", count + 1);
         let entry = match lenient::read_checked::<TaskAddParameter>("TaskAddParameter", raw.get(), Some(start)) {
             Ok((task, notes)) => {
                 note_once(&name.to_string(), notes);
                 // A task that is not valid is named by its place in the file as well as its id.
                 task.validate()
                     .map(|()| task)
-                    .map_err(|e| Error::invalid(format!("{name}: task {place} (line {}): {e}", start.0)))
+                    .map_err(|e| Error::invalid(format!("{name}: task {nth} (line {}): {e}", start.0)))
             }
-            Err(e) => Err(Error::invalid(format!("{name}: task {place}: {e}"))),
+            Err(e) => Err(Error::invalid(format!("{name}: task {nth}: {e}"))),
         };
         each(count, entry)?;
         count += 1;
