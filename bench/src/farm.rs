@@ -260,8 +260,10 @@ impl Farm {
         if let Err(e) = std::fs::remove_dir_all(&self.work) {
             eprintln!("cleanup: remove {}: {e}", self.work.display());
         }
-        if let Some(mark) = self.work.parent().map(|dir| dir.join(CLEANED)).filter(|_| tasks_ran) {
-            let _ = std::fs::write(mark, b"");
+        if tasks_ran {
+            if let Some(dir) = self.work.parent() {
+                let _ = std::fs::write(dir.join(CLEANED), b"");
+            }
         }
     }
 

@@ -44,7 +44,7 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
     let start = head.iter().position(|b| !b.is_ascii_whitespace());
     let first = start.map(|i| head[i]);
     let collection = first == Some(b'{') && is_collection(&head[start.unwrap_or(0)..]);
-    let name = path.display();
+    let name = path.display().to_string();
     let mut count = 0usize;
     let shape = match first {
         None => return Err(Error::invalid(format!("{name}: the file holds no task"))),
@@ -53,16 +53,16 @@ pub fn read_tasks(path: &Path, mut each: impl FnMut(usize, Entry) -> Result<()>)
         Some(_) => Shape::Stream,
     };
     read_values(reader, shape, CHUNK, |raw, start| {
-        let nth = format!("#{}", count + 1);
+        let nth = count + 1;
         let entry = match lenient::read_checked::<TaskAddParameter>("TaskAddParameter", raw.get(), Some(start)) {
             Ok((task, notes)) => {
-                note_once(&name.to_string(), notes);
+                note_once(&name, notes);
                 // A task that is not valid is named by its place in the file as well as its id.
                 task.validate()
                     .map(|()| task)
-                    .map_err(|e| Error::invalid(format!("{name}: task {nth} (line {}): {e}", start.0)))
+                    .map_err(|e| Error::invalid(format!("{name}: task #{nth} (line {}): {e}", start.0)))
             }
-            Err(e) => Err(Error::invalid(format!("{name}: task {nth}: {e}"))),
+            Err(e) => Err(Error::invalid(format!("{name}: task #{nth}: {e}"))),
         };
         each(count, entry)?;
         count += 1;
