@@ -140,8 +140,9 @@ pub fn serve(mut args: impl Iterator<Item = std::ffi::OsString>) -> std::process
         let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
         let (command, exited) = (ready(&fds[0]), ready(&fds[1]));
         if exited {
-            // Exits coalesce into fewer signals: read them all, then reap until none is left.
-            while let Ok(Some(_)) = exits.read_signal() {}
+            // Exits coalesce into one signal (SIGCHLD does not queue: one read takes it, and one
+            // sent after keeps the descriptor readable), then reap until none is left.
+            let _ = exits.read_signal();
             reap(&socket, &mut children);
         }
         if command {
