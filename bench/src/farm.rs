@@ -150,14 +150,19 @@ impl Farm {
         Ok(())
     }
 
-    /// Starts `workers` drover-worker processes on the farm pool and waits until every one
-    /// shows `idle`.
-    pub(crate) async fn start_workers(&mut self, workers: u32) -> Result<()> {
+    /// Starts `workers` drover-worker processes on the farm pool (running every task as the
+    /// worker's own user when `as_worker_user`) and waits until every one shows `idle`.
+    pub(crate) async fn start_workers(&mut self, workers: u32, as_worker_user: bool) -> Result<()> {
         for n in 1..=workers {
             let dir = self.work.join(format!("node-{n}"));
             std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
             let mut cmd = self.command("drover-worker");
             cmd.arg("--pool-id").arg(FARM_POOL).arg("--work-dir").arg(&dir);
+            // Told by the flag alone, which this program's own setting decides.
+            cmd.env_remove("DROVER_TASKS_AS_WORKER_USER");
+            if as_worker_user {
+                cmd.arg("--tasks-as-worker-user");
+            }
             let proc = self.spawn_logged(cmd, &format!("worker-{n}"))?;
             self.workers.push(proc);
         }

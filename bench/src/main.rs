@@ -60,12 +60,22 @@ pub(crate) struct Args {
     /// beside this program).
     #[arg(long = "bin-dir", env = "DROVER_BIN_DIR")]
     pub(crate) bin_dir: Option<std::path::PathBuf>,
+    /// Run every task as the workers' own user (drover-worker --tasks-as-worker-user), as a
+    /// worker that is not root must; as root, this measures what tasks' own users cost.
+    #[arg(long = "tasks-as-worker-user", env = "DROVER_TASKS_AS_WORKER_USER")]
+    pub(crate) tasks_as_worker_user: bool,
 }
 
 impl Args {
     /// The phases to run, in their order.
     pub(crate) fn phases(&self) -> Vec<&'static str> {
         PHASES.into_iter().filter(|p| self.only.is_empty() || self.only.iter().any(|o| o == p)).collect()
+    }
+
+    /// Whether the workers run tasks as users of their own (Azure's default): as root, unless
+    /// told otherwise.
+    pub(crate) fn task_users(&self) -> bool {
+        !self.tasks_as_worker_user && nix::unistd::geteuid().is_root()
     }
 }
 

@@ -110,7 +110,7 @@ async fn ensure_farm(farm: &mut Farm, args: &crate::Args) -> Result<()> {
     if farm.workers.is_empty() {
         let slots = args.slots.to_string();
         farm.drover(&["pool", "create", "--pool-id", FARM_POOL, "--task-slots-per-node", &slots]).await?;
-        farm.start_workers(args.workers).await?;
+        farm.start_workers(args.workers, args.tasks_as_worker_user).await?;
     }
     Ok(())
 }

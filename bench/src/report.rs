@@ -122,6 +122,7 @@ impl Report {
                 "tasks": args.tasks,
                 "workers": args.workers,
                 "slots": args.slots,
+                "task_users": args.task_users(),
                 "submit_tasks": args.submit_tasks,
                 "dispatch_samples": args.dispatch_samples,
                 "scrape_tasks": args.scrape_tasks,
@@ -195,7 +196,13 @@ impl Report {
             let ratio = bare_rate.map(|b| rate / b);
             t.row(
                 "e2e",
-                format!("rate ({} tasks, {} workers x {} slots)", thousands(e.tasks as f64), args.workers, args.slots),
+                format!(
+                    "rate ({} tasks, {} workers x {} slots, tasks as {})",
+                    thousands(e.tasks as f64),
+                    args.workers,
+                    args.slots,
+                    if args.task_users() { "their own users" } else { "the workers' user" }
+                ),
                 thousands(rate),
                 "tasks/s",
             );
