@@ -158,7 +158,7 @@ impl Farm {
             std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
             let mut cmd = self.command("drover-worker");
             cmd.arg("--pool-id").arg(FARM_POOL).arg("--work-dir").arg(&dir);
-            // Told by the flag alone, which this program's own setting decides.
+            // The flag alone says how tasks run, as this program's own flag or variable decided.
             cmd.env_remove("DROVER_TASKS_AS_WORKER_USER");
             if as_worker_user {
                 cmd.arg("--tasks-as-worker-user");
